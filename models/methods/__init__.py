@@ -1,0 +1,7 @@
+"""The shipped methods. Every module here registers itself with the pair API on import."""
+
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
