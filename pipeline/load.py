@@ -1,0 +1,164 @@
+"""Lazy loading of STAC items onto the optical grid (the pipeline's one way to read pixels).
+
+`optical_grid` derives the target grid from the optical item; `load_stack` puts any items (optical,
+SAR, DEM tiles) onto exactly that grid with stackstac, in physical units with NaN for nodata;
+`load_truth` reads the demo archive's injected displacement. Conventions: docs/loading.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pystac
+import rasterio
+import rioxarray  # noqa: F401  (registers the .rio accessor used on the result)
+import stackstac
+import xarray as xr
+from affine import Affine
+from pyproj import CRS
+from pyproj.exceptions import CRSError
+from rasterio.enums import Resampling
+
+from catalogs.scenes import AssetKeys
+from dsmar.errors import CatalogError, InputError
+from pipeline.grid import Grid
+from pipeline.load_meta import (
+    Radiometry,
+    absolute_href,
+    asset_dict,
+    crs_of,
+    plain_item,
+    radiometry,
+    refuse_radar_geometry,
+)
+
+RESAMPLING = {"bilinear": Resampling.bilinear, "nearest": Resampling.nearest, "cubic": Resampling.cubic}
+TRUTH_ASSET = "truth_displacement"
+
+
+def optical_grid(item: pystac.Item, asset_keys: AssetKeys) -> Grid:
+    """The optical item's native grid, from the proj metadata of its first optical band asset
+    (asset-level fields win over item-level ones, as in the projection extension)."""
+    if not asset_keys.optical:
+        raise CatalogError("the catalog profile names no optical band assets")
+    key = next(iter(asset_keys.optical.values()))
+    fields, props = asset_dict(item, key), item.properties
+    crs = crs_of(fields, props)
+    transform = fields.get("proj:transform", props.get("proj:transform"))
+    shape = fields.get("proj:shape", props.get("proj:shape"))
+    missing = [n for n, v in (("proj:code/proj:epsg", crs), ("proj:transform", transform), ("proj:shape", shape)) if v is None]
+    if missing:
+        raise CatalogError(f"optical item {item.id!r} asset {key!r} lacks {', '.join(missing)}: cannot build its grid")
+    try:
+        return Grid.from_affine(crs, Affine(*transform[:6]), int(shape[0]), int(shape[1]))
+    except (ValueError, TypeError, CRSError) as e:
+        raise CatalogError(f"optical item {item.id!r} asset {key!r} has an unusable grid: {e}") from None
+
+
+def load_stack(
+    items: Sequence[pystac.Item],
+    bands: dict[str, str],
+    grid: Grid,
+    resampling: str = "bilinear",
+    dtype: np.dtype | type = np.float32,
+    *,
+    chunks: int = 512,
+    sar_db: bool = True,
+) -> xr.DataArray:
+    """Items' assets resampled onto exactly `grid`: lazy (band, y, x), physical units, NaN = nodata.
+
+    `bands` maps output band names to asset keys. Several items are mosaicked with the first
+    valid pixel winning in the order given (put the preferred item first). SAR assets come out in
+    dB when `sar_db` (linear power is converted). Chunks are `chunks` x `chunks` pixels.
+    """
+    items = list(items)
+    if not items:
+        raise CatalogError("no items to load")
+    if not bands:
+        raise InputError("no bands requested")
+    if resampling not in RESAMPLING:
+        raise InputError(f"resampling must be one of {sorted(RESAMPLING)}, got {resampling!r}")
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise InputError(f"load_stack returns floats (NaN marks nodata), got dtype {dtype}")
+    epsg = grid.crs.to_epsg()
+    if epsg is None:
+        raise CatalogError("the target grid's CRS has no EPSG code, which stackstac needs")
+    keys = list(dict.fromkeys(bands.values()))
+    for key in keys:
+        if not any(key in item.assets for item in items):
+            raise CatalogError(f"no item has asset {key!r} (items: {[i.id for i in items]})")
+    for item in items:
+        refuse_radar_geometry(item, keys)
+
+    raw = stackstac.stack(
+        [plain_item(item, keys) for item in items],
+        assets=keys,
+        epsg=epsg,
+        resolution=grid.resolution,
+        bounds=grid.bounds,
+        snap_bounds=False,  # snapping moves the origin off the grid by up to a pixel
+        xy_coords="center",
+        rescale=False,  # scale/offset/nodata are applied below, from our own metadata rules
+        dtype=dtype,
+        fill_value=dtype.type(np.nan),
+        chunksize=(1, 1, chunks, chunks),
+        resampling=RESAMPLING[resampling],
+        sortby_date=False,  # keep the caller's order: it decides which item wins the mosaic
+        properties=False,
+        band_coords=False,
+    )
+    _check_on_grid(raw, grid)
+    phys = _to_physical(raw, items, sar_db, dtype)
+    mosaic = stackstac.mosaic(phys, dim="time", reverse=True)  # reverse: the first item is on top
+    out = mosaic.reindex(band=keys).sel(band=list(bands.values()))
+    out = out.reset_coords(drop=True).assign_coords(band=list(bands), x=grid.x_coords(), y=grid.y_coords())
+    out.attrs = {}
+    return out.rio.write_crs(grid.crs_wkt).rio.write_transform(grid.affine)
+
+
+def _check_on_grid(raw: xr.DataArray, grid: Grid) -> None:
+    """stackstac must have produced exactly `grid` (shape and origin); anything else is a bug here."""
+    transform = raw.attrs.get("transform")
+    if (raw.sizes["y"], raw.sizes["x"]) != grid.shape or not np.allclose(
+        tuple(transform)[:6], grid.transform, rtol=0, atol=1e-6 * grid.resolution[0]
+    ):
+        raise RuntimeError(f"stackstac grid {raw.sizes} {transform} differs from the target {grid}")
+
+
+def _to_physical(raw: xr.DataArray, items: list[pystac.Item], sar_db: bool, dtype: np.dtype) -> xr.DataArray:
+    """Mask each asset's nodata, apply its scale/offset, convert linear SAR power to dB."""
+    by_id = {item.id: item for item in items}
+    keys = [str(k) for k in raw["band"].values]
+    table = [
+        [radiometry(by_id[str(i)], k, sar_db) if k in by_id[str(i)].assets else Radiometry() for k in keys]
+        for i in raw["id"].values
+    ]
+
+    def field(name: str) -> xr.DataArray:
+        values = np.array([[getattr(r, name) for r in row] for row in table])
+        return xr.DataArray(values.astype(dtype if values.dtype.kind == "f" else bool), dims=("time", "band"))
+
+    nodata = field("nodata")
+    phys = raw.where((raw != nodata) | nodata.isnull()) * field("scale") + field("offset")
+    to_db = field("to_db")
+    if bool(to_db.any()):
+        phys = phys.where(~to_db, 10 * np.log10(phys.where(phys > 0)))
+    return phys.astype(dtype)
+
+
+def load_truth(item: pystac.Item, grid: Grid) -> np.ndarray | None:
+    """The item's `truth_displacement` (2, H, W) float32 (dy, dx in optical pixels, Contract 1),
+    None when the item has none; CatalogError if it is not on `grid`."""
+    if TRUTH_ASSET not in item.assets:
+        return None
+    href = absolute_href(item, TRUTH_ASSET)
+    with rasterio.open(href) as src:
+        if src.count != 2:
+            raise CatalogError(f"{href}: truth_displacement must have 2 bands (dy, dx), has {src.count}")
+        same_crs = src.crs is not None and grid.crs.equals(CRS.from_wkt(src.crs.to_wkt()), ignore_axis_order=True)
+        same_transform = np.allclose(tuple(src.transform)[:6], grid.transform, rtol=0, atol=1e-6 * grid.resolution[0])
+        if not (same_crs and same_transform and src.shape == grid.shape):
+            raise CatalogError(f"{href}: truth_displacement is not on the optical grid ({src.shape} {src.transform})")
+        return src.read(out_dtype=np.float32, masked=True).filled(np.nan)
