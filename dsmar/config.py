@@ -1,0 +1,157 @@
+"""Run configuration: one frozen, validated object that crosses every boundary (CLI, Prefect, cube attrs).
+
+Validation happens here, at the edge, so the pipeline below can trust its inputs; every problem
+becomes one `InputError` line instead of a pydantic report.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dsmar.errors import InputError
+from models.api import DEFAULT_METHOD
+
+BBox = tuple[float, float, float, float]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TileConfig(_Frozen):
+    """Tiles of `size` pixels (also the Zarr chunk size) registered with `halo` extra pixels per side.
+
+    The halo must exceed the largest expected displacement plus the method's matching window, so a
+    tile's core sees everything it is matched against; 64 covers the few-pixel shifts plus local
+    deformation of real scenes and the demo with room for a 32 px window.
+    """
+
+    size: int = Field(512, ge=64, le=8192)
+    halo: int = Field(64, ge=0)
+
+    @model_validator(mode="after")
+    def _halo_fits(self) -> TileConfig:
+        if self.halo > self.size:
+            raise ValueError(f"halo {self.halo} must not exceed the tile size {self.size}")
+        return self
+
+
+class ClusterConfig(_Frozen):
+    """Where tiles run: an existing scheduler (`address`), else a local cluster of `workers` processes."""
+
+    address: str | None = None
+    workers: int | None = Field(None, ge=1, le=512)
+    threads_per_worker: int = Field(1, ge=1, le=64)
+
+
+class SearchConfig(_Frozen):
+    """Which catalog to search and how strictly scenes must co-locate."""
+
+    profile: str = "earth-search"
+    catalog_url: str | None = None
+    optical_collection: str | None = None
+    sar_collection: str | None = None
+    dem_collection: str | None = None
+    max_cloud: float = Field(30.0, ge=0, le=100)
+    sar_window_days: float = Field(3.0, gt=0)
+    min_overlap: float = Field(0.5, gt=0, le=1)
+
+
+class RunConfig(_Frozen):
+    """Everything `register_region` needs; serialised to JSON into the cube's attrs."""
+
+    bbox: BBox
+    start: date
+    end: date
+    out: str
+    search: SearchConfig = SearchConfig()
+    method: str = DEFAULT_METHOD
+    tiles: TileConfig = TileConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    report_dir: str | None = None
+    modalities: tuple[str, ...] = ("sar", "dem")
+
+    @field_validator("bbox")
+    @classmethod
+    def _check_bbox(cls, bbox: BBox) -> BBox:
+        w, s, e, n = bbox
+        if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+            raise ValueError(f"bbox must be W S E N in degrees with W < E and S < N, got {list(bbox)}")
+        return bbox
+
+    @field_validator("modalities")
+    @classmethod
+    def _check_modalities(cls, modalities: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = set(modalities) - {"sar", "dem"}
+        if unknown or not modalities:
+            raise ValueError(f"modalities must be a non-empty subset of sar, dem, got {list(modalities)}")
+        return modalities
+
+    @model_validator(mode="after")
+    def _check_dates(self) -> RunConfig:
+        if self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+def build(model: type[BaseModel], **values) -> BaseModel:
+    """Construct a config model, turning a pydantic report into one InputError line."""
+    try:
+        return model(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise InputError(f"{where}: {message}" if where else message) from None
+
+
+def parse_date(text: str, label: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{label} must be a date YYYY-MM-DD, got {text!r}") from None
+
+
+def check_method(method: str) -> str:
+    """The method must be one the pair API knows; checked before any work starts."""
+    from models.api import available_methods  # imports every method module: only when checking
+
+    methods = available_methods()
+    if method not in methods:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(methods)}")
+    return method
+
+
+def check_writable_dir(path: Path, label: str) -> Path:
+    """Create `path` if needed and prove it is writable, or raise one line saying which path failed."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".dsmar-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise InputError(f"{label} {str(path)!r} is not writable: {err.strerror or err}") from None
+    if not os.access(path, os.W_OK):
+        raise InputError(f"{label} {str(path)!r} is not writable")
+    return path
+
+
+def check_output(out: str) -> str:
+    """A local output path must end in .zarr and sit in a writable directory; URLs pass to fsspec."""
+    if "://" in out and not out.startswith("file://"):
+        return out
+    path = Path(out.removeprefix("file://"))
+    if path.suffix != ".zarr":
+        raise InputError(f"--out must be a path ending in .zarr, got {out!r}")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out {out!r} exists and is not a Zarr directory")
+    check_writable_dir(path.parent if not path.exists() else path, "output directory")
+    return str(path)

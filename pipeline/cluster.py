@@ -1,0 +1,79 @@
+"""Where the tiles run: an existing Dask scheduler, GPU workers (dask-cuda), or a local CPU cluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dsmar.config import ClusterConfig
+from dsmar.errors import DsmarError
+
+
+def count_gpus() -> int:
+    """GPUs NVML can see, honouring CUDA_VISIBLE_DEVICES; 0 on any error (no driver, no library).
+
+    Not `dask_cuda.utils.get_n_gpus()`: it counts CUDA_VISIBLE_DEVICES="" as one GPU.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and not visible.strip():
+        return 0
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            found = pynvml.nvmlDeviceGetCount()
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001  any NVML failure means "no usable GPU"
+        return 0
+    if visible is not None:
+        return min(found, len([v for v in visible.split(",") if v.strip()]))
+    return int(found)
+
+
+def default_workers() -> int:
+    """One single-threaded worker per core: the registration methods are CPU-bound numpy/torch."""
+    return max(1, os.cpu_count() or 1)
+
+
+@contextmanager
+def dask_client(config: ClusterConfig) -> Iterator[object]:
+    """A connected `distributed.Client`; a cluster started here is closed on exit."""
+    from distributed import Client, LocalCluster
+
+    if config.address:
+        try:
+            client = Client(config.address, timeout="20s")
+        except OSError as err:
+            raise DsmarError(f"cannot reach the Dask scheduler at {config.address}: {err}") from None
+        with client:
+            yield client
+        return
+    workers = config.workers or default_workers()
+    cluster = _gpu_cluster() if count_gpus() else None
+    if cluster is None:
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=config.threads_per_worker,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
+        )
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def _gpu_cluster():
+    """A `LocalCUDACluster` (one worker per GPU), or None when dask-cuda is not installed or fails."""
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        return None
+    try:
+        return LocalCUDACluster(dashboard_address=None, silence_logs=logging.WARNING)
+    except Exception:  # noqa: BLE001  NVML/CUDA set-up errors: fall back to CPU workers
+        logging.getLogger("dsmar").warning("dask-cuda could not start; using CPU workers")
+        return None

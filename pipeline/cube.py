@@ -1,0 +1,226 @@
+"""The Zarr cube (Contract 3): lay it out once at full size, then fill it chunk by chunk.
+
+`init_cube` writes coordinates, CRS, provenance and attrs, and declares every data variable at full
+size without computing anything (lazy dask templates); the writers then fill whole chunks with plain
+zarr writes, so parallel tile writers never touch the same chunk. `tile_inputs_hash` (one chunk per
+time and tile) records what each chunk was computed from; a re-run with the same inputs skips it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import zarr
+from pyproj import CRS
+
+from dsmar.errors import InputError
+from pipeline.grid import Grid
+from pipeline.tiles import Tile, TilePlan
+
+COMPONENTS = ("dy", "dx")
+HASH_VAR = "tile_inputs_hash"
+PROVENANCE = ("optical_item", "sar_item", "sar_time", "dem_item")
+
+
+@dataclass(frozen=True)
+class CubeLayout:
+    """Shape of a cube: its grid, tiling, acquisition times and the band names of each modality."""
+
+    grid: Grid
+    plan: TilePlan
+    times: tuple[np.datetime64, ...]
+    bands: Mapping[str, tuple[str, ...]]  # "optical", "sar", "dem" -> band names
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in self.bands if m != "optical")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Which items one time step was made from."""
+
+    optical_item: str
+    sar_item: str
+    sar_time: np.datetime64
+    dem_item: str
+
+
+def inputs_hash(*parts: object) -> int:
+    """A positive int64 fingerprint of everything a chunk's content depends on (0 means 'not written')."""
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1 or 1
+
+
+def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Sequence[Provenance]) -> xr.Dataset:
+    """The cube's variables at full size as never-computed dask arrays, plus real coords and provenance."""
+    grid, plan = layout.grid, layout.plan
+    n_t, (ch_y, ch_x) = len(times), plan.chunks
+
+    def lazy(shape, chunks, fill=np.nan, dtype=np.float32):
+        return da.full(shape, fill, dtype=dtype, chunks=chunks)
+
+    data_vars = {}
+    for name, bands in layout.bands.items():
+        dim = f"band_{name}"
+        data_vars[name] = (("time", dim, "y", "x"), lazy((n_t, len(bands), *grid.shape), (1, len(bands), ch_y, ch_x)))
+    for m in layout.modalities:
+        data_vars[f"displacement_{m}"] = (
+            ("time", "component", "y", "x"), lazy((n_t, 2, *grid.shape), (1, 2, ch_y, ch_x)),
+            {"units": "pixel", "long_name": f"{m} to optical displacement (dy, dx), fixed-grid pixels",
+             "convention": "optical pixel (y, x) matches the original image at (y + dy, x + dx)"},
+        )
+        data_vars[f"confidence_{m}"] = (
+            ("time", "y", "x"), lazy((n_t, *grid.shape), (1, ch_y, ch_x)),
+            {"long_name": f"confidence of displacement_{m}", "valid_range": [0.0, 1.0]},
+        )
+    data_vars[HASH_VAR] = (
+        ("time", "tile_row", "tile_col"), lazy((n_t, plan.n_rows, plan.n_cols), (1, 1, 1), 0, np.int64),
+        {"long_name": "fingerprint of the inputs each chunk was written from; 0 = not written"},
+    )
+    data_vars["optical_item"] = ("time", np.array([p.optical_item for p in provenance], dtype=object))
+    data_vars["sar_item"] = ("time", np.array([p.sar_item for p in provenance], dtype=object))
+    data_vars["sar_time"] = ("time", np.array([p.sar_time for p in provenance], dtype="datetime64[ns]"))
+    data_vars["dem_item"] = ("time", np.array([p.dem_item for p in provenance], dtype=object))
+    coords = {
+        "time": np.array(times, dtype="datetime64[ns]"),
+        "y": ("y", grid.y_coords(), {"units": "m", "standard_name": "projection_y_coordinate"}),
+        "x": ("x", grid.x_coords(), {"units": "m", "standard_name": "projection_x_coordinate"}),
+        "component": np.array(COMPONENTS, dtype=object),
+        **{f"band_{name}": np.array(bands, dtype=object) for name, bands in layout.bands.items()},
+    }
+    ds = xr.Dataset(data_vars, coords=coords)
+    ds = ds.rio.write_crs(grid.crs_wkt).rio.write_transform(grid.affine)
+    for name in ds.data_vars:
+        ds[name].attrs["grid_mapping"] = "spatial_ref"
+        ds[name].encoding.pop("grid_mapping", None)
+    return ds
+
+
+def _encoding(ds: xr.Dataset) -> dict:
+    enc = {}
+    for name, var in ds.data_vars.items():
+        if isinstance(var.data, da.Array):
+            enc[name] = {"chunks": tuple(c[0] for c in var.data.chunks)}
+    enc[HASH_VAR]["fill_value"] = 0
+    enc["time"] = {"units": "seconds since 1970-01-01", "dtype": "int64"}
+    enc["sar_time"] = {"units": "seconds since 1970-01-01", "dtype": "int64"}
+    return enc
+
+
+def init_cube(
+    path: str, layout: CubeLayout, provenance: Sequence[Provenance], attrs: Mapping[str, str]
+) -> dict[np.datetime64, int]:
+    """Create the cube, or append new times to an existing one on the same grid; return time -> index.
+
+    Existing times keep their index; their provenance is refreshed (a changed item changes the
+    inputs hash, so those chunks are recomputed).
+    """
+    attrs = dict(attrs)
+    if not _exists(path):
+        ds = _template(layout, layout.times, provenance)
+        ds.attrs.update(attrs)
+        ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, encoding=_encoding(ds), consolidated=False)
+        return {np.datetime64(t, "ns"): i for i, t in enumerate(layout.times)}
+    existing = xr.open_zarr(path, decode_coords="all", consolidated=False)
+    _check_compatible(existing, layout, path)
+    index = {np.datetime64(t, "ns"): i for i, t in enumerate(existing["time"].values)}
+    old_attrs = dict(existing.attrs)
+    existing.close()
+    new = [(t, p) for t, p in zip(layout.times, provenance) if np.datetime64(t, "ns") not in index]
+    if new:
+        extra = _template(layout, [t for t, _ in new], [p for _, p in new])
+        extra = extra.drop_vars([v for v in extra.variables if "time" not in extra[v].dims])
+        extra.to_zarr(path, append_dim="time", compute=False, consolidated=False)
+        for t, _ in new:
+            index[np.datetime64(t, "ns")] = len(index)
+    group = zarr.open_group(path, mode="r+", zarr_format=3)
+    for t, p in zip(layout.times, provenance):
+        i = index[np.datetime64(t, "ns")]
+        for name in ("optical_item", "sar_item", "dem_item"):
+            group[name][i] = getattr(p, name)
+        group["sar_time"][i] = _seconds(p.sar_time)
+    group.attrs.update({**attrs, "created": old_attrs.get("created", attrs.get("created", ""))})
+    return index
+
+
+def _exists(path: str) -> bool:
+    try:
+        zarr.open_group(path, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return False
+    return True
+
+
+def _seconds(t: np.datetime64) -> int:
+    return int(np.datetime64(t, "s").astype(np.int64))
+
+
+def _check_compatible(existing: xr.Dataset, layout: CubeLayout, path: str) -> None:
+    grid = layout.grid
+    same_grid = (
+        existing.sizes.get("y") == grid.height
+        and existing.sizes.get("x") == grid.width
+        and existing.rio.crs is not None
+        and CRS.from_user_input(existing.rio.crs) == grid.crs
+        and np.allclose(tuple(existing.rio.transform())[:6], grid.transform)
+    )
+    if not same_grid:
+        raise InputError(f"{path} holds a cube on another grid; write this region to a new --out path")
+    chunks = existing["optical"].encoding.get("chunks", (None, None, None, None))[-2:]
+    if tuple(chunks) != layout.plan.chunks:
+        raise InputError(f"{path} was written with {chunks} tiles; rerun with --tile-size {chunks[0]} or a new --out")
+    for name, bands in layout.bands.items():
+        if name not in existing or tuple(existing[f"band_{name}"].values.tolist()) != tuple(bands):
+            raise InputError(f"{path} has different {name} bands; write to a new --out path")
+
+
+@dataclass(frozen=True)
+class ZarrChunkWriter:
+    """Writes whole chunks with plain zarr (picklable: it holds the path, not an open store)."""
+
+    path: str
+
+    def write(self, time_index: int, tile: Tile, arrays: Mapping[str, np.ndarray], inputs_hash: int) -> None:
+        group = zarr.open_group(self.path, mode="r+", zarr_format=3)
+        ys, xs = tile.core.slices
+        for name, value in arrays.items():
+            group[name][(time_index, ..., ys, xs)] = value
+        # Last, so a chunk interrupted mid-write is recomputed next time.
+        group[HASH_VAR][time_index, tile.i, tile.j] = inputs_hash
+
+    def written(self, time_index: int) -> np.ndarray:
+        """(tile_row, tile_col) hashes of the chunks already written for one time step."""
+        return zarr.open_group(self.path, mode="r", zarr_format=3)[HASH_VAR][time_index]
+
+
+def open_cube(path: str) -> xr.Dataset:
+    """Open a cube per Contract 3 (the CRS comes back through `decode_coords="all"`)."""
+    return xr.open_zarr(path, decode_coords="all", consolidated=False)
+
+
+def cube_attrs(config_json: str, catalog: Mapping[str, object], method: str, weights_sha256: str | None) -> dict:
+    from dsmar import __version__
+
+    attrs = {
+        "title": "dsmar aligned optical / SAR / DEM cube",
+        "software": f"dsmar {__version__}",
+        "dsmar_version": __version__,
+        "method": method,
+        "catalog": json.dumps(dict(catalog), sort_keys=True),
+        "config": config_json,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "displacement_convention": "Contract 1: (dy, dx) in optical pixels; warped[y, x] = moving(y + dy, x + dx)",
+        "Conventions": "CF-1.8",
+    }
+    if weights_sha256:
+        attrs["weights_sha256"] = weights_sha256
+    return attrs

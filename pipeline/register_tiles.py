@@ -1,0 +1,211 @@
+"""Per-tile registration, blending and warping, and their mapping onto a Dask cluster.
+
+The core (`TileRegistrator`, `align_chunk`, `warp_core`) is pure numpy and knows nothing of Dask or
+Prefect; `run_tiles` at the bottom is the only place that talks to a `distributed.Client`. Any
+callable matching `TileRegistrator` plugs in: `MethodRegistrator` runs a real method through the
+pair API; `ConstantRegistrator` returns a fixed field instantly, to test or time the plumbing alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from models.api import register_pair
+from models.warp import warp_image
+from pipeline.blend import blend
+from pipeline.tiles import Tile, TilePlan, Window
+
+# Below this share of valid pixels in either image a tile is not matched: zero field, zero confidence.
+MIN_VALID_SHARE = 0.01
+
+
+@dataclass(frozen=True)
+class TileField:
+    """A tile's field on its outer window: displacement (2, h, w) per Contract 1, confidence (h, w)."""
+
+    displacement: np.ndarray
+    confidence: np.ndarray
+
+    @classmethod
+    def unmatched(cls, shape: tuple[int, int]) -> TileField:
+        return cls(np.zeros((2, *shape), np.float32), np.zeros(shape, np.float32))
+
+
+class TileRegistrator(Protocol):
+    """Registers one tile's moving image (C, h, w) onto its fixed optical image (C, h, w)."""
+
+    def __call__(self, fixed: np.ndarray, moving: np.ndarray, *, moving_modality: str) -> TileField: ...
+
+
+def _enough_valid(image: np.ndarray) -> bool:
+    return bool(np.isfinite(image).all(axis=0).mean() >= MIN_VALID_SHARE)
+
+
+@dataclass(frozen=True)
+class MethodRegistrator:
+    """The real registrator: a method of the pair API (Contract 2), named in the run config."""
+
+    method: str
+    options: tuple[tuple[str, object], ...] = ()
+
+    def __call__(self, fixed: np.ndarray, moving: np.ndarray, *, moving_modality: str) -> TileField:
+        if not (_enough_valid(fixed) and _enough_valid(moving)):
+            return TileField.unmatched(fixed.shape[-2:])
+        result = register_pair(
+            fixed, moving, fixed_modality="optical", moving_modality=moving_modality,
+            method=self.method, **dict(self.options),
+        )
+        return TileField(result.displacement, result.confidence)
+
+
+@dataclass(frozen=True)
+class ConstantRegistrator:
+    """A fake for tests and plumbing benchmarks: the same (dy, dx) everywhere, full confidence."""
+
+    shift: tuple[float, float] = (0.0, 0.0)
+    confidence: float = 1.0
+
+    def __call__(self, fixed: np.ndarray, moving: np.ndarray, *, moving_modality: str) -> TileField:
+        h, w = fixed.shape[-2:]
+        displacement = np.empty((2, h, w), np.float32)
+        displacement[0], displacement[1] = self.shift
+        return TileField(displacement, np.full((h, w), self.confidence, np.float32))
+
+
+def warp_core(moving_outer: np.ndarray, field_core: np.ndarray, core_in_outer: Window) -> np.ndarray:
+    """Warp the core of a tile: sample the moving outer window (halo included) at core + field.
+
+    The field is defined on the core only; shifting it by the core's offset inside the outer window
+    makes `warp_image` read the halo pixels a displacement points into.
+    """
+    offset = np.array([core_in_outer.row, core_in_outer.col], np.float32)[:, None, None]
+    return warp_image(moving_outer, field_core + offset)
+
+
+@dataclass(frozen=True)
+class ModalityInput:
+    """What a chunk needs per modality: the moving outer window and the neighbours' tile fields."""
+
+    moving_outer: np.ndarray
+    pieces: tuple[tuple[Tile, TileField], ...]
+
+
+def align_chunk(tile: Tile, fixed_outer: np.ndarray, inputs: Mapping[str, ModalityInput]) -> dict[str, np.ndarray]:
+    """Everything the cube stores for one chunk: optical core, and per modality the aligned image,
+    blended displacement and confidence. Pure: arrays in, arrays out."""
+    core = tile.core.relative_to(tile.outer)
+    arrays = {"optical": fixed_outer[(slice(None), *core.slices)]}
+    for modality, data in inputs.items():
+        displacement, confidence = blend(
+            tile.core, [(t, f.displacement, f.confidence) for t, f in data.pieces]
+        )
+        arrays[modality] = warp_core(data.moving_outer, np.nan_to_num(displacement), core)
+        arrays[f"displacement_{modality}"] = displacement
+        arrays[f"confidence_{modality}"] = confidence
+    return arrays
+
+
+class ChunkWriter(Protocol):
+    """Writes one chunk (a tile's core) of every variable for one time step, then marks it done."""
+
+    def write(self, time_index: int, tile: Tile, arrays: Mapping[str, np.ndarray], inputs_hash: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    tile: Tile
+    thumbnails: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def decimate(core: Window, array: np.ndarray, step: int) -> np.ndarray:
+    """The pixels of a core that fall on the global every-`step`-th row/column lattice."""
+    r0, c0 = (-core.row) % step, (-core.col) % step
+    return array[..., r0::step, c0::step]
+
+
+def finish_chunk(
+    tile: Tile,
+    fixed_outer: np.ndarray,
+    moving_outers: Mapping[str, np.ndarray],
+    pieces: Mapping[str, list[tuple[Tile, TileField]]],
+    writer: ChunkWriter,
+    time_index: int,
+    inputs_hash: int,
+    thumb_step: int,
+) -> ChunkResult:
+    """Blend, warp and write one chunk; return small thumbnails for the report."""
+    inputs = {m: ModalityInput(moving_outers[m], tuple(pieces[m])) for m in moving_outers}
+    arrays = align_chunk(tile, fixed_outer, inputs)
+    writer.write(time_index, tile, arrays, inputs_hash)
+    core = tile.core.relative_to(tile.outer)
+    thumbs = {name: decimate(tile.core, value, thumb_step) for name, value in arrays.items()}
+    for modality, moving in moving_outers.items():
+        thumbs[f"{modality}_before"] = decimate(tile.core, moving[(slice(None), *core.slices)], thumb_step)
+    return ChunkResult(tile, thumbs)
+
+
+def _window(array: xr.DataArray, window: Window) -> da.Array:
+    return da.asarray(array.data)[(slice(None), *window.slices)].astype(np.float32)
+
+
+def run_tiles(
+    client,
+    plan: TilePlan,
+    fixed: xr.DataArray,
+    moving: Mapping[str, xr.DataArray],
+    registrator: TileRegistrator,
+    writer: ChunkWriter,
+    time_index: int,
+    inputs_hash: int,
+    todo: Iterable[Tile],
+    thumb_step: int,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+) -> list[ChunkResult]:
+    """Register, blend, warp and write the `todo` tiles of one scene set on a Dask cluster.
+
+    Windows of the lazy (band, y, x) inputs are read on the workers; a tile's registration runs once
+    even when several chunks' blends need it; each chunk task writes its own chunks only.
+    """
+    from distributed import as_completed
+
+    todo = list(todo)
+    if not todo:
+        return []
+    needed = {(n.i, n.j): n for t in todo for n in plan.neighbours(t)}
+    tiles = list(needed.values())
+    fixed_f = dict(zip(needed, client.compute([_window(fixed, t.outer) for t in tiles])))
+    moving_f = {
+        m: dict(zip(needed, client.compute([_window(image, t.outer) for t in tiles])))
+        for m, image in moving.items()
+    }
+    fields = {
+        m: {key: client.submit(registrator, fixed_f[key], moving_f[m][key], moving_modality=m) for key in needed}
+        for m in moving
+    }
+    finals = [
+        client.submit(
+            finish_chunk,
+            tile,
+            fixed_f[(tile.i, tile.j)],
+            {m: moving_f[m][(tile.i, tile.j)] for m in moving},
+            {m: [(n, fields[m][(n.i, n.j)]) for n in plan.neighbours(tile)] for m in moving},
+            writer,
+            time_index,
+            inputs_hash,
+            thumb_step,
+            pure=False,
+        )
+        for tile in todo
+    ]
+    results = []
+    for done, future in enumerate(as_completed(finals), start=1):
+        results.append(future.result())
+        future.release()
+        on_progress(done, len(finals))
+    return results
