@@ -1,0 +1,82 @@
+"""Searching one catalog over HTTP with pystac-client, through dsmar's retrying IO, always by POST."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import pystac
+from pystac_client import Client
+from pystac_client.exceptions import APIError
+
+from catalogs.http import ResilientStacApiIO, RetryLog, RetryPolicy
+from catalogs.profiles import CatalogProfile
+from dsmar.errors import CatalogError
+
+
+@dataclass(frozen=True)
+class SearchLimits:
+    """Paging: pages of `page_size` items (servers cap this, often at 100-1000), at most `max_items` per search.
+
+    A search that would return more than `max_items` fails with advice to narrow it, rather than
+    silently dropping scenes.
+    """
+
+    page_size: int = 100
+    max_items: int = 5000
+
+
+class CatalogSearcher:
+    """An open connection to one profile's STAC API."""
+
+    def __init__(self, profile: CatalogProfile, policy: RetryPolicy | None = None, limits: SearchLimits | None = None, log: RetryLog | None = None):
+        self.profile = profile
+        self.limits = limits or SearchLimits()
+        self.io = ResilientStacApiIO(policy, log)
+        try:
+            self.client = Client.open(profile.url, stac_io=self.io, modifier=profile.modifier)
+        except Exception as err:  # APIError, connection errors, or a landing page that is not STAC
+            raise CatalogError(f"could not reach STAC API at {profile.url}: {_one_line(err)}") from err
+
+    @property
+    def retry_log(self) -> RetryLog:
+        return self.io.retry_log
+
+    def check_collection(self, collection_id: str) -> None:
+        """Fail clearly when the catalog does not have a collection the profile names."""
+        try:
+            found = self.client.get_collection(collection_id)
+        except Exception as err:
+            raise CatalogError(f"could not read collection {collection_id!r} at {self.profile.url}: {_one_line(err)}") from err
+        if found is None:
+            raise CatalogError(
+                f"collection {collection_id!r} is not available at {self.profile.url}; "
+                "check the profile or the --optical/--sar/--dem-collection options"
+            )
+
+    def items(self, collection_id: str, bbox: tuple[float, float, float, float], start: date | None = None, end: date | None = None) -> list[pystac.Item]:
+        """Every item of a collection meeting the bbox (and the inclusive date range, when given)."""
+        limits = self.limits
+        datetime = f"{start.isoformat()}T00:00:00Z/{end.isoformat()}T23:59:59.999Z" if start and end else None
+        try:
+            search = self.client.search(
+                method="POST",
+                collections=[collection_id],
+                bbox=list(bbox),
+                datetime=datetime,
+                limit=limits.page_size,
+                max_items=limits.max_items + 1,
+            )
+            found = list(search.items())
+        except (APIError, OSError) as err:
+            raise CatalogError(f"search of {collection_id!r} at {self.profile.url} failed: {_one_line(err)}") from err
+        if len(found) > limits.max_items:
+            raise CatalogError(
+                f"more than {limits.max_items} items of {collection_id!r} match; narrow the bbox or the period"
+            )
+        return found
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text[:300] or type(err).__name__

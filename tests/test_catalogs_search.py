@@ -1,0 +1,297 @@
+"""Co-location search against a real STAC API (rustac on 127.0.0.1) holding look-alike catalogs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from catalogs.colocate import find_scene_sets
+from catalogs.http import RetryPolicy
+from catalogs.profiles import get_profile
+from catalogs.server import serve_items
+from catalogs.stac_search import SearchLimits
+from dsmar.cli import main
+from dsmar.errors import CatalogError, InputError
+from tests import catalog_fixtures as fx
+
+AOI = (15.0, 45.0, 15.4, 45.3)
+TILE = (14.9, 44.9, 15.6, 45.6)  # covers the AOI
+EDGE = (15.3, 44.9, 16.0, 45.6)  # covers 0.1 of the AOI's 0.4 degrees of longitude
+AOI_NO_DEM = (17.0, 43.0, 17.4, 43.3)
+TILE_NO_DEM = (16.9, 42.9, 17.6, 43.6)
+JUNE = (date(2024, 6, 1), date(2024, 6, 30))
+JULY = (date(2024, 7, 1), date(2024, 7, 31))
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+def pc_id(when: str) -> str:
+    stamp = utc(when).strftime("%Y%m%dT%H%M%S")
+    return f"S2A_MSIL2A_{stamp}_R022_T33TWL_{stamp[:8]}T155432"
+
+
+def rtc_id(when: str) -> str:
+    stamp = utc(when).strftime("%Y%m%dT%H%M%S")
+    return f"S1A_IW_GRDH_1SDV_{stamp}_{stamp}_054321_069F3A_rtc"
+
+
+OPTICAL = {  # name -> (time, footprint, cloud cover)
+    "good1": ("2024-06-01T10:00:31", TILE, 5.0),
+    "cloudy": ("2024-06-03T10:00:31", TILE, 80.0),
+    "edge": ("2024-06-05T10:00:31", EDGE, 2.0),
+    "good2": ("2024-06-09T10:00:31", TILE, 20.0),
+    "partial": ("2024-06-14T10:00:31", TILE, 1.0),
+    "nosar": ("2024-06-24T10:00:31", TILE, 3.0),
+    "nodem": ("2024-06-01T10:00:31", TILE_NO_DEM, 5.0),
+}
+SAR = {  # name -> (time, footprint, orbit state)
+    "desc1a": ("2024-06-02T05:30:00", (14.8, 45.15, 15.7, 45.8), "descending"),
+    "desc1b": ("2024-06-02T05:30:25", (14.8, 44.5, 15.7, 45.15), "descending"),
+    "asc1": ("2024-06-01T17:00:00", TILE, "ascending"),
+    "desc2": ("2024-06-08T05:30:00", TILE, "descending"),
+    "corner": ("2024-06-15T05:30:00", (15.3, 45.2, 15.6, 45.6), "descending"),
+    "nodem": ("2024-06-02T05:30:00", TILE_NO_DEM, "descending"),
+}
+O = {name: pc_id(t) if name != "nodem" else pc_id(t).replace("T33TWL", "T33TYH") for name, (t, _, _) in OPTICAL.items()}
+S = {name: rtc_id(t) if name != "nodem" else rtc_id(t) + "_b" for name, (t, _, _) in SAR.items()}
+DEM_IDS = ["Copernicus_DSM_COG_10_N45_00_E014_00_DEM", "Copernicus_DSM_COG_10_N45_00_E015_00_DEM"]
+FAST = RetryPolicy(backoff_base_s=0.05, backoff_max_s=0.2, read_timeout_s=0.5, total_timeout_s=10)
+
+
+def july_items(cogs: fx.CogWriter) -> list[dict]:
+    """30 daily optical scenes and a descending pass every 6 days: one page of 10 is not enough."""
+    items = []
+    for day in range(30):
+        when = utc("2024-07-01T10:00:31") + timedelta(days=day)
+        items.append(fx.pc_s2(cogs, pc_id(when.isoformat()[:19]), when, TILE, 10.0))
+    for day in range(0, 36, 6):
+        when = utc("2024-07-01T05:30:00") + timedelta(days=day)
+        items.append(fx.pc_s1_rtc(cogs, rtc_id(when.isoformat()[:19]), when, TILE, "descending"))
+    return items
+
+
+@pytest.fixture(scope="module")
+def pc_server(tmp_path_factory):
+    """A Planetary Computer look-alike: sentinel-2-l2a, sentinel-1-rtc, cop-dem-glo-30."""
+    cogs = fx.CogWriter(tmp_path_factory.mktemp("pc-cogs"))
+    items = [fx.pc_s2(cogs, O[n], utc(t), fp, cloud) for n, (t, fp, cloud) in OPTICAL.items()]
+    items += [fx.pc_s1_rtc(cogs, S[n], utc(t), fp, state) for n, (t, fp, state) in SAR.items()]
+    items += [fx.cop_dem(cogs, 14, 45), fx.cop_dem(cogs, 15, 45)]
+    items += july_items(cogs)
+    collections = [
+        fx.collection("sentinel-2-l2a", "Sentinel-2 Level-2A", ("eo", "proj")),
+        fx.collection("sentinel-1-rtc", "Sentinel-1 Radiometrically Terrain Corrected", ("sar", "sat", "proj")),
+        fx.collection("cop-dem-glo-30", "Copernicus DEM GLO-30", ("proj", "raster")),
+    ]
+    with serve_items(collections, items) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def es_server(tmp_path_factory):
+    """An Earth Search look-alike: sentinel-2-l2a, sentinel-1-grd (radar geometry), cop-dem-glo-30, plus an RTC collection."""
+    cogs = fx.CogWriter(tmp_path_factory.mktemp("es-cogs"))
+    items = [
+        fx.earth_search_s2(cogs, "S2A_33TWL_20240601_0_L2A", utc("2024-06-01T10:00:31"), TILE, 5.0),
+        fx.earth_search_s1_grd(cogs, "S1A_IW_GRDH_1SDV_20240602T053000_20240602T053025_054321_069F3A", utc("2024-06-02T05:30:00"), TILE, "descending"),
+        fx.pc_s1_rtc(cogs, S["desc1a"], utc(SAR["desc1a"][0]), TILE, "descending"),
+        fx.cop_dem(cogs, 15, 45),
+    ]
+    collections = [
+        fx.collection("sentinel-2-l2a", "Sentinel-2 Level-2A", ("eo", "proj", "raster")),
+        fx.collection("sentinel-1-grd", "Sentinel-1 Level-1C Ground Range Detected", ("sar", "sat")),
+        fx.collection("sentinel-1-rtc", "Sentinel-1 RTC, beside Earth Search's collections", ("sar", "sat", "proj")),
+        fx.collection("cop-dem-glo-30", "Copernicus DEM GLO-30", ("proj", "raster")),
+    ]
+    with serve_items(collections, items) as server:
+        yield server
+
+
+def pc_profile(url: str):
+    return get_profile("planetary-computer", catalog_url=url)
+
+
+def reasons(result) -> dict[str, str]:
+    return {r.item_id: r.reason for r in result.rejections}
+
+
+def test_pairs_each_usable_scene_and_says_why_others_are_rejected(pc_server):
+    result = find_scene_sets(pc_profile(pc_server.url), AOI, *JUNE)
+    assert [s.to_summary() for s in result.scene_sets] == [
+        {"optical": O["good1"], "sar": [S["desc1a"], S["desc1b"]], "dem": DEM_IDS, "overlap": 1.0, "time_gap_hours": 19.491},
+        {"optical": O["good2"], "sar": [S["desc2"]], "dem": DEM_IDS, "overlap": 1.0, "time_gap_hours": 28.509},
+    ]
+    why = reasons(result)
+    assert why[O["cloudy"]] == "cloud cover 80 > 30"
+    assert why[O["edge"]].startswith("overlap 0.25 < 0.5")
+    assert why[O["partial"]] == "SAR within 3 days covers at most 0.08 < 0.5 of the scene's part of the AOI"
+    assert why[O["nosar"]] == "no SAR within 3 days"
+    first = result.scene_sets[0]
+    assert first.asset_keys.optical["red"] == "B04" and set(first.optical.assets) >= {"B02", "B03", "B04", "B08"}
+    assert any("descending pass 19.5 h after" in r and "1 other pass(es)" in r for r in first.reasons)
+    assert all(a.href.startswith("file://") for a in first.optical.assets.values())
+    assert result.retries == [] and result.retry_summary == ""
+
+
+def test_orbit_direction_preference_beats_nearer_pass_and_can_be_chosen(pc_server):
+    result = find_scene_sets(pc_profile(pc_server.url), AOI, date(2024, 6, 1), date(2024, 6, 1), orbit_state="ascending")
+    assert [s.to_summary()["sar"] for s in result.scene_sets] == [[S["asc1"]]]
+    assert result.scene_sets[0].time_gap_hours == pytest.approx(6.99, abs=0.01)
+
+
+def test_rules_are_configurable(pc_server):
+    result = find_scene_sets(pc_profile(pc_server.url), AOI, *JUNE, max_cloud=90, sar_window_days=1, min_overlap=0.2)
+    why = reasons(result)
+    assert [s.optical.id for s in result.scene_sets] == [O["good1"]]  # within a day: only the first passes
+    for name in ("cloudy", "edge", "good2", "nosar"):  # past the cloud and overlap rules now, stopped by the window
+        assert why[O[name]] == "no SAR within 1 days"
+    assert why[O["partial"]] == "SAR within 1 days covers at most 0.08 < 0.2 of the scene's part of the AOI"
+
+
+def test_scene_without_dem_is_rejected(pc_server):
+    result = find_scene_sets(pc_profile(pc_server.url), AOI_NO_DEM, *JUNE)
+    assert result.scene_sets == []
+    assert reasons(result) == {O["nodem"]: "no DEM tile covers the footprint"}
+
+
+def test_earth_search_grd_is_refused_with_rtc_advice(es_server):
+    result = find_scene_sets(get_profile("earth-search", catalog_url=es_server.url), AOI, *JUNE)
+    assert result.scene_sets == []
+    why = reasons(result)
+    grd = "S1A_IW_GRDH_1SDV_20240602T053000_20240602T053025_054321_069F3A"
+    assert why[grd].startswith("Sentinel-1 GRD item in radar geometry") and "sentinel-1-rtc" in why[grd]
+    assert why["S2A_33TWL_20240601_0_L2A"].startswith("no usable SAR within 3 days: 1 Sentinel-1 GRD item(s)")
+
+
+def test_earth_search_optical_with_an_overridden_sar_collection(es_server):
+    profile = get_profile("earth-search", catalog_url=es_server.url, sar_collection="sentinel-1-rtc")
+    result = find_scene_sets(profile, AOI, *JUNE)
+    assert [s.to_summary() for s in result.scene_sets] == [
+        {"optical": "S2A_33TWL_20240601_0_L2A", "sar": [S["desc1a"]], "dem": [DEM_IDS[1]], "overlap": 1.0, "time_gap_hours": 19.491}
+    ]
+    scene = result.scene_sets[0]
+    assert scene.asset_keys.optical == {"blue": "blue", "green": "green", "red": "red", "nir": "nir"}
+    assert scene.optical.assets["red"].extra_fields["raster:bands"][0]["offset"] == -0.1
+    assert profile.modifier is None and profile.resign(scene.optical) is scene.optical
+
+
+def test_pagination_over_several_pages(pc_server):
+    with fx.FaultyProxy(pc_server.url) as proxy:
+        result = find_scene_sets(pc_profile(proxy.url), AOI, *JULY, limits=SearchLimits(page_size=10))
+    assert len(result.scene_sets) == 30 and result.rejections == []
+    assert all(s.time_gap_hours <= 72 for s in result.scene_sets)
+    searches = [path for method, path, _ in proxy.log if method == "POST" and path == "/search"]
+    assert len(searches) >= 3 + 1 + 1  # optical in 3+ pages, SAR, DEM
+
+
+def test_too_many_results_fail_with_advice(pc_server):
+    with pytest.raises(CatalogError, match="more than 20 items of 'sentinel-2-l2a' match; narrow"):
+        find_scene_sets(pc_profile(pc_server.url), AOI, *JULY, limits=SearchLimits(page_size=10, max_items=20))
+
+
+def test_search_survives_throttling_errors_and_slow_answers(pc_server):
+    direct = find_scene_sets(pc_profile(pc_server.url), AOI, *JUNE)
+    with fx.FaultyProxy(pc_server.url, ["429:1", "503", "slow:1.5", "ok", "503"]) as proxy:
+        began = time.monotonic()
+        result = find_scene_sets(pc_profile(proxy.url), AOI, *JUNE, policy=FAST)
+        elapsed = time.monotonic() - began
+    assert [s.to_summary() for s in result.scene_sets] == [s.to_summary() for s in direct.scene_sets]
+    assert [e.reason for e in result.retries] == ["429", "503", "timeout", "503"]
+    assert result.retries[0].wait_s >= 1.0  # Retry-After honoured
+    assert 1.0 <= elapsed < 8.0
+    assert result.retry_summary.startswith("retried 4 times (2x 503, 1x 429, 1x timeout)")
+
+
+def test_persistent_failure_gives_up_in_bounded_time(pc_server):
+    with fx.FaultyProxy(pc_server.url, always_fail=True) as proxy:
+        began = time.monotonic()
+        with pytest.raises(CatalogError, match=r"could not reach STAC API at .*failed after 3 attempts; last: HTTP 503"):
+            find_scene_sets(pc_profile(proxy.url), AOI, *JUNE, policy=RetryPolicy(max_attempts=3, backoff_base_s=0.05))
+        assert time.monotonic() - began < 3
+
+
+def test_retry_after_beyond_the_time_budget_fails_at_once(pc_server):
+    with fx.FaultyProxy(pc_server.url, ["429:60"]) as proxy:
+        began = time.monotonic()
+        with pytest.raises(CatalogError, match="budget would be exceeded"):
+            find_scene_sets(pc_profile(proxy.url), AOI, *JUNE, policy=RetryPolicy(total_timeout_s=5))
+        assert time.monotonic() - began < 2
+
+
+def test_missing_collection_is_named(pc_server):
+    profile = get_profile("planetary-computer", catalog_url=pc_server.url, sar_collection="sentinel-1-grd")
+    with pytest.raises(CatalogError, match="collection 'sentinel-1-grd' is not available"):
+        find_scene_sets(profile, AOI, *JUNE)
+
+
+@pytest.mark.parametrize(
+    ("bbox", "start", "end", "message"),
+    [
+        ((15.4, 45.0, 15.0, 45.3), *JUNE, "west 15.4 must be below east 15"),
+        ((15.0, 45.3, 15.4, 95.0), *JUNE, "south 45.3 must be below north 95"),
+        (AOI, date(2024, 6, 2), date(2024, 6, 1), "start 2024-06-02 is after end 2024-06-01"),
+    ],
+)
+def test_bad_input_is_refused_before_any_request(bbox, start, end, message):
+    with pytest.raises(InputError, match=message):
+        find_scene_sets(get_profile("local", "http://127.0.0.1:9"), bbox, start, end)
+
+
+def cli(*args: str) -> list[str]:
+    return ["search", *args]
+
+
+def aoi_args(start="2024-06-01", end="2024-06-30") -> list[str]:
+    return ["--bbox", *map(str, AOI), "--start", start, "--end", end]
+
+
+def test_cli_json_against_the_live_server(pc_server, capsys):
+    code = main(cli("--profile", "planetary-computer", "--catalog", pc_server.url, *aoi_args(), "--json"))
+    captured = capsys.readouterr()
+    assert code == 0
+    assert [s["optical"] for s in json.loads(captured.out)] == [O["good1"], O["good2"]]
+    assert f"rejected {O['cloudy']}: cloud cover 80 > 30" in captured.err.splitlines()
+
+
+def test_cli_table_and_retry_report(pc_server, capsys):
+    with fx.FaultyProxy(pc_server.url, ["ok", "503"]) as proxy:
+        code = main(cli("--profile", "planetary-computer", "--catalog", proxy.url, *aoi_args()))
+    captured = capsys.readouterr()
+    assert code == 0
+    lines = captured.out.splitlines()
+    assert lines[0].split() == ["optical", "time", "(UTC)", "overlap", "SAR", "gap", "h", "DEM"]
+    assert O["good1"] in lines[2] and lines[-1] == "2 scene set(s), 4 rejected"
+    assert "catalog: retried 1 times (1x 503)" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bbox", "15.4", "45", "15", "45.3", "--start", "2024-06-01", "--end", "2024-06-30"], "bbox west 15.4 must be below east 15"),
+        (aoi_args("2024-06-30", "2024-06-01"), "--start 2024-06-30 is after --end 2024-06-01"),
+        (["--profile", "local", *aoi_args()], "the `local` catalog profile needs a STAC API URL"),
+    ],
+)
+def test_cli_bad_input_is_one_line(args, message, capsys):
+    assert main(cli(*args)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
+def test_cli_unreachable_catalog_subprocess():
+    url = "http://127.0.0.1:9"  # discard port: nothing listens
+    done = subprocess.run(
+        [sys.executable, "-m", "dsmar.cli", *cli("--profile", "local", "--catalog", url, *aoi_args(), "--json")],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1],
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"dsmar search: error: could not reach STAC API at {url}: ")
+    assert len(done.stderr.strip().splitlines()) == 1
