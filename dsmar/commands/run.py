@@ -1,12 +1,119 @@
-"""`dsmar run`."""
+"""`dsmar run`: search a catalog for a region and period, register every scene set, write the cube."""
 
-from dsmar.errors import DsmarError
+from __future__ import annotations
+
+import logging
+import sys
+
+from dsmar.config import (
+    ClusterConfig,
+    RunConfig,
+    SearchConfig,
+    TileConfig,
+    build,
+    check_method,
+    check_output,
+    check_writable_dir,
+    parse_date,
+)
+from dsmar.errors import InputError
+from models.api import DEFAULT_METHOD
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("run", help="(under construction)")
+    parser = subparsers.add_parser(
+        "run",
+        help="register SAR and DEM onto optical scenes of a region and write an aligned Zarr cube",
+        description="Search a STAC catalog for co-located optical, SAR and DEM scenes in a region and "
+        "period, register SAR and DEM onto each optical scene tile by tile on Dask, and write the "
+        "aligned cube (Contract 3 in docs/pipeline.md).",
+    )
+    add_run_arguments(parser)
     parser.set_defaults(func=_run)
 
 
+def add_run_arguments(parser) -> None:
+    """Options shared by every command that runs the flow."""
+    cat = parser.add_argument_group("catalog")
+    cat.add_argument("--profile", default="earth-search", help="catalog profile: earth-search, planetary-computer, local")
+    cat.add_argument("--catalog", metavar="URL", help="STAC API URL (required for --profile local)")
+    cat.add_argument("--optical-collection", metavar="ID", help="override the profile's optical collection")
+    cat.add_argument("--sar-collection", metavar="ID", help="override the profile's SAR collection")
+    cat.add_argument("--dem-collection", metavar="ID", help="override the profile's DEM collection")
+    cat.add_argument("--max-cloud", type=float, default=30.0, metavar="PCT", help="max optical cloud cover (default 30)")
+    where = parser.add_argument_group("region")
+    where.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"), required=True, help="lon/lat box")
+    where.add_argument("--start", required=True, metavar="YYYY-MM-DD")
+    where.add_argument("--end", required=True, metavar="YYYY-MM-DD")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", required=True, metavar="PATH.zarr", help="cube to create or extend")
+    out.add_argument("--report", metavar="DIR", help="also write report.md and PNG quicklooks here")
+    proc = parser.add_argument_group("processing")
+    proc.add_argument("--method", default=DEFAULT_METHOD, help=f"registration method (default {DEFAULT_METHOD})")
+    proc.add_argument("--tile-size", type=int, default=512, metavar="N", help="tile and Zarr chunk size (default 512)")
+    proc.add_argument("--halo", type=int, default=64, metavar="N",
+                      help="extra pixels per tile side; > largest displacement + method window (default 64)")
+    proc.add_argument("--dask-address", metavar="ADDR", help="use this Dask scheduler instead of a local cluster")
+    proc.add_argument("--workers", type=int, metavar="N", help="local cluster workers (default: one per core)")
+
+
+def config_from_args(args) -> RunConfig:
+    """Validate the options into a RunConfig; every problem is one InputError line."""
+    search = build(
+        SearchConfig, profile=args.profile, catalog_url=args.catalog, optical_collection=args.optical_collection,
+        sar_collection=args.sar_collection, dem_collection=args.dem_collection, max_cloud=args.max_cloud,
+    )
+    report = str(check_writable_dir(args.report, "report directory")) if args.report else None
+    return build(
+        RunConfig,
+        bbox=tuple(args.bbox),
+        start=parse_date(args.start, "--start"),
+        end=parse_date(args.end, "--end"),
+        out=check_output(args.out),
+        search=search,
+        method=check_method(args.method),
+        tiles=build(TileConfig, size=args.tile_size, halo=args.halo),
+        cluster=build(ClusterConfig, address=args.dask_address, workers=args.workers),
+        report_dir=report,
+    )
+
+
+def configure_logging() -> None:
+    """dsmar's progress as plain lines on stderr; Prefect and Dask stay at warnings."""
+    logger = logging.getLogger("dsmar")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def execute(config: RunConfig):
+    """Run the flow; no scene sets is an error that says why (the search's rejections)."""
+    configure_logging()
+    from flows.register_region import register_region  # imports Prefect: only when running
+
+    summary = register_region(config)
+    if summary.scene_sets == 0:
+        reasons = "; ".join(f"{item}: {reason}" for item, reason in summary.rejections[:5])
+        more = f" (+{len(summary.rejections) - 5} more)" if len(summary.rejections) > 5 else ""
+        why = f": {reasons}{more}" if reasons else ": the catalog returned no optical items for this bbox and period"
+        raise InputError(f"no co-located scene sets in {list(config.bbox)} {config.start}..{config.end}{why}")
+    return summary
+
+
+def print_summary(summary) -> None:
+    from flows.register_region import summary_lines
+
+    for line in summary_lines(summary):
+        print(line)
+    print(f"Cube: {summary.out}")
+    if summary.report:
+        print(f"Report: {summary.report}")
+
+
 def _run(args) -> int:
-    raise DsmarError("`dsmar run` is under construction")
+    summary = execute(config_from_args(args))
+    print_summary(summary)
+    return 0

@@ -1,0 +1,21 @@
+"""Prefect settings that must be in the environment before `prefect` is first imported."""
+
+from __future__ import annotations
+
+import os
+
+DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    # The temporary API of a server-less run can take ~16 s to start on a small machine; allow for CI.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+}
+
+
+def prefect_defaults() -> None:
+    """Set the defaults the user has not set (their own settings always win)."""
+    for key, value in DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+prefect_defaults()

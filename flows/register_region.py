@@ -1,0 +1,286 @@
+"""The production flow: search -> per scene set: grid, lazy loads, tiles on Dask, blend, warp, write.
+
+One Prefect task per stage and per scene set, so the Prefect UI shows where a run is and what
+failed. The tile map runs on a `distributed.Client` directly inside a task (not `DaskTaskRunner`:
+without a Prefect server every Dask worker would start its own temporary Prefect API).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import timezone
+from pathlib import Path
+
+import numpy as np
+
+import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from catalogs.colocate import ColocationResult, find_scene_sets, item_time
+from catalogs.profiles import CatalogProfile, get_profile
+from catalogs.scenes import SceneSet
+from dsmar import __version__
+from dsmar.config import RunConfig, check_method
+from pipeline.cluster import dask_client
+from pipeline.cube import CubeLayout, Provenance, ZarrChunkWriter, cube_attrs, init_cube, inputs_hash
+from pipeline.grid import Grid
+from pipeline.load import load_stack, load_truth, optical_grid
+from pipeline.register_tiles import MethodRegistrator, run_tiles
+from pipeline.report import ErrorStats, TimeReport, assemble, end_point_error, thumb_step, write_report
+from pipeline.tiles import TilePlan, plan_tiles, region_grid
+
+log = logging.getLogger("dsmar")
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights"
+
+
+@dataclass(frozen=True)
+class SceneSetOutcome:
+    label: str
+    tiles_written: int
+    tiles_skipped: int
+    errors: dict[str, ErrorStats | None]
+    report: TimeReport
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did; the CLI prints it and the demo checks its errors against truth."""
+
+    out: str
+    report: str | None
+    scene_sets: int
+    tiles_per_scene: int
+    tiles_written: int
+    tiles_skipped: int
+    wall_seconds: float
+    outcomes: tuple[SceneSetOutcome, ...] = ()
+    skipped: tuple[str, ...] = ()  # scene sets not processed, with the reason
+    rejections: tuple[tuple[str, str], ...] = ()  # (item id, reason) from the search
+
+    def error(self, modality: str) -> ErrorStats | None:
+        """Median/mean end-point error vs truth over all time steps that had truth."""
+        stats = [o.errors[modality] for o in self.outcomes if o.errors.get(modality) is not None]
+        if not stats:
+            return None
+        return ErrorStats(
+            float(np.median([s.median for s in stats])),
+            float(np.mean([s.mean for s in stats])),
+            float(np.max([s.p90 for s in stats])),
+        )
+
+
+def weights_sha256(method: str) -> str | None:
+    """The shipped weights' checksum (from the `models/weights/<method>.json` sidecar), if the method has any."""
+    import json
+
+    sidecar = WEIGHTS_DIR / f"{method}.json"
+    return json.loads(sidecar.read_text()).get("sha256") if sidecar.is_file() else None
+
+
+def make_profile(config: RunConfig) -> CatalogProfile:
+    s = config.search
+    return get_profile(s.profile, s.catalog_url, s.optical_collection, s.sar_collection, s.dem_collection)
+
+
+def _utc(item) -> np.datetime64:
+    moment = item_time(item)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return np.datetime64(moment, "ns")
+
+
+def _bands(profile: CatalogProfile, config: RunConfig) -> dict[str, tuple[str, ...]]:
+    keys = profile.asset_keys
+    bands = {"optical": tuple(keys.optical)}
+    for modality in config.modalities:
+        bands[modality] = tuple(getattr(keys, modality))
+    return bands
+
+
+@task(name="search", cache_policy=NO_CACHE)
+def search_scenes(config: RunConfig) -> ColocationResult:
+    s = config.search
+    return find_scene_sets(
+        make_profile(config), config.bbox, config.start, config.end,
+        max_cloud=s.max_cloud, sar_window_days=s.sar_window_days, min_overlap=s.min_overlap,
+    )
+
+
+@dataclass(frozen=True)
+class CubePlan:
+    grid: Grid
+    full_grid: Grid  # the optical item's own grid (truth assets live on it)
+    plan: TilePlan
+    scene_sets: tuple[SceneSet, ...]
+    skipped: tuple[str, ...]
+
+
+def plan_cube(scene_sets: Sequence[SceneSet], config: RunConfig) -> CubePlan:
+    """The cube grid is the first scene's optical grid cut to the bbox; scenes on another grid wait for another cube."""
+    keys = scene_sets[0].asset_keys
+    full = optical_grid(scene_sets[0].optical, keys)
+    grid = region_grid(full, config.bbox)
+    accepted, skipped = [], []
+    for scene_set in scene_sets:
+        own = region_grid(optical_grid(scene_set.optical, keys), config.bbox)
+        if own == grid:
+            accepted.append(scene_set)
+        else:
+            skipped.append(f"{scene_set.optical.id}: optical grid differs from {scene_sets[0].optical.id}'s "
+                           "(another tile or CRS); run it into another --out")
+    plan = plan_tiles(grid.shape, config.tiles.size, config.tiles.halo)
+    return CubePlan(grid, full, plan, tuple(accepted), tuple(skipped))
+
+
+@task(name="prepare-cube", cache_policy=NO_CACHE)
+def prepare_cube(cube: CubePlan, config: RunConfig, profile: CatalogProfile) -> dict[np.datetime64, int]:
+    times = tuple(_utc(s.optical) for s in cube.scene_sets)
+    provenance = [
+        Provenance(
+            s.optical.id,
+            ",".join(i.id for i in s.sar),
+            _utc(s.sar[0]) if s.sar else np.datetime64("NaT", "ns"),
+            ",".join(i.id for i in s.dem),
+        )
+        for s in cube.scene_sets
+    ]
+    layout = CubeLayout(cube.grid, cube.plan, times, _bands(profile, config))
+    catalog = {"profile": profile.name, "url": profile.url, "optical": profile.optical_collection,
+               "sar": profile.sar_collection, "dem": profile.dem_collection}
+    attrs = cube_attrs(config.to_json(), catalog, config.method, weights_sha256(config.method))
+    return init_cube(config.out, layout, provenance, attrs)
+
+
+class _Progress:
+    """Prints 'label: tiles done/total' at most ~20 times per scene set, so long runs show life."""
+
+    def __init__(self, label: str):
+        self.label, self.last = label, -1.0
+
+    def __call__(self, done: int, total: int) -> None:
+        share = done / total
+        if done == total or share - self.last >= 0.05:
+            self.last = share
+            log.info("  %s: tiles %d/%d", self.label, done, total)
+
+
+def _crop(truth: np.ndarray, full: Grid, grid: Grid) -> np.ndarray:
+    col, row = ~full.affine @ (grid.transform[2], grid.transform[5])
+    r, c = int(round(row)), int(round(col))
+    return truth[:, r : r + grid.height, c : c + grid.width]
+
+
+@task(name="register-scene-set", cache_policy=NO_CACHE)
+def register_scene_set(
+    client, scene_set: SceneSet, cube: CubePlan, time_index: int, config: RunConfig, profile: CatalogProfile
+) -> SceneSetOutcome:
+    """Register SAR and DEM of one scene set onto its optical scene, tile by tile, into the cube."""
+    label = str(_utc(scene_set.optical).astype("datetime64[s]")).replace("T", " ")
+    keys = scene_set.asset_keys
+    size = config.tiles.size
+    fixed = load_stack([profile.resign(scene_set.optical)], keys.optical, cube.grid, chunks=size)
+    moving = {}
+    if "sar" in config.modalities:
+        moving["sar"] = load_stack([profile.resign(i) for i in scene_set.sar], keys.sar, cube.grid, chunks=size)
+    if "dem" in config.modalities:
+        moving["dem"] = load_stack([profile.resign(i) for i in scene_set.dem], keys.dem, cube.grid, chunks=size)
+    fingerprint = inputs_hash(
+        __version__, config.method, weights_sha256(config.method), size, config.tiles.halo,
+        scene_set.optical.id, [i.id for i in scene_set.sar], [i.id for i in scene_set.dem], sorted(moving),
+    )
+    writer = ZarrChunkWriter(config.out)
+    written = writer.written(time_index)
+    todo = [t for t in cube.plan.tiles if written[t.i, t.j] != fingerprint]
+    step = thumb_step(cube.grid.shape)
+    log.info("%s: %d tiles to register (%d up to date)", label, len(todo), len(cube.plan.tiles) - len(todo))
+    results = run_tiles(
+        client, cube.plan, fixed, moving, MethodRegistrator(config.method), writer, time_index,
+        fingerprint, todo, step, on_progress=_Progress(label),
+    )
+    errors, truths = _score(scene_set, cube, moving, config.out, time_index, step)
+    report = TimeReport(
+        label,
+        {"optical": scene_set.optical.id, "sar": ", ".join(i.id for i in scene_set.sar),
+         "dem": ", ".join(i.id for i in scene_set.dem)},
+        len(todo), len(cube.plan.tiles) - len(todo), assemble(results, cube.grid.shape, step), errors, truths,
+    )
+    return SceneSetOutcome(label, len(todo), len(cube.plan.tiles) - len(todo), errors, report)
+
+
+def _score(scene_set: SceneSet, cube: CubePlan, modalities, out: str, time_index: int, step: int):
+    """End-point error of the cube's fields against the items' `truth_displacement`, where they carry one."""
+    import zarr
+
+    errors, truths = {}, {}
+    group = None
+    for modality in modalities:
+        items = scene_set.sar if modality == "sar" else scene_set.dem
+        truth = next((t for t in (load_truth(i, cube.full_grid) for i in items) if t is not None), None)
+        if truth is None:
+            continue
+        truth = _crop(truth, cube.full_grid, cube.grid)
+        group = group or zarr.open_group(out, mode="r")
+        recovered = group[f"displacement_{modality}"][time_index]
+        errors[modality] = ErrorStats.of(end_point_error(recovered, truth))
+        truths[modality] = truth[:, ::step, ::step]
+    return errors, truths
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report_task(directory: str, outcomes: Sequence[SceneSetOutcome], cube: CubePlan, config: RunConfig, lines) -> str:
+    path = write_report(
+        Path(directory), [o.report for o in outcomes], title="dsmar registration report", cube=config.out,
+        method=config.method, summary_lines=lines, step=thumb_step(cube.grid.shape),
+    )
+    return str(path)
+
+
+@flow(name="register-region", log_prints=False)
+def register_region(config: RunConfig) -> RunSummary:
+    """Search the catalog for the config's region and period and write the aligned cube (and report)."""
+    started = time.perf_counter()
+    check_method(config.method)
+    profile = make_profile(config)
+    found = search_scenes(config)
+    rejections = tuple((r.item_id, r.reason) for r in found.rejections)
+    if not found.scene_sets:
+        return RunSummary(config.out, None, 0, 0, 0, 0, time.perf_counter() - started, rejections=rejections)
+    cube = plan_cube(found.scene_sets, config)
+    log.info("%d scene set(s); grid %d x %d px; %d tiles of %d px (+%d halo) each",
+             len(cube.scene_sets), cube.grid.height, cube.grid.width, len(cube.plan.tiles),
+             config.tiles.size, config.tiles.halo)
+    index = prepare_cube(cube, config, profile)
+    outcomes = []
+    with dask_client(config.cluster) as client:
+        for scene_set in cube.scene_sets:
+            t = index[_utc(scene_set.optical)]
+            outcomes.append(register_scene_set(client, scene_set, cube, t, config, profile))
+    summary = RunSummary(
+        config.out, None, len(outcomes), len(cube.plan.tiles),
+        sum(o.tiles_written for o in outcomes), sum(o.tiles_skipped for o in outcomes),
+        time.perf_counter() - started, tuple(outcomes), cube.skipped, rejections,
+    )
+    if config.report_dir:
+        report = report_task(config.report_dir, outcomes, cube, config, summary_lines(summary))
+        summary = replace(summary, report=report)
+    return summary
+
+
+def summary_lines(summary: RunSummary) -> list[str]:
+    """The human summary, shared by the CLI and report.md."""
+    lines = [
+        f"Scene sets: {summary.scene_sets}; tiles per scene: {summary.tiles_per_scene}; "
+        f"tiles written: {summary.tiles_written}, skipped (up to date): {summary.tiles_skipped}",
+        f"Wall time: {summary.wall_seconds:.1f} s",
+    ]
+    for modality in ("sar", "dem"):
+        stats = summary.error(modality)
+        if stats is not None:
+            lines.append(f"{modality.upper()} field vs injected truth: median EPE {stats.median:.3f} px, "
+                         f"mean EPE {stats.mean:.3f} px")
+    lines += [f"Not processed: {reason}" for reason in summary.skipped]
+    return lines

@@ -1,0 +1,137 @@
+"""The Zarr cube (Contract 3): layout, CRS round trip via rioxarray, whole-chunk writes, appends."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from affine import Affine
+from pyproj import CRS
+
+from dsmar.errors import InputError
+from pipeline.cube import (
+    CubeLayout,
+    Provenance,
+    ZarrChunkWriter,
+    cube_attrs,
+    init_cube,
+    inputs_hash,
+    open_cube,
+)
+from pipeline.grid import Grid
+from pipeline.tiles import plan_tiles
+
+BANDS = {"optical": ("blue", "green", "red", "nir"), "sar": ("vv", "vh"), "dem": ("elevation",)}
+T0, T1, T2 = (np.datetime64(d, "ns") for d in ("2024-06-04T10:00", "2024-06-14T10:00", "2024-06-24T10:00"))
+
+
+def _grid(height=150, width=200):
+    return Grid.from_affine(32633, Affine(10, 0, 459960, 0, -10, 5110020), height, width)
+
+
+def _prov(n):
+    return Provenance(f"opt-{n}", f"sar-{n}", np.datetime64("2024-06-05T05:00", "ns"), "dem-0")
+
+
+def _layout(grid, times, size=64):
+    return CubeLayout(grid, plan_tiles(grid.shape, size, 16), times, BANDS)
+
+
+def _arrays(tile, value):
+    h, w = tile.core.height, tile.core.width
+    out = {"optical": np.full((4, h, w), value, np.float32)}
+    for m, c in (("sar", 2), ("dem", 1)):
+        out[m] = np.full((c, h, w), value, np.float32)
+        out[f"displacement_{m}"] = np.full((2, h, w), value, np.float32)
+        out[f"confidence_{m}"] = np.full((h, w), 0.5, np.float32)
+    return out
+
+
+@pytest.fixture
+def cube(tmp_path):
+    path = str(tmp_path / "cube.zarr")
+    layout = _layout(_grid(), (T0, T1))
+    init_cube(path, layout, [_prov(0), _prov(1)], cube_attrs('{"k": 1}', {"profile": "local"}, "cfog", "ab" * 32))
+    return path, layout
+
+
+def test_round_trip_keeps_crs_transform_and_contract_variables(cube):
+    path, layout = cube
+    writer = ZarrChunkWriter(path)
+    for tile in layout.plan.tiles:
+        writer.write(1, tile, _arrays(tile, tile.i * 10 + tile.j), 7)
+    ds = open_cube(path)
+    assert CRS.from_user_input(ds.rio.crs) == CRS.from_epsg(32633)
+    assert tuple(ds.rio.transform())[:6] == pytest.approx(layout.grid.transform)
+    np.testing.assert_allclose(ds.x.values, layout.grid.x_coords())
+    np.testing.assert_allclose(ds.y.values, layout.grid.y_coords())
+    assert {"crs_wkt", "spatial_ref", "GeoTransform"} <= set(ds.spatial_ref.attrs)
+    for name in ("optical", "sar", "dem", "displacement_sar", "displacement_dem", "confidence_sar",
+                 "confidence_dem", "optical_item", "sar_item", "sar_time", "dem_item"):
+        assert name in ds.data_vars, name
+        assert ds[name].encoding.get("grid_mapping") == "spatial_ref"
+    assert ds.displacement_sar.dims == ("time", "component", "y", "x")
+    assert list(ds.component.values) == ["dy", "dx"]
+    assert list(ds.band_sar.values) == ["vv", "vh"]
+    assert ds.optical.encoding["chunks"] == (1, 4, 64, 64)
+    assert list(ds.optical_item.values) == ["opt-0", "opt-1"]
+    assert ds.attrs["weights_sha256"] == "ab" * 32 and ds.attrs["config"] == '{"k": 1}'
+    assert {"software", "catalog", "created", "method"} <= set(ds.attrs)
+    tile = layout.plan.tile(1, 2)
+    np.testing.assert_array_equal(ds.sar.isel(time=1).values[:, tile.core.slices[0], tile.core.slices[1]], 12.0)
+    assert np.isnan(ds.optical.isel(time=0).values).all()  # never written: NaN, not zeros
+
+
+def test_each_write_touches_exactly_one_chunk_per_variable(cube, tmp_path):
+    path, layout = cube
+    tile = layout.plan.tile(1, 1)
+    ZarrChunkWriter(path).write(0, tile, _arrays(tile, 1.0), 3)
+    for name in ("optical", "sar", "displacement_dem", "confidence_sar", "tile_inputs_hash"):
+        chunk_files = [p for p in (tmp_path / "cube.zarr" / name / "c").rglob("*") if p.is_file()]
+        assert len(chunk_files) == 1, (name, chunk_files)
+
+
+def test_concurrent_chunk_writers_never_lose_each_others_data(cube):
+    path, layout = cube
+    writer = ZarrChunkWriter(path)
+    threads = [threading.Thread(target=writer.write, args=(0, t, _arrays(t, t.i * 10 + t.j), 5)) for t in layout.plan.tiles]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ds = open_cube(path)
+    for tile in layout.plan.tiles:
+        block = ds.displacement_sar.isel(time=0).values[:, tile.core.slices[0], tile.core.slices[1]]
+        np.testing.assert_array_equal(block, tile.i * 10 + tile.j)
+    assert (writer.written(0) == 5).all()
+
+
+def test_reinit_appends_new_times_and_refreshes_provenance(cube):
+    path, layout = cube
+    tile = layout.plan.tile(0, 0)
+    ZarrChunkWriter(path).write(1, tile, _arrays(tile, 4.0), 9)
+    created = open_cube(path).attrs["created"]
+    changed = Provenance("opt-1b", "sar-1b", np.datetime64("2024-06-15T05:00", "ns"), "dem-0")
+    index = init_cube(path, _layout(_grid(), (T1, T2)), [changed, _prov(2)], cube_attrs("{}", {}, "cfog", None))
+    assert index == {T0: 0, T1: 1, T2: 2}
+    ds = open_cube(path)
+    assert list(ds.time.values) == [T0, T1, T2]
+    assert list(ds.optical_item.values) == ["opt-0", "opt-1b", "opt-2"]
+    assert ds.attrs["created"] == created
+    assert float(ds.sar.isel(time=1, x=0, y=0, band_sar=0)) == 4.0  # existing data kept
+    assert ZarrChunkWriter(path).written(2).sum() == 0
+
+
+def test_reinit_on_another_grid_is_refused(cube):
+    path, _ = cube
+    with pytest.raises(InputError, match="another grid"):
+        init_cube(path, _layout(_grid(150, 210), (T0,)), [_prov(0)], {})
+    with pytest.raises(InputError, match="--tile-size"):
+        init_cube(path, _layout(_grid(), (T0,), size=128), [_prov(0)], {})
+
+
+def test_inputs_hash_is_stable_positive_and_sensitive():
+    a = inputs_hash("0.1", "cfog", None, 512, 64, "opt", ["sar"], ["dem"])
+    assert a == inputs_hash("0.1", "cfog", None, 512, 64, "opt", ["sar"], ["dem"])
+    assert a > 0 and a != inputs_hash("0.1", "cfog", None, 512, 32, "opt", ["sar"], ["dem"])
