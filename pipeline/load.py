@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import dask.array as da
 import numpy as np
 import pystac
 import rasterio
@@ -23,11 +24,13 @@ from rasterio.enums import Resampling
 from catalogs.scenes import AssetKeys
 from dsmar.errors import CatalogError, InputError
 from pipeline.grid import Grid
+from pipeline.load_assets import gdal_href, read_headers
 from pipeline.load_meta import (
     Radiometry,
     absolute_href,
     asset_dict,
     crs_of,
+    geocoding_problem,
     plain_item,
     radiometry,
     refuse_radar_geometry,
@@ -89,11 +92,23 @@ def load_stack(
     for key in keys:
         if not any(key in item.assets for item in items):
             raise CatalogError(f"no item has asset {key!r} (items: {[i.id for i in items]})")
-    for item in items:
-        refuse_radar_geometry(item, keys)
+    present = [(item, key) for item in items for key in keys if key in item.assets]
+    for item, key in present:
+        if why := geocoding_problem(item, key):
+            refuse_radar_geometry(item, key, why)
+    table = {(item.id, key): radiometry(item, key, sar_db) for item, key in present}
+    headers = read_headers(absolute_href(item, key) for item, key in present)
+    hrefs: dict[str, dict[str, str]] = {item.id: {} for item in items}
+    for item, key in present:
+        href = absolute_href(item, key)
+        if headers[href].radar_geometry:
+            refuse_radar_geometry(item, key, "is in radar geometry (GCPs, no geotransform)")
+        if headers[href].count != 1:
+            raise CatalogError(f"asset {key!r} of item {item.id!r} has {headers[href].count} bands; load_stack reads single-band assets")
+        hrefs[item.id][key] = gdal_href(href, headers[href], table[item.id, key].nodata)
 
     raw = stackstac.stack(
-        [plain_item(item, keys) for item in items],
+        [plain_item(item, hrefs[item.id]) for item in items],
         assets=keys,
         epsg=epsg,
         resolution=grid.resolution,
@@ -110,8 +125,12 @@ def load_stack(
         band_coords=False,
     )
     _check_on_grid(raw, grid)
-    phys = _to_physical(raw, items, sar_db, dtype)
-    mosaic = stackstac.mosaic(phys, dim="time", reverse=True)  # reverse: the first item is on top
+    if raw.sizes["time"] == 0:  # no item overlaps the grid: stackstac dropped them all
+        nan = da.full((len(keys), *grid.shape), np.nan, dtype=dtype, chunks=(1, chunks, chunks))
+        mosaic = xr.DataArray(nan, dims=("band", "y", "x"), coords={"band": keys})
+    else:
+        phys = _to_physical(raw, table, dtype)
+        mosaic = stackstac.mosaic(phys, dim="time", reverse=True)  # reverse: the first item is on top
     out = mosaic.reindex(band=keys).sel(band=list(bands.values()))
     out = out.reset_coords(drop=True).assign_coords(band=list(bands), x=grid.x_coords(), y=grid.y_coords())
     out.attrs = {}
@@ -127,22 +146,18 @@ def _check_on_grid(raw: xr.DataArray, grid: Grid) -> None:
         raise RuntimeError(f"stackstac grid {raw.sizes} {transform} differs from the target {grid}")
 
 
-def _to_physical(raw: xr.DataArray, items: list[pystac.Item], sar_db: bool, dtype: np.dtype) -> xr.DataArray:
-    """Mask each asset's nodata, apply its scale/offset, convert linear SAR power to dB."""
-    by_id = {item.id: item for item in items}
+def _to_physical(raw: xr.DataArray, table: dict[tuple[str, str], Radiometry], dtype: np.dtype) -> xr.DataArray:
+    """Mask each asset's declared nodata, apply its scale/offset, convert linear SAR power to dB."""
     keys = [str(k) for k in raw["band"].values]
-    table = [
-        [radiometry(by_id[str(i)], k, sar_db) if k in by_id[str(i)].assets else Radiometry() for k in keys]
-        for i in raw["id"].values
-    ]
+    rows = [[table.get((str(i), k), Radiometry()) for k in keys] for i in raw["id"].values]
 
-    def field(name: str) -> xr.DataArray:
-        values = np.array([[getattr(r, name) for r in row] for row in table])
-        return xr.DataArray(values.astype(dtype if values.dtype.kind == "f" else bool), dims=("time", "band"))
+    def field(get) -> xr.DataArray:
+        return xr.DataArray(np.array([[get(r) for r in row] for row in rows]), dims=("time", "band"))
 
-    nodata = field("nodata")
-    phys = raw.where((raw != nodata) | nodata.isnull()) * field("scale") + field("offset")
-    to_db = field("to_db")
+    nodata = field(lambda r: np.nan if r.nodata is None else r.nodata).astype(dtype)
+    scale, offset = field(lambda r: r.scale).astype(dtype), field(lambda r: r.offset).astype(dtype)
+    phys = raw.where((raw != nodata) | nodata.isnull()) * scale + offset
+    to_db = field(lambda r: r.to_db)
     if bool(to_db.any()):
         phys = phys.where(~to_db, 10 * np.log10(phys.where(phys > 0)))
     return phys.astype(dtype)

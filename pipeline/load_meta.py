@@ -1,20 +1,16 @@
 """What an item's metadata says about how to read its assets: CRS, radiometry, geocoding.
 
-Pure functions over pystac items, no pixel I/O except the one header check of SAR assets
-(`refuse_radar_geometry`). Conventions are documented in docs/loading.md.
+Pure functions over pystac items, no I/O. Conventions are documented in docs/loading.md.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import pystac
-import rasterio
-from affine import Affine
 
 from dsmar.errors import CatalogError
 
@@ -37,7 +33,7 @@ class Radiometry:
 
     scale: float = 1.0
     offset: float = 0.0
-    nodata: float = math.nan
+    nodata: float | None = None  # None: the catalog declares none (the file's own still applies)
     to_db: bool = False
 
 
@@ -84,8 +80,8 @@ def crs_of(fields: dict[str, Any], fallback: dict[str, Any]) -> str | int | None
     return None
 
 
-def plain_item(item: pystac.Item, keys: list[str]) -> dict[str, Any]:
-    """The item as the dict stackstac reads: absolute hrefs and `proj:epsg` restored from `proj:code`.
+def plain_item(item: pystac.Item, hrefs: dict[str, str]) -> dict[str, Any]:
+    """The item as the dict stackstac reads: the given asset hrefs, `proj:epsg` restored from `proj:code`.
 
     stackstac 0.5.1 reads only `proj:epsg`, which pystac 1.15 drops on `from_dict` (migrating it
     to `proj:code`); without it stackstac cannot place the asset.
@@ -94,9 +90,9 @@ def plain_item(item: pystac.Item, keys: list[str]) -> dict[str, Any]:
     epsg = epsg_of(d["properties"])
     if epsg is not None:
         d["properties"]["proj:epsg"] = epsg
-    for key in keys:
+    for key, href in hrefs.items():
         if key in d["assets"]:
-            d["assets"][key]["href"] = absolute_href(item, key)
+            d["assets"][key]["href"] = href
             a_epsg = epsg_of(d["assets"][key])
             if a_epsg is not None:
                 d["assets"][key]["proj:epsg"] = a_epsg
@@ -118,11 +114,9 @@ def _band_fields(asset: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _nodata(band: dict[str, Any], asset: dict[str, Any]) -> float:
+def _nodata(band: dict[str, Any], asset: dict[str, Any]) -> float | None:
     value = band.get("nodata", band.get("raster:nodata", asset.get("nodata", asset.get("raster:nodata"))))
-    if value is None:
-        return math.nan
-    return float(value)  # the raster extension spells NaN/inf as the strings "nan", "inf", "-inf"
+    return None if value is None else float(value)  # the raster extension spells NaN/inf as the strings "nan", "inf", "-inf"
 
 
 def _is_s2_reflectance(item: pystac.Item, asset: dict[str, Any]) -> bool:
@@ -186,24 +180,19 @@ def radiometry(item: pystac.Item, key: str, sar_db: bool = True) -> Radiometry:
     return Radiometry(scale, offset, nodata, to_db)
 
 
-def refuse_radar_geometry(item: pystac.Item, keys: list[str]) -> None:
-    """CatalogError for SAR assets still in radar geometry (GRD with GCPs), which a bbox-derived
-    transform would silently mis-place by up to kilometres; RTC products are map-projected."""
-    if not is_sar(item):
-        return
+def geocoding_problem(item: pystac.Item, key: str) -> str | None:
+    """Why a SAR asset is known from metadata alone to be in radar geometry, or None.
+
+    Earth Search's GRD items carry only a bbox-derived grid at item level; their assets are in
+    radar geometry with GCPs, so placing them with that transform would silently mis-place them.
+    """
     product = str(item.properties.get("sar:product_type", "")).upper()
-    for key in keys:
-        if key not in item.assets:
-            continue
-        fields = item.assets[key].to_dict()
-        if product == "GRD" and "proj:transform" not in fields:
-            _refuse(item, key, "is a GRD asset without its own proj:transform")
-        with rasterio.open(absolute_href(item, key)) as src:
-            if src.gcps[0] and src.transform == Affine.identity():
-                _refuse(item, key, "is in radar geometry (GCPs, no geotransform)")
+    if is_sar(item) and product == "GRD" and "proj:transform" not in item.assets[key].to_dict():
+        return "is a GRD asset without its own proj:transform"
+    return None
 
 
-def _refuse(item: pystac.Item, key: str, why: str) -> None:
+def refuse_radar_geometry(item: pystac.Item, key: str, why: str) -> None:
     raise CatalogError(
         f"SAR item {item.id!r} asset {key!r} {why}: dsmar does not geocode radar geometry; "
         "use a terrain-corrected collection instead (e.g. Planetary Computer 'sentinel-1-rtc')"

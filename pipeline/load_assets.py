@@ -1,0 +1,61 @@
+"""The one eager look at each asset before the lazy load: its GeoTIFF header.
+
+Two things cannot be known from STAC metadata alone and go wrong silently later: an asset still
+in radar geometry (GCPs, no geotransform), and a nodata value the catalog declares but the file
+does not (GDAL's resampling would then blend nodata into valid neighbours). Reading headers costs
+one small request per asset, done in parallel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import rasterio
+from affine import Affine
+from rasterio._path import _parse_path
+
+from dsmar.errors import CatalogError
+
+
+@dataclass(frozen=True)
+class AssetHeader:
+    nodata: float | None
+    radar_geometry: bool  # GCPs but no geotransform
+    count: int
+
+
+def read_header(href: str) -> AssetHeader:
+    try:
+        with rasterio.open(href) as src:
+            radar = bool(src.gcps[0]) and src.transform == Affine.identity()
+            return AssetHeader(src.nodata, radar, src.count)
+    except rasterio.errors.RasterioIOError as e:
+        raise CatalogError(f"cannot open asset {href}: {e}") from None
+
+
+def read_headers(hrefs: Iterable[str], workers: int = 8) -> dict[str, AssetHeader]:
+    unique = list(dict.fromkeys(hrefs))
+    with ThreadPoolExecutor(max_workers=min(workers, max(1, len(unique)))) as pool:
+        return dict(zip(unique, pool.map(read_header, unique)))
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def gdal_href(href: str, header: AssetHeader, declared_nodata: float | None) -> str:
+    """The href GDAL should open: wrapped in a `vrt://` connection that sets the catalog's nodata
+    when the file's header lacks it or disagrees, so resampling excludes those pixels."""
+    if declared_nodata is None or _same(declared_nodata, header.nodata):
+        return href
+    path = _parse_path(href).as_vsi()
+    if "?" in path:
+        # a signed URL: vrt:// cannot carry a second query string; the exact-value mask applied after
+        # resampling still removes pure nodata pixels, only their bilinear fringe stays blended
+        return href
+    return f"vrt://{path}?a_nodata={declared_nodata!r}"

@@ -1,0 +1,139 @@
+"""Physical units from item metadata: nodata, scale/offset, the Sentinel-2 baseline 04.00 offset,
+SAR dB, and the refusal of radar-geometry GRD assets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dsmar.errors import CatalogError
+from pipeline.load import load_stack
+from tests.load_cases import OPTICAL_GRID, SAR_EXT, make_item, proj_fields, roundtrip, source_transform, write_tif
+
+RNG = np.random.default_rng(7)
+DN = RNG.integers(1, 12000, OPTICAL_GRID.shape).astype(np.uint16)
+DN[:10, :20] = 0  # a nodata corner
+S2_PROPS = {"platform": "sentinel-2b", "eo:cloud_cover": 3.0}
+RED_BAND = {"eo:bands": [{"name": "B04", "common_name": "red"}]}
+
+
+def own_grid_item(tmp_path, name, data, asset_fields, properties, nodata=None, key="data", extensions=()):
+    """A single-asset item on the optical grid itself, so values come back unresampled."""
+    path = write_tif(tmp_path / f"{name}.tif", data, 32632, OPTICAL_GRID.affine, nodata=nodata)
+    fields = {**proj_fields(OPTICAL_GRID.affine, OPTICAL_GRID.shape), **asset_fields}
+    return roundtrip(make_item(name, {key: dict(href=path, **fields)}, 32632, properties, extensions))
+
+
+def load_one(item, key="data", **kwargs) -> np.ndarray:
+    return load_stack([item], {"b": key}, OPTICAL_GRID, **kwargs).values[0]
+
+
+REFLECTANCE = DN.astype(np.float64) * 1e-4
+
+
+@pytest.mark.parametrize(
+    ("case", "asset_fields", "properties", "expected"),
+    [
+        # Planetary Computer: no raster:bands; the baseline property decides the -1000 DN offset
+        ("pc-baseline-05", RED_BAND, {"s2:processing_baseline": "05.00"}, REFLECTANCE - 0.1),
+        ("pc-baseline-03", RED_BAND, {"s2:processing_baseline": "03.01"}, REFLECTANCE),
+        # Earth Search collection 1: the offset is declared in raster:bands
+        ("c1-declared", {**RED_BAND, "raster:bands": [{"nodata": 0, "scale": 1e-4, "offset": -0.1}]},
+         {"s2:processing_baseline": "05.10"}, REFLECTANCE - 0.1),
+        # Earth Search v1 with harmonised DNs: its declared -0.1 is known to be wrong
+        ("e84-applied", {**RED_BAND, "raster:bands": [{"nodata": 0, "scale": 1e-4, "offset": -0.1}]},
+         {"s2:processing_baseline": "04.00", "earthsearch:boa_offset_applied": True}, REFLECTANCE),
+    ],
+)
+def test_sentinel2_baseline_offset_and_nodata(tmp_path, case, asset_fields, properties, expected):
+    item = own_grid_item(tmp_path, case, DN, asset_fields, {**S2_PROPS, **properties}, nodata=0, key="B04")
+    out = load_one(item, key="B04")
+    assert np.isnan(out[:10, :20]).all() and not np.isnan(out[10:, :]).any()
+    np.testing.assert_allclose(out[10:], expected[10:], atol=1e-6)
+
+
+def test_generic_scale_offset_and_declared_nodata(tmp_path):
+    raw = RNG.integers(-100, 3000, OPTICAL_GRID.shape).astype(np.int16)
+    raw[5, 5] = -32768
+    band = {"raster:bands": [{"nodata": -32768, "scale": 0.5, "offset": 100.0, "unit": "m"}]}
+    out = load_one(own_grid_item(tmp_path, "dem", raw, band, {}, nodata=-32768))
+    assert np.isnan(out[5, 5]) and np.isnan(out).sum() == 1
+    np.testing.assert_allclose(out[raw != -32768], raw[raw != -32768] * 0.5 + 100.0)
+
+
+@pytest.mark.parametrize("header_nodata", [0, None], ids=["in-file", "catalog-only"])
+def test_nodata_stays_out_of_bilinear_neighbours(tmp_path, header_nodata):
+    """Resampled across a nodata hole, valid pixels are not dragged towards the nodata value,
+    also when only the catalog (not the file) declares that nodata."""
+    transform, shape = source_transform(32633, 10.0)
+    dn = np.full(shape, 5000, np.uint16)
+    dn[40:60, 40:60] = 0
+    path = write_tif(tmp_path / "hole.tif", dn, 32633, transform, nodata=header_nodata)
+    fields = {**proj_fields(transform, shape), "raster:bands": [{"nodata": 0, "scale": 1e-4}]}
+    item = roundtrip(make_item("hole", {"data": dict(href=path, **fields)}, 32633))
+    out = load_one(item)
+    assert np.isnan(out).any()
+    np.testing.assert_allclose(out[~np.isnan(out)], 0.5, atol=1e-6)
+
+
+SAR_PROPS = {"sar:product_type": "RTC", "sar:instrument_mode": "IW", "sar:polarizations": ["VV"]}
+POWER = RNG.gamma(1.0, 0.05, OPTICAL_GRID.shape).astype(np.float32)
+
+
+def test_sar_db_asset_is_kept_and_nan_nodata_survives(tmp_path):
+    db = (10 * np.log10(POWER)).astype(np.float32)
+    db[0, :] = np.nan
+    item = own_grid_item(tmp_path, "s1db", db, {"raster:bands": [{"nodata": "nan", "unit": "dB"}]}, SAR_PROPS,
+                         nodata=np.nan, key="vv", extensions=(SAR_EXT,))
+    out = load_one(item, key="vv")
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(db))
+    np.testing.assert_allclose(out[1:], db[1:], rtol=1e-6)
+
+
+def test_sar_linear_power_is_converted_to_db(tmp_path):
+    power = POWER.copy()
+    power[3, 3] = 0.0  # no dB for zero power: NaN, never -inf
+    item = own_grid_item(tmp_path, "s1lin", power, {"raster:bands": [{"unit": "linear"}]}, SAR_PROPS, key="vv")
+    out = load_one(item, key="vv")
+    assert np.isnan(out[3, 3]) and np.isfinite(np.delete(out.ravel(), 3 * OPTICAL_GRID.width + 3)).all()
+    np.testing.assert_allclose(out[power > 0], 10 * np.log10(power[power > 0]), atol=1e-4)
+    np.testing.assert_allclose(load_one(item, key="vv", sar_db=False), power, rtol=1e-6)
+
+
+def test_planetary_computer_rtc_is_linear_and_its_nodata_masked(tmp_path):
+    power = POWER.copy()
+    power[:, :4] = -32768
+    item = own_grid_item(tmp_path, "pc-rtc", power, {"raster:bands": [{"nodata": -32768}]}, SAR_PROPS,
+                         nodata=-32768, key="vv")
+    item.collection_id = "sentinel-1-rtc"
+    out = load_one(item, key="vv")
+    assert np.isnan(out[:, :4]).all()
+    np.testing.assert_allclose(out[:, 4:], 10 * np.log10(POWER[:, 4:]), atol=1e-4)
+
+
+def test_sar_without_units_is_refused(tmp_path):
+    item = own_grid_item(tmp_path, "s1-unknown", POWER, {}, SAR_PROPS, key="vv")
+    with pytest.raises(CatalogError, match="dB or linear"):
+        load_one(item, key="vv")
+
+
+def test_grd_without_asset_transform_is_refused(tmp_path):
+    """Earth Search-like GRD: only the item carries a bbox-derived grid; the asset is radar geometry."""
+    path = write_tif(tmp_path / "grd.tif", (POWER * 1000).astype(np.uint16), 32632, OPTICAL_GRID.affine)
+    item = roundtrip(make_item("S1A_GRD", {"vv": dict(href=path)}, 32632,
+                               {**SAR_PROPS, "sar:product_type": "GRD",
+                                **proj_fields(OPTICAL_GRID.affine, OPTICAL_GRID.shape)}, (SAR_EXT,)))
+    with pytest.raises(CatalogError, match="GRD asset without its own proj:transform.*sentinel-1-rtc"):
+        load_one(item, key="vv")
+
+
+def test_gcp_geotiff_is_refused_even_with_a_transform_in_the_item(tmp_path):
+    from rasterio.control import GroundControlPoint
+
+    w, n = 11.98, 45.01
+    gcps = [GroundControlPoint(row=r, col=c, x=w + c * 1e-4, y=n - r * 1e-4) for r in (0, 95) for c in (0, 111)]
+    path = write_tif(tmp_path / "gcp.tif", POWER, None, None, gcps=gcps)
+    fields = {**proj_fields(OPTICAL_GRID.affine, OPTICAL_GRID.shape), "raster:bands": [{"unit": "linear"}]}
+    item = roundtrip(make_item("S1B_GCP", {"vv": dict(href=path, **fields)}, 32632, SAR_PROPS, (SAR_EXT,)))
+    with pytest.raises(CatalogError, match="radar geometry"):
+        load_one(item, key="vv")
