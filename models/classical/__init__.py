@@ -1,0 +1,1 @@
+"""Classical registration building blocks shared by the baselines: descriptors, window matching, fields."""

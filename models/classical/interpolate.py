@@ -1,0 +1,101 @@
+"""From sparse window matches to a smooth dense field: a robust affine trend plus a Gaussian-weighted
+(normalised convolution) interpolation of the residuals, and a confidence map from match support."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from models.classical.matching import Matches
+
+
+def affine_design(points: np.ndarray) -> np.ndarray:
+    """Rows [y, x, 1] for points (N, 2) given as (y, x)."""
+    return np.column_stack([points[:, 0], points[:, 1], np.ones(len(points))])
+
+
+def affine_eval(params: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The dense field (2, H, W) of an affine displacement model params (3, 2): d = [y, x, 1] @ params."""
+    yy, xx = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    field = params[0][:, None, None] * yy + params[1][:, None, None] * xx + params[2][:, None, None]
+    return field.astype(np.float32)
+
+
+def robust_affine(
+    points: np.ndarray, shifts: np.ndarray, weights: np.ndarray, rng: np.random.Generator,
+    threshold: float = 2.5, trials: int = 300,
+) -> tuple[np.ndarray, np.ndarray]:
+    """RANSAC then weighted least squares: affine params (3, 2) mapping (y, x) to (dy, dx), inlier mask.
+
+    Fewer than 6 matches give a translation (their weighted median) instead, safer than a wild affine.
+    """
+    n = len(points)
+    if n == 0:
+        return np.zeros((3, 2)), np.zeros(0, bool)
+    if n < 6:
+        return translation_consensus(shifts, weights, threshold)
+    design = affine_design(points)
+    picks = np.array([rng.choice(n, 3, replace=False) for _ in range(trials)])
+    best_inliers, best_score = None, -1.0
+    for pick in picks:
+        a = design[pick]
+        if abs(np.linalg.det(a)) < 1e-6:
+            continue
+        params = np.linalg.solve(a, shifts[pick])
+        inliers = np.linalg.norm(design @ params - shifts, axis=1) < threshold
+        score = weights[inliers].sum()
+        if score > best_score:
+            best_inliers, best_score = inliers, score
+    if best_inliers is None or best_inliers.sum() < 3:
+        return translation_consensus(shifts, weights, threshold)
+    for _ in range(2):
+        params = _weighted_lstsq(design[best_inliers], shifts[best_inliers], weights[best_inliers])
+        best_inliers = np.linalg.norm(design @ params - shifts, axis=1) < threshold
+        if best_inliers.sum() < 3:
+            break
+    return params, best_inliers
+
+
+def translation_consensus(
+    shifts: np.ndarray, weights: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted-median translation as affine params (3, 2), and the shifts within `threshold` of it."""
+    params = np.zeros((3, 2))
+    params[2] = [_weighted_median(shifts[:, i], weights) for i in range(2)]
+    return params, np.linalg.norm(shifts - params[2], axis=1) < threshold
+
+
+def _weighted_lstsq(design, target, weights):
+    sw = np.sqrt(np.maximum(weights, 1e-6))[:, None]
+    params, *_ = np.linalg.lstsq(design * sw, target * sw, rcond=None)
+    return params
+
+
+def _weighted_median(values, weights):
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, 0.5 * cum[-1])])
+
+
+def dense_residual(
+    matches: Matches, params: np.ndarray, shape: tuple[int, int], sigma_cells: float = 1.0, prior: float = 0.3
+) -> tuple[np.ndarray, np.ndarray]:
+    """Residual field (2, H, W) of the matches about the affine trend, interpolated by normalised
+    convolution on the window lattice (pulled back to the trend where support is thin), and a
+    confidence (H, W) in [0, 1] from the quality-weighted support."""
+    grid = matches.grid
+    centres = grid.centres()
+    valid = np.isfinite(matches.shifts[..., 0])
+    trend = np.einsum("ijk,kl->ijl", np.concatenate([centres, np.ones((*centres.shape[:2], 1))], -1), params)
+    residual = np.where(valid[..., None], matches.shifts - trend, 0.0)
+    weight = np.where(valid, np.maximum(matches.quality, 0.05), 0.0)
+    smooth = lambda a: ndimage.gaussian_filter(a, sigma_cells, mode="nearest", truncate=3.0)  # noqa: E731
+    support = smooth(weight)
+    cell_field = np.stack([smooth(weight * residual[..., i]) for i in range(2)]) / (support + prior * weight.max() + 1e-9)
+    confidence = np.clip(support / max(float(smooth(np.ones_like(weight)).max()), 1e-9), 0.0, 1.0)
+    coords = np.stack(np.meshgrid(
+        (np.arange(shape[0]) - grid.y0) / grid.step, (np.arange(shape[1]) - grid.x0) / grid.step, indexing="ij"
+    ))
+    dense = np.stack([ndimage.map_coordinates(c, coords, order=1, mode="nearest") for c in cell_field])
+    conf = ndimage.map_coordinates(confidence, coords, order=1, mode="nearest")
+    return dense.astype(np.float32), conf.astype(np.float32)

@@ -1,0 +1,84 @@
+"""Coarse-to-fine window registration shared by the descriptor baselines (`cfog`, `mind`).
+
+1. windows on a coarse lattice searched up to `max_shift` -> median test -> a robust affine trend
+   (RANSAC), kept only when enough windows agree and it is a plausible small deformation, else their
+   consensus translation, else no motion;
+2. the moving image pre-warped by that trend, windows on a fine lattice with a small radius ->
+   median test -> residuals interpolated smoothly and composed with the trend (Contract 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.classical.interpolate import affine_eval, dense_residual, robust_affine, translation_consensus
+from models.classical.matching import Matches, match_windows, median_test
+from models.warp import warp_image
+
+Describe = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Tuned on the `train` split (see docs/accuracy.md)."""
+
+    max_shift: int = 20
+    coarse_window: int = 96
+    coarse_step: int = 32
+    fine_window: int = 64
+    fine_step: int = 16
+    fine_radius: int = 5
+    min_distinct: float = 0.05
+    min_valid: float = 0.7
+    affine_threshold: float = 3.0
+    min_inlier_share: float = 0.3
+    max_linear: float = 0.1
+    sigma_cells: float = 1.0
+    seed: int = 0
+
+
+def register_windows(
+    fixed_gray: np.ndarray, moving_gray: np.ndarray, describe: Describe, config: WindowConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Field (2, H, W) and confidence (H, W) aligning `moving_gray` to `fixed_gray` (NaN = no-data)."""
+    shape = fixed_gray.shape
+    fixed_valid = np.isfinite(fixed_gray)
+    fixed_desc = describe(fixed_gray)
+    coarse = median_test(match_windows(
+        fixed_desc, describe(moving_gray), fixed_valid, np.isfinite(moving_gray),
+        config.coarse_window, config.coarse_step, config.max_shift, (0, 0), config.min_valid, config.min_distinct,
+    ))
+    params = trend(coarse, config)
+
+    base = affine_eval(params, shape)
+    warped = warp_image(moving_gray, base)
+    fine = median_test(match_windows(
+        fixed_desc, describe(warped), fixed_valid, np.isfinite(warped),
+        config.fine_window, config.fine_step, config.fine_radius, (0, 0), config.min_valid, config.min_distinct,
+    ))
+    residual, confidence = dense_residual(fine, np.zeros((3, 2)), shape, config.sigma_cells)
+    # Compose: moving location = q + base(q) at q = p + residual(p); the base is affine.
+    field = residual + base + np.einsum("kc,kij->cij", params[:2], residual)
+    confidence = np.where(fixed_valid, confidence, 0.0)
+    return field.astype(np.float32), confidence.astype(np.float32)
+
+
+def trend(coarse: Matches, config: WindowConfig) -> np.ndarray:
+    """Affine params (3, 2) of the coarse matches' consensus, or a translation, or zeros."""
+    valid = np.isfinite(coarse.shifts[..., 0])
+    if valid.sum() < 3:
+        return np.zeros((3, 2))
+    points = coarse.grid.centres()[valid]
+    shifts = coarse.shifts[valid]
+    weights = np.maximum(coarse.quality[valid], 0.05)
+    needed = max(3, int(np.ceil(config.min_inlier_share * valid.sum())))
+    params, inliers = robust_affine(
+        points, shifts, weights, np.random.default_rng(config.seed), config.affine_threshold
+    )
+    if inliers.sum() >= max(needed, 6) and np.abs(params[:2]).max() <= config.max_linear:
+        return params
+    params, inliers = translation_consensus(shifts, weights, config.affine_threshold)
+    return params if inliers.sum() >= needed else np.zeros((3, 2))
