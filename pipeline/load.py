@@ -92,20 +92,7 @@ def load_stack(
     for key in keys:
         if not any(key in item.assets for item in items):
             raise CatalogError(f"no item has asset {key!r} (items: {[i.id for i in items]})")
-    present = [(item, key) for item in items for key in keys if key in item.assets]
-    for item, key in present:
-        if why := geocoding_problem(item, key):
-            refuse_radar_geometry(item, key, why)
-    table = {(item.id, key): radiometry(item, key, sar_db) for item, key in present}
-    headers = read_headers(absolute_href(item, key) for item, key in present)
-    hrefs: dict[str, dict[str, str]] = {item.id: {} for item in items}
-    for item, key in present:
-        href = absolute_href(item, key)
-        if headers[href].radar_geometry:
-            refuse_radar_geometry(item, key, "is in radar geometry (GCPs, no geotransform)")
-        if headers[href].count != 1:
-            raise CatalogError(f"asset {key!r} of item {item.id!r} has {headers[href].count} bands; load_stack reads single-band assets")
-        hrefs[item.id][key] = gdal_href(href, headers[href], table[item.id, key].nodata)
+    table, hrefs = _inspect_assets(items, keys, sar_db)
 
     raw = stackstac.stack(
         [plain_item(item, hrefs[item.id]) for item in items],
@@ -135,6 +122,27 @@ def load_stack(
     out = out.reset_coords(drop=True).assign_coords(band=list(bands), x=grid.x_coords(), y=grid.y_coords())
     out.attrs = {}
     return out.rio.write_crs(grid.crs_wkt).rio.write_transform(grid.affine)
+
+
+def _inspect_assets(
+    items: list[pystac.Item], keys: list[str], sar_db: bool
+) -> tuple[dict[tuple[str, str], Radiometry], dict[str, dict[str, str]]]:
+    """Each present asset's radiometry and the href GDAL should open; refuses radar geometry."""
+    present = [(item, key) for item in items for key in keys if key in item.assets]
+    for item, key in present:
+        if why := geocoding_problem(item, key):
+            refuse_radar_geometry(item, key, why)
+    table = {(item.id, key): radiometry(item, key, sar_db) for item, key in present}
+    headers = read_headers(absolute_href(item, key) for item, key in present)
+    hrefs: dict[str, dict[str, str]] = {item.id: {} for item in items}
+    for item, key in present:
+        header = headers[absolute_href(item, key)]
+        if header.radar_geometry:
+            refuse_radar_geometry(item, key, "is in radar geometry (GCPs, no geotransform)")
+        if header.count != 1:
+            raise CatalogError(f"asset {key!r} of item {item.id!r} has {header.count} bands; load_stack reads single-band assets")
+        hrefs[item.id][key] = gdal_href(absolute_href(item, key), header, table[item.id, key].nodata)
+    return table, hrefs
 
 
 def _check_on_grid(raw: xr.DataArray, grid: Grid) -> None:

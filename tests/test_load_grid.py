@@ -81,6 +81,9 @@ def test_optical_item_on_its_own_grid_is_read_unchanged(tmp_path):
     assert grid == OPTICAL_GRID
     out = load_stack([item], {"red": "red"}, grid, chunks=64).values[0]
     np.testing.assert_allclose(out, data.astype(np.float32) * np.float32(1e-4), rtol=1e-6)
+    # a region of it (the flow crops to the AOI) is the same pixels, not a resampled copy
+    region = load_stack([item], {"red": "red"}, grid.window(10, 7, 50, 60), chunks=32).values[0]
+    np.testing.assert_array_equal(region, out[10:60, 7:67])
 
 
 def test_optical_grid_reads_asset_or_item_level_proj_and_refuses_without(tmp_path):
