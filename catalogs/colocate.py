@@ -89,16 +89,14 @@ def find_scene_sets(
         searcher.check_collection(collection_id)
 
     optical = searcher.items(profile.optical_collection, bbox, start, end)
+    placed = [item for item in optical if item.geometry and acquired(item) is not None]
     sar: list[pystac.Item] = []
     dem: list[pystac.Item] = []
-    if optical:
+    if placed:  # one SAR and one DEM search for all scenes: fewer requests than one per scene
         window = timedelta(days=rules.sar_window_days)
-        times = [item_time(item) for item in optical]
-        sar_start = (min(times) - window).date()
-        sar_end = (max(times) + window).date()
-        sar = searcher.items(profile.sar_collection, bbox, sar_start, sar_end)
-        footprint_bounds = _union_bounds([_bounds(item) for item in optical])
-        dem = searcher.items(profile.dem_collection, footprint_bounds)
+        times = [item_time(item) for item in placed]
+        sar = searcher.items(profile.sar_collection, bbox, (min(times) - window).date(), (max(times) + window).date())
+        dem = searcher.items(profile.dem_collection, _union_bounds([_bounds(item) for item in placed]))
     scene_sets, rejections = pair_scenes(optical, sar, dem, bbox, rules, profile.asset_keys)
     return ColocationResult(scene_sets, rejections, log.events, log.summary())
 
@@ -116,16 +114,17 @@ def pair_scenes(
     usable_sar: list[pystac.Item] = []
     radar_geometry: list[pystac.Item] = []
     for item in sar:
-        reason = radar_geometry_reason(item, asset_keys) or _missing_assets(item, asset_keys.sar.values(), "SAR")
+        in_radar_geometry = radar_geometry_reason(item, asset_keys)
+        reason = in_radar_geometry or _unusable(item, asset_keys.sar.values(), "SAR", timed=True)
         if reason:
             rejections.append(Rejection(item.id, reason))
-            if reason.startswith("Sentinel-1 GRD"):
+            if in_radar_geometry and acquired(item) is not None:
                 radar_geometry.append(item)
         else:
             usable_sar.append(item)
     usable_dem = []
     for item in dem:
-        reason = _missing_assets(item, asset_keys.dem.values(), "DEM")
+        reason = _unusable(item, asset_keys.dem.values(), "DEM", timed=False)
         if reason:
             rejections.append(Rejection(item.id, reason))
         else:
@@ -134,7 +133,7 @@ def pair_scenes(
     preferred = rules.orbit_state or _majority_orbit_state(passes)
 
     scene_sets = []
-    for item in sorted(optical, key=item_time):
+    for item in sorted(optical, key=lambda i: (acquired(i) is None, acquired(i) or datetime.min, i.id)):
         reason, scene_set = _pair_one(item, passes, radar_geometry, usable_dem, bbox, rules, preferred, asset_keys)
         if reason:
             rejections.append(Rejection(item.id, reason))
@@ -147,9 +146,9 @@ def _pair_one(item, passes, radar_geometry, dem, bbox, rules, preferred, asset_k
     cloud = item.properties.get("eo:cloud_cover")
     if cloud is not None and float(cloud) > rules.max_cloud:
         return f"cloud cover {float(cloud):g} > {rules.max_cloud:g}", None
-    missing = _missing_assets(item, asset_keys.optical.values(), "optical")
-    if missing:
-        return missing, None
+    unusable = _unusable(item, asset_keys.optical.values(), "optical", timed=True)
+    if unusable:
+        return unusable, None
     overlap = coverage(item.geometry, bbox)
     if overlap < rules.min_overlap:
         return f"overlap {overlap:.2f} < {rules.min_overlap:g} (share of the AOI the footprint covers)", None
@@ -183,7 +182,7 @@ def _pair_one(item, passes, radar_geometry, dem, bbox, rules, preferred, asset_k
         f"optical: cloud cover {_fmt(cloud)}, covers {overlap:.2f} of the AOI",
         f"SAR: {len(slices)} slice(s) of a {chosen.platform or 'SAR'} {direction} pass {gap_hours:.1f} h "
         f"{'after' if chosen.time >= when else 'before'} the optical scene, covering {sar_share:.2f} of the scene's part of the AOI"
-        + (f"; preferred direction {preferred}" if preferred else "")
+        + _direction_note(chosen.orbit_state, preferred)
         + (f"; {len(in_window) - 1} other pass(es) in the window" if len(in_window) > 1 else ""),
         f"DEM: {len(tiles)} tile(s) meeting the footprint, covering {dem_share:.2f} of the scene's part of the AOI",
     )
@@ -232,14 +231,17 @@ def group_passes(items: Sequence[pystac.Item]) -> list[SarPass]:
     ]
 
 
+def acquired(item: pystac.Item) -> datetime | None:
+    """Acquisition time: `datetime`, else the start of `start_datetime`/`end_datetime`, else None."""
+    return item.datetime if item.datetime is not None else item.common_metadata.start_datetime
+
+
 def item_time(item: pystac.Item) -> datetime:
-    """Acquisition time: `datetime`, else the start of `start_datetime`/`end_datetime`."""
-    if item.datetime is not None:
-        return item.datetime
-    start = item.common_metadata.start_datetime
-    if start is None:
+    """Acquisition time of an item known to have one (checked by the pairing rules)."""
+    when = acquired(item)
+    if when is None:
         raise InputError(f"item {item.id!r} has no datetime")
-    return start
+    return when
 
 
 def validate_bbox(bbox: Sequence[float]) -> Rect:
@@ -266,7 +268,16 @@ def _validate_rules(rules: PairingRules) -> None:
         raise InputError(f"orbit state must be ascending or descending, got {rules.orbit_state!r}")
 
 
-def _missing_assets(item: pystac.Item, keys, kind: str) -> str | None:
+def _unusable(item: pystac.Item, keys, kind: str, timed: bool) -> str | None:
+    """Why an item cannot take part at all (no footprint, no time, missing assets), or None."""
+    if not item.geometry:
+        return f"{kind} item has no footprint geometry"
+    try:
+        polygons(item.geometry)
+    except ValueError as err:
+        return f"{kind} item: {err}"
+    if timed and acquired(item) is None:
+        return f"{kind} item has no acquisition time"
     missing = sorted(set(keys) - set(item.assets))
     return f"{kind} item lacks asset(s) {', '.join(missing)}" if missing else None
 
@@ -299,6 +310,14 @@ def _bounds(item: pystac.Item) -> Rect:
 
 def _union_bounds(bounds: Sequence[Rect]) -> Rect:
     return (min(b[0] for b in bounds), min(b[1] for b in bounds), max(b[2] for b in bounds), max(b[3] for b in bounds))
+
+
+def _direction_note(state: str | None, preferred: str | None) -> str:
+    if preferred is None:
+        return ""
+    if state == preferred:
+        return f"; the preferred direction ({preferred})"
+    return f"; no pass in the preferred direction ({preferred}) in the window"
 
 
 def _fmt(value) -> str:

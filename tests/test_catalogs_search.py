@@ -9,9 +9,10 @@ import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import pystac
 import pytest
 
-from catalogs.colocate import find_scene_sets
+from catalogs.colocate import PairingRules, find_scene_sets, pair_scenes
 from catalogs.http import RetryPolicy
 from catalogs.profiles import get_profile
 from catalogs.server import serve_items
@@ -295,3 +296,20 @@ def test_cli_unreachable_catalog_subprocess():
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith(f"dsmar search: error: could not reach STAC API at {url}: ")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_unusable_items_are_rejected_not_crashed_on(tmp_path):
+    cogs = fx.CogWriter(tmp_path)
+    keys = get_profile("planetary-computer").asset_keys
+    optical = pystac.Item.from_dict(fx.pc_s2(cogs, "o", utc("2024-06-01T10:00:00"), TILE, 5.0))
+    point = pystac.Item.from_dict({**fx.pc_s2(cogs, "p", utc("2024-06-01T10:00:00"), TILE, 5.0), "geometry": {"type": "Point", "coordinates": [15, 45]}})
+    no_vh = fx.pc_s1_rtc(cogs, "s", utc("2024-06-02T05:30:00"), TILE, "descending")
+    del no_vh["assets"]["vh"]
+    dem = pystac.Item.from_dict(fx.cop_dem(cogs, 15, 45))
+    scene_sets, rejections = pair_scenes([optical, point], [pystac.Item.from_dict(no_vh)], [dem], AOI, PairingRules(), keys)
+    assert scene_sets == []
+    assert {r.item_id: r.reason for r in rejections} == {
+        "s": "SAR item lacks asset(s) vh",
+        "o": "no SAR within 3 days",
+        "p": "optical item: footprint geometry type 'Point' is not a Polygon or MultiPolygon",
+    }
