@@ -1,0 +1,513 @@
+"""The demo archive (Contract 4): a small static STAC catalog of co-located optical, SAR and DEM COGs.
+
+One synthetic landscape (`dsmar.synthetic`) is rendered on a master grid: the optical grid of the
+archive extended by a margin, in optical pixel coordinates. Each SAR and DEM product is written on its
+own grid (other origin, sub-pixel offset, larger footprint, 30 m for the DEM) and is misregistered by
+a known smooth field `u` (optical pixels): seen on the optical grid, the product is
+`moving(q) = aligned(q + u(q))`. The Contract 1 truth `d` with `moving(p + d(p)) = aligned(p)` solves
+`d(p) = -u(p + d(p))`; it is stored with each SAR and DEM item as the `truth_displacement` asset.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pystac
+import rasterio
+from pyproj import Transformer
+from pystac.extensions.eo import Band, EOExtension
+from pystac.extensions.projection import ProjectionExtension
+from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, RasterExtension
+from pystac.extensions.sar import FrequencyBand, ObservationDirection, Polarization, SarExtension
+from pystac.extensions.sat import OrbitState, SatExtension
+from pystac.extensions.view import ViewExtension
+from scipy import ndimage
+
+from dsmar import synthetic
+from dsmar.config import check_writable_dir
+from dsmar.errors import InputError
+from models.fields import elastic_field
+from pipeline.grid import Grid
+
+ARCHIVE_VERSION = 1  # bump when the generator changes what it writes, so old archives are rebuilt
+EPSG = 32633  # UTM 33N; the optical tile sits near 46.1 N, 14.5 E (the landscape itself is synthetic)
+OPTICAL_ORIGIN = (459960.0, 5110020.0)  # upper-left corner, on the Sentinel-2 10 m lattice
+OPTICAL_RES, SAR_RES, DEM_RES = 10.0, 10.0, 30.0
+SAR_PAD_M, DEM_PAD_M = 400.0, 600.0  # SAR and DEM footprints reach this far past the optical one
+MAX_FIELD_PX = 10.0  # bound on |u|: shift <= 4, elastic <= 2, terrain <= 1.5 (with room to spare)
+MIN_SIZE = 256
+FIRST_DATE = date(2024, 6, 4)
+REVISIT_DAYS = 10
+COLLECTIONS = {"optical": "dsmar-optical", "sar": "dsmar-sar", "dem": "dsmar-dem"}
+TRUTH_KEY = "truth_displacement"
+# (asset key, Sentinel-2 band name, centre wavelength um, FWHM um) of the optical assets.
+OPTICAL_ASSETS = (("blue", "B02", 0.490, 0.098), ("green", "B03", 0.560, 0.045),
+                  ("red", "B04", 0.665, 0.038), ("nir", "B08", 0.842, 0.145))
+REFLECTANCE_SCALE = 1e-4
+DEM_END = "2015-01-07T00:00:00Z"
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    """What `dsmar run` needs to find the archive again: where, which AOI, which dates, which items."""
+
+    root: Path
+    catalog: Path
+    bbox: tuple[float, float, float, float]  # AOI (W, S, E, N lon/lat) just inside the optical footprint
+    optical_bbox: tuple[float, float, float, float]  # lon/lat bbox of the optical footprint
+    start: date
+    end: date
+    optical_item_ids: tuple[str, ...]
+    sar_item_ids: tuple[str, ...]
+    dem_item_ids: tuple[str, ...]
+    size: int
+    dates: int
+    seed: int
+    epsg: int = EPSG
+    collections: dict[str, str] = field(default_factory=lambda: dict(COLLECTIONS))
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data.update(root=str(self.root), catalog=str(self.catalog), start=self.start.isoformat(),
+                    end=self.end.isoformat())
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> ArchiveInfo:
+        return cls(
+            root=Path(data["root"]), catalog=Path(data["catalog"]), bbox=tuple(data["bbox"]),
+            optical_bbox=tuple(data["optical_bbox"]), start=date.fromisoformat(data["start"]),
+            end=date.fromisoformat(data["end"]), optical_item_ids=tuple(data["optical_item_ids"]),
+            sar_item_ids=tuple(data["sar_item_ids"]), dem_item_ids=tuple(data["dem_item_ids"]),
+            size=data["size"], dates=data["dates"], seed=data["seed"], epsg=data["epsg"],
+            collections=dict(data["collections"]),
+        )
+
+
+@dataclass(frozen=True)
+class Product:
+    """One item's rasters in memory: bands on its own grid, and (SAR, DEM) the truth on the optical grid."""
+
+    kind: str  # "optical", "sar" or "dem"
+    item_id: str
+    grid: Grid
+    acquired: datetime
+    bands: dict[str, np.ndarray]  # asset key -> (H, W) float32 physical values on `grid`
+    properties: dict
+    truth: np.ndarray | None = None  # (2, H, W) Contract 1 field on the optical grid
+    aligned: np.ndarray | None = None  # (C, H, W) what the product would be on the optical grid, unmoved
+
+
+@dataclass(frozen=True)
+class RenderedArchive:
+    optical_grid: Grid
+    products: tuple[Product, ...]
+
+
+# --- geometry: grids and displacement fields ---------------------------------------------------------
+
+def optical_grid(size: int) -> Grid:
+    x0, y0 = OPTICAL_ORIGIN
+    return Grid.from_affine(EPSG, rasterio.Affine(OPTICAL_RES, 0, x0, 0, -OPTICAL_RES, y0), size, size)
+
+
+def margin_px() -> int:
+    """Master-grid margin around the optical grid: the widest product footprint plus the largest field."""
+    return int(np.ceil((DEM_PAD_M + 2 * DEM_RES) / OPTICAL_RES + MAX_FIELD_PX)) + 4
+
+
+def product_grid(optical: Grid, pad_m: float, res: float, rng: np.random.Generator) -> Grid:
+    """A grid covering the optical footprint plus `pad_m`, origin offset by a random sub-pixel amount."""
+    left, bottom, right, top = optical.bounds
+    fx, fy = rng.uniform(0.15, 0.85, size=2) * res
+    x0, y0 = round(left - pad_m - fx, 3), round(top + pad_m + fy, 3)
+    width = int(np.ceil((right + pad_m - x0) / res))
+    height = int(np.ceil((y0 - (bottom - pad_m)) / res))
+    return Grid.from_affine(EPSG, rasterio.Affine(res, 0, x0, 0, -res, y0), height, width)
+
+
+def optical_pixel_coords(optical: Grid, grid: Grid) -> np.ndarray:
+    """(2, h, w) optical-grid pixel coordinates (row, col) of the centres of `grid`'s pixels."""
+    rows = (optical.transform[5] - grid.y_coords()) / OPTICAL_RES - 0.5
+    cols = (grid.x_coords() - optical.transform[2]) / OPTICAL_RES - 0.5
+    return np.stack(np.meshgrid(rows, cols, indexing="ij")).astype(np.float32)
+
+
+def sample(image: np.ndarray, coords: np.ndarray, order: int = 1) -> np.ndarray:
+    """Sample (C, H, W) or (H, W) `image` at (2, ...) pixel coordinates (bilinear by default)."""
+    stack = image[None] if image.ndim == 2 else image
+    out = np.stack([ndimage.map_coordinates(b, coords, order=order, mode="nearest") for b in stack])
+    return out[0] if image.ndim == 2 else out
+
+
+def sample_displaced(master: np.ndarray, u: np.ndarray, margin: int, coords: np.ndarray) -> np.ndarray:
+    """The misregistered product at optical-pixel coords q: aligned(q + u(q)), read from the master."""
+    shifted = coords + margin
+    return sample(master, shifted + sample(u, shifted))
+
+
+def invert_field(u: np.ndarray, margin: int, shape: tuple[int, int], iterations: int = 15) -> np.ndarray:
+    """The Contract 1 truth d on the optical grid: the fixed point of d(p) = -u(p + d(p)).
+
+    `u` lives on the master grid (optical pixels, offset by `margin`). The iteration contracts by
+    max|grad u| (a few hundredths here), so it is run on a 4x coarser grid first and finished with one
+    full-resolution step.
+    """
+    def solve(points: np.ndarray, d: np.ndarray, steps: int) -> np.ndarray:
+        for _ in range(steps):
+            d = -sample(u, points + d + margin)
+        return d
+
+    step = 4
+    coarse = np.mgrid[0 : shape[0] + step : step, 0 : shape[1] + step : step].astype(np.float32)
+    d_coarse = solve(coarse, np.zeros_like(coarse), iterations)
+    fine = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    d = sample(d_coarse, fine / step)
+    return solve(fine, d, 1).astype(np.float32)
+
+
+def misregistration(
+    dem: np.ndarray, rng: np.random.Generator, shift_px: tuple[float, float], elastic_px: float,
+    terrain_px: float = 0.0, look_azimuth: float = 0.0,
+) -> np.ndarray:
+    """A smooth field u (2, H, W) on the master grid, optical pixels: a global shift, a smooth elastic
+    part, and (SAR) a displacement along the range direction proportional to elevation, as residual
+    foreshortening after geocoding with an imperfect DEM gives.
+    """
+    magnitude = rng.uniform(*shift_px)
+    angle = rng.uniform(0, 2 * np.pi)
+    u = np.empty((2, *dem.shape), dtype=np.float32)
+    u[0], u[1] = magnitude * np.sin(angle), magnitude * np.cos(angle)
+    # The elastic part varies over a third of the scene: draw it 8x coarser and interpolate (cheap).
+    coarse = elastic_field((dem.shape[0] // 8 + 2, dem.shape[1] // 8 + 2), rng, elastic_px, max(dem.shape) / 24.0)
+    u += sample(coarse, np.mgrid[0 : dem.shape[0], 0 : dem.shape[1]].astype(np.float32) / 8.0)
+    if terrain_px > 0:
+        smooth = ndimage.uniform_filter(ndimage.uniform_filter(dem, 25), 25)  # keeps |grad u| small
+        height = smooth - np.median(smooth)
+        height /= max(float(np.abs(height).max()), 1e-6)
+        # Elevated ground is imaged towards the sensor, so its content is found further along the look.
+        az = np.deg2rad(look_azimuth)
+        u[0] += terrain_px * height * -np.cos(az)
+        u[1] += terrain_px * height * np.sin(az)
+    return u
+
+
+# --- rendering: every product in memory ---------------------------------------------------------------
+
+def _acquisitions(dates: int) -> list[tuple[datetime, datetime, str, float, float]]:
+    """(optical time, SAR time, orbit state, look azimuth, incidence) per date; SAR 1-2 days apart."""
+    out = []
+    for i in range(dates):
+        day = FIRST_DATE + timedelta(days=REVISIT_DAYS * i)
+        optical = datetime.combine(day, time(10, 6, 31), tzinfo=timezone.utc)
+        if i % 2 == 0:  # ascending, right-looking: heading ~348 deg, the radar looks ~east
+            sar = datetime.combine(day + timedelta(days=1), time(16, 58, 12), tzinfo=timezone.utc)
+            out.append((optical, sar, "ascending", 78.0, 39.2))
+        else:  # descending: heading ~192 deg, the radar looks ~west
+            sar = datetime.combine(day - timedelta(days=2), time(5, 11, 40), tzinfo=timezone.utc)
+            out.append((optical, sar, "descending", 282.0, 34.6))
+    return out
+
+
+def render_archive(size: int, dates: int, seed: int, speckle: bool = True) -> RenderedArchive:
+    """Render every product of the archive in memory (pure: no I/O), deterministic from `seed`."""
+    grid = optical_grid(size)
+    m = margin_px()
+    terrain = synthetic.make_terrain((size + 2 * m, size + 2 * m), np.random.default_rng([seed, 0]))
+    inner = (slice(m, m + size), slice(m, m + size))
+    products = []
+    for i, (t_opt, t_sar, orbit, look, incidence) in enumerate(_acquisitions(dates)):
+        products.append(_optical_product(terrain, inner, grid, t_opt, i, np.random.default_rng([seed, 1, i])))
+    optical_ids = [p.item_id for p in products]
+    for i, (t_opt, t_sar, orbit, look, incidence) in enumerate(_acquisitions(dates)):
+        rng = np.random.default_rng([seed, 2, i])
+        geometry = synthetic.SarGeometry(look, incidence, looks=4.4 if speckle else 0.0,
+                                         moisture=float(rng.uniform(-1, 1)))
+        sigma0 = synthetic.sar_sigma0(terrain, geometry)
+        pgrid = product_grid(grid, SAR_PAD_M, SAR_RES, rng)
+        u = misregistration(terrain.dem, rng, (2.0, 4.0), rng.uniform(1.0, 2.0), rng.uniform(1.0, 1.5), look)
+        moved = sample_displaced(sigma0, u, m, optical_pixel_coords(grid, pgrid))
+        db = synthetic.speckle_db(moved, geometry.looks, rng)
+        props = {"orbit_state": orbit, "look_azimuth": look, "incidence": incidence, "reference": optical_ids[i]}
+        products.append(Product(
+            "sar", f"synthetic-sar-{t_sar:%Y%m%dT%H%M%S}", pgrid, t_sar, {"vv": db[0], "vh": db[1]}, props,
+            truth=invert_field(u, m, grid.shape), aligned=synthetic.speckle_db(sigma0[:, inner[0], inner[1]], 0, rng),
+        ))
+    rng = np.random.default_rng([seed, 3])
+    dem30 = ndimage.uniform_filter(terrain.dem, 3)  # a 30 m posting averages 3 x 3 of the 10 m master
+    pgrid = product_grid(grid, DEM_PAD_M, DEM_RES, rng)
+    u = misregistration(terrain.dem, rng, (1.5, 3.0), 1.0)
+    moved = sample_displaced(dem30, u, m, optical_pixel_coords(grid, pgrid))
+    products.append(Product(
+        "dem", "synthetic-dem-30m", pgrid, datetime(2011, 1, 1, tzinfo=timezone.utc), {"data": moved},
+        {"reference": optical_ids[0]}, truth=invert_field(u, m, grid.shape), aligned=dem30[None, inner[0], inner[1]],
+    ))
+    return RenderedArchive(grid, tuple(products))
+
+
+def _optical_product(terrain, inner, grid: Grid, when: datetime, index: int, rng: np.random.Generator) -> Product:
+    cloud = 0.02 if index % 2 else 0.0  # every other date has a few small clouds
+    light = synthetic.Illumination(
+        sun_azimuth=float(rng.uniform(145, 160)), sun_elevation=float(rng.uniform(55, 65)),
+        season=0.3 + 0.07 * index, haze=float(rng.uniform(0.3, 0.8)), cloud_cover=cloud,
+    )
+    refl = synthetic.render_optical(synthetic.crop(terrain, inner), light, rng)
+    props = {"cloud_cover": 100.0 * cloud, "sun_azimuth": light.sun_azimuth, "sun_elevation": light.sun_elevation}
+    bands = {key: refl[b] for b, (key, *_rest) in enumerate(OPTICAL_ASSETS)}
+    return Product("optical", f"synthetic-optical-{when:%Y%m%dT%H%M%S}", grid, when, bands, props)
+
+
+# --- writing: COGs and the static STAC catalog --------------------------------------------------------
+
+def write_cog(path: Path, bands: np.ndarray, grid: Grid, nodata: float | None, descriptions: tuple[str, ...],
+              overviews: bool = True) -> None:
+    """A Cloud-Optimized GeoTIFF: 512 px tiles, deflate with a predictor, average overviews."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = dict(
+        driver="COG", width=grid.width, height=grid.height, count=bands.shape[0], dtype=bands.dtype.name,
+        crs=grid.crs_wkt, transform=grid.affine, nodata=nodata, compress="DEFLATE", predictor="YES",
+        blocksize=512, overviews="AUTO" if overviews else "NONE", resampling="AVERAGE",
+    )
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(bands)
+        for i, text in enumerate(descriptions, start=1):
+            dst.set_band_description(i, text)
+
+
+def _to_lonlat(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return Transformer.from_crs(EPSG, 4326, always_xy=True).transform(x, y)
+
+
+def footprint(grid: Grid) -> dict:
+    """The grid's outline as a lon/lat GeoJSON polygon (counter-clockwise, edges densified)."""
+    left, bottom, right, top = grid.bounds
+    t = np.linspace(0.0, 1.0, 5)[:-1]
+    xs = np.concatenate([left + (right - left) * t, np.full(4, right), right - (right - left) * t, np.full(4, left)])
+    ys = np.concatenate([np.full(4, bottom), bottom + (top - bottom) * t, np.full(4, top), top - (top - bottom) * t])
+    lon, lat = _to_lonlat(xs, ys)
+    ring = [[round(float(a), 7), round(float(b), 7)] for a, b in zip(lon, lat)]
+    return {"type": "Polygon", "coordinates": [ring + ring[:1]]}
+
+
+def _bbox(geometry: dict) -> list[float]:
+    ring = np.asarray(geometry["coordinates"][0])
+    return [float(ring[:, 0].min()), float(ring[:, 1].min()), float(ring[:, 0].max()), float(ring[:, 1].max())]
+
+
+def inner_bbox(grid: Grid, inset: float = 0.02) -> tuple[float, float, float, float]:
+    """A lon/lat box wholly inside the grid's footprint (inset by a share of its size): the demo AOI."""
+    left, bottom, right, top = grid.bounds
+    dx, dy = (right - left) * inset, (top - bottom) * inset
+    lon, lat = _to_lonlat(np.array([left + dx, right - dx, right - dx, left + dx]),
+                          np.array([bottom + dy, bottom + dy, top - dy, top - dy]))
+    return (round(float(max(lon[0], lon[3])), 6), round(float(max(lat[0], lat[1])), 6),
+            round(float(min(lon[1], lon[2])), 6), round(float(min(lat[2], lat[3])), 6))
+
+
+def _proj(asset: pystac.Asset, grid: Grid) -> None:
+    """Projection fields on an asset as real catalogs carry them (`proj:epsg` kept for stackstac)."""
+    ProjectionExtension.ext(asset).apply(
+        epsg=EPSG, shape=[grid.height, grid.width], transform=list(grid.transform), bbox=list(grid.bounds),
+    )
+    asset.extra_fields["proj:epsg"] = EPSG
+
+
+def _asset(path: Path, grid: Grid, title: str, roles: list[str], band: RasterBand | None,
+           media_type: str = pystac.MediaType.COG) -> pystac.Asset:
+    asset = pystac.Asset(href=path.resolve().as_uri(), media_type=media_type, title=title, roles=roles)
+    _proj(asset, grid)
+    if band is not None:
+        RasterExtension.ext(asset).apply([band])
+    return asset
+
+
+def _item(product: Product, properties: dict) -> pystac.Item:
+    """An item with footprint, time and item-level projection; a DEM gets a production period instead."""
+    geometry = footprint(product.grid)
+    when = None if product.kind == "dem" else product.acquired
+    if when is None:  # like the Copernicus DEM: acquired over years, searched by footprint only
+        properties = {**properties, "start_datetime": _iso(product.acquired), "end_datetime": DEM_END}
+    item = pystac.Item(product.item_id, geometry, _bbox(geometry), when, properties,
+                       collection=COLLECTIONS[product.kind])
+    ProjectionExtension.add_to(item)
+    RasterExtension.add_to(item)
+    item.properties["proj:code"] = f"EPSG:{EPSG}"
+    item.properties["proj:epsg"] = EPSG
+    return item
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _write_product(product: Product, folder: Path, reference: Grid) -> pystac.Item:
+    """Write one product's rasters under `folder` and describe them as a STAC item."""
+    if product.kind == "optical":
+        return _optical_item(product, folder)
+    if product.kind == "sar":
+        item = _sar_item(product, folder)
+    else:
+        item = _item(product, {"platform": "dsmar-dem-sim", "constellation": "dsmar-synthetic", "gsd": DEM_RES})
+        path = folder / "data.tif"
+        write_cog(path, product.bands["data"][None].astype(np.float32), product.grid, float("nan"), ("elevation",))
+        item.add_asset("data", _asset(path, product.grid, "Elevation (m)", ["data"],
+                                      RasterBand.create(nodata=NoDataStrings.NAN, data_type=DataType.FLOAT32,
+                                                        unit="m", spatial_resolution=DEM_RES)))
+    path = folder / f"{TRUTH_KEY}.tif"
+    write_cog(path, product.truth.astype(np.float32), reference, None, ("dy", "dx"), overviews=False)
+    truth = _asset(path, reference, "Injected misregistration (Contract 1: dy, dx in optical pixels)",
+                   ["truth"], None, media_type=pystac.MediaType.GEOTIFF)
+    RasterExtension.ext(truth).apply([RasterBand.create(data_type=DataType.FLOAT32, unit="pixel") for _ in "yx"])
+    truth.description = "Band 1 dy, band 2 dx: optical pixel (y, x) shows this item at (y + dy, x + dx)."
+    truth.extra_fields["dsmar:reference_item"] = product.properties["reference"]
+    item.add_asset(TRUTH_KEY, truth)
+    return item
+
+
+def _optical_item(product: Product, folder: Path) -> pystac.Item:
+    p = product.properties
+    item = _item(product, {"platform": "dsmar-optical-sim", "constellation": "dsmar-synthetic",
+                           "instruments": ["msi"], "gsd": OPTICAL_RES})
+    ViewExtension.ext(item, add_if_missing=True).apply(
+        sun_azimuth=round(p["sun_azimuth"], 2), sun_elevation=round(p["sun_elevation"], 2))
+    EOExtension.ext(item, add_if_missing=True).cloud_cover = round(p["cloud_cover"], 2)
+    for key, name, centre, fwhm in OPTICAL_ASSETS:
+        dn = np.clip(np.rint(product.bands[key] / REFLECTANCE_SCALE), 1, 65535).astype(np.uint16)
+        path = folder / f"{key}.tif"
+        write_cog(path, dn[None], product.grid, 0, (key,))
+        asset = _asset(path, product.grid, f"{key.capitalize()} reflectance", ["data", "reflectance"],
+                       RasterBand.create(nodata=0, data_type=DataType.UINT16, scale=REFLECTANCE_SCALE, offset=0.0,
+                                         spatial_resolution=OPTICAL_RES))
+        EOExtension.ext(asset).apply(bands=[Band.create(name=name, common_name=key, center_wavelength=centre,
+                                                        full_width_half_max=fwhm)])
+        item.add_asset(key, asset)
+    return item
+
+
+def _sar_item(product: Product, folder: Path) -> pystac.Item:
+    p = product.properties
+    item = _item(product, {"platform": "dsmar-sar-sim", "constellation": "dsmar-synthetic",
+                           "instruments": ["c-sar"], "gsd": SAR_RES})
+    ViewExtension.ext(item, add_if_missing=True).apply(incidence_angle=p["incidence"])
+    SarExtension.ext(item, add_if_missing=True).apply(
+        instrument_mode="IW", frequency_band=FrequencyBand.C, polarizations=[Polarization.VV, Polarization.VH],
+        product_type="GRD", center_frequency=5.405, resolution_range=20.0, resolution_azimuth=22.0,
+        pixel_spacing_range=SAR_RES, pixel_spacing_azimuth=SAR_RES, looks_range=5, looks_azimuth=1,
+        looks_equivalent_number=4.4, observation_direction=ObservationDirection.RIGHT,
+    )
+    sat = SatExtension.ext(item, add_if_missing=True)
+    sat.orbit_state = OrbitState(p["orbit_state"])
+    sat.relative_orbit = 146 if p["orbit_state"] == "ascending" else 95
+    for key in ("vv", "vh"):
+        path = folder / f"{key}.tif"
+        write_cog(path, product.bands[key][None].astype(np.float32), product.grid, float("nan"), (key,))
+        asset = _asset(path, product.grid, f"{key.upper()} backscatter (dB)", ["data", "backscatter"],
+                       RasterBand.create(nodata=NoDataStrings.NAN, data_type=DataType.FLOAT32, unit="dB",
+                                         spatial_resolution=SAR_RES))
+        asset.extra_fields["sar:polarizations"] = [key.upper()]
+        item.add_asset(key, asset)
+    return item
+
+
+def _collection(kind: str, items: list[pystac.Item], description: str) -> pystac.Collection:
+    boxes = np.array([item.bbox for item in items])
+    times = [t for item in items for t in (item.datetime, item.common_metadata.start_datetime,
+                                           item.common_metadata.end_datetime) if t is not None]
+    extent = pystac.Extent(
+        pystac.SpatialExtent([[*boxes[:, :2].min(axis=0).tolist(), *boxes[:, 2:].max(axis=0).tolist()]]),
+        pystac.TemporalExtent([[min(times), max(times)]]),
+    )
+    collection = pystac.Collection(COLLECTIONS[kind], description, extent, license="CC0-1.0",
+                                   title=f"dsmar demo: synthetic {kind}")
+    collection.add_items(items)
+    return collection
+
+
+def write_catalog(rendered: RenderedArchive, root: Path) -> pystac.Catalog:
+    """Write every product as COGs next to its item JSON and save a self-contained static catalog.
+
+    Items live at root/<collection>/<item>/<item>.json (pystac's layout), their rasters beside them;
+    asset hrefs are absolute file:// URLs so a STAC API serving the items still points at the files.
+    """
+    reference = rendered.optical_grid
+
+    def write(product: Product) -> pystac.Item:
+        return _write_product(product, root / COLLECTIONS[product.kind] / product.item_id, reference)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # GDAL compresses outside the GIL
+        items = list(pool.map(write, rendered.products))
+    catalog = pystac.Catalog("dsmar-demo", "dsmar demo archive: synthetic co-located optical, SAR and DEM "
+                             "scenes with known injected misregistration (truth_displacement assets).",
+                             title="dsmar demo archive")
+    descriptions = {
+        "optical": "Synthetic 4-band surface reflectance (uint16, scale 1e-4), 10 m, the registration reference.",
+        "sar": "Synthetic C-band VV/VH backscatter (dB) with speckle, 10 m, misregistered by a known field.",
+        "dem": "Synthetic elevation (m), 30 m, misregistered by a known field.",
+    }
+    for kind, description in descriptions.items():
+        catalog.add_child(_collection(kind, [i for i, p in zip(items, rendered.products) if p.kind == kind],
+                                      description))
+    catalog.normalize_hrefs(str(root))
+    catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    return catalog
+
+
+# --- the entry point ----------------------------------------------------------------------------------
+
+def _manifest(size: int, dates: int, seed: int) -> dict:
+    return {"generator": "dsmar.demo_archive", "version": ARCHIVE_VERSION, "size": size, "dates": dates,
+            "seed": seed}
+
+
+def _existing(root: Path, wanted: dict) -> ArchiveInfo | None:
+    """The archive already under `root` when it was made with the same parameters and is complete."""
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+        info = ArchiveInfo.from_json(manifest["info"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if manifest.get("parameters") != wanted or info.root != root or not info.catalog.exists():
+        return None
+    return info
+
+
+def generate_archive(root: Path, size: int = 1536, dates: int = 2, seed: int = 0) -> ArchiveInfo:
+    """Generate (or reuse) the demo archive under `root`; `size` optical pixels a side, `dates` dates.
+
+    Idempotent: an archive made with the same parameters (root/manifest.json) is returned as is.
+    """
+    if not isinstance(size, int) or size < MIN_SIZE:
+        raise InputError(f"the demo archive needs size >= {MIN_SIZE} optical pixels, got {size!r}")
+    if not isinstance(dates, int) or dates < 1:
+        raise InputError(f"the demo archive needs at least one date, got {dates!r}")
+    root = check_writable_dir(Path(root).expanduser().resolve(), "demo archive root")
+    wanted = _manifest(size, dates, seed)
+    existing = _existing(root, wanted)
+    if existing is not None:
+        return existing
+    for stale in ("manifest.json", "catalog.json", *COLLECTIONS.values()):
+        path = root / stale
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    rendered = render_archive(size, dates, seed)
+    write_catalog(rendered, root)
+    products = rendered.products
+    times = [p.acquired.date() for p in products if p.kind != "dem"]
+    info = ArchiveInfo(
+        root=root, catalog=root / "catalog.json", bbox=inner_bbox(rendered.optical_grid),
+        optical_bbox=tuple(_bbox(footprint(rendered.optical_grid))), start=min(times), end=max(times),
+        optical_item_ids=tuple(p.item_id for p in products if p.kind == "optical"),
+        sar_item_ids=tuple(p.item_id for p in products if p.kind == "sar"),
+        dem_item_ids=tuple(p.item_id for p in products if p.kind == "dem"),
+        size=size, dates=dates, seed=seed,
+    )
+    (root / "manifest.json").write_text(json.dumps({"parameters": wanted, "info": info.to_json()}, indent=2))
+    return info
