@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import rasterio
 from affine import Affine
 from rasterio._path import _parse_path
@@ -25,13 +26,14 @@ class AssetHeader:
     nodata: float | None
     radar_geometry: bool  # GCPs but no geotransform
     count: int
+    dtype: str
 
 
 def read_header(href: str) -> AssetHeader:
     try:
         with rasterio.open(href) as src:
             radar = bool(src.gcps[0]) and src.transform == Affine.identity()
-            return AssetHeader(src.nodata, radar, src.count)
+            return AssetHeader(src.nodata, radar, src.count, src.dtypes[0])
     except rasterio.errors.RasterioIOError as e:
         raise CatalogError(f"cannot open asset {href}: {e}") from None
 
@@ -48,10 +50,23 @@ def _same(a: float | None, b: float | None) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
+def _representable(value: float, dtype: str) -> bool:
+    """Whether `value` can be a nodata of `dtype` (GDAL would turn NaN on uint16 into 0)."""
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return True
+    if not math.isfinite(value) or value != int(value) or dt.kind not in "iu":
+        return False
+    info = np.iinfo(dt)
+    return info.min <= value <= info.max
+
+
 def gdal_href(href: str, header: AssetHeader, declared_nodata: float | None) -> str:
     """The href GDAL should open: wrapped in a `vrt://` connection that sets the catalog's nodata
     when the file's header lacks it or disagrees, so resampling excludes those pixels."""
     if declared_nodata is None or _same(declared_nodata, header.nodata):
+        return href
+    if not _representable(declared_nodata, header.dtype):  # a catalog error: keep the file's own
         return href
     path = _parse_path(href).as_vsi()
     if "?" in path:

@@ -8,6 +8,7 @@ import pytest
 
 from dsmar.errors import CatalogError
 from pipeline.load import load_stack
+from pipeline.load_assets import AssetHeader, gdal_href
 from tests.load_cases import OPTICAL_GRID, SAR_EXT, make_item, proj_fields, roundtrip, source_transform, write_tif
 
 RNG = np.random.default_rng(7)
@@ -137,3 +138,16 @@ def test_gcp_geotiff_is_refused_even_with_a_transform_in_the_item(tmp_path):
     item = roundtrip(make_item("S1B_GCP", {"vv": dict(href=path, **fields)}, 32632, SAR_PROPS, (SAR_EXT,)))
     with pytest.raises(CatalogError, match="radar geometry"):
         load_one(item, key="vv")
+
+
+def test_catalog_nodata_wraps_the_file_only_when_needed_and_representable():
+    href = "file:///data/b.tif"
+    plain = AssetHeader(nodata=None, radar_geometry=False, count=1, dtype="uint16")
+    assert gdal_href(href, plain, None) == href
+    assert gdal_href(href, plain, 0.0) == "vrt:///data/b.tif?a_nodata=0.0"
+    assert gdal_href(href, AssetHeader(0.0, False, 1, "uint16"), 0.0) == href  # already in the file
+    assert gdal_href(href, plain, float("nan")) == href  # NaN cannot be a uint16 nodata
+    floats = AssetHeader(None, False, 1, "float32")
+    assert gdal_href(href, floats, float("nan")) == "vrt:///data/b.tif?a_nodata=nan"
+    assert gdal_href(href, AssetHeader(float("nan"), False, 1, "float32"), float("nan")) == href
+    assert gdal_href("https://x.blob/b.tif?sig=abc", floats, -32768.0) == "https://x.blob/b.tif?sig=abc"
