@@ -190,25 +190,24 @@ def _pair_one(item, passes, radar_geometry, dem, bbox, rules, preferred, asset_k
 
 
 def radar_geometry_reason(item: pystac.Item, asset_keys: AssetKeys) -> str | None:
-    """Why a SAR item cannot be placed by its metadata (GRD in radar geometry), or None when it can."""
+    """Why a SAR item cannot be placed by its metadata (GRD in radar geometry), or None when it can.
+
+    A GRD counts as placed only when each SAR asset carries its own `proj:transform` and it is not in
+    a `*grd*` collection: Earth Search's GRD items have at most an item-level grid derived from the
+    bounding box, while their files are in radar geometry with ground control points. The loader
+    (pipeline/load_meta.py) applies the same rule, and checks the file headers too.
+    """
     product = str(item.properties.get("sar:product_type", "")).upper()
     if product != "GRD":
         return None
-    collection = (item.collection_id or "").lower()
     assets = [item.assets[key] for key in asset_keys.sar.values() if key in item.assets]
-    projected = all(_has_projection(item, asset) for asset in assets) if assets else _has_projection(item, None)
-    if projected and "grd" not in collection:
+    own_grid = bool(assets) and all(asset.extra_fields.get("proj:transform") is not None for asset in assets)
+    if own_grid and "grd" not in (item.collection_id or "").lower():
         return None
     return (
-        "Sentinel-1 GRD item in radar geometry (its assets carry no map projection, only ground control "
-        f"points), so placing it by its bounding box would mis-place every pixel; {RTC_ADVICE}"
+        "Sentinel-1 GRD item in radar geometry (its assets carry no map grid of their own, only ground "
+        f"control points), so placing it by its bounding box would mis-place every pixel; {RTC_ADVICE}"
     )
-
-
-def _has_projection(item: pystac.Item, asset: pystac.Asset | None) -> bool:
-    fields = {**item.properties, **(asset.extra_fields if asset is not None else {})}
-    has_crs = any(fields.get(k) is not None for k in ("proj:code", "proj:epsg", "proj:wkt2", "proj:projjson"))
-    return has_crs and fields.get("proj:transform") is not None
 
 
 def group_passes(items: Sequence[pystac.Item]) -> list[SarPass]:

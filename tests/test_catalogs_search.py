@@ -12,7 +12,7 @@ from pathlib import Path
 import pystac
 import pytest
 
-from catalogs.colocate import PairingRules, find_scene_sets, pair_scenes
+from catalogs.colocate import PairingRules, find_scene_sets, pair_scenes, radar_geometry_reason
 from catalogs.http import RetryPolicy
 from catalogs.profiles import get_profile
 from catalogs.server import serve_items
@@ -313,3 +313,18 @@ def test_unusable_items_are_rejected_not_crashed_on(tmp_path):
         "o": "no SAR within 3 days",
         "p": "optical item: footprint geometry type 'Point' is not a Polygon or MultiPolygon",
     }
+
+
+@pytest.mark.parametrize(
+    ("collection_id", "asset_grid", "refused"),
+    [("my-geocoded-sar", True, False), ("my-geocoded-sar", False, True), ("sentinel-1-grd", True, True)],
+)
+def test_grd_is_placed_only_with_its_own_asset_grid_outside_grd_collections(tmp_path, collection_id, asset_grid, refused):
+    record = fx.pc_s1_rtc(fx.CogWriter(tmp_path), "s", utc("2024-06-02T05:30:00"), TILE, "descending")
+    record["collection"] = collection_id
+    record["properties"]["sar:product_type"] = "GRD"  # item-level proj:transform stays, as a bbox-derived one would
+    for asset in record["assets"].values():
+        if asset_grid:
+            asset["proj:transform"] = record["properties"]["proj:transform"]
+    reason = radar_geometry_reason(pystac.Item.from_dict(record), get_profile("planetary-computer").asset_keys)
+    assert (reason is not None) == refused
