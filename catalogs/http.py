@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import json
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -135,7 +136,7 @@ class RetryingSender:
                     reason, limit = "timeout", policy.max_attempts
                 else:
                     reason, limit = "connection error", policy.max_connect_attempts
-                failure = f"{reason}: {err}"
+                failure = f"{reason}: {_os_reason(err)}"
             except requests.exceptions.Timeout as err:
                 reason, limit, failure = "timeout", policy.max_attempts, f"timeout: {err}"
             else:
@@ -156,6 +157,12 @@ class RetryingSender:
                 )
             self.log.add(RetryEvent(prepared.method or "GET", prepared.url or "", attempt, reason, wait))
             time.sleep(wait)
+
+
+def _os_reason(err: Exception) -> str:
+    """`[Errno 111] Connection refused` out of requests' nested connection errors, else the whole text."""
+    found = re.search(r"\[Errno -?\d+\] [^\"')]+", str(err))
+    return found.group(0).strip() if found else str(err)
 
 
 def parse_retry_after(value: str | None) -> float | None:

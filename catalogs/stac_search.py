@@ -68,7 +68,7 @@ class CatalogSearcher:
                 max_items=limits.max_items + 1,
             )
             found = list(search.items())
-        except (APIError, OSError) as err:
+        except (APIError, OSError, ValueError) as err:  # HTTP failures, unreadable pages
             raise CatalogError(f"search of {collection_id!r} at {self.profile.url} failed: {_one_line(err)}") from err
         if len(found) > limits.max_items:
             raise CatalogError(
