@@ -46,11 +46,24 @@ class PlanetaryComputerSigner:
     ):
         self.token_url = token_url.rstrip("/")
         self.refresh_margin_s = refresh_margin_s
+        self.policy = policy or RetryPolicy()
         self._clock = clock
-        self._sender = RetryingSender(requests.Session(), policy or RetryPolicy(), log)
+        self._sender = RetryingSender(requests.Session(), self.policy, log)
         key = subscription_key or os.environ.get("PC_SDK_SUBSCRIPTION_KEY")
         self._headers = {"Ocp-Apim-Subscription-Key": key} if key else {}
         self._tokens: dict[str, tuple[str, float]] = {}  # collection -> (token, expiry as epoch seconds)
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        """Picklable (profiles travel to Dask workers and into Prefect task inputs): cached tokens go along,
+        the HTTP session and lock are made afresh."""
+        state = self.__dict__.copy()
+        del state["_sender"], state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._sender = RetryingSender(requests.Session(), self.policy)
         self._lock = threading.Lock()
 
     def token(self, collection: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 import time
 from dataclasses import replace
@@ -148,3 +149,12 @@ def test_rectangle_clipping_matches_interval_arithmetic(a, b, c, d, e, f, g, h):
     rect = (min(e, f), min(g, h), max(e, f), max(g, h))
     overlap = max(0.0, min(box[2], rect[2]) - max(box[0], rect[0])) * max(0.0, min(box[3], rect[3]) - max(box[1], rect[1]))
     assert area_in_rect(fx.polygon(box), rect) == pytest.approx(overlap, abs=1e-9)
+
+
+def test_profiles_survive_pickling_with_their_cached_tokens():
+    with fx.SasTokenServer() as tokens:
+        profile = replace(get_profile("planetary-computer"), signer=PlanetaryComputerSigner(tokens.token_url))
+        signed = profile.resign(pc_item())
+        copy = pickle.loads(pickle.dumps(profile))
+        assert copy == profile and copy.resign(pc_item()).assets["B04"].href == signed.assets["B04"].href
+        assert tokens.requests == ["sentinel-2-l2a"]  # the copy reused the cached token

@@ -262,6 +262,8 @@ def test_cli_json_against_the_live_server(pc_server, capsys):
     assert code == 0
     assert [s["optical"] for s in json.loads(captured.out)] == [O["good1"], O["good2"]]
     assert f"rejected {O['cloudy']}: cloud cover 80 > 30" in captured.err.splitlines()
+    assert main(cli("--profile", "planetary-computer", "--catalog", pc_server.url, *aoi_args(), "--orbit-state", "ascending", "--json")) == 0
+    assert [s["sar"] for s in json.loads(capsys.readouterr().out)] == [[S["asc1"]], [S["desc2"]]]  # a preference: good2 has no ascending pass near
 
 
 def test_cli_table_and_retry_report(pc_server, capsys):

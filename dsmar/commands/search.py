@@ -24,6 +24,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-cloud", type=float, default=30.0, metavar="N", help="highest eo:cloud_cover, percent (default 30)")
     parser.add_argument("--sar-window-days", type=float, default=3.0, metavar="N", help="SAR within this many days of the optical scene (default 3)")
     parser.add_argument("--min-overlap", type=float, default=0.5, metavar="F", help="least share of the AOI a scene must cover (default 0.5)")
+    parser.add_argument("--orbit-state", choices=("ascending", "descending"), help="preferred SAR orbit direction (default: the one most passes share)")
     parser.add_argument("--json", action="store_true", help="print a JSON list, one object per scene set")
     parser.set_defaults(func=_run)
 
@@ -73,6 +74,7 @@ def _run(args) -> int:
         max_cloud=args.max_cloud,
         sar_window_days=args.sar_window_days,
         min_overlap=args.min_overlap,
+        orbit_state=args.orbit_state,
     )
     report_to_stderr(result)
     if args.json:
