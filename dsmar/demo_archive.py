@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -221,37 +220,47 @@ def render_archive(size: int, dates: int, seed: int, speckle: bool = True) -> Re
     m = margin_px()
     terrain = synthetic.make_terrain((size + 2 * m, size + 2 * m), np.random.default_rng([seed, 0]))
     inner = (slice(m, m + size), slice(m, m + size))
-    products = []
-    for i, (t_opt, t_sar, orbit, look, incidence) in enumerate(_acquisitions(dates)):
-        products.append(_optical_product(terrain, inner, grid, t_opt, i, np.random.default_rng([seed, 1, i])))
-    optical_ids = [p.item_id for p in products]
-    for i, (t_opt, t_sar, orbit, look, incidence) in enumerate(_acquisitions(dates)):
-        rng = np.random.default_rng([seed, 2, i])
-        geometry = synthetic.SarGeometry(look, incidence, looks=4.4 if speckle else 0.0,
-                                         moisture=float(rng.uniform(-1, 1)))
-        sigma0 = synthetic.sar_sigma0(terrain, geometry)
-        pgrid = product_grid(grid, SAR_PAD_M, SAR_RES, rng)
-        u = misregistration(terrain.dem, rng, (2.0, 4.0), rng.uniform(1.0, 2.0), rng.uniform(1.0, 1.5), look)
-        moved = sample_displaced(sigma0, u, m, optical_pixel_coords(grid, pgrid))
-        db = synthetic.speckle_db(moved, geometry.looks, rng)
-        props = {"orbit_state": orbit, "look_azimuth": look, "incidence": incidence, "reference": optical_ids[i]}
-        products.append(Product(
-            "sar", f"synthetic-sar-{t_sar:%Y%m%dT%H%M%S}", pgrid, t_sar, {"vv": db[0], "vh": db[1]}, props,
-            truth=invert_field(u, m, grid.shape), aligned=synthetic.speckle_db(sigma0[:, inner[0], inner[1]], 0, rng),
-        ))
+    acquisitions = _acquisitions(dates)
+    optical = [_optical_product(terrain, inner, grid, acq[0], i, np.random.default_rng([seed, 1, i]))
+               for i, acq in enumerate(acquisitions)]
+    sar = [_sar_product(terrain, grid, acq, ref.item_id, speckle, np.random.default_rng([seed, 2, i]))
+           for i, (acq, ref) in enumerate(zip(acquisitions, optical))]
     rng = np.random.default_rng([seed, 3])
     dem30 = ndimage.uniform_filter(terrain.dem, 3)  # a 30 m posting averages 3 x 3 of the 10 m master
     pgrid = product_grid(grid, DEM_PAD_M, DEM_RES, rng)
     u = misregistration(terrain.dem, rng, (1.5, 3.0), 1.0)
-    moved = sample_displaced(dem30, u, m, optical_pixel_coords(grid, pgrid))
-    products.append(Product(
-        "dem", "synthetic-dem-30m", pgrid, datetime(2011, 1, 1, tzinfo=timezone.utc), {"data": moved},
-        {"reference": optical_ids[0]}, truth=invert_field(u, m, grid.shape), aligned=dem30[None, inner[0], inner[1]],
-    ))
-    return RenderedArchive(grid, tuple(products))
+    dem = Product(
+        "dem", "synthetic-dem-30m", pgrid, datetime(2011, 1, 1, tzinfo=timezone.utc),
+        {"data": sample_displaced(dem30, u, m, optical_pixel_coords(grid, pgrid))},
+        {"reference": optical[0].item_id}, truth=invert_field(u, m, grid.shape), aligned=dem30[None, *inner],
+    )
+    return RenderedArchive(grid, (*optical, *sar, dem))
 
 
-def _optical_product(terrain, inner, grid: Grid, when: datetime, index: int, rng: np.random.Generator) -> Product:
+def _sar_product(
+    terrain: synthetic.Terrain, grid: Grid, acquisition: tuple, reference: str, speckle: bool,
+    rng: np.random.Generator,
+) -> Product:
+    _, when, orbit, look, incidence = acquisition
+    m = margin_px()
+    geometry = synthetic.SarGeometry(look, incidence, looks=4.4 if speckle else 0.0, moisture=float(rng.uniform(-1, 1)))
+    sigma0 = synthetic.sar_sigma0(terrain, geometry)
+    pgrid = product_grid(grid, SAR_PAD_M, SAR_RES, rng)
+    u = misregistration(terrain.dem, rng, (2.0, 4.0), rng.uniform(1.0, 2.0), rng.uniform(1.0, 1.5), look)
+    moved = sample_displaced(sigma0, u, m, optical_pixel_coords(grid, pgrid))
+    db = synthetic.speckle_db(moved, geometry.looks, rng)
+    inner = (slice(m, m + grid.height), slice(m, m + grid.width))
+    return Product(
+        "sar", f"synthetic-sar-{when:%Y%m%dT%H%M%S}", pgrid, when, dict(zip(synthetic.SAR_BANDS, db)),
+        {"orbit_state": orbit, "look_azimuth": look, "incidence": incidence, "reference": reference},
+        truth=invert_field(u, m, grid.shape), aligned=10.0 * np.log10(sigma0[:, *inner]),
+    )
+
+
+def _optical_product(
+    terrain: synthetic.Terrain, inner: tuple[slice, slice], grid: Grid, when: datetime, index: int,
+    rng: np.random.Generator,
+) -> Product:
     cloud = 0.02 if index % 2 else 0.0  # every other date has a few small clouds
     light = synthetic.Illumination(
         sun_azimuth=float(rng.uniform(145, 160)), sun_elevation=float(rng.uniform(55, 65)),
@@ -259,8 +268,8 @@ def _optical_product(terrain, inner, grid: Grid, when: datetime, index: int, rng
     )
     refl = synthetic.render_optical(synthetic.crop(terrain, inner), light, rng)
     props = {"cloud_cover": 100.0 * cloud, "sun_azimuth": light.sun_azimuth, "sun_elevation": light.sun_elevation}
-    bands = {key: refl[b] for b, (key, *_rest) in enumerate(OPTICAL_ASSETS)}
-    return Product("optical", f"synthetic-optical-{when:%Y%m%dT%H%M%S}", grid, when, bands, props)
+    return Product("optical", f"synthetic-optical-{when:%Y%m%dT%H%M%S}", grid, when,
+                   dict(zip(synthetic.OPTICAL_BANDS, refl)), props)
 
 
 # --- writing: COGs and the static STAC catalog --------------------------------------------------------
@@ -439,13 +448,8 @@ def write_catalog(rendered: RenderedArchive, root: Path) -> pystac.Catalog:
     Items live at root/<collection>/<item>/<item>.json (pystac's layout), their rasters beside them;
     asset hrefs are absolute file:// URLs so a STAC API serving the items still points at the files.
     """
-    reference = rendered.optical_grid
-
-    def write(product: Product) -> pystac.Item:
-        return _write_product(product, root / COLLECTIONS[product.kind] / product.item_id, reference)
-
-    with ThreadPoolExecutor(max_workers=4) as pool:  # GDAL compresses outside the GIL
-        items = list(pool.map(write, rendered.products))
+    items = [_write_product(p, root / COLLECTIONS[p.kind] / p.item_id, rendered.optical_grid)
+             for p in rendered.products]
     catalog = pystac.Catalog("dsmar-demo", "dsmar demo archive: synthetic co-located optical, SAR and DEM "
                              "scenes with known injected misregistration (truth_displacement assets).",
                              title="dsmar demo archive")

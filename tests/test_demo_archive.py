@@ -108,12 +108,14 @@ def test_grids_do_not_coincide(archive, items):
     optical = rasterio.open(_href_path(items[archive.optical_item_ids[0]].assets["red"]))
     left, bottom, right, top = optical.bounds
     origins = set()
-    for item_id, key, res in [*((i, "vv", 10.0) for i in archive.sar_item_ids), (archive.dem_item_ids[0], "data", 30.0)]:
+    products = [*((i, "vv", 10.0) for i in archive.sar_item_ids), (archive.dem_item_ids[0], "data", 30.0)]
+    for item_id, key, res in products:
         with rasterio.open(_href_path(items[item_id].assets[key])) as src:
             assert src.res == (res, res) and src.crs == optical.crs
             b = src.bounds
             assert b.left < left and b.bottom < bottom and b.right > right and b.top > top  # covers the optical
-            frac = np.array([(src.transform.c - optical.transform.c) / 10.0, (src.transform.f - optical.transform.f) / 10.0]) % 1
+            offset = np.array([src.transform.c - optical.transform.c, src.transform.f - optical.transform.f])
+            frac = (offset / 10.0) % 1
             assert np.all((frac > 0.05) & (frac < 0.95))  # sub-pixel offsets against the optical grid
             assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
             assert src.profile["tiled"] and src.profile["compress"] == "deflate"
