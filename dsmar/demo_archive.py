@@ -223,7 +223,7 @@ def render_archive(size: int, dates: int, seed: int, speckle: bool = True) -> Re
     acquisitions = _acquisitions(dates)
     optical = [_optical_product(terrain, inner, grid, acq[0], i, np.random.default_rng([seed, 1, i]))
                for i, acq in enumerate(acquisitions)]
-    sar = [_sar_product(terrain, grid, acq, ref.item_id, speckle, np.random.default_rng([seed, 2, i]))
+    sar = [_sar_product(terrain, grid, acq, i, ref.item_id, speckle, np.random.default_rng([seed, 2, i]))
            for i, (acq, ref) in enumerate(zip(acquisitions, optical))]
     rng = np.random.default_rng([seed, 3])
     dem30 = ndimage.uniform_filter(terrain.dem, 3)  # a 30 m posting averages 3 x 3 of the 10 m master
@@ -238,12 +238,13 @@ def render_archive(size: int, dates: int, seed: int, speckle: bool = True) -> Re
 
 
 def _sar_product(
-    terrain: synthetic.Terrain, grid: Grid, acquisition: tuple, reference: str, speckle: bool,
+    terrain: synthetic.Terrain, grid: Grid, acquisition: tuple, index: int, reference: str, speckle: bool,
     rng: np.random.Generator,
 ) -> Product:
     _, when, orbit, look, incidence = acquisition
     m = margin_px()
-    geometry = synthetic.SarGeometry(look, incidence, looks=4.4 if speckle else 0.0, moisture=float(rng.uniform(-1, 1)))
+    geometry = synthetic.SarGeometry(look, incidence, looks=4.4 if speckle else 0.0, season=_season(index),
+                                     moisture=float(rng.uniform(-1, 1)))
     sigma0 = synthetic.sar_sigma0(terrain, geometry)
     pgrid = product_grid(grid, SAR_PAD_M, SAR_RES, rng)
     u = misregistration(terrain.dem, rng, (2.0, 4.0), rng.uniform(1.0, 2.0), rng.uniform(1.0, 1.5), look)
@@ -257,6 +258,11 @@ def _sar_product(
     )
 
 
+def _season(index: int) -> float:
+    """Growing-season phase of the `index`-th date (10 days apart): fields change between dates."""
+    return 0.3 + 0.07 * index
+
+
 def _optical_product(
     terrain: synthetic.Terrain, inner: tuple[slice, slice], grid: Grid, when: datetime, index: int,
     rng: np.random.Generator,
@@ -264,7 +270,7 @@ def _optical_product(
     cloud = 0.02 if index % 2 else 0.0  # every other date has a few small clouds
     light = synthetic.Illumination(
         sun_azimuth=float(rng.uniform(145, 160)), sun_elevation=float(rng.uniform(55, 65)),
-        season=0.3 + 0.07 * index, haze=float(rng.uniform(0.3, 0.8)), cloud_cover=cloud,
+        season=_season(index), haze=float(rng.uniform(0.3, 0.8)), cloud_cover=cloud,
     )
     refl = synthetic.render_optical(synthetic.crop(terrain, inner), light, rng)
     props = {"cloud_cover": 100.0 * cloud, "sun_azimuth": light.sun_azimuth, "sun_elevation": light.sun_elevation}

@@ -74,11 +74,13 @@ class Illumination:
 
 @dataclass(frozen=True)
 class SarGeometry:
-    """One SAR acquisition: look azimuth (sensor towards ground), incidence at scene centre, looks."""
+    """One SAR acquisition: look azimuth (sensor towards ground), incidence at scene centre, looks,
+    and the state of the ground (season as in `Illumination`, soil moisture)."""
 
     look_azimuth: float = 78.0  # ascending, right-looking: the radar looks roughly east
     incidence: float = 37.0
     looks: float = 4.4  # equivalent number of looks of the speckle; 0 disables speckle
+    season: float = 0.4
     moisture: float = 0.0  # -1..1 shifts field and grass backscatter between dates
 
 
@@ -309,7 +311,7 @@ def sar_sigma0(terrain: Terrain, geometry: SarGeometry) -> np.ndarray:
     lc = terrain.landcover
     db = _SIGMA0_DB[lc].transpose(2, 0, 1).copy()
     fields = (lc == CROP) | (lc == GRASS)
-    veg = _vegetation_fraction(terrain, 0.5 + 0.1 * geometry.moisture)[fields]
+    veg = _vegetation_fraction(terrain, geometry.season)[fields]
     db[:, fields] += (2.5 * (veg - 0.5) + 1.5 * geometry.moisture)[None]
     db += (np.where(lc == FOREST, 1.0, 0.3) * terrain.texture)[None]
     cos_li = cos_local_incidence(terrain.dem, terrain.pixel_size, geometry)
@@ -356,6 +358,7 @@ def render_scene(
         geometry = SarGeometry(
             look_azimuth=float(rng.choice([78.0, 282.0]) + rng.uniform(-4, 4)),
             incidence=float(rng.uniform(32, 44)),
+            season=light.season + float(rng.uniform(-0.02, 0.02)),
             moisture=float(rng.uniform(-1, 1)),
         )
     optical = render_optical(terrain, light, rng)
