@@ -71,7 +71,7 @@ def _normalise(image: np.ndarray) -> np.ndarray:
     """One band in [0, 1] by its 2-98 percentiles (the first band of a stack; dB and metres alike)."""
     band = np.asarray(image, np.float32)
     if band.ndim == 3:
-        band = np.nanmean(band, axis=0) if band.shape[0] > 1 else band[0]
+        band = band.mean(axis=0)  # NaN where any band is missing: those pixels are not shown
     finite = band[np.isfinite(band)]
     if finite.size == 0:
         return np.zeros_like(band)

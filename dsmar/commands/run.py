@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 from dsmar.config import (
     ClusterConfig,
@@ -63,6 +64,10 @@ def config_from_args(args) -> RunConfig:
         SearchConfig, profile=args.profile, catalog_url=args.catalog, optical_collection=args.optical_collection,
         sar_collection=args.sar_collection, dem_collection=args.dem_collection, max_cloud=args.max_cloud,
     )
+    from catalogs.profiles import get_profile
+
+    # Resolving the profile now reports a missing --catalog or an unknown profile before any work.
+    get_profile(search.profile, search.catalog_url, search.optical_collection, search.sar_collection, search.dem_collection)
     report = str(check_writable_dir(args.report, "report directory")) if args.report else None
     return build(
         RunConfig,
@@ -87,6 +92,11 @@ def configure_logging() -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+    # distributed imports the deprecated pynvml shim; workers get the same filter via flows._env.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="distributed.diagnostics.nvml")
+    import distributed  # noqa: F401  (configures its loggers on import; quiet them after)
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
 def execute(config: RunConfig):

@@ -1,0 +1,141 @@
+"""Prefect flows against a real `prefect server` on 127.0.0.1: deployments with schedules, a backfill
+appending windows to one cube (and its re-run skipping every chunk), and the no-scene-set error."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+import flows._env  # noqa: F401  (before prefect is imported)
+from dsmar.config import ClusterConfig, RunConfig, SearchConfig, TileConfig
+from flows.backfill import split_period
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory):
+    """A real Prefect server (own PREFECT_HOME, SQLite), used by every flow run in this module."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_URL": ""}
+    prefect = Path(sys.executable).with_name("prefect")
+    log = open(home / "server.log", "w")
+    process = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+
+
+def test_split_period_covers_the_period_once():
+    windows = split_period(date(2024, 1, 1), date(2024, 3, 1), 30)
+    assert windows[0] == (date(2024, 1, 1), date(2024, 1, 30))
+    assert windows[-1][1] == date(2024, 3, 1)
+    for (_, b), (a, _) in zip(windows, windows[1:]):
+        assert (a - b).days == 1
+    assert split_period(date(2024, 1, 1), date(2024, 1, 1), 7) == [(date(2024, 1, 1), date(2024, 1, 1))]
+
+
+def _region(tmp_path, url="http://127.0.0.1:1", **updates) -> RunConfig:
+    values = dict(
+        bbox=(14.4, 46.0, 14.6, 46.2), start=date(2024, 6, 1), end=date(2024, 6, 30),
+        out=str(tmp_path / "cube.zarr"), search=SearchConfig(profile="local", catalog_url=url),
+        method="identity", tiles=TileConfig(size=128, halo=16),
+    )
+    values.update(updates)
+    return RunConfig(**values)
+
+
+def test_deployments_carry_schedule_and_parameters(prefect_api, tmp_path):
+    from prefect import get_client
+
+    from flows.deployments import DEFAULT_CRON, region_deployments
+
+    region = _region(tmp_path)
+    scheduled, backfill = region_deployments(region, name="test-region")
+    ids = [scheduled.apply(), backfill.apply()]
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment(ids[0])
+        assert dep.name == "test-region"
+        assert [s.schedule.cron for s in dep.schedules] == [DEFAULT_CRON]
+        assert all(s.active for s in dep.schedules)
+        assert RunConfig.model_validate(dep.parameters["region"]) == region
+        back = client.read_deployment(ids[1])
+        assert back.schedules == [] and back.parameters["window_days"] == 30
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    from catalogs.server import serve_static_catalog
+    from dsmar.demo_archive import generate_archive
+
+    info = generate_archive(tmp_path_factory.mktemp("archive"), size=256, dates=2, seed=3)
+    with serve_static_catalog(info.catalog) as server:
+        yield info, server.url
+
+
+@pytest.fixture(scope="module")
+def dask_address():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+def test_backfill_appends_windows_and_rerun_skips(prefect_api, archive, dask_address, tmp_path):
+    from flows.backfill import backfill
+    from pipeline.cube import open_cube
+
+    info, url = archive
+    region = _region(tmp_path, url, bbox=info.bbox, cluster=ClusterConfig(address=dask_address))
+    first = backfill(region, info.start, info.end, window_days=7)
+    assert [s.scene_sets for s in first if s.scene_sets] == [1, 1]
+    assert sum(s.tiles_written for s in first) == 2 * first[0].tiles_per_scene
+    ds = open_cube(region.out)
+    assert ds.sizes["time"] == 2 and sorted(ds.optical_item.values) == sorted(info.optical_item_ids)
+    again = backfill(region, info.start, info.end, window_days=7)
+    assert sum(s.tiles_written for s in again) == 0
+    assert sum(s.tiles_skipped for s in again) == 2 * first[0].tiles_per_scene
+
+
+def test_no_scene_sets_is_one_line_naming_why(prefect_api, archive, dask_address, tmp_path, capsys):
+    from dsmar.cli import main
+
+    info, url = archive
+    code = main(["run", "--profile", "local", "--catalog", url, "--bbox", *map(str, info.bbox),
+                 "--start", "2020-01-01", "--end", "2020-01-31", "--out", str(tmp_path / "c.zarr"),
+                 "--dask-address", dask_address, "--method", "identity"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("dsmar run: error: no co-located scene sets") and "no optical items" in err[-1]
