@@ -1,12 +1,70 @@
-"""`dsmar bench`."""
+"""`dsmar bench accuracy`: the accuracy benchmark on real multimodal pairs (benchmarks/)."""
 
-from dsmar.errors import DsmarError
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from dsmar.errors import InputError
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_PAIRS = REPO.parent / "shared" / "data" / "pairs"
+DEFAULT_METHODS = "identity,phase,cfog,mind"
+DOCS = REPO / "docs" / "accuracy.md"
+TUNING_NOTES = REPO / "benchmarks" / "tuning.md"
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("bench", help="(under construction)")
-    parser.set_defaults(func=_run)
+    parser = subparsers.add_parser("bench", help="measure registration methods on real pairs")
+    sub = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    acc = sub.add_parser(
+        "accuracy", help="dense-track, warp-recovery and landmark scores of methods on real pairs"
+    )
+    acc.add_argument("--pairs", type=Path, default=None,
+                     help=f"folder with pairs.csv (default {DEFAULT_PAIRS} when present)")
+    acc.add_argument("--split", default="eval", choices=("train", "eval"))
+    acc.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated register_pair methods")
+    acc.add_argument("--out", type=Path, required=True, help="folder for results.json, report.md, figures")
+    acc.add_argument("--limit", type=int, default=None, help="evenly spaced subset of N pairs")
+    acc.add_argument("--seed", type=int, default=0, help="seed of the known warps")
+    acc.add_argument("--workers", type=int, default=2, help="processes (one pair each)")
+    acc.add_argument("--no-landmarks", action="store_true", help="skip the landmark track")
+    acc.add_argument("--update-docs", action="store_true",
+                     help="regenerate docs/accuracy.md from this run (eval split, full run)")
+    acc.set_defaults(func=_accuracy)
 
 
-def _run(args) -> int:
-    raise DsmarError("`dsmar bench` is under construction")
+def _accuracy(args) -> int:
+    from benchmarks.accuracy import BenchConfig, run_benchmark
+    from benchmarks.report import tables, write_docs, write_report
+    from models.api import available_methods
+
+    pairs = args.pairs if args.pairs is not None else DEFAULT_PAIRS
+    if not (pairs / "pairs.csv").exists():
+        raise InputError(f"no pairs.csv in {pairs}: give --pairs the folder of the real pairs")
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [m for m in methods if m not in available_methods()]
+    if unknown:
+        raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
+    if args.limit is not None and args.limit < 1:
+        raise InputError("--limit must be at least 1")
+    config = BenchConfig(
+        pairs_dir=pairs.resolve(), split=args.split, methods=methods, seed=args.seed, limit=args.limit,
+        workers=max(1, args.workers), landmarks=not args.no_landmarks,
+    )
+    result = run_benchmark(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    report = write_report(result, args.out)
+    print(tables(result))
+    print(f"\n{result['wall_seconds']:.0f} s wall; report: {report}; results: {args.out / 'results.json'}")
+    if args.update_docs:
+        command = "dsmar bench accuracy " + " ".join(
+            shlex.quote(a) for a in
+            ["--split", args.split, "--methods", ",".join(methods), "--seed", str(args.seed),
+             "--workers", str(config.workers), "--out", "bench-out", "--update-docs"]
+            + (["--limit", str(args.limit)] if args.limit else [])
+        )
+        notes = TUNING_NOTES.read_text() if TUNING_NOTES.exists() else ""
+        write_docs(result, DOCS, command, notes)
+        print(f"docs: {DOCS}")
+    return 0

@@ -10,6 +10,7 @@ one (texture-less window, ambiguous pattern) is not.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from scipy import fft as sfft
@@ -78,52 +79,56 @@ def match_windows(
     fm = np.pad(np.where(moving_valid, moving, 0.0), ((0, 0), (pad, pad), (pad, pad)))
     mm = np.pad(moving_valid.astype(np.float32), pad)
     ff = np.where(fixed_valid, fixed, 0.0).astype(np.float32)
+    fm = fm.astype(np.float32)
     mf = fixed_valid.astype(np.float32)
+    energy_f = (ff**2).sum(axis=0)
+    energy_m = (fm**2).sum(axis=0)
+    length = sfft.next_fast_len(size, real=True)
     shifts = np.full((len(centres), 2), np.nan)
     quality = np.zeros(len(centres))
     for start in range(0, len(centres), batch):
         sl = slice(start, start + batch)
-        t, tm, s, sm = _extract(ff, mf, fm, mm, tops[sl], window, size, pad, radius, prior)
-        ssd, support = _masked_ssd(t, tm, s, sm, size)
+        origins = tops[sl] + np.array(prior) - radius + pad
+        patches = _extract(ff, mf, energy_f, tops[sl], window, length)
+        search = _extract(fm, mm, energy_m, origins, size, length)
+        ssd, support = _masked_ssd(patches, search, size - window + 1)
         ssd[support < min_valid * window * window] = np.inf
         shifts[sl], quality[sl] = _peaks(ssd, radius, prior, min_distinct)
     return Matches(grid, shifts.reshape(grid.ny, grid.nx, 2), quality.reshape(grid.ny, grid.nx))
 
 
-def _extract(ff, mf, fm, mm, tops, window, size, pad, radius, prior):
-    n = len(tops)
-    c = ff.shape[0]
-    t = np.empty((n, c, window, window), np.float32)
-    tm = np.empty((n, window, window), np.float32)
-    s = np.empty((n, c, size, size), np.float32)
-    sm = np.empty((n, size, size), np.float32)
-    for k, (y, x) in enumerate(tops):
-        t[k] = ff[:, y : y + window, x : x + window]
-        tm[k] = mf[y : y + window, x : x + window]
-        sy, sx = y + prior[0] - radius + pad, x + prior[1] - radius + pad
-        s[k] = fm[:, sy : sy + size, sx : sx + size]
-        sm[k] = mm[sy : sy + size, sx : sx + size]
-    return t, tm, s, sm
+def _extract(features, mask, energy, origins, size, length):
+    """Square patches of `size` at `origins`, zero-padded to `length` for the FFT: (features, mask, energy)."""
+    n, c = len(origins), features.shape[0]
+    feats = np.zeros((n, c, length, length), np.float32)
+    masks = np.zeros((n, length, length), np.float32)
+    energies = np.zeros((n, length, length), np.float32)
+    for k, (y, x) in enumerate(origins):
+        feats[k, :, :size, :size] = features[:, y : y + size, x : x + size]
+        masks[k, :size, :size] = mask[y : y + size, x : x + size]
+        energies[k, :size, :size] = energy[y : y + size, x : x + size]
+    return feats, masks, energies
 
 
-def _masked_ssd(t, tm, s, sm, size):
-    """Normalised SSD sum M_t M_s |T - S|^2 / sum M_t M_s at every offset, and the support sum M_t M_s."""
-    shape = (size, size)
-    n_off = size - t.shape[-1] + 1
+def _masked_ssd(patches, search, n_off):
+    """Normalised SSD sum M_t M_s |T - S|^2 / sum M_t M_s at every offset, and the support sum M_t M_s.
 
-    def spec(a):
-        return sfft.rfft2(a, s=shape, axes=(-2, -1))
+    Features arrive zeroed where invalid; zero-padding to the FFT length leaves the needed offsets free
+    of wrap-around.
+    """
+    t, tm, te = patches
+    s, sm, se = search
+    spec = partial(sfft.rfft2, axes=(-2, -1))
 
     def corr(a_hat, b_hat):
-        return sfft.irfft2(np.conj(a_hat) * b_hat, s=shape, axes=(-2, -1))[..., :n_off, :n_off]
+        return sfft.irfft2(np.conj(a_hat) * b_hat, s=t.shape[-2:], axes=(-2, -1))[..., :n_off, :n_off]
 
-    t = t * tm[:, None]
     tm_hat, sm_hat = spec(tm), spec(sm)
     cross = sfft.irfft2(
-        (np.conj(spec(t)) * spec(s)).sum(axis=1), s=shape, axes=(-2, -1)
+        (np.conj(spec(t)) * spec(s)).sum(axis=1), s=t.shape[-2:], axes=(-2, -1)
     )[..., :n_off, :n_off]
-    t_energy = corr(spec((t**2).sum(axis=1)), sm_hat)
-    s_energy = corr(tm_hat, spec((s**2).sum(axis=1)))
+    t_energy = corr(spec(te), sm_hat)
+    s_energy = corr(tm_hat, spec(se))
     support = corr(tm_hat, sm_hat)
     ssd = (t_energy - 2.0 * cross + s_energy) / np.maximum(support, 1.0)
     return np.maximum(ssd, 0.0), support
@@ -197,28 +202,31 @@ class _quiet_nanmedian:
 
 
 def phase_correlation(
-    fixed: np.ndarray, moving: np.ndarray, max_shift: float | None = None
+    fixed: np.ndarray, moving: np.ndarray, max_shift: float | None = None, whitening: float = 1.0
 ) -> tuple[np.ndarray, float]:
-    """Global translation (dy, dx) with moving(p + shift) ~ fixed(p), by phase correlation with a
-    Hann window and a parabolic sub-pixel peak (as AROSICS does); returns it with the peak's share of
-    the correlation energy, a strength in [0, 1]."""
-    h, w = fixed.shape
+    """Global translation (dy, dx) with moving(p + shift) ~ fixed(p), by phase correlation of (C, H, W)
+    channel stacks (cross-power spectra summed over channels, divided by their magnitude to the power
+    `whitening`: 1 is classical phase correlation), with a Hann window and a parabolic sub-pixel
+    peak as AROSICS does; returns it with the peak's share of the correlation energy, in [0, 1]."""
+    h, w = fixed.shape[-2:]
     taper = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
-    a = sfft.rfft2((fixed - fixed.mean()) * taper)
-    b = sfft.rfft2((moving - moving.mean()) * taper)
-    cross = np.conj(a) * b
-    cross /= np.maximum(np.abs(cross), 1e-12)
+    a = sfft.rfft2((fixed - fixed.mean(axis=(-2, -1), keepdims=True)) * taper, axes=(-2, -1))
+    b = sfft.rfft2((moving - moving.mean(axis=(-2, -1), keepdims=True)) * taper, axes=(-2, -1))
+    cross = (np.conj(a) * b).reshape(-1, *a.shape[-2:]).sum(axis=0)
+    cross /= np.maximum(np.abs(cross), 1e-12) ** whitening
+    cross /= max(float(np.sqrt((np.abs(cross) ** 2).sum() * 2)), 1e-12)
     surface = np.fft.fftshift(sfft.irfft2(cross, s=(h, w)))
     cy, cx = h // 2, w // 2
     if max_shift is not None:
         yy, xx = np.ogrid[:h, :w]
         surface = np.where((np.abs(yy - cy) <= max_shift) & (np.abs(xx - cx) <= max_shift), surface, -np.inf)
     iy, ix = np.unravel_index(int(np.argmax(surface)), surface.shape)
-    peak = float(surface[iy, ix])
     neg = -surface
     sub_y = _parabola(neg[iy - 1, ix], neg[iy, ix], neg[(iy + 1) % h, ix]) if 0 < iy else 0.0
     sub_x = _parabola(neg[iy, ix - 1], neg[iy, ix], neg[iy, (ix + 1) % w]) if 0 < ix else 0.0
     shift = np.array([iy + float(sub_y) - cy, ix + float(sub_x) - cx])
-    smoothed = ndimage.uniform_filter(np.where(np.isfinite(surface), surface, 0.0), 3)
-    strength = float(np.clip(9.0 * smoothed[iy, ix], 0.0, 1.0)) if peak > 0 else 0.0
+    finite = np.where(np.isfinite(surface), surface, 0.0)
+    peak = float(ndimage.uniform_filter(finite, 3)[iy, ix]) * 9.0
+    energy = float(np.sqrt((finite**2).sum())) * 3.0
+    strength = float(np.clip(peak / energy, 0.0, 1.0)) if energy > 0 else 0.0
     return shift, strength

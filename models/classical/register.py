@@ -1,6 +1,7 @@
 """Coarse-to-fine window registration shared by the descriptor baselines (`cfog`, `mind`).
 
-1. windows on a coarse lattice searched up to `max_shift` -> median test -> a robust affine trend
+1. windows on a coarse lattice of the half-resolution images searched up to `max_shift` (full-res
+   pixels) -> median test -> a robust affine trend
    (RANSAC), kept only when enough windows agree and it is a plausible small deformation, else their
    consensus translation, else no motion;
 2. the moving image pre-warped by that trend, windows on a fine lattice with a small radius ->
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.classical.interpolate import affine_eval, dense_residual, robust_affine, translation_consensus
-from models.classical.matching import Matches, match_windows, median_test
+from models.classical.matching import Matches, WindowGrid, match_windows, median_test
 from models.warp import warp_image
 
 Describe = Callable[[np.ndarray], np.ndarray]
@@ -37,6 +38,8 @@ class WindowConfig:
     min_inlier_share: float = 0.3
     max_linear: float = 0.1
     sigma_cells: float = 1.0
+    max_coarse_windows: int = 144
+    max_fine_windows: int = 1600
     seed: int = 0
 
 
@@ -47,23 +50,48 @@ def register_windows(
     shape = fixed_gray.shape
     fixed_valid = np.isfinite(fixed_gray)
     fixed_desc = describe(fixed_gray)
-    coarse = median_test(match_windows(
-        fixed_desc, describe(moving_gray), fixed_valid, np.isfinite(moving_gray),
-        config.coarse_window, config.coarse_step, config.max_shift, (0, 0), config.min_valid, config.min_distinct,
-    ))
+    coarse = coarse_matches(fixed_gray, moving_gray, describe, config)
     params = trend(coarse, config)
 
     base = affine_eval(params, shape)
     warped = warp_image(moving_gray, base)
+    fine_step = capped_step(shape, config.fine_step, config.max_fine_windows)
     fine = median_test(match_windows(
         fixed_desc, describe(warped), fixed_valid, np.isfinite(warped),
-        config.fine_window, config.fine_step, config.fine_radius, (0, 0), config.min_valid, config.min_distinct,
+        config.fine_window, fine_step, config.fine_radius, (0, 0), config.min_valid, config.min_distinct,
     ))
     residual, confidence = dense_residual(fine, np.zeros((3, 2)), shape, config.sigma_cells)
     # Compose: moving location = q + base(q) at q = p + residual(p); the base is affine.
     field = residual + base + np.einsum("kc,kij->cij", params[:2], residual)
     confidence = np.where(fixed_valid, confidence, 0.0)
     return field.astype(np.float32), confidence.astype(np.float32)
+
+
+def coarse_matches(
+    fixed_gray: np.ndarray, moving_gray: np.ndarray, describe: Describe, config: WindowConfig
+) -> Matches:
+    """Window matches on the half-resolution pair (4x cheaper), returned in full-resolution pixels."""
+    fixed_half, moving_half = halve(fixed_gray), halve(moving_gray)
+    step = capped_step(fixed_half.shape, config.coarse_step // 2, config.max_coarse_windows)
+    found = median_test(match_windows(
+        describe(fixed_half), describe(moving_half), np.isfinite(fixed_half), np.isfinite(moving_half),
+        config.coarse_window // 2, step, config.max_shift // 2, (0, 0), config.min_valid, config.min_distinct,
+    ))
+    g = found.grid
+    # Half-resolution pixel i covers full-resolution pixels 2i and 2i + 1: its centre is 2i + 0.5.
+    grid = WindowGrid(2 * g.y0 + 0.5, 2 * g.x0 + 0.5, 2 * g.step, g.ny, g.nx)
+    return Matches(grid, 2.0 * found.shifts, found.quality)
+
+
+def halve(gray: np.ndarray) -> np.ndarray:
+    """2 x 2 block means (NaN where any of the four is NaN)."""
+    h, w = (gray.shape[0] // 2) * 2, (gray.shape[1] // 2) * 2
+    return gray[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+
+def capped_step(shape: tuple[int, int], step: int, max_windows: int) -> int:
+    """The lattice step, widened on large images so that about `max_windows` windows are matched."""
+    return max(step, int(np.ceil(np.sqrt(shape[0] * shape[1] / max_windows))))
 
 
 def trend(coarse: Matches, config: WindowConfig) -> np.ndarray:

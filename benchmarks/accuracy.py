@@ -1,0 +1,224 @@
+"""The accuracy benchmark: every method through `register_pair`, on real pairs, scored three ways.
+
+- dense track: the aligned pair (ground truth undone, cropped to its valid area), the moving image
+  deformed by a seeded smooth warp w; the method's field on (fixed, warped moving) is scored against
+  the exact inverse of w (end-point error, folding) and, independent of the ground truth's own error,
+  by warp recovery |d1(p) + w(p + d1(p)) - d0(p)| with d0 the method's field on the unwarped pair;
+- landmark track: pairs with manual landmarks, moving padded/cropped to the fixed shape without the
+  ground truth, the field scored at the fixed landmarks against the moving ones.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.metrics import (
+    THRESHOLDS, end_point_error, folding_share, landmark_errors, summarise_errors, warp_recovery_error,
+)
+from benchmarks.pairs import PairRecord, load_aligned_pair, read_ground_truth, read_image, read_pairs
+from benchmarks.warps import benchmark_warp, inside_mask, invert_warp
+from models import register_pair
+from models.warp import warp_image
+
+HIST_EDGES = np.concatenate([np.arange(0.0, 20.0, 0.05), np.arange(20.0, 200.0, 1.0), [np.inf]])
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    pairs_dir: Path
+    split: str = "eval"
+    methods: tuple[str, ...] = ("identity", "phase", "cfog", "mind")
+    seed: int = 0
+    limit: int | None = None
+    workers: int = 2
+    landmarks: bool = True
+
+
+def pair_seed(seed: int, pair_id: str) -> int:
+    """A warp seed that depends only on the run seed and the pair, not on order or --limit."""
+    return (seed * 1_000_003 + zlib.crc32(pair_id.encode())) % (2**32)
+
+
+def select_pairs(config: BenchConfig) -> list[PairRecord]:
+    records = read_pairs(config.pairs_dir, config.split)
+    if config.limit is not None and config.limit < len(records):
+        # An even spread over the table keeps every category in a limited run.
+        picks = np.linspace(0, len(records) - 1, config.limit).round().astype(int)
+        records = [records[i] for i in sorted(set(picks))]
+    return records
+
+
+def _timed(method: str, fixed, moving, fixed_modality, moving_modality):
+    start = time.perf_counter()
+    result = register_pair(fixed, moving, fixed_modality, moving_modality, method=method)
+    return result.displacement, time.perf_counter() - start
+
+
+def dense_case(record: PairRecord, methods: Sequence[str], seed: int) -> dict:
+    """Scores of every method on one pair's dense track (a failure is recorded, not raised)."""
+    pair = load_aligned_pair(record)
+    shape = pair.fixed.shape[-2:]
+    warp = benchmark_warp(shape, pair_seed(seed, record.pair_id))
+    truth = invert_warp(warp)
+    inside = inside_mask(truth)
+    warped = warp_image(pair.moving, warp)
+    megapixels = shape[0] * shape[1] / 1e6
+    out = {"pair_id": record.pair_id, "category": record.category, "shape": list(shape), "methods": {}}
+    for method in methods:
+        try:
+            d1, t1 = _timed(method, pair.fixed, warped, pair.fixed_modality, pair.moving_modality)
+            d0, t0 = _timed(method, pair.fixed, pair.moving, pair.fixed_modality, pair.moving_modality)
+        except Exception as err:  # noqa: BLE001  (a method's failure is a result to report)
+            out["methods"][method] = {"error": f"{type(err).__name__}: {err}"}
+            continue
+        epe = end_point_error(d1, truth)[inside]
+        recovery = warp_recovery_error(d1, warp, d0)[inside]
+        out["methods"][method] = {
+            "epe": summarise_errors(epe),
+            "epe_hist": np.histogram(epe, HIST_EDGES)[0].tolist(),
+            "recovery": summarise_errors(recovery),
+            "folding": folding_share(d1, inside),
+            "seconds": t0 + t1,
+            "megapixels": 2 * megapixels,
+        }
+    return out
+
+
+def fit_to_shape(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Crop or NaN-pad (C, H, W) at the bottom/right to `shape`: same size, no use of the ground truth."""
+    out = np.full((image.shape[0], *shape), np.nan, np.float32)
+    h, w = min(shape[0], image.shape[1]), min(shape[1], image.shape[2])
+    out[:, :h, :w] = image[:, :h, :w]
+    return out
+
+
+def landmark_case(record: PairRecord, methods: Sequence[str]) -> dict:
+    """Scores of every method at the manual landmarks of the original (unaligned) pair."""
+    marks = read_ground_truth(record).landmarks
+    fixed = read_image(record.fixed_path)
+    moving = fit_to_shape(read_image(record.moving_path), fixed.shape[-2:])
+    out = {"pair_id": record.pair_id, "category": record.category, "landmarks": len(marks), "methods": {}}
+    for method in methods:
+        try:
+            field, seconds = _timed(method, fixed, moving, record.fixed_modality, record.moving_modality)
+        except Exception as err:  # noqa: BLE001
+            out["methods"][method] = {"error": f"{type(err).__name__}: {err}"}
+            continue
+        errors = landmark_errors(field, marks)
+        out["methods"][method] = {"errors": summarise_errors(errors), "seconds": seconds}
+    return out
+
+
+def _run_case(kind: str, record: PairRecord, methods: tuple[str, ...], seed: int) -> dict:
+    try:
+        return dense_case(record, methods, seed) if kind == "dense" else landmark_case(record, methods)
+    except Exception as err:  # noqa: BLE001  (an unreadable pair is reported, the run goes on)
+        return {"pair_id": record.pair_id, "category": record.category, "methods": {},
+                "error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc(limit=3)}
+
+
+def _init_worker() -> None:
+    # Each worker is one process on one core: keep numeric libraries from oversubscribing it.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def run_benchmark(config: BenchConfig, progress: Callable[[str], None] = lambda _: None) -> dict:
+    """Run both tracks over the selected pairs (a process pool over pairs) and return raw results."""
+    records = select_pairs(config)
+    jobs = [("dense", r) for r in records]
+    if config.landmarks:
+        jobs += [("landmarks", r) for r in records if read_ground_truth(r).landmarks is not None]
+    results: dict[str, list[dict]] = {"dense": [], "landmarks": []}
+    start = time.perf_counter()
+    if config.workers <= 1:
+        done = ((kind, _run_case(kind, r, config.methods, config.seed)) for kind, r in jobs)
+        for i, (kind, case) in enumerate(done, 1):
+            results[kind].append(case)
+            progress(f"[{i}/{len(jobs)}] {kind} {case['pair_id']}")
+    else:
+        with ProcessPoolExecutor(config.workers, initializer=_init_worker) as pool:
+            futures = {pool.submit(_run_case, kind, r, config.methods, config.seed): kind for kind, r in jobs}
+            for i, future in enumerate(as_completed(futures), 1):
+                case = future.result()
+                results[futures[future]].append(case)
+                progress(f"[{i}/{len(jobs)}] {futures[future]} {case['pair_id']}")
+    for cases in results.values():
+        cases.sort(key=lambda c: c["pair_id"])
+    return {
+        "config": {
+            "pairs_dir": str(config.pairs_dir), "split": config.split, "methods": list(config.methods),
+            "seed": config.seed, "limit": config.limit, "workers": config.workers,
+        },
+        "wall_seconds": time.perf_counter() - start,
+        "cases": results,
+        "summary": summarise(results, config.methods),
+    }
+
+
+def _dense_summary(cases: list[dict], method: str) -> dict:
+    scored = [c["methods"][method] for c in cases if "epe" in c["methods"].get(method, {})]
+    failed = len(cases) - len(scored)
+    if not scored:
+        return {"pairs": len(cases), "failed": failed}
+    medians = np.array([s["epe"]["median"] for s in scored])
+    hist = np.sum([s["epe_hist"] for s in scored], axis=0)
+    cum = np.cumsum(hist) / max(hist.sum(), 1)
+    pixel_under = {f"pixels_under_{t:g}px": float(cum[np.searchsorted(HIST_EDGES, t) - 1]) for t in THRESHOLDS}
+    # A failed pair counts as not under any threshold.
+    pair_under = {f"pairs_under_{t:g}px": float((medians < t).sum() / len(cases)) for t in THRESHOLDS}
+    return {
+        "pairs": len(cases),
+        "failed": failed,
+        "epe_mean": float(np.mean([s["epe"]["mean"] for s in scored])),
+        "epe_median": float(np.median(medians)),
+        **pixel_under,
+        **pair_under,
+        "recovery_median": float(np.median([s["recovery"]["median"] for s in scored])),
+        "recovery_mean": float(np.mean([s["recovery"]["mean"] for s in scored])),
+        "folding": float(np.mean([s["folding"] for s in scored])),
+        "seconds_per_mp": float(sum(s["seconds"] for s in scored) / sum(s["megapixels"] for s in scored)),
+    }
+
+
+def _landmark_summary(cases: list[dict], method: str) -> dict:
+    scored = [c["methods"][method] for c in cases if "errors" in c["methods"].get(method, {})]
+    if not scored:
+        return {"pairs": len(cases), "failed": len(cases)}
+    medians = np.array([s["errors"]["median"] for s in scored])
+    return {
+        "pairs": len(cases),
+        "failed": len(cases) - len(scored),
+        "median": float(np.nanmedian(medians)),
+        "mean": float(np.nanmean([s["errors"]["mean"] for s in scored])),
+        **{f"pairs_under_{t:g}px": float((medians < t).sum() / len(cases)) for t in THRESHOLDS},
+    }
+
+
+def summarise(results: dict[str, list[dict]], methods: Sequence[str]) -> dict:
+    """Per method, per category and overall, for both tracks."""
+    summary: dict[str, dict] = {}
+    for track, reduce in (("dense", _dense_summary), ("landmarks", _landmark_summary)):
+        cases = results.get(track, [])
+        categories = sorted({c["category"] for c in cases})
+        summary[track] = {
+            method: {
+                **{cat: reduce([c for c in cases if c["category"] == cat], method) for cat in categories},
+                "overall": reduce(cases, method),
+            }
+            for method in methods
+        } if cases else {}
+    return summary

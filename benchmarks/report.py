@@ -1,0 +1,247 @@
+"""Tables, figures and docs from a benchmark result (benchmarks.accuracy.run_benchmark)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.accuracy import HIST_EDGES, pair_seed
+from benchmarks.pairs import load_aligned_pair, read_pairs
+from benchmarks.warps import benchmark_warp
+from models import register_pair
+from models.warp import warp_image
+
+DENSE_COLUMNS = (
+    ("pairs", "pairs", "{:d}"), ("failed", "failed", "{:d}"),
+    ("epe_mean", "EPE mean", "{:.2f}"), ("epe_median", "EPE median", "{:.2f}"),
+    ("pixels_under_1px", "px<1", "{:.0%}"), ("pixels_under_2px", "px<2", "{:.0%}"),
+    ("pixels_under_3px", "px<3", "{:.0%}"), ("pairs_under_1px", "pairs<1", "{:.0%}"),
+    ("pairs_under_2px", "pairs<2", "{:.0%}"), ("pairs_under_3px", "pairs<3", "{:.0%}"),
+    ("recovery_median", "recovery median", "{:.2f}"), ("folding", "folded", "{:.2%}"),
+    ("seconds_per_mp", "s/MP", "{:.2f}"),
+)
+LANDMARK_COLUMNS = (
+    ("pairs", "pairs", "{:d}"), ("failed", "failed", "{:d}"), ("median", "median px", "{:.1f}"),
+    ("mean", "mean px", "{:.1f}"), ("pairs_under_3px", "pairs<3", "{:.0%}"),
+)
+
+
+def _cell(value, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return fmt.format(value)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def overall_table(summary: dict, columns=DENSE_COLUMNS) -> str:
+    rows = [
+        [method] + [_cell(stats["overall"].get(key), fmt) for key, _, fmt in columns]
+        for method, stats in summary.items()
+    ]
+    return markdown_table(["method"] + [label for _, label, _ in columns], rows)
+
+
+def category_table(summary: dict, key: str, fmt: str) -> str:
+    """Categories as rows, methods as columns, one statistic per cell."""
+    methods = list(summary)
+    if not methods:
+        return ""
+    categories = [c for c in summary[methods[0]] if c != "overall"] + ["overall"]
+    rows = [
+        [f"{cat} ({summary[methods[0]][cat].get('pairs', 0)})"]
+        + [_cell(summary[m][cat].get(key), fmt) for m in methods]
+        for cat in categories
+    ]
+    return markdown_table(["category (pairs)"] + methods, rows)
+
+
+def tables(result: dict) -> str:
+    """The whole result as markdown tables (also what the terminal shows)."""
+    dense, marks = result["summary"].get("dense", {}), result["summary"].get("landmarks", {})
+    parts = [
+        "### Dense track, overall (EPE in px against the known warp on aligned pairs)",
+        overall_table(dense),
+        "### Dense track, median EPE (px) per category",
+        category_table(dense, "epe_median", "{:.2f}"),
+        "### Warp recovery, median |d1(p) + w(p + d1(p)) - d0(p)| (px) per category",
+        category_table(dense, "recovery_median", "{:.2f}"),
+        "### Dense track, share of pairs with median EPE under 2 px, per category",
+        category_table(dense, "pairs_under_2px", "{:.0%}"),
+    ]
+    if marks:
+        parts += [
+            "### Landmark track (original pairs, median landmark error per pair; moving padded/cropped "
+            "to the fixed size, no ground truth used)",
+            overall_table(marks, LANDMARK_COLUMNS),
+            "### Landmark track, median landmark error (px) per category",
+            category_table(marks, "median", "{:.1f}"),
+        ]
+    failures = [
+        f"- {track} {case['pair_id']}: " + "; ".join(
+            [f"{m}: {v['error']}" for m, v in case["methods"].items() if "error" in v]
+            + ([case["error"]] if "error" in case else [])
+        )
+        for track, cases in result["cases"].items()
+        for case in cases
+        if "error" in case or any("error" in v for v in case["methods"].values())
+    ]
+    if failures:
+        parts += ["### Failures", "\n".join(failures)]
+    return "\n\n".join(parts)
+
+
+def best_method(result: dict) -> str | None:
+    """The non-identity method with the lowest overall median EPE on the dense track."""
+    dense = result["summary"].get("dense", {})
+    ranked = [
+        (stats["overall"]["epe_median"], m) for m, stats in dense.items()
+        if m != "identity" and "epe_median" in stats["overall"]
+    ]
+    return min(ranked)[1] if ranked else None
+
+
+def _cdf_figure(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    edges = HIST_EDGES[:-1]
+    for method in result["config"]["methods"]:
+        scored = [c["methods"][method] for c in result["cases"]["dense"] if "epe" in c["methods"].get(method, {})]
+        if not scored:
+            continue
+        hist = np.sum([s["epe_hist"] for s in scored], axis=0)
+        cdf = np.cumsum(hist) / max(hist.sum(), 1)
+        axes[0].plot(edges + np.diff(HIST_EDGES)[0], cdf, label=method)
+        axes[1].hist(np.clip([s["epe"]["median"] for s in scored], 0, 20), bins=40, range=(0, 20),
+                     histtype="step", label=method)
+    axes[0].set(xlim=(0, 10), xlabel="end-point error (px)", ylabel="share of pixels", title="EPE, all pixels")
+    axes[1].set(xlabel="median EPE per pair (px, clipped at 20)", ylabel="pairs", title="EPE per pair")
+    for ax in axes:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _checkerboard(a: np.ndarray, b: np.ndarray, tile: int = 32) -> np.ndarray:
+    yy, xx = np.indices(a.shape)
+    return np.where(((yy // tile) + (xx // tile)) % 2 == 0, a, b)
+
+
+def _checkerboard_figure(result: dict, pair_id: str, method: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from models.preprocess import to_gray
+
+    config = result["config"]
+    record = next(r for r in read_pairs(config["pairs_dir"], config["split"]) if r.pair_id == pair_id)
+    pair = load_aligned_pair(record)
+    warp = benchmark_warp(pair.fixed.shape[-2:], pair_seed(config["seed"], pair_id))
+    warped = warp_image(pair.moving, warp)
+    registered = register_pair(pair.fixed, warped, pair.fixed_modality, pair.moving_modality, method=method)
+    fixed = to_gray(pair.fixed, pair.fixed_modality)
+    before = to_gray(warped, pair.moving_modality)
+    after = to_gray(registered.warped, pair.moving_modality)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+    for ax, moving, title in ((axes[0], before, "before (warped moving)"), (axes[1], after, f"after {method}")):
+        ax.imshow(np.nan_to_num(_checkerboard(fixed, moving), nan=0.0), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title)
+        ax.axis("off")
+    fig.suptitle(f"{pair_id} ({record.category})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def write_report(result: dict, out: Path) -> Path:
+    """DIR/results.json, DIR/report.md and its PNG figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    _cdf_figure(result, out / "epe_distribution.png")
+    lines = [
+        "# Accuracy benchmark report", "",
+        f"Split `{result['config']['split']}`, methods {', '.join(result['config']['methods'])}, "
+        f"seed {result['config']['seed']}, {len(result['cases']['dense'])} dense pairs, "
+        f"{len(result['cases']['landmarks'])} landmark pairs, {result['wall_seconds']:.0f} s wall.", "",
+        tables(result), "", "## Error distributions", "", "![EPE distributions](epe_distribution.png)", "",
+    ]
+    method = best_method(result)
+    if method is not None:
+        scored = [
+            (c["methods"][method]["epe"]["median"], c["pair_id"])
+            for c in result["cases"]["dense"] if "epe" in c["methods"].get(method, {})
+        ]
+        scored.sort()
+        picks = {"best": scored[:2], "worst": scored[-2:][::-1]}
+        lines += [f"## Checkerboards of `{method}` (the best method here): best and worst pairs", ""]
+        for label, chosen in picks.items():
+            for epe, pair_id in chosen:
+                name = f"checker_{label}_{pair_id}.png"
+                _checkerboard_figure(result, pair_id, method, out / name)
+                lines += [f"{label}: `{pair_id}`, median EPE {epe:.2f} px", "", f"![{pair_id}]({name})", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+PROTOCOL = """\
+## Protocol
+- Data: `../shared/data/pairs` (see its README.md), real optical vs SAR, infrared, map, LiDAR, night and
+  rendered-depth pairs with ground truth. Never copied into the project.
+- **Dense track** (every pair): the moving image is brought onto the fixed grid through the ground truth
+  (`fixed_to_moving`) and both are cropped to the largest fully valid rectangle (SRIF's black rotation
+  fill is no-data). The moving image is then deformed by a seeded smooth warp `w` (translation up to 8 px,
+  rotation up to 2 degrees, scale up to 2 %, an elastic field of up to 3 px; `models.fields`):
+  `moving_warped(q) = moving(q + w(q))`. The truth is `t` with `t(p) + w(p + t(p)) = 0` (fixed-point
+  inversion). The method's field `d1` on (fixed, moving_warped) is scored where `p + t(p)` lies inside
+  the image: end-point error (EPE); *EPE mean* is the mean over pairs of each pair's mean, *EPE median*
+  the median over pairs of each pair's median; *px<k* the share of all scored pixels under k px;
+  *pairs<k* the share of pairs whose median EPE is under k px (a failed pair counts as not under);
+  *folded* the mean share of pixels whose Jacobian determinant of `p -> p + d1(p)` is <= 0; *s/MP* the
+  method's seconds per megapixel through `register_pair` (single core, includes the API's own warp).
+- **Warp recovery**: the ground truth itself is only 1-3 px accurate, which floors the EPE; the method's
+  field `d0` on the unwarped aligned pair gives `|d1(p) + w(p + d1(p)) - d0(p)|`, how well the known warp
+  is recovered whatever the ground truth's error (median over pairs of the per-pair median).
+- **Landmark track** (pairs with manual landmarks): the original images, moving cropped or NaN-padded at
+  the bottom/right to the fixed size (no ground truth used); the field is sampled at the fixed landmarks
+  and compared with the moving landmarks. These pairs carry large scale and perspective differences that
+  the dense methods are not built for: their failures are shown as they are.
+- Every method runs through the same door, `models.register_pair(fixed, moving, fixed_modality,
+  moving_modality, method=...)`, with its shipped defaults.
+"""
+
+
+def write_docs(result: dict, path: Path, command: str, notes: str) -> None:
+    """Regenerate docs/accuracy.md: protocol, the table, the baselines' settings and the rerun command."""
+    config = result["config"]
+    text = [
+        "# Accuracy", "",
+        "Generated by `dsmar bench accuracy`; do not edit by hand (the table is regenerated by the command).",
+        "", PROTOCOL,
+        f"## Results on split `{config['split']}` (seed {config['seed']}; "
+        f"{len(result['cases']['dense'])} dense pairs, {len(result['cases']['landmarks'])} landmark pairs; "
+        f"{result['wall_seconds']:.0f} s wall with {config['workers']} workers on this machine)", "",
+        tables(result), "", notes, "", "## Rerun", "", "```", command, "```", "",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(text))
+
+
+def load_result(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
