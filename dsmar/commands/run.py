@@ -42,6 +42,10 @@ def add_run_arguments(parser) -> None:
     cat.add_argument("--sar-collection", metavar="ID", help="override the profile's SAR collection")
     cat.add_argument("--dem-collection", metavar="ID", help="override the profile's DEM collection")
     cat.add_argument("--max-cloud", type=float, default=30.0, metavar="PCT", help="max optical cloud cover (default 30)")
+    cat.add_argument("--sar-window-days", type=float, default=3.0, metavar="N",
+                     help="SAR within this many days of the optical scene (default 3)")
+    cat.add_argument("--min-overlap", type=float, default=0.5, metavar="F",
+                     help="least share of the bbox a scene must cover (default 0.5)")
     where = parser.add_argument_group("region")
     where.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"), required=True, help="lon/lat box")
     where.add_argument("--start", required=True, metavar="YYYY-MM-DD")
@@ -63,6 +67,7 @@ def config_from_args(args) -> RunConfig:
     search = build(
         SearchConfig, profile=args.profile, catalog_url=args.catalog, optical_collection=args.optical_collection,
         sar_collection=args.sar_collection, dem_collection=args.dem_collection, max_cloud=args.max_cloud,
+        sar_window_days=args.sar_window_days, min_overlap=args.min_overlap,
     )
     from catalogs.profiles import get_profile
 
