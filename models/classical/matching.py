@@ -182,8 +182,8 @@ def median_test(matches: Matches, threshold: float = 2.0, noise: float = 0.5) ->
     with np.errstate(invalid="ignore"), _quiet_nanmedian():
         median = np.nanmedian(stack, axis=0)
         spread = np.nanmedian(np.abs(stack - median[None]), axis=0)
-    residual = np.abs(shifts - median) / (spread + noise)
-    bad = valid & np.isfinite(median[..., 0]) & (np.nanmax(residual, axis=-1) > threshold)
+        residual = np.abs(shifts - median) / (spread + noise)
+        bad = valid & np.isfinite(median[..., 0]) & (np.nanmax(residual, axis=-1) > threshold)
     shifts[bad] = np.nan
     quality = np.where(bad, 0.0, matches.quality)
     return Matches(matches.grid, shifts, quality)

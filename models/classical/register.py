@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ import numpy as np
 
 from models.classical.interpolate import affine_eval, dense_residual, robust_affine, translation_consensus
 from models.classical.matching import Matches, WindowGrid, match_windows, median_test
+from dsmar.errors import InputError
+from models.preprocess import to_gray
 from models.warp import warp_image
 
 Describe = Callable[[np.ndarray], np.ndarray]
@@ -41,6 +44,26 @@ class WindowConfig:
     max_coarse_windows: int = 144
     max_fine_windows: int = 1600
     seed: int = 0
+
+
+def window_config(options: dict) -> WindowConfig:
+    """A WindowConfig with the caller's overrides; unknown option names are an InputError."""
+    names = {f.name for f in dataclasses.fields(WindowConfig)}
+    unknown = set(options) - names
+    if unknown:
+        raise InputError(f"unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
+    return WindowConfig(**options)
+
+
+def window_method(describe: Describe):
+    """A pair-API method (models.api.Registrator) matching `describe`'s descriptors with register_windows."""
+
+    def run(fixed, moving, *, fixed_modality, moving_modality, **options):
+        return register_windows(
+            to_gray(fixed, fixed_modality), to_gray(moving, moving_modality), describe, window_config(options)
+        )
+
+    return run
 
 
 def register_windows(

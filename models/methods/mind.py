@@ -7,9 +7,7 @@ from functools import partial
 
 from models.api import register_method
 from models.classical.features import mind_ssc
-from models.classical.register import register_windows
-from models.methods.cfog import window_config
-from models.preprocess import to_gray
+from models.classical.register import window_method
 
 RADIUS = 1
 DILATION = 2
@@ -17,10 +15,4 @@ DILATION = 2
 
 @register_method("mind")
 def make_mind():
-    def run(fixed, moving, *, fixed_modality, moving_modality, **options):
-        describe = partial(mind_ssc, radius=RADIUS, dilation=DILATION)
-        return register_windows(
-            to_gray(fixed, fixed_modality), to_gray(moving, moving_modality), describe, window_config(options)
-        )
-
-    return run
+    return window_method(partial(mind_ssc, radius=RADIUS, dilation=DILATION))

@@ -1,10 +1,11 @@
-"""`cfog` recovers known warps with the Contract-1 sign on a real optical-SAR pair."""
+"""The classical baselines recover known warps with the Contract-1 sign on a real optical-SAR pair."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from dsmar.errors import InputError
 from benchmarks.pairs import load_aligned_pair, read_pairs
 from benchmarks.warps import inside_mask, invert_warp
 from models import register_pair
@@ -53,3 +54,19 @@ def test_cfog_handles_nodata_and_radiometry(optical_sar):
     assert (result.confidence[:40] == 0).all()
     error = np.hypot(*(result.displacement - invert_warp(warp)))[60:-20, 20:-20]
     assert np.median(error) < 1.0
+
+
+@pytest.mark.parametrize("method", ["mind", "phase"])
+def test_other_baselines_recover_a_shift(optical_sar, method):
+    fixed, moving = optical_sar
+    warp = affine_field(fixed.shape[1:], (4.6, -6.2))
+    result = register_pair(fixed, warp_image(moving, warp), "optical", "sar", method=method)
+    error = np.hypot(*(result.displacement - invert_warp(warp)))[inside_mask(invert_warp(warp))]
+    assert np.median(error) < 1.0
+    assert 0.0 < result.confidence.max() <= 1.0
+
+
+def test_unknown_option_is_an_input_error(optical_sar):
+    fixed, moving = optical_sar
+    with pytest.raises(InputError, match="unknown option"):
+        register_pair(fixed, moving, "optical", "sar", method="cfog", window=3)
