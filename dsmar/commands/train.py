@@ -1,12 +1,9 @@
-"""`dsmar train`."""
+"""`dsmar train --config CONFIG`: multi-stage DS-MAR training (see docs/dsmar.md)."""
 
-from dsmar.errors import DsmarError
+from models.training.run import add_arguments, train
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="(under construction)")
-    parser.set_defaults(func=_run)
-
-
-def _run(args) -> int:
-    raise DsmarError("`dsmar train` is under construction")
+    parser = subparsers.add_parser("train", help="train DS-MAR from a config (configs/train_small.json: CPU, minutes)")
+    add_arguments(parser)
+    parser.set_defaults(func=train)

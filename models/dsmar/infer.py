@@ -1,0 +1,105 @@
+"""Running a trained DS-MAR on a pair of any size: normalisation, padding, tiling with blended overlaps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from models.api import MODALITIES
+from models.dsmar.network import DSMAR
+from models.preprocess import to_gray
+
+
+def network_input(image: np.ndarray, modality: str) -> np.ndarray:
+    """(C, H, W) float32 with NaN -> (2, H, W): gray stretched to [-1, 1] (0 where invalid), validity."""
+    gray = to_gray(image, modality)
+    valid = np.isfinite(gray)
+    return np.stack([np.where(valid, 2.0 * gray - 1.0, 0.0), valid]).astype(np.float32)
+
+
+def modality_id(name: str, known: Iterable[str] | None) -> int:
+    """Embedding index; modalities the weights never saw in training use the generic `other`."""
+    if known is not None and name not in set(known):
+        name = "other"
+    return MODALITIES.index(name)
+
+
+def _ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
+    """1-D blending weight: rises over `overlap` pixels at tile edges that are not image edges."""
+    w = np.ones(length, np.float32)
+    ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+    if not at_start and overlap:
+        w[:overlap] = np.minimum(w[:overlap], ramp)
+    if not at_end and overlap:
+        w[-overlap:] = np.minimum(w[-overlap:], ramp[::-1])
+    return w
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of side `tile` covering `size` with at least `overlap` shared pixels."""
+    if size <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, size - tile, step)) + [size - tile]
+    return sorted(set(starts))
+
+
+@torch.no_grad()
+def _run_tile(model: DSMAR, fixed: np.ndarray, moving: np.ndarray, ids: tuple[int, int], device) -> tuple:
+    """One tile (2, h, w) per stream -> field (2, h, w), confidence (h, w); pads to the network stride."""
+    h, w = fixed.shape[-2:]
+    s = model.config.stride
+    ph, pw = (-h) % s, (-w) % s
+    f = torch.from_numpy(fixed)[None].to(device)
+    m = torch.from_numpy(moving)[None].to(device)
+    if ph or pw:
+        f = F.pad(f, (0, pw, 0, ph))
+        m = F.pad(m, (0, pw, 0, ph))
+    fid = torch.tensor([ids[0]], device=device)
+    mid = torch.tensor([ids[1]], device=device)
+    out = model(f, m, fid, mid)
+    field = out["field"][0, :, :h, :w].float().cpu().numpy()
+    conf = out["confidence"][0, 0, :h, :w].float().cpu().numpy()
+    return field, conf
+
+
+def predict_field(
+    model: DSMAR,
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    fixed_modality: str,
+    moving_modality: str,
+    known_modalities: Iterable[str] | None = None,
+    tile: int = 1024,
+    overlap: int = 128,
+    device: str | torch.device | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Field (2, H, W) (Contract 1) and confidence (H, W) for float32 (C, H, W) images with NaN."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device)
+    known = list(known_modalities) if known_modalities is not None else None
+    ids = (modality_id(fixed_modality, known), modality_id(moving_modality, known))
+    f_in = network_input(fixed, fixed_modality)
+    m_in = network_input(moving, moving_modality)
+    h, w = f_in.shape[-2:]
+    overlap = min(overlap, tile // 2)
+    field = np.zeros((2, h, w), np.float32)
+    conf = np.zeros((h, w), np.float32)
+    weight = np.zeros((h, w), np.float32)
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    for y0 in ys:
+        for x0 in xs:
+            sl = (slice(y0, y0 + tile), slice(x0, x0 + tile))
+            t_field, t_conf = _run_tile(model, f_in[(slice(None), *sl)], m_in[(slice(None), *sl)], ids, device)
+            th, tw = t_conf.shape
+            wgt = np.outer(
+                _ramp(th, overlap, y0 == 0, y0 + th >= h), _ramp(tw, overlap, x0 == 0, x0 + tw >= w)
+            )
+            field[(slice(None), *sl)] += t_field * wgt
+            conf[sl] += t_conf * wgt
+            weight[sl] += wgt
+    return field / weight, conf / weight

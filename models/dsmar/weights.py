@@ -1,0 +1,79 @@
+"""Shipped weights: a .pt file (config + fp16 state dict + training record) and a .json with its sha256.
+
+Loading always checks the checksum and uses `torch.load(weights_only=True)`, so a wrong or
+tampered file fails with a one-line WeightsError instead of a half-loaded network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from dsmar.errors import WeightsError
+from models.dsmar.network import DSMAR, DSMARConfig
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "dsmar.pt"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_weights(model: DSMAR, path: Path, record: dict | None = None) -> dict:
+    """Write `path` (.pt) and its sidecar `path.with_suffix('.json')`; return the sidecar's content."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().to(torch.float16) if v.is_floating_point() else v.detach().cpu()
+             for k, v in model.state_dict().items()}
+    record = json.loads(json.dumps(record or {}, default=str))  # plain types: weights_only loads it
+    tmp = path.with_suffix(".tmp")
+    torch.save({"config": model.config.to_dict(), "state_dict": state, "record": record}, tmp)
+    tmp.replace(path)
+    return write_sidecar(path)
+
+
+def write_sidecar(path: Path) -> dict:
+    """(Re)write `path.with_suffix('.json')` from the .pt itself: checksum, size, config, record."""
+    path = Path(path)
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    meta = {
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "config": blob["config"],
+        "parameters": sum(v.numel() for v in blob["state_dict"].values() if v.is_floating_point()),
+        "record": blob["record"],
+    }
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    return meta
+
+
+def load_weights(path: Path = DEFAULT_WEIGHTS, expected_sha256: str | None = None) -> tuple[DSMAR, dict]:
+    """Rebuild the network from `path`; the checksum comes from the sidecar .json unless given."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"DS-MAR weights not found at {path}; reinstall dsmar or run `dsmar train`")
+    sidecar = path.with_suffix(".json")
+    meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+    expected = expected_sha256 or meta.get("sha256")
+    if not expected:
+        raise WeightsError(f"no sha256 recorded for {path} (expected {sidecar}); refusing to load unchecked weights")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise WeightsError(f"checksum mismatch for {path}: sha256 {actual[:12]}..., expected {expected[:12]}...")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        model = DSMAR(DSMARConfig.from_dict(blob["config"]))
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+    except (RuntimeError, KeyError, TypeError) as err:
+        raise WeightsError(f"DS-MAR weights at {path} do not fit the network: {err}") from err
+    model.eval()
+    return model, {**meta, "sha256": actual, "record": blob.get("record", meta.get("record", {}))}

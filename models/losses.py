@@ -1,0 +1,105 @@
+"""Loss terms of DS-MAR's composite objective; fields are (B, 2, H, W) (dy, dx) in pixels (Contract 1).
+
+- `end_point_error`: supervised, where the true field is known.
+- `mind_ssc` / `mind_loss`: modality-robust similarity (MIND self-similarity context) for
+  unsupervised fine-tuning, comparing descriptors instead of intensities.
+- `bending_energy`: second-order smoothness.
+- `jacobian_determinant` / `folding_penalty`: the map p -> p + d(p) must not fold (det J <= 0).
+- `confidence_calibration`: the confidence should predict how close the field is to the truth.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return values.mean()
+    mask = mask.to(values.dtype).expand_as(values)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def end_point_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean Euclidean distance between predicted and true vectors over `mask` (B, 1, H, W)."""
+    epe = torch.sqrt(((pred - target) ** 2).sum(1, keepdim=True) + 1e-6)
+    return _masked_mean(epe, mask)
+
+
+def _grad_central(field: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Central differences along rows and columns, on the interior (B, C, H-2, W-2)."""
+    d_y = (field[:, :, 2:, 1:-1] - field[:, :, :-2, 1:-1]) / 2.0
+    d_x = (field[:, :, 1:-1, 2:] - field[:, :, 1:-1, :-2]) / 2.0
+    return d_y, d_x
+
+
+def jacobian_determinant(field: torch.Tensor) -> torch.Tensor:
+    """det of the Jacobian of p -> p + d(p) on the interior, (B, H-2, W-2); 1 for the zero field."""
+    d_y, d_x = _grad_central(field)
+    # Rows of J: the (y, x) components of the map; columns: derivatives along y, x.
+    j11 = 1.0 + d_y[:, 0]
+    j12 = d_x[:, 0]
+    j21 = d_y[:, 1]
+    j22 = 1.0 + d_x[:, 1]
+    return j11 * j22 - j12 * j21
+
+
+def folding_penalty(field: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """Mean of relu(margin - det J): zero for any field whose Jacobian determinant stays above margin."""
+    return F.relu(margin - jacobian_determinant(field)).mean()
+
+
+def folded_fraction(field: torch.Tensor) -> torch.Tensor:
+    """Share of interior pixels with det J <= 0."""
+    return (jacobian_determinant(field) <= 0).float().mean()
+
+
+def bending_energy(field: torch.Tensor) -> torch.Tensor:
+    """Mean of d_yy^2 + d_xx^2 + 2 d_xy^2 over both components (second differences, interior)."""
+    d_yy = field[:, :, 2:, 1:-1] - 2 * field[:, :, 1:-1, 1:-1] + field[:, :, :-2, 1:-1]
+    d_xx = field[:, :, 1:-1, 2:] - 2 * field[:, :, 1:-1, 1:-1] + field[:, :, 1:-1, :-2]
+    d_xy = (field[:, :, 2:, 2:] - field[:, :, 2:, :-2] - field[:, :, :-2, 2:] + field[:, :, :-2, :-2]) / 4.0
+    return (d_yy**2 + d_xx**2 + 2 * d_xy**2).sum(1).mean()
+
+
+def mind_ssc(image: torch.Tensor, radius: int = 2, dilation: int = 2) -> torch.Tensor:
+    """MIND-SSC descriptor (Heinrich et al. 2013) of (B, 1, H, W) images -> (B, 6, H, W).
+
+    Self-similarity of the patches around the 4 axis neighbours, compared pairwise (the 2-D
+    analogue of the 3-D six-neighbourhood's 12 edges), normalised by their mean: the same structure
+    gives the same descriptor whatever the radiometry.
+    """
+    d = dilation
+    shifts = [(0, d), (d, 0), (0, -d), (-d, 0)]
+    pairs = [(a, b) for i, a in enumerate(shifts) for b in shifts[i + 1:]]
+    pad = F.pad(image, (d, d, d, d), mode="replicate")
+    h, w = image.shape[-2:]
+
+    def shifted(s):
+        return pad[:, :, d + s[0] : d + s[0] + h, d + s[1] : d + s[1] + w]
+
+    k = 2 * radius + 1
+    ssd = torch.cat([F.avg_pool2d((shifted(a) - shifted(b)) ** 2, k, 1, radius, count_include_pad=False)
+                     for a, b in pairs], dim=1)
+    ssd = ssd - ssd.min(1, keepdim=True).values
+    var = ssd.mean(1, keepdim=True)
+    var = var.clamp(min=var.mean() * 1e-3 + 1e-6, max=var.mean() * 1e3 + 1e-6)
+    mind = torch.exp(-ssd / var)
+    return mind / mind.max(1, keepdim=True).values
+
+
+def mind_loss(fixed: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute MIND-SSC difference between the fixed image and the warped moving image."""
+    return _masked_mean((mind_ssc(fixed) - mind_ssc(warped)).abs().mean(1, keepdim=True), mask)
+
+
+def confidence_calibration(
+    logit: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+    scale_px: float = 1.0,
+) -> torch.Tensor:
+    """Binary cross-entropy between the confidence and exp(-EPE / scale): 1 where the field is exact."""
+    epe = torch.sqrt(((pred.detach() - target) ** 2).sum(1, keepdim=True) + 1e-6)
+    goal = torch.exp(-epe / scale_px)
+    bce = F.binary_cross_entropy_with_logits(logit.float(), goal, reduction="none")
+    return _masked_mean(bce, mask)

@@ -1,0 +1,42 @@
+"""`dsmar`: the DS-MAR network with the shipped weights (models/weights/dsmar.pt, sha256-checked)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from models.api import register_method
+
+
+@lru_cache(maxsize=4)
+def _load(path: str):
+    from models.dsmar.weights import load_weights
+
+    return load_weights(Path(path))
+
+
+@register_method("dsmar")
+def make_dsmar():
+    from models.dsmar.infer import predict_field
+    from models.dsmar.weights import DEFAULT_WEIGHTS
+
+    def dsmar(
+        fixed: np.ndarray, moving: np.ndarray, *, fixed_modality: str, moving_modality: str,
+        weights: str | Path | None = None, tile: int = 1024, overlap: int = 128, device: str | None = None, **_,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        model, meta = _load(str(weights or DEFAULT_WEIGHTS))
+        return predict_field(
+            model, fixed, moving, fixed_modality, moving_modality,
+            known_modalities=meta.get("record", {}).get("modalities"), tile=tile, overlap=overlap, device=device,
+        )
+
+    return dsmar
+
+
+def weights_sha256(weights: str | Path | None = None) -> str:
+    """The checksum of the weights `dsmar` uses (for Zarr attrs and reports)."""
+    from models.dsmar.weights import DEFAULT_WEIGHTS
+
+    return _load(str(weights or DEFAULT_WEIGHTS))[1]["sha256"]

@@ -1,0 +1,1 @@
+"""DS-MAR training: a data pack of aligned pairs, GPU-side warps and augmentation, a multi-stage trainer."""

@@ -1,0 +1,170 @@
+"""GPU-side (or CPU) batch preparation: known smooth warps, their inverse, radiometric augmentation.
+
+The warps mirror `models.fields.random_smooth_field` (a similarity plus a smooth elastic field),
+drawn for a virtual image of random size around the crop, so a 256-px crop sees the displacements
+that a 1000-px benchmark image sees at its edges. The moving image is deformed as
+moving_warped(q) = moving(q + w(q)) (the benchmark's convention) and the training target is the
+exact inverse t(p) = -w(p + t(p)), found by fixed-point iteration.
+
+Augmentations are modality-specific in spirit: multiplicative speckle (SAR), nonlinear monotone
+radiometry and contrast inversion (any sensor pair), blur and additive noise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from models.dsmar.flow import base_grid, sample_at
+
+
+@dataclass(frozen=True)
+class WarpRanges:
+    max_shift_px: float = 20.0
+    max_rotation_deg: float = 3.0
+    max_scale: float = 0.03
+    elastic_px: float = 4.0
+    canvas_px: tuple[float, float] = (192.0, 1024.0)
+
+
+def random_warps(batch: int, size: int, ranges: WarpRanges, gen: torch.Generator, device) -> torch.Tensor:
+    """(B, 2, S, S) fields w: a similarity about a random centre of a virtual canvas plus elastic."""
+
+    def uniform(lo, hi, *shape):
+        return lo + (hi - lo) * torch.rand(*shape, generator=gen, device=device)
+
+    grid = base_grid((size, size), torch.empty(0, device=device))  # (1, 2, S, S)
+    canvas = uniform(*ranges.canvas_px, batch)
+    centre = (size - 1) / 2 + (torch.rand(batch, 2, generator=gen, device=device) - 0.5) * (canvas[:, None] - size).clamp_min(0)
+    theta = torch.deg2rad(uniform(-ranges.max_rotation_deg, ranges.max_rotation_deg, batch))
+    scale = 1.0 + uniform(-ranges.max_scale, ranges.max_scale, batch)
+    shift = uniform(-ranges.max_shift_px, ranges.max_shift_px, batch, 2)
+    rel = grid - centre[:, :, None, None]
+    c, s = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
+    y = scale[:, None, None] * (c * rel[:, 0] - s * rel[:, 1])
+    x = scale[:, None, None] * (s * rel[:, 0] + c * rel[:, 1])
+    field = torch.stack([y, x], 1) - rel + shift[:, :, None, None]
+    # Elastic: coarse noise, smoothed by bicubic upsampling, scaled to a random peak amplitude.
+    smooth = (canvas / 4.0).clamp_min(24.0)
+    cells = max(2, int(math.ceil(size / float(smooth.min()) * 2)) + 2)
+    coarse = torch.randn(batch, 2, cells, cells, generator=gen, device=device)
+    elastic = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True)
+    peak = elastic.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+    amplitude = uniform(0.3, 1.0, batch)[:, None, None, None] * ranges.elastic_px
+    return field + elastic / peak * amplitude
+
+
+def invert_warps(warp: torch.Tensor, iterations: int = 12) -> torch.Tensor:
+    """t with t(p) + w(p + t(p)) = 0, by fixed-point iteration (w smooth, |grad w| << 1)."""
+    grid = base_grid(warp.shape[-2:], warp)
+    h, w = warp.shape[-2:]
+    truth = -warp
+    for _ in range(iterations):
+        pos = grid + truth
+        pos = torch.stack([pos[:, 0].clamp(0, h - 1), pos[:, 1].clamp(0, w - 1)], 1)
+        truth = -sample_at(warp, pos)
+    return truth
+
+
+def _blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Per-sample separable Gaussian blur of (B, 1, H, W); sigma (B,) in pixels (0 keeps the image)."""
+    radius = 4
+    x = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    kern = torch.exp(-0.5 * (x[None] / sigma[:, None].clamp_min(1e-3)) ** 2)
+    kern = kern / kern.sum(1, keepdim=True)
+    b = images.shape[0]
+    out = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="replicate").transpose(0, 1),
+                   kern[:, None, None, :], groups=b).transpose(0, 1)
+    out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate").transpose(0, 1),
+                   kern[:, None, :, None], groups=b).transpose(0, 1)
+    return out
+
+
+def radiometric(images: torch.Tensor, gen: torch.Generator, strength: float = 1.0) -> torch.Tensor:
+    """Random radiometry of (B, 1, H, W) images in [0, 1]: gamma, inversion, speckle, blur, noise."""
+    b = images.shape[0]
+    dev = images.device
+
+    def chance(p):
+        return (torch.rand(b, 1, 1, 1, generator=gen, device=dev) < p * strength).to(images.dtype)
+
+    x = images.clamp(0, 1)
+    gamma = torch.exp(torch.randn(b, 1, 1, 1, generator=gen, device=dev) * 0.4 * strength)
+    x = x.clamp_min(1e-4) ** gamma
+    # A nonlinear, non-monotone-free remap: a random smooth tone curve (sum of two sigmoids).
+    k = 4 + 8 * torch.rand(b, 1, 1, 1, generator=gen, device=dev)
+    m = torch.rand(b, 1, 1, 1, generator=gen, device=dev)
+    curve = torch.sigmoid(k * (x - m))
+    x = x + chance(0.3) * (curve - x)
+    x = x + chance(0.2) * (1 - 2 * x)  # contrast inversion
+    looks = 1 + 4 * torch.rand(b, 1, 1, 1, generator=gen, device=dev)
+    speckle = torch._standard_gamma(looks.expand_as(x).contiguous()) / looks
+    x = x * (1 + chance(0.25) * (speckle - 1))
+    sigma = torch.rand(b, generator=gen, device=dev) * 1.5 * (torch.rand(b, generator=gen, device=dev) < 0.3 * strength)
+    x = _blur(x, sigma)
+    noise = torch.randn(x.shape, generator=gen, device=dev) * 0.03 * torch.rand(b, 1, 1, 1, generator=gen, device=dev)
+    return x + chance(0.5) * noise
+
+
+def stretch(images: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The network input of `models.dsmar.infer.network_input`: 1-99 % stretch to [-1, 1], 0 invalid.
+
+    (B, 1, H, W) images and bool validity -> (B, 2, H, W) [stretched, validity].
+    """
+    b = images.shape[0]
+    flat = images.reshape(b, -1).float()
+    step = max(1, flat.shape[1] // 65536)  # a strided subsample keeps the quantiles cheap
+    sub = flat[:, ::step].masked_fill(~valid.reshape(b, -1)[:, ::step], float("nan"))
+    q = torch.nanquantile(sub, torch.tensor([0.01, 0.99], device=images.device), dim=1)
+    lo, hi = torch.nan_to_num(q[0], nan=0.0), torch.nan_to_num(q[1], nan=1.0)
+    scale = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+    x = ((images.float() - lo[:, None, None, None]) / scale[:, None, None, None]).clamp(0, 1)
+    v = valid.to(x.dtype)
+    return torch.cat([(2 * x - 1) * v, v], 1)
+
+
+@dataclass
+class Prepared:
+    fixed: torch.Tensor  # (B, 2, S, S) network input
+    moving: torch.Tensor  # (B, 2, S, S) network input (warped)
+    target: torch.Tensor  # (B, 2, S, S) true field
+    mask: torch.Tensor  # (B, 1, S, S) where the target is defined
+    fixed_modality: torch.Tensor
+    moving_modality: torch.Tensor
+    fixed_raw: torch.Tensor  # (B, 1, S, S) in [0, 1] (for the similarity loss)
+    moving_raw: torch.Tensor
+
+
+def prepare_batch(images, valid, modalities, ranges: WarpRanges | None, gen: torch.Generator,
+                  augment: float = 1.0) -> Prepared:
+    """uint8 (B, 2, S, S) aligned crops -> warped, augmented network inputs and the true field.
+
+    `ranges=None` leaves the pair aligned (the contrastive stage).
+    """
+    imgs = images.float() / 255.0
+    fixed, moving = imgs[:, :1], imgs[:, 1:]
+    vmask = valid[:, None].float()
+    b, _, s, _ = imgs.shape
+    if ranges is not None:
+        w = random_warps(b, s, ranges, gen, imgs.device)
+        pos = base_grid((s, s), imgs) + w
+        moving = sample_at(moving, pos)
+        moving_valid = sample_at(vmask, pos) > 0.999
+        target = invert_warps(w)
+        back = base_grid((s, s), imgs) + target
+        mask = (sample_at(moving_valid.float(), back) > 0.999) & (vmask > 0.5)
+    else:
+        moving_valid = vmask > 0.5
+        target = torch.zeros(b, 2, s, s, device=imgs.device)
+        mask = vmask > 0.5
+    fixed_valid = vmask > 0.5
+    fixed_aug = radiometric(fixed, gen, 0.5 * augment)
+    moving_aug = radiometric(moving, gen, augment)
+    return Prepared(
+        fixed=stretch(fixed_aug, fixed_valid), moving=stretch(moving_aug, moving_valid),
+        target=target, mask=mask, fixed_modality=modalities[:, 0], moving_modality=modalities[:, 1],
+        fixed_raw=fixed * fixed_valid, moving_raw=moving * moving_valid,
+    )

@@ -1,0 +1,113 @@
+"""Training configuration: one frozen dataclass per run, read from JSON (configs/train_*.json)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from dsmar.errors import InputError
+
+STAGES = ("contrast", "field", "refine", "joint")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage: `name` in STAGES; it ends at `steps` or `seconds`, whichever comes first (0 = unused)."""
+
+    name: str
+    steps: int = 0
+    seconds: float = 0.0
+    lr: float = 1e-3
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    epe: float = 1.0
+    levels: float = 0.5
+    mind: float = 0.0
+    bending: float = 0.05
+    jacobian: float = 2.0
+    jacobian_margin: float = 0.3
+    confidence: float = 0.1
+    contrast_temperature: float = 0.07
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str = "dsmar"
+    pack: str = ".dsmar-train/pack.npz"
+    out: str = "runs/dsmar"
+    seed: int = 0
+    crop: int = 256
+    batch: int = 8
+    holdout: float = 0.05
+    device: str = "auto"
+    bf16: bool = False
+    threads: int = 0
+    checkpoint_every_s: float = 60.0
+    val_batches: int = 2
+    model: dict = field(default_factory=dict)
+    losses: LossWeights = LossWeights()
+    stages: tuple[StageConfig, ...] = ()
+    warp: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InputError(f"unknown training config keys: {', '.join(sorted(unknown))}")
+        data = dict(data)
+        stages = tuple(StageConfig(**s) for s in data.pop("stages", ()))
+        for s in stages:
+            if s.name not in STAGES:
+                raise InputError(f"stage {s.name!r} is not one of {', '.join(STAGES)}")
+            if s.steps <= 0 and s.seconds <= 0:
+                raise InputError(f"stage {s.name!r} needs steps or seconds")
+        losses = LossWeights(**data.pop("losses", {}))
+        return cls(stages=stages, losses=losses, **data)
+
+    @classmethod
+    def from_json(cls, path: Path | str, **overrides) -> TrainConfig:
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"training config {path} not found")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise InputError(f"training config {path} is not valid JSON: {err}") from err
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(data)
+
+
+VARIANTS = ("full", "no-attention", "no-refinement", "no-jacobian")
+
+
+def apply_variant(cfg: TrainConfig, variant: str) -> TrainConfig:
+    """The ablations of docs/ablation.md: one component off, everything else as in `cfg`."""
+    if variant not in VARIANTS:
+        raise InputError(f"variant {variant!r} is not one of {', '.join(VARIANTS)}")
+    data = cfg.to_dict()
+    if variant == "no-attention":
+        data["model"] = {**data["model"], "attention": False}
+    elif variant == "no-refinement":
+        data["model"] = {**data["model"], "refinement": False}
+        data["stages"] = [s for s in data["stages"] if s["name"] != "refine"]
+    elif variant == "no-jacobian":
+        data["losses"] = {**data["losses"], "jacobian": 0.0}
+    return TrainConfig.from_dict(data)
+
+
+def with_budget(cfg: TrainConfig, seconds: float) -> TrainConfig:
+    """Rescale the stages' `seconds` so that they add up to `seconds` (the wall-clock budget)."""
+    total = sum(s.seconds for s in cfg.stages)
+    if total <= 0:
+        raise InputError("a time budget needs stages with `seconds`")
+    data = cfg.to_dict()
+    for s in data["stages"]:
+        s["seconds"] = s["seconds"] * seconds / total
+    return TrainConfig.from_dict(data)

@@ -1,0 +1,179 @@
+"""The training pack: aligned gray pairs in one compressed .npz, and random batches drawn from it.
+
+A pack holds, per pair, the fixed and moving images on one grid as 8-bit gray (the mean of their
+bands, as `models.preprocess.to_gray` takes it; JPEG-coded at quality 90 like most sources, so the
+whole train split fits in a few MiB), at most `max_side` pixels a side, their modalities and category. Real pairs come
+from the `train` split through `benchmarks.pairs.load_aligned_pair`; synthetic ones from
+`dsmar.synthetic.render_scene` (optical vs SAR and optical vs DEM of one scene). Packing once keeps
+the trainer free of image decoding and of any dependency beyond numpy and torch, so it runs as is
+on a bare GPU machine.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dsmar.errors import InputError
+from models.api import MODALITIES
+from models.dsmar.weights import sha256_file
+from models.preprocess import to_gray
+
+
+@dataclass(frozen=True)
+class PackedPair:
+    fixed: np.ndarray  # (H, W) uint8
+    moving: np.ndarray  # (H, W) uint8
+    fixed_modality: str
+    moving_modality: str
+    category: str
+    pair_id: str
+
+
+def _to_uint8_gray(image: np.ndarray) -> np.ndarray:
+    gray = np.nanmean(image, axis=0) if image.ndim == 3 else image
+    return np.clip(np.round(np.nan_to_num(gray, nan=0.0)), 0, 255).astype(np.uint8)
+
+
+def real_pairs(pairs_dir: Path, split: str = "train") -> list[PackedPair]:
+    """The aligned real pairs of one split (8-bit sources) as uint8 gray."""
+    from benchmarks.pairs import load_aligned_pair, read_pairs
+
+    packed = []
+    for record in read_pairs(pairs_dir, split):
+        try:
+            pair = load_aligned_pair(record)
+        except InputError:
+            continue
+        packed.append(PackedPair(
+            _to_uint8_gray(pair.fixed), _to_uint8_gray(pair.moving), pair.fixed_modality,
+            pair.moving_modality, pair.category, pair.pair_id,
+        ))
+    return packed
+
+
+def synthetic_pairs(count: int, size: int, seed: int) -> list[PackedPair]:
+    """`count` scenes, each giving an optical-SAR and an optical-DEM pair, stretched to uint8."""
+    from dsmar.synthetic import render_scene
+
+    rng = np.random.default_rng(seed)
+    packed = []
+    for i in range(count):
+        scene = render_scene((size, size), rng)
+        optical = np.round(255 * to_gray(scene.optical, "optical")).astype(np.uint8)
+        for name, image in (("sar", scene.sar), ("dem", scene.dem[None])):
+            moving = np.round(255 * to_gray(image, name)).astype(np.uint8)
+            packed.append(PackedPair(optical, moving, "optical", name, f"synthetic-{name}", f"synth-{i:04d}-{name}"))
+    return packed
+
+
+def _encode(image: np.ndarray, quality: int) -> np.ndarray:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+
+
+def _decode(data: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data.tobytes())) as img:
+        return np.asarray(img.convert("L"), dtype=np.uint8).copy()
+
+
+def _centre_crop(image: np.ndarray, max_side: int) -> np.ndarray:
+    h, w = image.shape
+    y0, x0 = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
+    return image[y0 : y0 + max_side, x0 : x0 + max_side]
+
+
+def write_pack(pairs: list[PackedPair], path: Path, max_side: int = 384, quality: int = 90) -> str:
+    """Write the pack; return its sha256 (the training record's data hash)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    meta = []
+    for i, p in enumerate(pairs):
+        arrays[f"f{i:05d}"] = _encode(_centre_crop(p.fixed, max_side), quality)
+        arrays[f"m{i:05d}"] = _encode(_centre_crop(p.moving, max_side), quality)
+        meta.append([p.fixed_modality, p.moving_modality, p.category, p.pair_id])
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+    return sha256_file(path)
+
+
+def read_pack(path: Path) -> list[PackedPair]:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"training pack {path} not found (build it with `dsmar train --build-pack`)")
+    with np.load(path) as data:
+        meta = json.loads(data["meta"].tobytes().decode())
+        return [
+            PackedPair(_decode(data[f"f{i:05d}"]), _decode(data[f"m{i:05d}"]), *row) for i, row in enumerate(meta)
+        ]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Numpy batch: images (B, 2, S, S) uint8 [fixed, moving], valid (B, S, S) bool, modality ids (B, 2)."""
+
+    images: np.ndarray
+    valid: np.ndarray
+    modalities: np.ndarray
+
+
+class BatchSampler:
+    """Random crops of side `size` (padded as invalid where a pair is smaller), random dihedral flips.
+
+    A flip or rotation of an aligned pair keeps it aligned, so geometry augmentation is free here;
+    `modality_dropout` replaces a modality by the generic `other` so that embedding learns too.
+    """
+
+    def __init__(self, pairs: list[PackedPair], size: int, seed: int, modality_dropout: float = 0.15):
+        if not pairs:
+            raise InputError("the training pack holds no pairs")
+        self.pairs = pairs
+        self.size = size
+        self.rng = np.random.default_rng(seed)
+        self.modality_dropout = modality_dropout
+        self.other = MODALITIES.index("other")
+
+    def sample(self, batch_size: int) -> Batch:
+        s = self.size
+        images = np.zeros((batch_size, 2, s, s), np.uint8)
+        valid = np.zeros((batch_size, s, s), bool)
+        mods = np.zeros((batch_size, 2), np.int64)
+        for b in range(batch_size):
+            pair = self.pairs[self.rng.integers(len(self.pairs))]
+            h, w = pair.fixed.shape
+            y0 = int(self.rng.integers(0, max(h - s, 0) + 1))
+            x0 = int(self.rng.integers(0, max(w - s, 0) + 1))
+            crop = np.stack([pair.fixed, pair.moving])[:, y0 : y0 + s, x0 : x0 + s]
+            k = int(self.rng.integers(4))
+            crop = np.rot90(crop, k, axes=(1, 2))
+            if self.rng.random() < 0.5:
+                crop = crop[:, :, ::-1]
+            ch, cw = crop.shape[1:]
+            images[b, :, :ch, :cw] = crop
+            valid[b, :ch, :cw] = True
+            mods[b] = [MODALITIES.index(pair.fixed_modality), MODALITIES.index(pair.moving_modality)]
+            for j, p in enumerate((self.modality_dropout / 2, self.modality_dropout)):
+                if self.rng.random() < p:
+                    mods[b, j] = self.other
+        return Batch(images, valid, mods)
+
+
+def split_holdout(pairs: list[PackedPair], fraction: float, seed: int) -> tuple[list[PackedPair], list[PackedPair]]:
+    """(train, validation) by pair, seeded; validation is at least one pair when fraction > 0."""
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    n_val = int(round(fraction * len(pairs)))
+    if fraction > 0:
+        n_val = max(1, n_val)
+    val = set(order[:n_val].tolist())
+    return [p for i, p in enumerate(pairs) if i not in val], [p for i, p in enumerate(pairs) if i in val]

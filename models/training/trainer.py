@@ -1,0 +1,288 @@
+"""The multi-stage trainer: contrast (encoders) -> field (encoders + pyramid) -> refine -> joint.
+
+Every stage is resumable: a checkpoint (model, optimiser, position in the schedule, random states)
+is written every `checkpoint_every_s` seconds and at each stage's end, and the current weights are
+exported with their record (config, seed, data hash, metrics) at the same moments, so a run cut
+short still leaves usable weights behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from models import losses as L
+from models.dsmar.flow import downsample_field
+from models.dsmar.network import DSMAR, DSMARConfig, count_parameters
+from models.dsmar.weights import save_weights, sha256_file
+from models.training.augment import Prepared, WarpRanges, prepare_batch
+from models.training.config import LossWeights, StageConfig, TrainConfig
+from models.training.data import BatchSampler, read_pack, split_holdout
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def stage_parameters(model: DSMAR, stage: str) -> list[torch.nn.Parameter]:
+    if stage == "contrast":
+        modules = [model.encoder]
+    elif stage == "field":
+        modules = [model.encoder, model.coarse, model.fine]
+    elif stage == "refine":
+        modules = [model.refine] if model.refine is not None else []
+    else:
+        modules = [model]
+    return [p for m in modules for p in m.parameters()]
+
+
+def contrastive_loss(feats_f, feats_m, mask, temperature: float, gen: torch.Generator, points: int = 256):
+    """InfoNCE between the two streams' features at the same (aligned) location, levels 1/4 to 1/16."""
+    total = 0.0
+    for f, m in zip(feats_f[1:], feats_m[1:]):
+        b, c, h, w = f.shape
+        valid = F.adaptive_max_pool2d((~mask).float(), (h, w)) < 0.5  # every input pixel valid
+        n = min(points, h * w)
+        idx = torch.randint(0, h * w, (b, n), generator=gen, device=f.device)
+        fs = F.normalize(f.float().flatten(2).gather(2, idx[:, None].expand(-1, c, -1)), dim=1)
+        ms = F.normalize(m.float().flatten(2).gather(2, idx[:, None].expand(-1, c, -1)), dim=1)
+        ok = valid.flatten(1).gather(1, idx).float()  # (B, n)
+        logits = torch.einsum("bcn,bcm->bnm", fs, ms) / temperature
+        labels = torch.arange(n, device=f.device).expand(b, n)
+        ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(b, n)
+        ce_t = F.cross_entropy(logits.transpose(1, 2).flatten(0, 1), labels.flatten(), reduction="none").view(b, n)
+        total = total + ((ce + ce_t) * 0.5 * ok).sum() / ok.sum().clamp_min(1.0)
+    return total / (len(feats_f) - 1)
+
+
+def field_losses(out: dict, batch: Prepared, weights: LossWeights, stage: str) -> dict[str, torch.Tensor]:
+    """The composite loss of one batch, by term (weighted sum under 'total')."""
+    target, mask = batch.target, batch.mask
+    parts: dict[str, torch.Tensor] = {}
+    field = out["field"]
+    parts["epe"] = L.end_point_error(field, target, mask)
+    if stage in ("field", "joint") and weights.levels > 0:
+        level_terms = []
+        size = target.shape[-1]
+        for lvl in out["levels"]:
+            factor = size // lvl.shape[-1]
+            t = downsample_field(target, factor)
+            mk = F.avg_pool2d(mask.float(), factor) > 0.99
+            level_terms.append(L.end_point_error(lvl * factor, t * factor, mk))
+        parts["levels"] = torch.stack(level_terms).mean()
+    if weights.jacobian > 0:
+        parts["jacobian"] = L.folding_penalty(field, weights.jacobian_margin)
+    if weights.bending > 0:
+        parts["bending"] = L.bending_energy(out["levels"][-1])
+    if stage in ("refine", "joint") and weights.confidence > 0 and out["confidence_learned"]:
+        parts["confidence"] = L.confidence_calibration(
+            out["confidence_logit"], out["levels"][-1] * 2,
+            downsample_field(target, 2) * 2, F.avg_pool2d(mask.float(), 2) > 0.99,
+        )
+    if stage == "joint" and weights.mind > 0:
+        from models.dsmar.flow import warp
+
+        warped = warp(batch.moving_raw, field)
+        parts["mind"] = L.mind_loss(batch.fixed_raw, warped, mask)
+    scale = {"epe": weights.epe, "levels": weights.levels, "jacobian": weights.jacobian,
+             "bending": weights.bending, "confidence": weights.confidence, "mind": weights.mind}
+    parts["total"] = sum(scale[k] * v for k, v in parts.items())
+    return parts
+
+
+def lr_factor(progress: float) -> float:
+    """Linear warm-up over the first 3 %, then cosine decay to 5 %."""
+    if progress < 0.03:
+        return max(progress / 0.03, 0.05)
+    p = (progress - 0.03) / 0.97
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.log = log
+        self.device = pick_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.data_hash = sha256_file(Path(cfg.pack))
+        pairs = read_pack(Path(cfg.pack))
+        self.train_pairs, self.val_pairs = split_holdout(pairs, cfg.holdout, cfg.seed)
+        self.modalities = sorted({p.moving_modality for p in self.train_pairs} | {p.fixed_modality for p in self.train_pairs} | {"other"})
+        self.sampler = BatchSampler(self.train_pairs, cfg.crop, cfg.seed)
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.ranges = WarpRanges(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.warp.items()})
+        self.model = DSMAR(DSMARConfig.from_dict(cfg.model)).to(self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.state = {"stage": 0, "step": 0, "elapsed": 0.0, "history": [], "total_steps": 0}
+        self.optimizer_state = None
+        self._val = self._validation_batches()
+
+    # -- data ------------------------------------------------------------------------------------
+    def _to_device(self, batch):
+        return (torch.from_numpy(batch.images).to(self.device, non_blocking=True),
+                torch.from_numpy(batch.valid).to(self.device, non_blocking=True),
+                torch.from_numpy(batch.modalities).to(self.device, non_blocking=True))
+
+    def _validation_batches(self) -> list[Prepared]:
+        if not self.val_pairs:
+            return []
+        sampler = BatchSampler(self.val_pairs, self.cfg.crop, self.cfg.seed + 1, modality_dropout=0.0)
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 1)
+        return [prepare_batch(*self._to_device(sampler.sample(self.cfg.batch)), self.ranges, gen, augment=0.5)
+                for _ in range(self.cfg.val_batches)]
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    def save_checkpoint(self, optimizer) -> None:
+        blob = {
+            "model": self.model.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else {},
+            "state": json.dumps(self.state),
+            "sampler": json.dumps(self.sampler.rng.bit_generator.state),
+            "generator": self.gen.get_state(),
+            "config": json.dumps(self.cfg.to_dict()),
+        }
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(blob, tmp)
+        tmp.replace(self.checkpoint_path)
+
+    def try_resume(self) -> bool:
+        if not self.checkpoint_path.exists():
+            return False
+        blob = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        if json.loads(blob["config"]) != self.cfg.to_dict():
+            self.log(f"checkpoint {self.checkpoint_path} belongs to another config; starting afresh")
+            return False
+        self.model.load_state_dict(blob["model"])
+        self.state = json.loads(blob["state"])
+        self.sampler.rng.bit_generator.state = json.loads(blob["sampler"])
+        self.gen.set_state(blob["generator"].cpu())
+        self.optimizer_state = blob["optimizer"] or None
+        self.log(f"resumed at stage {self.state['stage']} step {self.state['step']}")
+        return True
+
+    def export(self, extra: dict | None = None) -> dict:
+        return save_weights(self.model, self.out / f"{self.cfg.name}.pt", self.record(extra))
+
+    def record(self, extra: dict | None = None) -> dict:
+        return {
+            "config": self.cfg.to_dict(), "seed": self.cfg.seed, "data_sha256": self.data_hash,
+            "train_pairs": len(self.train_pairs), "val_pairs": len(self.val_pairs),
+            "modalities": self.modalities, "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(0) if self.device.type == "cuda" else "cpu",
+            "torch": str(torch.__version__), "parameters": count_parameters(self.model),
+            "history": self.state["history"], "total_steps": self.state["total_steps"],
+            "finished": self.state["stage"] >= len(self.cfg.stages), **(extra or {}),
+        }
+
+    # -- loops -----------------------------------------------------------------------------------
+    def _autocast(self):
+        enabled = self.cfg.bf16 and self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        self.model.eval()
+        epes, folds = [], []
+        for batch in self._val:
+            with self._autocast():
+                out = self.model(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
+            field = out["field"].float()
+            epe = torch.sqrt(((field - batch.target) ** 2).sum(1))[batch.mask[:, 0]]
+            epes.append(epe.cpu())
+            folds.append(float(L.folded_fraction(field)))
+        self.model.train()
+        if not epes:
+            return {}
+        e = torch.cat(epes)
+        return {"val_epe_mean": float(e.mean()), "val_epe_median": float(e.median()),
+                "val_under_1px": float((e < 1).float().mean()), "val_folded": float(np.mean(folds))}
+
+    def run_stage(self, index: int, stage: StageConfig) -> None:
+        params = stage_parameters(self.model, stage.name)
+        if not params:
+            self.log(f"stage {stage.name}: nothing to train in this network, skipped")
+            return
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=1e-4)
+        if self.optimizer_state and self.state["step"] > 0:
+            optimizer.load_state_dict(self.optimizer_state)
+        self.optimizer_state = None
+        start = time.monotonic() - self.state["elapsed"]
+        last_ckpt = time.monotonic()
+        running: dict[str, float] = {}
+        while True:
+            elapsed = time.monotonic() - start
+            progress = max(
+                self.state["step"] / stage.steps if stage.steps else 0.0,
+                elapsed / stage.seconds if stage.seconds else 0.0,
+            )
+            if progress >= 1.0:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = stage.lr * lr_factor(progress)
+            ranges = None if stage.name == "contrast" else self.ranges
+            batch = prepare_batch(*self._to_device(self.sampler.sample(self.cfg.batch)), ranges, self.gen)
+            with self._autocast():
+                if stage.name == "contrast":
+                    feats_f, feats_m = self.model.encoder(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
+                    parts = {"total": contrastive_loss(feats_f, feats_m, batch.mask, self.cfg.losses.contrast_temperature, self.gen)}
+                else:
+                    out = self.model(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
+                    parts = field_losses(out, batch, self.cfg.losses, stage.name)
+            optimizer.zero_grad(set_to_none=True)
+            parts["total"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            self.state["step"] += 1
+            self.state["total_steps"] += 1
+            self.state["elapsed"] = time.monotonic() - start
+            for k, v in parts.items():
+                running[k] = 0.9 * running.get(k, float(v.detach())) + 0.1 * float(v.detach())
+            if self.state["step"] % 50 == 0:
+                self.log(f"{stage.name} step {self.state['step']} t={self.state['elapsed']:.0f}s "
+                         + " ".join(f"{k}={v:.3f}" for k, v in running.items()))
+            if time.monotonic() - last_ckpt > self.cfg.checkpoint_every_s:
+                self.save_checkpoint(optimizer)
+                self.export({"partial": f"{stage.name} step {self.state['step']}"})
+                last_ckpt = time.monotonic()
+        metrics = self.validate() if stage.name != "contrast" else {}
+        entry = {"stage": stage.name, "steps": self.state["step"], "seconds": round(self.state["elapsed"], 1),
+                 "lr": stage.lr, "loss": {k: round(v, 4) for k, v in running.items()}, **metrics}
+        self.state["history"].append(entry)
+        self.log(json.dumps(entry))
+        self.state.update(stage=index + 1, step=0, elapsed=0.0)
+        self.save_checkpoint(optimizer)
+        self.export()
+
+    def run(self, resume: bool = True) -> dict:
+        if resume:
+            self.try_resume()
+        self.log(f"training {self.cfg.name} on {self.device} ({count_parameters(self.model)} parameters, "
+                 f"{len(self.train_pairs)} train / {len(self.val_pairs)} val pairs, data {self.data_hash[:12]})")
+        for index, stage in enumerate(self.cfg.stages):
+            if index < self.state["stage"]:
+                continue
+            self.run_stage(index, stage)
+        return self.export()
