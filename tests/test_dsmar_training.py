@@ -1,0 +1,120 @@
+"""Training: the pack, GPU-side warps against the benchmark's inverse, and a tiny resumable run."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.warps import invert_warp
+from dsmar.errors import InputError
+from models.dsmar.flow import base_grid, sample_at
+from models.dsmar.weights import load_weights
+from models.training.augment import WarpRanges, invert_warps, prepare_batch, random_warps, stretch
+from models.training.config import TrainConfig, apply_variant, with_budget
+from models.training.data import BatchSampler, PackedPair, read_pack, split_holdout, write_pack
+from models.training.trainer import Trainer
+
+
+def synthetic_pack(path, n=6, size=80):
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(n):
+        img = (rng.random((size, size)) * 255).astype(np.uint8)
+        pairs.append(PackedPair(img, 255 - img, "optical", "sar" if i % 2 else "map", "test", f"p{i}"))
+    return pairs, write_pack(pairs, path)
+
+
+def test_pack_round_trip_and_sampler(tmp_path):
+    pairs, digest = synthetic_pack(tmp_path / "pack.npz")
+    back = read_pack(tmp_path / "pack.npz")
+    assert len(back) == len(pairs) and len(digest) == 64
+    assert back[1].moving_modality == "sar" and back[0].fixed.shape == (80, 80)
+    assert np.abs(back[0].fixed.astype(int) - pairs[0].fixed).mean() < 40  # JPEG, lossy but close
+    batch = BatchSampler(back, 96, 0).sample(3)
+    assert batch.images.shape == (3, 2, 96, 96) and batch.valid.shape == (3, 96, 96)
+    assert not batch.valid[:, 80:, :].any()  # padding beyond a smaller pair is invalid
+    train, val = split_holdout(back, 0.2, 0)
+    assert len(val) == 1 and len(train) == 5
+    with pytest.raises(InputError):
+        read_pack(tmp_path / "missing.npz")
+
+
+def test_torch_inverse_matches_the_benchmark():
+    gen = torch.Generator().manual_seed(0)
+    w = random_warps(2, 64, WarpRanges(max_shift_px=6.0), gen, "cpu")
+    t = invert_warps(w, iterations=30)
+    for b in range(2):
+        ref = invert_warp(w[b].numpy())
+        assert np.abs(ref - t[b].numpy()).max() < 1e-3
+
+
+def test_random_warps_stay_in_range():
+    gen = torch.Generator().manual_seed(1)
+    r = WarpRanges(max_shift_px=5.0, max_rotation_deg=0.0, max_scale=0.0, elastic_px=0.0)
+    w = random_warps(4, 32, r, gen, "cpu")
+    assert (w.amax(dim=(2, 3)) - w.amin(dim=(2, 3))).abs().max() < 1e-4  # pure translation
+    assert w.abs().max() <= 5.0
+
+
+def test_prepared_batch_is_consistent():
+    gen = torch.Generator().manual_seed(2)
+    rng = np.random.default_rng(0)
+    from scipy import ndimage
+
+    img = ndimage.gaussian_filter(rng.random((64, 64)), 2)
+    img = ((img - img.min()) / np.ptp(img) * 255).astype(np.uint8)
+    images = torch.from_numpy(np.stack([img, img])[None])
+    valid = torch.ones(1, 64, 64, dtype=torch.bool)
+    prep = prepare_batch(images, valid, torch.zeros(1, 2, dtype=torch.long), WarpRanges(max_shift_px=4.0), gen,
+                         augment=0.0)
+    # Warping the moving raw image by the target brings it back onto the fixed one.
+    back = sample_at(prep.moving_raw, base_grid((64, 64), prep.target) + prep.target)
+    m = prep.mask[0, 0].clone()
+    m[:4], m[-4:], m[:, :4], m[:, -4:] = False, False, False, False
+    err = (back[0, 0] - prep.fixed_raw[0, 0])[m].abs().mean()
+    assert err < 0.02
+    assert prep.fixed.shape == (1, 2, 64, 64) and prep.moving.shape == (1, 2, 64, 64)
+
+
+def test_stretch_matches_inference_normalisation():
+    from models.dsmar.infer import network_input
+
+    rng = np.random.default_rng(3)
+    img = rng.random((1, 40, 40)).astype(np.float32)
+    ref = network_input(img, "optical")
+    got = stretch(torch.from_numpy(img)[None], torch.ones(1, 1, 40, 40, dtype=torch.bool))[0].numpy()
+    assert np.abs(ref - got).max() < 0.02
+
+
+def test_config_variants_and_budget():
+    cfg = TrainConfig.from_json("configs/train_gpu.json")
+    assert not apply_variant(cfg, "no-attention").model["attention"] is True
+    assert all(s.name != "refine" for s in apply_variant(cfg, "no-refinement").stages)
+    assert apply_variant(cfg, "no-jacobian").losses.jacobian == 0.0
+    assert sum(s.seconds for s in with_budget(cfg, 100).stages) == pytest.approx(100)
+    with pytest.raises(InputError):
+        apply_variant(cfg, "no-everything")
+    with pytest.raises(InputError):
+        TrainConfig.from_dict({"stages": [{"name": "dream", "steps": 1}]})
+
+
+def test_tiny_run_exports_resumes_and_records(tmp_path):
+    synthetic_pack(tmp_path / "pack.npz")
+    data = json.loads(open("configs/train_small.json").read())
+    data.update(pack=str(tmp_path / "pack.npz"), out=str(tmp_path / "run"), crop=64, batch=2,
+                model={"channels": [8, 16, 16, 16], "hidden": 16, "refine_hidden": 8},
+                stages=[{"name": "contrast", "steps": 1}, {"name": "field", "steps": 2},
+                        {"name": "refine", "steps": 1}, {"name": "joint", "steps": 1}])
+    cfg = TrainConfig.from_dict(data)
+    meta = Trainer(cfg, log=lambda _: None).run()
+    model, info = load_weights(tmp_path / "run" / f"{cfg.name}.pt")
+    record = info["record"]
+    assert record["finished"] and record["total_steps"] == 5 and len(record["data_sha256"]) == 64
+    assert [h["stage"] for h in record["history"]] == ["contrast", "field", "refine", "joint"]
+    assert "val_epe_median" in record["history"][1]
+    assert meta["sha256"] == info["sha256"]
+    # A second run of the same config resumes from the finished checkpoint and trains no more.
+    again = Trainer(cfg, log=lambda _: None)
+    assert again.try_resume() and again.state["stage"] == 4
+    assert again.run()["record"]["total_steps"] == 5
