@@ -46,6 +46,7 @@ class ClusterConfig(_Frozen):
     address: str | None = None
     workers: int | None = Field(None, ge=1, le=512)
     threads_per_worker: int = Field(1, ge=1, le=64)
+    connect_timeout_s: float = Field(20.0, gt=0)
 
 
 class SearchConfig(_Frozen):

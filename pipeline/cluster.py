@@ -46,14 +46,15 @@ def dask_client(config: ClusterConfig) -> Iterator[object]:
 
     if config.address:
         try:
-            client = Client(config.address, timeout="20s")
+            client = Client(config.address, timeout=f"{config.connect_timeout_s}s")
         except OSError as err:
             raise DsmarError(f"cannot reach the Dask scheduler at {config.address}: {err}") from None
         with client:
             yield client
         return
     workers = config.workers or default_workers()
-    cluster = _gpu_cluster() if count_gpus() else None
+    gpus = count_gpus()
+    cluster = _gpu_cluster(threads=max(1, default_workers() // gpus)) if gpus else None
     if cluster is None:
         cluster = LocalCluster(
             n_workers=workers,
@@ -66,14 +67,17 @@ def dask_client(config: ClusterConfig) -> Iterator[object]:
         yield client
 
 
-def _gpu_cluster():
-    """A `LocalCUDACluster` (one worker per GPU), or None when dask-cuda is not installed or fails."""
+def _gpu_cluster(threads: int):
+    """A `LocalCUDACluster` (one worker per GPU, sharing the cores), or None when dask-cuda is absent or fails.
+
+    Several threads per GPU worker keep the CPU-side steps (reads, warps, classical methods) busy.
+    """
     try:
-        from dask_cuda import LocalCUDACluster
+        from dask_cuda import LocalCUDACluster  # optional: the `gpu` extra
+
+        return LocalCUDACluster(threads_per_worker=threads, dashboard_address=None, silence_logs=logging.WARNING)
     except ImportError:
         return None
-    try:
-        return LocalCUDACluster(dashboard_address=None, silence_logs=logging.WARNING)
-    except Exception:  # noqa: BLE001  NVML/CUDA set-up errors: fall back to CPU workers
-        logging.getLogger("dsmar").warning("dask-cuda could not start; using CPU workers")
+    except Exception as err:  # noqa: BLE001  CUDA bindings or NVML set-up errors: fall back to CPU workers
+        logging.getLogger("dsmar").warning("dask-cuda could not start (%s); using CPU workers", err)
         return None

@@ -1,0 +1,31 @@
+"""Cluster choice: GPUs counted by NVML (none when CUDA_VISIBLE_DEVICES is empty), a local CPU cluster
+otherwise, an existing scheduler when given; an unreachable scheduler is one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from dsmar.config import ClusterConfig
+from dsmar.errors import DsmarError
+from pipeline.cluster import count_gpus, dask_client
+
+
+def test_empty_cuda_visible_devices_means_no_gpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert count_gpus() == 0
+
+
+def test_local_cluster_then_existing_scheduler(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with dask_client(ClusterConfig(workers=1)) as client:
+        assert type(client.cluster).__name__ == "LocalCluster"
+        assert client.submit(sum, [1, 2, 3]).result() == 6
+        address = client.scheduler.address
+        with dask_client(ClusterConfig(address=address)) as second:
+            assert second.submit(max, [4, 5]).result() == 5
+
+
+def test_unreachable_scheduler_is_a_dsmar_error():
+    with pytest.raises(DsmarError, match="cannot reach the Dask scheduler"):
+        with dask_client(ClusterConfig(address="tcp://127.0.0.1:9", connect_timeout_s=2)):
+            pass
