@@ -20,6 +20,7 @@ from affine import Affine
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 from rasterio.enums import Resampling
+from stackstac.rio_reader import DEFAULT_GDAL_ENV
 
 from catalogs.scenes import AssetKeys
 from dsmar.errors import CatalogError, InputError
@@ -36,6 +37,10 @@ from pipeline.load_meta import (
     refuse_radar_geometry,
 )
 
+# Remote reads retry like catalog searches do (catalogs/http.py): GDAL retries 429/5xx with
+# exponential backoff from RETRY_DELAY seconds. Local files never touch these settings.
+READ_RETRY_ENV = {"GDAL_HTTP_MAX_RETRY": "5", "GDAL_HTTP_RETRY_DELAY": "0.5", "GDAL_HTTP_TIMEOUT": "60"}
+GDAL_ENV = DEFAULT_GDAL_ENV.updated(always=READ_RETRY_ENV)
 RESAMPLING = {"bilinear": Resampling.bilinear, "nearest": Resampling.nearest, "cubic": Resampling.cubic}
 TRUTH_ASSET = "truth_displacement"
 
@@ -110,6 +115,7 @@ def load_stack(
         sortby_date=False,  # keep the caller's order: it decides which item wins the mosaic
         properties=False,
         band_coords=False,
+        gdal_env=GDAL_ENV,
     )
     _check_on_grid(raw, grid)
     if raw.sizes["time"] == 0:  # no item overlaps the grid: stackstac dropped them all

@@ -30,8 +30,10 @@ class AssetHeader:
 
 
 def read_header(href: str) -> AssetHeader:
+    from pipeline.load import READ_RETRY_ENV
+
     try:
-        with rasterio.open(href) as src:
+        with rasterio.Env(**READ_RETRY_ENV), rasterio.open(href) as src:
             radar = bool(src.gcps[0]) and src.transform == Affine.identity()
             return AssetHeader(src.nodata, radar, src.count, src.dtypes[0])
     except rasterio.errors.RasterioIOError as e:
