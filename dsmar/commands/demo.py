@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 from dsmar.config import ClusterConfig, RunConfig, SearchConfig, TileConfig, build, check_method, check_writable_dir
-from dsmar.errors import InputError
 from models.api import DEFAULT_METHOD
 
 DEFAULT_SIZE = 1536  # optical pixels per side: 3 x 3 tiles of 512, a few minutes on 2 cores
@@ -68,8 +67,6 @@ def run_demo(
 def _run(args) -> int:
     from dsmar.commands.run import print_summary
 
-    if args.size < 64:
-        raise InputError(f"--size must be at least 64 pixels, got {args.size}")
     started = time.perf_counter()
     summary = run_demo(Path(args.workdir), args.size, args.dates, args.seed, args.method, args.tile_size,
                        args.halo, args.workers)
