@@ -29,9 +29,9 @@ from pipeline.cluster import dask_client
 from pipeline.cube import CubeLayout, Provenance, ZarrChunkWriter, cube_attrs, init_cube, inputs_hash
 from pipeline.grid import Grid
 from pipeline.load import load_stack, load_truth, optical_grid
-from pipeline.register_tiles import MethodRegistrator, run_tiles
+from pipeline.register_tiles import ChunkResult, MethodRegistrator, decimate, run_tiles
 from pipeline.report import ErrorStats, TimeReport, assemble, end_point_error, thumb_step, write_report
-from pipeline.tiles import TilePlan, plan_tiles, region_grid
+from pipeline.tiles import Tile, TilePlan, plan_tiles, region_grid
 
 log = logging.getLogger("dsmar")
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights"
@@ -201,6 +201,10 @@ def register_scene_set(
         client, cube.plan, fixed, moving, MethodRegistrator(config.method), writer, time_index,
         fingerprint, todo, step, on_progress=_Progress(label),
     )
+    if config.report_dir:
+        done = {(t.i, t.j) for t in todo}
+        skipped = [t for t in cube.plan.tiles if (t.i, t.j) not in done]
+        results += [_thumbnails_from_cube(config.out, time_index, tile, moving, step) for tile in skipped]
     errors, truths = _score(scene_set, cube, moving, config.out, time_index, step)
     report = TimeReport(
         label,
@@ -209,6 +213,20 @@ def register_scene_set(
         len(todo), len(cube.plan.tiles) - len(todo), assemble(results, cube.grid.shape, step), errors, truths,
     )
     return SceneSetOutcome(label, len(todo), len(cube.plan.tiles) - len(todo), errors, report)
+
+
+def _thumbnails_from_cube(out: str, time_index: int, tile: Tile, moving, step: int) -> ChunkResult:
+    """A skipped chunk's quicklooks: the aligned data from the cube, the 'before' from the source."""
+    import zarr
+
+    group = zarr.open_group(out, mode="r")
+    ys, xs = tile.core.slices
+    names = ["optical", *moving, *(f"displacement_{m}" for m in moving), *(f"confidence_{m}" for m in moving)]
+    thumbs = {name: decimate(tile.core, group[name][(time_index, ..., ys, xs)], step) for name in names}
+    for modality, image in moving.items():
+        before = image.isel(y=ys, x=xs).values
+        thumbs[f"{modality}_before"] = decimate(tile.core, before, step)
+    return ChunkResult(tile, thumbs)
 
 
 def _score(scene_set: SceneSet, cube: CubePlan, modalities, out: str, time_index: int, step: int):

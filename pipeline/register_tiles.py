@@ -203,6 +203,9 @@ def run_tiles(
         )
         for tile in todo
     ]
+    # Only the chunk tasks hold the windows and fields now: each is freed once its last reader is done,
+    # so memory follows the (row-major) work front instead of the whole scene.
+    del fixed_f, moving_f, fields
     results = []
     for done, future in enumerate(as_completed(finals), start=1):
         results.append(future.result())

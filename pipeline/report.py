@@ -172,9 +172,6 @@ def write_report(
         lines += [f"## {time.label}", ""]
         lines += [f"- {name}: `{item}`" for name, item in time.items.items()]
         lines += [f"- tiles written: {time.tiles_written}, skipped (already up to date): {time.tiles_skipped}", ""]
-        if "optical" not in q:
-            lines += ["(every tile was up to date: no new quicklooks)", ""]
-            continue
         for modality in ("sar", "dem"):
             if f"displacement_{modality}" not in q:
                 continue
