@@ -68,3 +68,14 @@ def test_recovered_sar_field_matches_injected_truth(demo):
         # Sanity: the truth is a real misregistration, so the identity would have failed this check.
         assert float(np.nanmedian(np.sqrt((truth**2).sum(axis=0)))) > 1.5
     assert summary.error("sar").median < 1.5
+
+
+def test_rerun_skips_every_chunk_and_rebuilds_the_report(demo):
+    from dsmar.commands.demo import run_demo
+
+    workdir, first = demo
+    (workdir / "report" / "t00_sar_field.png").unlink()
+    again = run_demo(workdir, size=SIZE, dates=2, method="cfog", tile_size=256, halo=64, workers=2)
+    assert again.tiles_written == 0 and again.tiles_skipped == first.tiles_written > 0
+    assert (workdir / "report" / "t00_sar_field.png").is_file()
+    assert again.error("sar").median == pytest.approx(first.error("sar").median)
