@@ -1,30 +1,38 @@
 #!/usr/bin/env bash
-# Train DS-MAR and its three ablations on one GPU, concurrently (the network is small: one process
-# alone leaves the card mostly idle). Usage: scripts/train_device.sh BUDGET_S [VARIANTS...]
+# Train DS-MAR on one GPU, and beside it four short runs for the ablation table (full, without
+# cross-attention, without refinement, without the Jacobian term; same short budget each, so they
+# compare with one another). The network is small: concurrent processes keep the card busy, and the
+# main run has the card to itself once the short ones are done.
+# Usage: scripts/train_device.sh MAIN_BUDGET_S [ABLATION_BUDGET_S]   (0 skips the ablations)
 # Needs the training pack at .dsmar-train/pack.npz (carried) and PYTHONPATH=. (no install).
 # Copies weights and the log to $OUT every 10 s, so a run cut short still returns weights.
 set -u
-BUDGET=${1:-300}; shift || true
-VARIANTS=${*:-full no-attention no-refinement no-jacobian}
-OUT=${OUT:-/tmp/dsmar-out}; RUNS=/tmp/dsmar-runs
+MAIN=${1:-300}; ABL=${2:-0}
+OUT=${OUT:-/tmp/dsmar-out}; RUNS=/tmp/dsmar-runs; PY=${PYTHON:-python3}
 rm -rf "$RUNS"; mkdir -p "$OUT" "$RUNS"
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,utilization.gpu --format=csv,noheader
-${PYTHON:-python3} -c "import torch, numpy, scipy, PIL; print('torch', torch.__version__, torch.cuda.is_available())"
+$PY -c "import torch, numpy, scipy, PIL; print('torch', torch.__version__, torch.cuda.is_available())"
+
+RUNLIST="full:dsmar:$MAIN"
+if [ "$ABL" != 0 ]; then
+  RUNLIST="$RUNLIST full:abl-full:$ABL no-attention:abl-no-attention:$ABL no-refinement:abl-no-refinement:$ABL no-jacobian:abl-no-jacobian:$ABL"
+fi
 
 collect() {
-  for v in $VARIANTS; do
-    name=$([ "$v" = full ] && echo dsmar || echo "abl-$v")
-    [ -f "$RUNS/$v/$name.pt" ] && cp "$RUNS/$v/$name.pt" "$OUT/$name.pt.part" && mv "$OUT/$name.pt.part" "$OUT/$name.pt"
+  for spec in $RUNLIST; do
+    IFS=: read -r variant name budget <<< "$spec"
+    f="$RUNS/$name/$name.pt"
+    [ -f "$f" ] && cp "$f" "$OUT/$name.pt.part" && mv "$OUT/$name.pt.part" "$OUT/$name.pt"
   done
   cat "$RUNS"/*/*.log > "$OUT/train.log" 2>/dev/null
 }
 
 pids=()
-for v in $VARIANTS; do
-  name=$([ "$v" = full ] && echo dsmar || echo "abl-$v")
-  ${PYTHON:-python3} -m models.training --config "${CONFIG:-configs/train_gpu.json}" --variant "$v" --name "$name" \
-    --out "$RUNS/$v" --budget-s "$BUDGET" --no-resume ${BATCH:+--batch $BATCH} > "$RUNS/$v.stdout" 2>&1 &
+for spec in $RUNLIST; do
+  IFS=: read -r variant name budget <<< "$spec"
+  $PY -m models.training --config "${CONFIG:-configs/train_gpu.json}" --variant "$variant" --name "$name" \
+    --out "$RUNS/$name" --budget-s "$budget" --no-resume ${BATCH:+--batch $BATCH} > "$RUNS/$name.stdout" 2>&1 &
   pids+=($!)
 done
 alive() { for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
@@ -35,6 +43,6 @@ while alive; do
 done
 wait
 collect
-[ -f "$RUNS/full/dsmar.pt" ] && ${PYTHON:-python3} -m models.training.throughput "$RUNS/full/dsmar.pt" | tee "$OUT/throughput.json"
-tail -n 4 "$RUNS"/*.stdout
+[ -f "$RUNS/dsmar/dsmar.pt" ] && $PY -m models.training.throughput "$RUNS/dsmar/dsmar.pt" | tee "$OUT/throughput.json"
+tail -n 3 "$RUNS"/*.stdout
 ls -la "$OUT"

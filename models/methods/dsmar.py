@@ -1,6 +1,12 @@
-"""`dsmar`: the DS-MAR network with the shipped weights (models/weights/dsmar.pt, sha256-checked)."""
+"""`dsmar`: the DS-MAR network with the shipped weights (models/weights/dsmar.pt, sha256-checked).
+
+`weights=` (or the environment variable DSMAR_WEIGHTS, which reaches benchmark worker processes)
+points the method at another weights file, such as an ablation's; it is checked the same way.
+"""
 
 from __future__ import annotations
+
+import os
 
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +32,7 @@ def make_dsmar():
         fixed: np.ndarray, moving: np.ndarray, *, fixed_modality: str, moving_modality: str,
         weights: str | Path | None = None, tile: int = 1024, overlap: int = 128, device: str | None = None, **_,
     ) -> tuple[np.ndarray, np.ndarray]:
-        model, meta = _load(str(weights or DEFAULT_WEIGHTS))
+        model, meta = _load(str(weights or os.environ.get("DSMAR_WEIGHTS") or DEFAULT_WEIGHTS))
         return predict_field(
             model, fixed, moving, fixed_modality, moving_modality,
             known_modalities=meta.get("record", {}).get("modalities"), tile=tile, overlap=overlap, device=device,
@@ -39,4 +45,4 @@ def weights_sha256(weights: str | Path | None = None) -> str:
     """The checksum of the weights `dsmar` uses (for Zarr attrs and reports)."""
     from models.dsmar.weights import DEFAULT_WEIGHTS
 
-    return _load(str(weights or DEFAULT_WEIGHTS))[1]["sha256"]
+    return _load(str(weights or os.environ.get("DSMAR_WEIGHTS") or DEFAULT_WEIGHTS))[1]["sha256"]

@@ -252,6 +252,10 @@ class Trainer:
                     out = self.model(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
                     parts = field_losses(out, batch, self.cfg.losses, stage.name)
             optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(parts["total"]):
+                self.log(f"{stage.name} step {self.state['step']}: non-finite loss, batch skipped")
+                self.state["step"] += 1
+                continue
             parts["total"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
