@@ -119,11 +119,14 @@ def landmark_case(record: PairRecord, methods: Sequence[str]) -> dict:
 
 
 def _run_case(kind: str, record: PairRecord, methods: tuple[str, ...], seed: int) -> dict:
+    cpu = time.process_time()
     try:
-        return dense_case(record, methods, seed) if kind == "dense" else landmark_case(record, methods)
+        case = dense_case(record, methods, seed) if kind == "dense" else landmark_case(record, methods)
     except Exception as err:  # noqa: BLE001  (an unreadable pair is reported, the run goes on)
-        return {"pair_id": record.pair_id, "category": record.category, "methods": {},
+        case = {"pair_id": record.pair_id, "category": record.category, "methods": {},
                 "error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc(limit=3)}
+    case["cpu_seconds"] = time.process_time() - cpu
+    return case
 
 
 def _init_worker() -> None:
@@ -164,6 +167,8 @@ def run_benchmark(config: BenchConfig, progress: Callable[[str], None] = lambda 
             "seed": config.seed, "limit": config.limit, "workers": config.workers,
         },
         "wall_seconds": time.perf_counter() - start,
+        # CPU time of the workers: wall time on an otherwise idle machine is about this / workers.
+        "cpu_seconds": sum(c.get("cpu_seconds", 0.0) for cases in results.values() for c in cases),
         "cases": results,
         "summary": summarise(results, config.methods),
     }

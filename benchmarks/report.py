@@ -84,6 +84,9 @@ def tables(result: dict) -> str:
             "### Landmark track, median landmark error (px) per category",
             category_table(marks, "median", "{:.1f}"),
         ]
+    verdict = verdict_lines(result)
+    if verdict:
+        parts += ["### Verdict (generated)", verdict]
     failures = [
         f"- {track} {case['pair_id']}: " + "; ".join(
             [f"{m}: {v['error']}" for m, v in case["methods"].items() if "error" in v]
@@ -96,6 +99,26 @@ def tables(result: dict) -> str:
     if failures:
         parts += ["### Failures", "\n".join(failures)]
     return "\n\n".join(parts)
+
+
+def verdict_lines(result: dict, ratio: float = 0.5) -> str:
+    """Per category, whether the best method recovers the warp clearly better than identity (its median
+    warp-recovery error at most `ratio` times identity's), said plainly either way."""
+    dense = result["summary"].get("dense", {})
+    method = best_method(result)
+    if method is None or "identity" not in dense:
+        return ""
+    lines = []
+    for category, stats in dense[method].items():
+        ours, base = stats.get("recovery_median"), dense["identity"][category].get("recovery_median")
+        if ours is None or base is None:
+            continue
+        clearly = ours <= ratio * base
+        lines.append(
+            f"- {category}: `{method}` recovers the warp to {ours:.2f} px median against identity's {base:.2f} px"
+            + (" - clearly better." if clearly else f" - NOT clearly better (more than {ratio:.0%} of identity's).")
+        )
+    return f"Best method by overall median EPE: `{method}`.\n" + "\n".join(lines)
 
 
 def best_method(result: dict) -> str | None:
@@ -177,7 +200,8 @@ def write_report(result: dict, out: Path) -> Path:
         "# Accuracy benchmark report", "",
         f"Split `{result['config']['split']}`, methods {', '.join(result['config']['methods'])}, "
         f"seed {result['config']['seed']}, {len(result['cases']['dense'])} dense pairs, "
-        f"{len(result['cases']['landmarks'])} landmark pairs, {result['wall_seconds']:.0f} s wall.", "",
+        f"{len(result['cases']['landmarks'])} landmark pairs, {result['wall_seconds']:.0f} s wall, "
+        f"{result.get('cpu_seconds', float('nan')):.0f} s CPU.", "",
         tables(result), "", "## Error distributions", "", "![EPE distributions](epe_distribution.png)", "",
     ]
     method = best_method(result)
@@ -235,7 +259,8 @@ def write_docs(result: dict, path: Path, command: str, notes: str) -> None:
         "", PROTOCOL,
         f"## Results on split `{config['split']}` (seed {config['seed']}; "
         f"{len(result['cases']['dense'])} dense pairs, {len(result['cases']['landmarks'])} landmark pairs; "
-        f"{result['wall_seconds']:.0f} s wall with {config['workers']} workers on this machine)", "",
+        f"{result['wall_seconds']:.0f} s wall with {config['workers']} workers, "
+        f"{result.get('cpu_seconds', float('nan')):.0f} s CPU in the workers)", "",
         tables(result), "", notes, "", "## Rerun", "", "```", command, "```", "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,10 @@ def _accuracy(args) -> int:
     result = run_benchmark(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     report = write_report(result, args.out)
     print(tables(result))
-    print(f"\n{result['wall_seconds']:.0f} s wall; report: {report}; results: {args.out / 'results.json'}")
+    print(
+        f"\n{result['wall_seconds']:.0f} s wall, {result['cpu_seconds']:.0f} s CPU; "
+        f"report: {report}; results: {args.out / 'results.json'}"
+    )
     if args.update_docs:
         command = "dsmar bench accuracy " + " ".join(
             shlex.quote(a) for a in

@@ -1,7 +1,8 @@
 """Coarse-to-fine window registration shared by the descriptor baselines (`cfog`, `mind`).
 
 1. windows on a coarse lattice of the half-resolution images searched up to `max_shift` (full-res
-   pixels) -> median test -> a robust affine trend
+   pixels) around no motion and around a global phase-correlation shift -> median test -> a robust
+   affine trend
    (RANSAC), kept only when enough windows agree and it is a plausible small deformation, else their
    consensus translation, else no motion;
 2. the moving image pre-warped by that trend, windows on a fine lattice with a small radius ->
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.classical.interpolate import affine_eval, dense_residual, robust_affine, translation_consensus
-from models.classical.matching import Matches, WindowGrid, match_windows, median_test
+from models.classical.matching import Matches, WindowGrid, match_windows, median_test, phase_correlation
 from dsmar.errors import InputError
 from models.preprocess import to_gray
 from models.warp import warp_image
@@ -30,6 +31,7 @@ class WindowConfig:
     """Tuned on the `train` split (see docs/accuracy.md)."""
 
     max_shift: int = 20
+    max_global_shift: int = 96
     coarse_window: int = 96
     coarse_step: int = 32
     fine_window: int = 64
@@ -73,8 +75,7 @@ def register_windows(
     shape = fixed_gray.shape
     fixed_valid = np.isfinite(fixed_gray)
     fixed_desc = describe(fixed_gray)
-    coarse = coarse_matches(fixed_gray, moving_gray, describe, config)
-    params = trend(coarse, config)
+    params = coarse_trend(fixed_gray, moving_gray, describe, config)
 
     base = affine_eval(params, shape)
     warped = warp_image(moving_gray, base)
@@ -90,20 +91,35 @@ def register_windows(
     return field.astype(np.float32), confidence.astype(np.float32)
 
 
-def coarse_matches(
+def coarse_trend(
     fixed_gray: np.ndarray, moving_gray: np.ndarray, describe: Describe, config: WindowConfig
-) -> Matches:
-    """Window matches on the half-resolution pair (4x cheaper), returned in full-resolution pixels."""
+) -> np.ndarray:
+    """Affine trend params (3, 2) from window matches on the half-resolution pair (4x cheaper).
+
+    Windows search `max_shift` around no motion and, when a global phase correlation of the
+    descriptors points further away than max_shift / 2, also around that translation; the search
+    whose trend more windows support wins, so a wrong global peak costs nothing.
+    """
     fixed_half, moving_half = halve(fixed_gray), halve(moving_gray)
+    fixed_desc, moving_desc = describe(fixed_half), describe(moving_half)
+    glob, _ = phase_correlation(fixed_desc, moving_desc, config.max_global_shift / 2, whitening=0.5)
+    priors = [(0, 0)]
+    if np.hypot(*glob) > config.max_shift / 4:
+        priors.append((int(round(glob[0])), int(round(glob[1]))))
     step = capped_step(fixed_half.shape, config.coarse_step // 2, config.max_coarse_windows)
-    found = median_test(match_windows(
-        describe(fixed_half), describe(moving_half), np.isfinite(fixed_half), np.isfinite(moving_half),
-        config.coarse_window // 2, step, config.max_shift // 2, (0, 0), config.min_valid, config.min_distinct,
-    ))
-    g = found.grid
-    # Half-resolution pixel i covers full-resolution pixels 2i and 2i + 1: its centre is 2i + 0.5.
-    grid = WindowGrid(2 * g.y0 + 0.5, 2 * g.x0 + 0.5, 2 * g.step, g.ny, g.nx)
-    return Matches(grid, 2.0 * found.shifts, found.quality)
+    best, best_support = np.zeros((3, 2)), -1.0
+    for prior in priors:
+        found = median_test(match_windows(
+            fixed_desc, moving_desc, np.isfinite(fixed_half), np.isfinite(moving_half),
+            config.coarse_window // 2, step, config.max_shift // 2, prior, config.min_valid, config.min_distinct,
+        ))
+        g = found.grid
+        # Half-resolution pixel i covers full-resolution pixels 2i and 2i + 1: its centre is 2i + 0.5.
+        grid = WindowGrid(2 * g.y0 + 0.5, 2 * g.x0 + 0.5, 2 * g.step, g.ny, g.nx)
+        params, support = trend(Matches(grid, 2.0 * found.shifts, found.quality), config)
+        if support > best_support:
+            best, best_support = params, support
+    return best
 
 
 def halve(gray: np.ndarray) -> np.ndarray:
@@ -117,11 +133,12 @@ def capped_step(shape: tuple[int, int], step: int, max_windows: int) -> int:
     return max(step, int(np.ceil(np.sqrt(shape[0] * shape[1] / max_windows))))
 
 
-def trend(coarse: Matches, config: WindowConfig) -> np.ndarray:
-    """Affine params (3, 2) of the coarse matches' consensus, or a translation, or zeros."""
+def trend(coarse: Matches, config: WindowConfig) -> tuple[np.ndarray, float]:
+    """Affine params (3, 2) of the coarse matches' consensus, or a translation, or zeros; with the
+    summed quality of the windows that support it."""
     valid = np.isfinite(coarse.shifts[..., 0])
     if valid.sum() < 3:
-        return np.zeros((3, 2))
+        return np.zeros((3, 2)), 0.0
     points = coarse.grid.centres()[valid]
     shifts = coarse.shifts[valid]
     weights = np.maximum(coarse.quality[valid], 0.05)
@@ -130,6 +147,8 @@ def trend(coarse: Matches, config: WindowConfig) -> np.ndarray:
         points, shifts, weights, np.random.default_rng(config.seed), config.affine_threshold
     )
     if inliers.sum() >= max(needed, 6) and np.abs(params[:2]).max() <= config.max_linear:
-        return params
+        return params, float(weights[inliers].sum())
     params, inliers = translation_consensus(shifts, weights, config.affine_threshold)
-    return params if inliers.sum() >= needed else np.zeros((3, 2))
+    if inliers.sum() >= needed:
+        return params, float(weights[inliers].sum())
+    return np.zeros((3, 2)), 0.0
