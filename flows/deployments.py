@@ -16,7 +16,6 @@ from prefect import flow, serve
 from prefect.deployments.runner import RunnerDeployment
 
 from dsmar.config import RunConfig
-from dsmar.errors import InputError
 from flows.backfill import backfill
 from flows.register_region import RunSummary, register_region
 
@@ -58,7 +57,9 @@ def main(argv: list[str]) -> int:
     try:
         region = RunConfig.model_validate_json(path.read_text())
     except (OSError, ValueError) as err:
-        raise InputError(f"cannot read a RunConfig from {path}: {err}") from None
+        first = str(err).strip().splitlines()[0]
+        print(f"flows.deployments: error: cannot read a RunConfig from {path}: {first}", file=sys.stderr)
+        return 2
     serve(*region_deployments(region, name=path.stem))
     return 0
 

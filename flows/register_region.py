@@ -7,6 +7,7 @@ without a Prefect server every Dask worker would start its own temporary Prefect
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from datetime import timezone
 from pathlib import Path
 
 import numpy as np
+import zarr
 
 import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
 from prefect import flow, task
@@ -75,8 +77,6 @@ class RunSummary:
 
 def weights_sha256(method: str) -> str | None:
     """The shipped weights' checksum (from the `models/weights/<method>.json` sidecar), if the method has any."""
-    import json
-
     sidecar = WEIGHTS_DIR / f"{method}.json"
     return json.loads(sidecar.read_text()).get("sha256") if sidecar.is_file() else None
 
@@ -217,8 +217,6 @@ def register_scene_set(
 
 def _thumbnails_from_cube(out: str, time_index: int, tile: Tile, moving, step: int) -> ChunkResult:
     """A skipped chunk's quicklooks: the aligned data from the cube, the 'before' from the source."""
-    import zarr
-
     group = zarr.open_group(out, mode="r")
     ys, xs = tile.core.slices
     names = ["optical", *moving, *(f"displacement_{m}" for m in moving), *(f"confidence_{m}" for m in moving)]
@@ -231,17 +229,14 @@ def _thumbnails_from_cube(out: str, time_index: int, tile: Tile, moving, step: i
 
 def _score(scene_set: SceneSet, cube: CubePlan, modalities, out: str, time_index: int, step: int):
     """End-point error of the cube's fields against the items' `truth_displacement`, where they carry one."""
-    import zarr
-
     errors, truths = {}, {}
-    group = None
+    group = zarr.open_group(out, mode="r")
     for modality in modalities:
         items = scene_set.sar if modality == "sar" else scene_set.dem
         truth = next((t for t in (load_truth(i, cube.full_grid) for i in items) if t is not None), None)
         if truth is None:
             continue
         truth = _crop(truth, cube.full_grid, cube.grid)
-        group = group or zarr.open_group(out, mode="r")
         recovered = group[f"displacement_{modality}"][time_index]
         errors[modality] = ErrorStats.of(end_point_error(recovered, truth))
         truths[modality] = truth[:, ::step, ::step]

@@ -139,3 +139,16 @@ def test_no_scene_sets_is_one_line_naming_why(prefect_api, archive, dask_address
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith("dsmar run: error: no co-located scene sets") and "no optical items" in err[-1]
+
+
+def test_unreachable_catalog_is_one_line_without_prefect_traceback(prefect_api, dask_address, tmp_path):
+    """As a user sees it: a separate `dsmar run` process, Prefect's own console logging included."""
+    argv = [sys.executable, "-m", "dsmar.cli", "run", "--profile", "local",
+            "--catalog", f"http://127.0.0.1:{_free_port()}", "--bbox", "14.4", "46.0", "14.6", "46.2",
+            "--start", "2024-06-01", "--end", "2024-06-30", "--out", str(tmp_path / "c.zarr"),
+            "--dask-address", dask_address]
+    done = subprocess.run(argv, env={**os.environ, "PREFECT_API_URL": prefect_api}, capture_output=True,
+                          text=True, timeout=120)
+    err = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2
+    assert err == [err[-1]] and err[-1].startswith("dsmar run: error: could not reach STAC API"), err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import warnings
 
@@ -17,7 +18,7 @@ from dsmar.config import (
     check_writable_dir,
     parse_date,
 )
-from dsmar.errors import InputError
+from dsmar.errors import DsmarError, InputError
 from models.api import DEFAULT_METHOD
 
 
@@ -88,8 +89,29 @@ def config_from_args(args) -> RunConfig:
     )
 
 
+def _error_names(cls: type) -> set[str]:
+    return {cls.__name__}.union(*(_error_names(sub) for sub in cls.__subclasses__()))
+
+
+class _DropExpectedErrors(logging.Filter):
+    """Prefect logs a failing flow's traceback and final state; for a DsmarError the CLI's one line
+    says it all (Prefect's state lines name the exception only as text: matched by class name)."""
+
+    STATE = re.compile(r"encountered an exception:? (\w+):")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], DsmarError):
+            return False
+        match = self.STATE.search(record.getMessage()) if record.levelno >= logging.ERROR else None
+        return not (match and match.group(1) in _error_names(DsmarError))
+
+
 def configure_logging() -> None:
-    """dsmar's progress as plain lines on stderr; Prefect and Dask stay at warnings."""
+    """dsmar's progress as plain lines on stderr; Prefect and Dask stay at warnings (call after
+    Prefect is imported: its console handler is on the root logger)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _DropExpectedErrors) for f in handler.filters):
+            handler.addFilter(_DropExpectedErrors())
     logger = logging.getLogger("dsmar")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -106,8 +128,9 @@ def configure_logging() -> None:
 
 def execute(config: RunConfig):
     """Run the flow; no scene sets is an error that says why (the search's rejections)."""
-    configure_logging()
     from flows.register_region import register_region  # imports Prefect: only when running
+
+    configure_logging()
 
     summary = register_region(config)
     if summary.scene_sets == 0:
