@@ -11,6 +11,7 @@ from torch.nn import functional as F
 from models.api import MODALITIES
 from models.dsmar.network import DSMAR
 from models.preprocess import to_gray
+from models.warp import compose, warp_image
 
 
 def network_input(image: np.ndarray, modality: str) -> np.ndarray:
@@ -76,8 +77,35 @@ def predict_field(
     tile: int = 1024,
     overlap: int = 128,
     device: str | torch.device | None = None,
+    iterations: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Field (2, H, W) (Contract 1) and confidence (H, W) for float32 (C, H, W) images with NaN."""
+    """Field (2, H, W) (Contract 1) and confidence (H, W) for float32 (C, H, W) images with NaN.
+
+    `iterations` > 1 re-registers the moving image warped by the field found so far and composes
+    the fields (Contract 1 composition), a cheap way to resolve what one pass leaves.
+    """
+    field, conf = _predict_once(model, fixed, moving, fixed_modality, moving_modality, known_modalities,
+                                tile, overlap, device)
+    for _ in range(iterations - 1):
+        warped = warp_image(moving, field)
+        step, conf = _predict_once(model, fixed, warped, fixed_modality, moving_modality, known_modalities,
+                                   tile, overlap, device)
+        field = compose(field, step)
+        field = np.where(np.isfinite(field), field, step)
+    return field, conf
+
+
+def _predict_once(
+    model: DSMAR,
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    fixed_modality: str,
+    moving_modality: str,
+    known_modalities: Iterable[str] | None = None,
+    tile: int = 1024,
+    overlap: int = 128,
+    device: str | torch.device | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device)

@@ -1,4 +1,5 @@
-"""Shipped weights: a .pt file (config + fp16 state dict + training record) and a .json with its sha256.
+"""Shipped weights: a .pt file (config + fp16 state dict + training record) and a .json with its sha256
+(plus "inference": defaults of the method tuned on the train split, such as `iterations`).
 
 Loading always checks the checksum and uses `torch.load(weights_only=True)`, so a wrong or
 tampered file fails with a one-line WeightsError instead of a half-loaded network.
@@ -52,7 +53,12 @@ def write_sidecar(path: Path) -> dict:
         "parameters": sum(v.numel() for v in blob["state_dict"].values() if v.is_floating_point()),
         "record": blob["record"],
     }
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    sidecar = path.with_suffix(".json")
+    if sidecar.exists():  # inference settings are tuned after training and kept across rewrites
+        previous = json.loads(sidecar.read_text())
+        if "inference" in previous:
+            meta["inference"] = previous["inference"]
+    sidecar.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     return meta
 
 

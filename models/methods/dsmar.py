@@ -2,6 +2,8 @@
 
 `weights=` (or the environment variable DSMAR_WEIGHTS, which reaches benchmark worker processes)
 points the method at another weights file, such as an ablation's; it is checked the same way.
+`iterations=` re-registers the warped moving image and composes; by default the value recorded
+under "inference" in the weights' sidecar (tuned on the train split), else 1.
 """
 
 from __future__ import annotations
@@ -30,12 +32,16 @@ def make_dsmar():
 
     def dsmar(
         fixed: np.ndarray, moving: np.ndarray, *, fixed_modality: str, moving_modality: str,
-        weights: str | Path | None = None, tile: int = 1024, overlap: int = 128, device: str | None = None, **_,
+        weights: str | Path | None = None, tile: int = 1024, overlap: int = 128, device: str | None = None,
+        iterations: int | None = None, **_,
     ) -> tuple[np.ndarray, np.ndarray]:
         model, meta = _load(str(weights or os.environ.get("DSMAR_WEIGHTS") or DEFAULT_WEIGHTS))
+        if iterations is None:  # the weights' own setting, tuned on the train split
+            iterations = int(meta.get("inference", {}).get("iterations", 1))
         return predict_field(
             model, fixed, moving, fixed_modality, moving_modality,
             known_modalities=meta.get("record", {}).get("modalities"), tile=tile, overlap=overlap, device=device,
+            iterations=iterations,
         )
 
     return dsmar
