@@ -54,10 +54,9 @@ def write_sidecar(path: Path) -> dict:
         "record": blob["record"],
     }
     sidecar = path.with_suffix(".json")
-    if sidecar.exists():  # inference settings are tuned after training and kept across rewrites
+    if sidecar.exists():  # keys added after training (inference settings, GPU speed) are kept
         previous = json.loads(sidecar.read_text())
-        if "inference" in previous:
-            meta["inference"] = previous["inference"]
+        meta.update({k: v for k, v in previous.items() if k not in meta})
     sidecar.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     return meta
 
