@@ -30,12 +30,12 @@ Describe = Callable[[np.ndarray], np.ndarray]
 class WindowConfig:
     """Tuned on the `train` split (see docs/accuracy.md)."""
 
-    max_shift: int = 20
+    max_shift: int = 28
     max_global_shift: int = 96
-    coarse_window: int = 96
+    coarse_window: int = 128
     coarse_step: int = 32
     fine_window: int = 64
-    fine_step: int = 16
+    fine_step: int = 24
     fine_radius: int = 5
     min_distinct: float = 0.05
     min_valid: float = 0.7

@@ -10,7 +10,7 @@ from models.classical.features import mind_ssc
 from models.classical.register import window_method
 
 RADIUS = 1
-DILATION = 2
+DILATION = 1
 
 
 @register_method("mind")
