@@ -16,7 +16,8 @@ $PY -c "import torch, numpy, scipy, PIL; print('torch', torch.__version__, torch
 
 RUNLIST="full:dsmar:$MAIN"
 if [ "$ABL" != 0 ]; then
-  RUNLIST="$RUNLIST full:abl-full:$ABL no-attention:abl-no-attention:$ABL no-refinement:abl-no-refinement:$ABL no-jacobian:abl-no-jacobian:$ABL"
+  B=${ABL_BATCH:-16}  # half batch: the ablation runs leave most of the card to the main run
+  RUNLIST="$RUNLIST full:abl-full:$ABL:$B no-attention:abl-no-attention:$ABL:$B no-refinement:abl-no-refinement:$ABL:$B no-jacobian:abl-no-jacobian:$ABL:$B"
 fi
 
 collect() {
@@ -30,9 +31,9 @@ collect() {
 
 pids=()
 for spec in $RUNLIST; do
-  IFS=: read -r variant name budget <<< "$spec"
+  IFS=: read -r variant name budget batch <<< "$spec"
   $PY -m models.training --config "${CONFIG:-configs/train_gpu.json}" --variant "$variant" --name "$name" \
-    --out "$RUNS/$name" --budget-s "$budget" --no-resume ${BATCH:+--batch $BATCH} > "$RUNS/$name.stdout" 2>&1 &
+    --out "$RUNS/$name" --budget-s "$budget" --no-resume ${batch:+--batch $batch} > "$RUNS/$name.stdout" 2>&1 &
   pids+=($!)
 done
 alive() { for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
