@@ -48,8 +48,20 @@ def pair_seed(seed: int, pair_id: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(pair_id.encode())) % (2**32)
 
 
+def data_errors(records: Sequence[PairRecord]) -> dict[str, str]:
+    """Pairs that cannot be scored because of an error in the data itself, with the reason."""
+    return {
+        r.pair_id: "fixed and moving are the same file, but the ground truth is not the identity"
+        for r in records
+        if r.fixed_path.resolve() == r.moving_path.resolve()
+    }
+
+
 def select_pairs(config: BenchConfig) -> list[PairRecord]:
+    """The split's pairs (an even spread of `limit` of them), without pairs whose data is in error."""
     records = read_pairs(config.pairs_dir, config.split)
+    broken = data_errors(records)
+    records = [r for r in records if r.pair_id not in broken]
     if config.limit is not None and config.limit < len(records):
         # An even spread over the table keeps every category in a limited run.
         picks = np.linspace(0, len(records) - 1, config.limit).round().astype(int)
@@ -162,6 +174,7 @@ def run_benchmark(config: BenchConfig, progress: Callable[[str], None] = lambda 
     for cases in results.values():
         cases.sort(key=lambda c: c["pair_id"])
     return {
+        "excluded": data_errors(read_pairs(config.pairs_dir, config.split)),
         "config": {
             "pairs_dir": str(config.pairs_dir), "split": config.split, "methods": list(config.methods),
             "seed": config.seed, "limit": config.limit, "workers": config.workers,

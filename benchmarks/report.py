@@ -98,6 +98,12 @@ def tables(result: dict) -> str:
     ]
     if failures:
         parts += ["### Failures", "\n".join(failures)]
+    excluded = result.get("excluded", {})
+    if excluded:
+        parts += [
+            f"### Excluded: {len(excluded)} pairs with an error in the data (not scored)",
+            "\n".join(f"- {pair_id}: {reason}" for pair_id, reason in sorted(excluded.items())),
+        ]
     return "\n\n".join(parts)
 
 

@@ -78,13 +78,10 @@ def score(record: PairRecord, settings: list[tuple[str, str, dict]]) -> list[tup
 
 
 COMBINED = {
-    "fine_step=24, coarse_window=128": {"fine_step": 24, "coarse_window": 128},
-    "+ min_distinct=0.1": {"fine_step": 24, "coarse_window": 128, "min_distinct": 0.1},
-    "+ max_shift=28": {"fine_step": 24, "coarse_window": 128, "max_shift": 28},
-    "+ fine_window=96": {"fine_step": 24, "coarse_window": 128, "fine_window": 96},
-    "+ min_distinct=0.1, fine_window=96": {
-        "fine_step": 24, "coarse_window": 128, "min_distinct": 0.1, "fine_window": 96,
-    },
+    "no global prior": {"max_global_shift": 0},
+    "fine step 16": {"fine_step": 16},
+    "first defaults + fine_step=24, coarse_window=128": {"max_shift": 20, "fine_step": 24, "coarse_window": 128},
+    "first defaults + fine_step=24, coarse_window=128, max_shift=28": {"fine_step": 24, "coarse_window": 128},
 }
 
 

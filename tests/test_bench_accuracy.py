@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.accuracy import BenchConfig, select_pairs
+from benchmarks.accuracy import BenchConfig, data_errors, select_pairs
+from benchmarks.pairs import read_pairs
 from dsmar.cli import main
 
 
@@ -36,3 +37,12 @@ def test_limit_keeps_categories_spread(pairs_dir):
 def test_bad_pairs_dir_is_one_line_error(tmp_path, capsys):
     assert main(["bench", "accuracy", "--pairs", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "no pairs.csv" in capsys.readouterr().err
+
+
+def test_pairs_with_identical_images_are_excluded_as_data_errors(pairs_dir):
+    records = read_pairs(pairs_dir, "eval")
+    broken = data_errors(records)
+    assert all(r.fixed_path == r.moving_path for r in records if r.pair_id in broken)
+    picked = {r.pair_id for r in select_pairs(BenchConfig(pairs_dir, "eval"))}
+    assert not picked & set(broken)
+    assert len(picked) + len(broken) == len(records)

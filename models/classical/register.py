@@ -32,6 +32,8 @@ class WindowConfig:
 
     max_shift: int = 28
     max_global_shift: int = 96
+    prior_margin: float = 2.0
+    prior_min_share: float = 0.25
     coarse_window: int = 128
     coarse_step: int = 32
     fine_window: int = 64
@@ -98,7 +100,7 @@ def coarse_trend(
 
     Windows search `max_shift` around no motion and, when a global phase correlation of the
     descriptors points further away than max_shift / 2, also around that translation; the search
-    whose trend more windows support wins, so a wrong global peak costs nothing.
+    whose trend clearly more windows support wins.
     """
     fixed_half, moving_half = halve(fixed_gray), halve(moving_gray)
     fixed_desc, moving_desc = describe(fixed_half), describe(moving_half)
@@ -107,7 +109,7 @@ def coarse_trend(
     if np.hypot(*glob) > config.max_shift / 4:
         priors.append((int(round(glob[0])), int(round(glob[1]))))
     step = capped_step(fixed_half.shape, config.coarse_step // 2, config.max_coarse_windows)
-    best, best_support = np.zeros((3, 2)), -1.0
+    results = []
     for prior in priors:
         found = median_test(match_windows(
             fixed_desc, moving_desc, np.isfinite(fixed_half), np.isfinite(moving_half),
@@ -116,10 +118,15 @@ def coarse_trend(
         g = found.grid
         # Half-resolution pixel i covers full-resolution pixels 2i and 2i + 1: its centre is 2i + 0.5.
         grid = WindowGrid(2 * g.y0 + 0.5, 2 * g.x0 + 0.5, 2 * g.step, g.ny, g.nx)
-        params, support = trend(Matches(grid, 2.0 * found.shifts, found.quality), config)
-        if support > best_support:
-            best, best_support = params, support
-    return best
+        results.append((*trend(Matches(grid, 2.0 * found.shifts, found.quality), config), g.ny * g.nx))
+    (params, support, _), *far = results
+    # A far translation must win clearly and be carried by a good share of all windows: a spurious
+    # global peak on an ambiguous pair otherwise gathers a few chance agreements and throws the field
+    # tens of pixels away.
+    for far_params, far_support, windows in far:
+        if far_support > config.prior_margin * support and far_support >= config.prior_min_share * windows:
+            params = far_params
+    return params
 
 
 def halve(gray: np.ndarray) -> np.ndarray:
@@ -133,9 +140,9 @@ def capped_step(shape: tuple[int, int], step: int, max_windows: int) -> int:
     return max(step, int(np.ceil(np.sqrt(shape[0] * shape[1] / max_windows))))
 
 
-def trend(coarse: Matches, config: WindowConfig) -> tuple[np.ndarray, float]:
+def trend(coarse: Matches, config: WindowConfig) -> tuple[np.ndarray, int]:
     """Affine params (3, 2) of the coarse matches' consensus, or a translation, or zeros; with the
-    summed quality of the windows that support it."""
+    number of windows that support it."""
     valid = np.isfinite(coarse.shifts[..., 0])
     if valid.sum() < 3:
         return np.zeros((3, 2)), 0.0
@@ -147,8 +154,8 @@ def trend(coarse: Matches, config: WindowConfig) -> tuple[np.ndarray, float]:
         points, shifts, weights, np.random.default_rng(config.seed), config.affine_threshold
     )
     if inliers.sum() >= max(needed, 6) and np.abs(params[:2]).max() <= config.max_linear:
-        return params, float(weights[inliers].sum())
+        return params, int(inliers.sum())
     params, inliers = translation_consensus(shifts, weights, config.affine_threshold)
     if inliers.sum() >= needed:
-        return params, float(weights[inliers].sum())
-    return np.zeros((3, 2)), 0.0
+        return params, int(inliers.sum())
+    return np.zeros((3, 2)), 0
