@@ -233,7 +233,9 @@ PROTOCOL = """\
 ## Protocol
 - Data: `../shared/data/pairs` (see its README.md), real optical vs SAR, infrared, map, LiDAR, night and
   rendered-depth pairs with ground truth. Never copied into the project.
-- **Dense track** (every pair): the moving image is brought onto the fixed grid through the ground truth
+- Pairs whose moving file is the fixed file (while the ground truth is not the identity) are a data
+  error: they are excluded and listed under the results.
+- **Dense track** (every other pair): the moving image is brought onto the fixed grid through the ground truth
   (`fixed_to_moving`) and both are cropped to the largest fully valid rectangle (SRIF's black rotation
   fill is no-data). The moving image is then deformed by a seeded smooth warp `w` (translation up to 8 px,
   rotation up to 2 degrees, scale up to 2 %, an elastic field of up to 3 px; `models.fields`):
