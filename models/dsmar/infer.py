@@ -78,11 +78,13 @@ def predict_field(
     overlap: int = 128,
     device: str | torch.device | None = None,
     iterations: int = 1,
+    optimise: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Field (2, H, W) (Contract 1) and confidence (H, W) for float32 (C, H, W) images with NaN.
 
     `iterations` > 1 re-registers the moving image warped by the field found so far and composes
-    the fields (Contract 1 composition), a cheap way to resolve what one pass leaves.
+    the fields (Contract 1 composition). `optimise` (keyword arguments of
+    `models.dsmar.instance.instance_optimise`) fine-tunes the field on this pair, unsupervised.
     """
     field, conf = _predict_once(model, fixed, moving, fixed_modality, moving_modality, known_modalities,
                                 tile, overlap, device)
@@ -92,6 +94,11 @@ def predict_field(
                                    tile, overlap, device)
         field = compose(field, step)
         field = np.where(np.isfinite(field), field, step)
+    if optimise is not None:
+        from models.dsmar.instance import instance_optimise
+
+        field = instance_optimise(network_input(fixed, fixed_modality), network_input(moving, moving_modality),
+                                  field, **optimise)
     return field, conf
 
 

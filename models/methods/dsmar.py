@@ -33,15 +33,17 @@ def make_dsmar():
     def dsmar(
         fixed: np.ndarray, moving: np.ndarray, *, fixed_modality: str, moving_modality: str,
         weights: str | Path | None = None, tile: int = 1024, overlap: int = 128, device: str | None = None,
-        iterations: int | None = None, **_,
+        iterations: int | None = None, optimise: dict | None = None, **_,
     ) -> tuple[np.ndarray, np.ndarray]:
         model, meta = _load(str(weights or os.environ.get("DSMAR_WEIGHTS") or DEFAULT_WEIGHTS))
         if iterations is None:  # the weights' own setting, tuned on the train split
             iterations = int(meta.get("inference", {}).get("iterations", 1))
+        if optimise is None:
+            optimise = meta.get("inference", {}).get("optimise")
         return predict_field(
             model, fixed, moving, fixed_modality, moving_modality,
             known_modalities=meta.get("record", {}).get("modalities"), tile=tile, overlap=overlap, device=device,
-            iterations=iterations,
+            iterations=iterations, optimise=optimise,
         )
 
     return dsmar
