@@ -12,7 +12,7 @@ def to_gray(image: np.ndarray, modality: str) -> np.ndarray:
     compressed); every modality is then robustly stretched between its 1st and 99th percentiles so
     that reflectance, dB, 8-bit and elevation look alike to a method.
     """
-    gray = np.nanmean(image, axis=0) if image.shape[0] > 1 else image[0].copy()
+    gray = _band_mean(image) if image.shape[0] > 1 else image[0].copy()
     valid = np.isfinite(gray)
     if modality == "sar" and valid.any() and np.nanmin(gray) >= 0 and np.nanmedian(gray) < 1.0:
         gray = np.where(valid, 10.0 * np.log10(np.maximum(gray, 1e-6)), np.nan).astype(np.float32)
@@ -21,3 +21,11 @@ def to_gray(image: np.ndarray, modality: str) -> np.ndarray:
     lo, hi = np.percentile(gray[valid], [1.0, 99.0])
     scale = hi - lo if hi > lo else 1.0
     return np.clip((gray - lo) / scale, 0.0, 1.0).astype(np.float32)
+
+
+def _band_mean(image: np.ndarray) -> np.ndarray:
+    """Mean over bands of the finite values; NaN where no band is finite (quietly, unlike nanmean)."""
+    finite = np.isfinite(image)
+    count = finite.sum(axis=0)
+    total = np.where(finite, image, 0.0).sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)

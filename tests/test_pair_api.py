@@ -56,3 +56,18 @@ def test_bad_input_from_a_script_is_one_line_without_traceback():
     code = "import numpy as np; from models import register_pair; register_pair(np.zeros((64,64)), np.zeros((64,70)))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 1 and "InputError: fixed and moving must share H, W" in proc.stderr
+
+
+def test_gray_conversion_keeps_nodata_quietly():
+    import warnings
+
+    from models.preprocess import to_gray
+
+    image = RNG.random((3, 40, 40)).astype(np.float32)
+    image[:, :5] = np.nan
+    image[0, 10] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gray = to_gray(image, "optical")
+    assert np.isnan(gray[:5]).all() and np.isfinite(gray[5:]).all()
+    assert np.nanmin(gray) >= 0 and np.nanmax(gray) <= 1
