@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -129,6 +130,7 @@ def init_cube(
         ds = _template(layout, layout.times, provenance)
         ds.attrs.update(attrs)
         ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, encoding=_encoding(ds), consolidated=False)
+        _consolidate(path)
         return {np.datetime64(t, "ns"): i for i, t in enumerate(layout.times)}
     existing = xr.open_zarr(path, decode_coords="all", consolidated=False)
     _check_compatible(existing, layout, path)
@@ -149,7 +151,20 @@ def init_cube(
             group[name][i] = getattr(p, name)
         group["sar_time"][i] = _seconds(p.sar_time)
     group.attrs.update({**attrs, "created": old_attrs.get("created", attrs.get("created", ""))})
+    _consolidate(path)
     return index
+
+
+def _consolidate(path: str) -> None:
+    """Consolidate the metadata once the layout is final (chunk writes never change it), so that
+    `xr.open_zarr(path)` opens fast and without xarray's non-consolidated warning.
+
+    zarr warns that consolidated metadata is an extension of format 3; xarray and zarr-python,
+    the readers Contract 3 names, both support it.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part", category=UserWarning)
+        zarr.consolidate_metadata(path, zarr_format=3)
 
 
 def _exists(path: str) -> bool:
@@ -221,6 +236,5 @@ def cube_attrs(config_json: str, catalog: Mapping[str, object], method: str, wei
         "displacement_convention": "Contract 1: (dy, dx) in optical pixels; warped[y, x] = moving(y + dy, x + dx)",
         "Conventions": "CF-1.8",
     }
-    if weights_sha256:
-        attrs["weights_sha256"] = weights_sha256
+    attrs["weights_sha256"] = weights_sha256 or f"none: method {method} has no weights"
     return attrs

@@ -83,6 +83,22 @@ def test_round_trip_keeps_crs_transform_and_contract_variables(cube):
     assert np.isnan(ds.optical.isel(time=0).values).all()  # never written: NaN, not zeros
 
 
+def test_users_plain_open_is_quiet_and_sees_appended_times(cube):
+    """Contract 3's own call, xr.open_zarr(path, decode_coords="all"), reads consolidated metadata."""
+    import warnings
+
+    import xarray as xr
+
+    path, layout = cube
+    init_cube(path, _layout(_grid(), (T0, T1, T2)), [_prov(0), _prov(1), _prov(2)],
+              cube_attrs("{}", {}, "identity", None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_zarr(path, decode_coords="all")
+    assert ds.sizes["time"] == 3 and ds.rio.crs is not None
+    assert ds.attrs["weights_sha256"] == "none: method identity has no weights"
+
+
 def test_each_write_touches_exactly_one_chunk_per_variable(cube, tmp_path):
     path, layout = cube
     tile = layout.plan.tile(1, 1)
