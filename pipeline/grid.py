@@ -67,6 +67,6 @@ class Grid:
 
     def window(self, row: int, col: int, height: int, width: int) -> Grid:
         """The sub-grid starting at (row, col); may extend past this grid's edges."""
-        x, y = self.affine * (col, row)
+        x, y = self.affine @ (col, row)
         a, b, _, d, e, _ = self.transform
         return Grid(self.crs_wkt, (a, b, x, d, e, y), height, width)

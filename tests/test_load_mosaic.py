@@ -35,7 +35,7 @@ def test_two_geographic_dem_tiles_mosaic_seamlessly(tmp_path):
     ramps = optical_pixel_ramps(4326, transform, shape)
     half = shape[1] // 2
     west = dem_tile(tmp_path, "dem-w", ramps[0][:, :half], transform)
-    east = dem_tile(tmp_path, "dem-e", ramps[0][:, half:], transform * Affine.translation(half, 0))
+    east = dem_tile(tmp_path, "dem-e", ramps[0][:, half:], transform @ Affine.translation(half, 0))
     out = load_stack([west, east], {"elevation": "data"}, OPTICAL_GRID, chunks=50).values[0]
     assert not np.isnan(out).any()
     west_cols = (~np.isnan(load_stack([west], {"elevation": "data"}, OPTICAL_GRID).values[0])).sum(axis=1)
@@ -68,7 +68,7 @@ def test_truth_is_read_on_the_grid_and_refused_off_it(tmp_path):
     item = roundtrip(make_item("sar", {"truth_displacement": dict(href=on, **fields)}, 32632))
     np.testing.assert_array_equal(load_truth(item, OPTICAL_GRID), truth)
     assert load_truth(roundtrip(make_item("no-truth", {}, 32632)), OPTICAL_GRID) is None
-    shifted = Grid.from_affine(32632, OPTICAL_GRID.affine * Affine.translation(1, 0), *OPTICAL_GRID.shape)
+    shifted = Grid.from_affine(32632, OPTICAL_GRID.affine @ Affine.translation(1, 0), *OPTICAL_GRID.shape)
     with pytest.raises(CatalogError, match="not on the optical grid"):
         load_truth(item, shifted)
 
