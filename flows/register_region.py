@@ -124,10 +124,14 @@ def plan_cube(scene_sets: Sequence[SceneSet], config: RunConfig) -> CubePlan:
     keys = scene_sets[0].asset_keys
     full = optical_grid(scene_sets[0].optical, keys)
     grid = region_grid(full, config.bbox)
-    accepted, skipped = [], []
+    accepted, skipped, taken = [], [], {}
     for scene_set in scene_sets:
         own = region_grid(optical_grid(scene_set.optical, keys), config.bbox)
-        if own == grid:
+        when = _utc(scene_set.optical)
+        if when in taken:  # e.g. one acquisition reprocessed under two baselines: the cube has one slot per time
+            skipped.append(f"{scene_set.optical.id}: same acquisition time as {taken[when]}, which is kept")
+        elif own == grid:
+            taken[when] = scene_set.optical.id
             accepted.append(scene_set)
         else:
             skipped.append(f"{scene_set.optical.id}: optical grid differs from {scene_sets[0].optical.id}'s "

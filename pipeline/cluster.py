@@ -47,7 +47,7 @@ def dask_client(config: ClusterConfig) -> Iterator[object]:
     if config.address:
         try:
             client = Client(config.address, timeout=f"{config.connect_timeout_s}s")
-        except OSError as err:
+        except (OSError, ValueError) as err:  # ValueError: a malformed address
             raise DsmarError(f"cannot reach the Dask scheduler at {config.address}: {err}") from None
         with client:
             yield client

@@ -28,6 +28,7 @@ from pipeline.tiles import Tile, TilePlan
 
 COMPONENTS = ("dy", "dx")
 HASH_VAR = "tile_inputs_hash"
+TIME_UNITS = "nanoseconds since 1970-01-01"
 PROVENANCE = ("optical_item", "sar_item", "sar_time", "dem_item")
 
 
@@ -112,8 +113,10 @@ def _encoding(ds: xr.Dataset) -> dict:
         if isinstance(var.data, da.Array):
             enc[name] = {"chunks": tuple(c[0] for c in var.data.chunks)}
     enc[HASH_VAR]["fill_value"] = 0
-    enc["time"] = {"units": "seconds since 1970-01-01", "dtype": "int64"}
-    enc["sar_time"] = {"units": "seconds since 1970-01-01", "dtype": "int64"}
+    # Nanoseconds keep the catalogs' fractional seconds exactly, and re-runs write sar_time in
+    # these same units (`_nanos`) without asking xarray which units it picked.
+    enc["time"] = {"units": TIME_UNITS, "dtype": "int64"}
+    enc["sar_time"] = {"units": TIME_UNITS, "dtype": "int64"}
     return enc
 
 
@@ -134,6 +137,7 @@ def init_cube(
         return {np.datetime64(t, "ns"): i for i, t in enumerate(layout.times)}
     existing = xr.open_zarr(path, decode_coords="all", consolidated=False)
     _check_compatible(existing, layout, path)
+    _check_same_method(existing.attrs, attrs, path)
     index = {np.datetime64(t, "ns"): i for i, t in enumerate(existing["time"].values)}
     old_attrs = dict(existing.attrs)
     existing.close()
@@ -149,7 +153,7 @@ def init_cube(
         i = index[np.datetime64(t, "ns")]
         for name in ("optical_item", "sar_item", "dem_item"):
             group[name][i] = getattr(p, name)
-        group["sar_time"][i] = _seconds(p.sar_time)
+        group["sar_time"][i] = _nanos(p.sar_time)
     group.attrs.update({**attrs, "created": old_attrs.get("created", attrs.get("created", ""))})
     _consolidate(path)
     return index
@@ -175,8 +179,18 @@ def _exists(path: str) -> bool:
     return True
 
 
-def _seconds(t: np.datetime64) -> int:
-    return int(np.datetime64(t, "s").astype(np.int64))
+def _nanos(t: np.datetime64) -> int:
+    return int(np.datetime64(t, "ns").astype(np.int64))
+
+
+def _check_same_method(old: Mapping, new: Mapping, path: str) -> None:
+    """One cube, one method and one set of weights: the attrs describe every chunk, not the last run."""
+    if "method" in old and old["method"] != new.get("method"):
+        raise InputError(f"{path} was written with method {old['method']!r}; rerun with --method {old['method']} "
+                         "or write to a new --out")
+    if "weights_sha256" in old and old["weights_sha256"] != new.get("weights_sha256"):
+        raise InputError(f"{path} was written with other weights (sha256 {old['weights_sha256'][:16]}...); "
+                         "write to a new --out")
 
 
 def _check_compatible(existing: xr.Dataset, layout: CubeLayout, path: str) -> None:

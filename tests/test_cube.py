@@ -83,15 +83,16 @@ def test_round_trip_keeps_crs_transform_and_contract_variables(cube):
     assert np.isnan(ds.optical.isel(time=0).values).all()  # never written: NaN, not zeros
 
 
-def test_users_plain_open_is_quiet_and_sees_appended_times(cube):
+def test_users_plain_open_is_quiet_and_sees_appended_times(tmp_path):
     """Contract 3's own call, xr.open_zarr(path, decode_coords="all"), reads consolidated metadata."""
     import warnings
 
     import xarray as xr
 
-    path, layout = cube
-    init_cube(path, _layout(_grid(), (T0, T1, T2)), [_prov(0), _prov(1), _prov(2)],
-              cube_attrs("{}", {}, "identity", None))
+    path = str(tmp_path / "cube.zarr")
+    attrs = cube_attrs("{}", {}, "identity", None)
+    init_cube(path, _layout(_grid(), (T0, T1)), [_prov(0), _prov(1)], attrs)
+    init_cube(path, _layout(_grid(), (T0, T1, T2)), [_prov(0), _prov(1), _prov(2)], attrs)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ds = xr.open_zarr(path, decode_coords="all")
@@ -129,7 +130,7 @@ def test_reinit_appends_new_times_and_refreshes_provenance(cube):
     ZarrChunkWriter(path).write(1, tile, _arrays(tile, 4.0), 9)
     created = open_cube(path).attrs["created"]
     changed = Provenance("opt-1b", "sar-1b", np.datetime64("2024-06-15T05:00", "ns"), "dem-0")
-    index = init_cube(path, _layout(_grid(), (T1, T2)), [changed, _prov(2)], cube_attrs("{}", {}, "cfog", None))
+    index = init_cube(path, _layout(_grid(), (T1, T2)), [changed, _prov(2)], cube_attrs("{}", {}, "cfog", "ab" * 32))
     assert index == {T0: 0, T1: 1, T2: 2}
     ds = open_cube(path)
     assert list(ds.time.values) == [T0, T1, T2]
@@ -151,3 +152,19 @@ def test_inputs_hash_is_stable_positive_and_sensitive():
     a = inputs_hash("0.1", "cfog", None, 512, 64, "opt", ["sar"], ["dem"])
     assert a == inputs_hash("0.1", "cfog", None, 512, 64, "opt", ["sar"], ["dem"])
     assert a > 0 and a != inputs_hash("0.1", "cfog", None, 512, 32, "opt", ["sar"], ["dem"])
+
+
+def test_rerun_keeps_fractional_sar_times(tmp_path):
+    path = str(tmp_path / "cube.zarr")
+    layout = _layout(_grid(), (T0,))
+    prov = [Provenance("opt-0", "sar-0", np.datetime64("2024-06-05T05:00:19.523", "ns"), "dem-0")]
+    for _ in range(2):  # the second run rewrites provenance into the existing store
+        init_cube(path, layout, prov, cube_attrs("{}", {}, "cfog", None))
+    assert open_cube(path).sar_time.values[0] == np.datetime64("2024-06-05T05:00:19.523", "ns")
+
+
+def test_a_cube_keeps_one_method(cube):
+    path, _ = cube
+    with pytest.raises(InputError, match="written with method 'cfog'; rerun with --method cfog"):
+        init_cube(path, _layout(_grid(), (T0, T1, T2)), [_prov(0), _prov(1), _prov(2)],
+                  cube_attrs("{}", {}, "dsmar", "cd" * 32))

@@ -29,3 +29,9 @@ def test_unreachable_scheduler_is_a_dsmar_error():
     with pytest.raises(DsmarError, match="cannot reach the Dask scheduler"):
         with dask_client(ClusterConfig(address="tcp://127.0.0.1:9", connect_timeout_s=2)):
             pass
+
+
+def test_malformed_scheduler_address_is_a_dsmar_error():
+    with pytest.raises(DsmarError, match="cannot reach the Dask scheduler at foo:::bar"):
+        with dask_client(ClusterConfig(address="foo:::bar", connect_timeout_s=2)):
+            pass
