@@ -89,9 +89,11 @@ def dense_residual(
     trend = np.einsum("ijk,kl->ijl", np.concatenate([centres, np.ones((*centres.shape[:2], 1))], -1), params)
     residual = np.where(valid[..., None], matches.shifts - trend, 0.0)
     weight = np.where(valid, np.maximum(matches.quality, 0.05), 0.0)
+    # The prior pulls towards the trend only where support is thin; where matches are dense the
+    # weighted mean of their residuals stands unshrunk.
     smooth = lambda a: ndimage.gaussian_filter(a, sigma_cells, mode="nearest", truncate=3.0)  # noqa: E731
     support = smooth(weight)
-    cell_field = np.stack([smooth(weight * residual[..., i]) for i in range(2)]) / (support + prior * weight.max() + 1e-9)
+    cell_field = np.stack([smooth(weight * residual[..., i]) for i in range(2)]) / (np.maximum(support, prior * weight.max()) + 1e-9)
     confidence = np.clip(support / max(float(smooth(np.ones_like(weight)).max()), 1e-9), 0.0, 1.0)
     coords = np.stack(np.meshgrid(
         (np.arange(shape[0]) - grid.y0) / grid.step, (np.arange(shape[1]) - grid.x0) / grid.step, indexing="ij"
