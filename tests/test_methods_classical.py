@@ -70,3 +70,16 @@ def test_unknown_option_is_an_input_error(optical_sar):
     fixed, moving = optical_sar
     with pytest.raises(InputError, match="unknown option"):
         register_pair(fixed, moving, "optical", "sar", method="cfog", window=3)
+
+
+@pytest.mark.parametrize("method", ["cfog", "mind"])
+@pytest.mark.parametrize("shape", [(64, 64), (128, 160)])
+def test_small_images_still_find_shifts_beyond_the_fine_radius(method, shape):
+    """Contract 2 promises any size from 64 x 64: the coarse stage must fit small images too."""
+    from dsmar.synthetic import render_scene
+
+    scene = render_scene(shape, np.random.default_rng(1))
+    moving = warp_image(scene.sar, affine_field(shape, shift=(8.0, 6.0)))
+    moving = np.where(np.isnan(moving), np.nanmedian(moving, axis=(1, 2), keepdims=True), moving)  # no border leak
+    r = register_pair(scene.optical, moving, "optical", "sar", method=method)
+    np.testing.assert_allclose(np.median(r.displacement, axis=(1, 2)), [-8.0, -6.0], atol=0.5)

@@ -108,12 +108,15 @@ def coarse_trend(
     priors = [(0, 0)]
     if np.hypot(*glob) > config.max_shift / 4:
         priors.append((int(round(glob[0])), int(round(glob[1]))))
-    step = capped_step(fixed_half.shape, config.coarse_step // 2, config.max_coarse_windows)
+    # On small images shrink the windows so a lattice of them still fits: otherwise fewer than three
+    # match, the trend is zero and shifts beyond the fine search radius are never found.
+    window = min(config.coarse_window // 2, max(16, min(fixed_half.shape) // 2))
+    step = capped_step(fixed_half.shape, min(config.coarse_step // 2, max(4, window // 2)), config.max_coarse_windows)
     results = []
     for prior in priors:
         found = median_test(match_windows(
             fixed_desc, moving_desc, np.isfinite(fixed_half), np.isfinite(moving_half),
-            config.coarse_window // 2, step, config.max_shift // 2, prior, config.min_valid, config.min_distinct,
+            window, step, config.max_shift // 2, prior, config.min_valid, config.min_distinct,
         ))
         g = found.grid
         # Half-resolution pixel i covers full-resolution pixels 2i and 2i + 1: its centre is 2i + 0.5.
