@@ -190,7 +190,16 @@ def run_benchmark(config: BenchConfig, progress: Callable[[str], None] = lambda 
         "cpu_seconds": sum(c.get("cpu_seconds", 0.0) for cases in results.values() for c in cases),
         "cases": results,
         "summary": summarise(results, config.methods),
+        "gpu_speed": dsmar_gpu_speed() if "dsmar" in config.methods else None,
     }
+
+
+def dsmar_gpu_speed() -> dict | None:
+    """The GPU inference speed recorded with the DS-MAR weights in use (measured where a GPU was lent)."""
+    from models.methods.dsmar import weights_metadata
+
+    speed = weights_metadata().get("gpu_throughput")
+    return speed if speed and speed.get("weights_sha256") == weights_metadata()["sha256"] else None
 
 
 def _dense_summary(cases: list[dict], method: str) -> dict:

@@ -69,6 +69,12 @@ def tables(result: dict) -> str:
     parts = [
         "### Dense track, overall (EPE in px against the known warp on aligned pairs)",
         overall_table(dense),
+    ]
+    gpu = result.get("gpu_speed")
+    if gpu:
+        parts.append(f"dsmar on a GPU ({gpu['gpu']}, {gpu['size']} x {gpu['size']} px, fp32, measured by "
+                     f"`python -m models.training.throughput` with these weights): {gpu['s_per_mp_fp32']:.3f} s/MP.")
+    parts += [
         "### Dense track, median EPE (px) per category",
         category_table(dense, "epe_median", "{:.2f}"),
         "### Warp recovery, median |d1(p) + w(p + d1(p)) - d0(p)| (px) per category",

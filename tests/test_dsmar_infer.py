@@ -55,19 +55,22 @@ def test_any_size_and_nan(model, shape):
     assert np.isfinite(field).all() and (conf >= 0).all() and (conf <= 1).all()
 
 
-def test_tiling_blends_to_the_untiled_field_in_the_interior(model):
-    rng = np.random.default_rng(2)
+def test_tiling_blends_to_the_untiled_field_in_the_interior():
     from scipy import ndimage
 
-    base = ndimage.gaussian_filter(rng.random((160, 160)), 2).astype(np.float32)[None]
-    whole, _ = predict_field(model, base, np.roll(base, 2, axis=-1), "optical", "optical", device="cpu")
-    tiled, _ = predict_field(model, base, np.roll(base, 2, axis=-1), "optical", "optical",
+    from models.dsmar.weights import load_weights
+
+    shipped, _ = load_weights()  # a trained network: a random one's matches are arbitrary
+    base = ndimage.gaussian_filter(np.random.default_rng(2).random((160, 160)), 2).astype(np.float32)[None]
+    whole, _ = predict_field(shipped, base, np.roll(base, 2, axis=-1), "optical", "optical", device="cpu")
+    tiled, _ = predict_field(shipped, base, np.roll(base, 2, axis=-1), "optical", "optical",
                              tile=96, overlap=32, device="cpu")
     assert tiled.shape == whole.shape and np.isfinite(tiled).all()
-    # Tiles see less context, so they differ a little; the blend has no seams of tile size.
+    assert abs(np.median(whole[1]) - 2.0) < 0.5
+    # Tiles see less context, so they differ a little; the blend adds no seams of tile size.
     assert np.median(np.abs(tiled - whole)) < 0.5
-    jumps = np.abs(np.diff(tiled, axis=-1)).max()
-    assert jumps < 1.0
+    seams = np.abs(np.diff(tiled, axis=-1)).max()
+    assert seams < np.abs(np.diff(whole, axis=-1)).max() + 0.5
 
 
 def test_instance_optimisation_moves_towards_a_known_shift():

@@ -7,7 +7,7 @@ from models.dsmar import DSMAR, DSMARConfig
 from models.dsmar.attention import AttentionLevel, DeformableCrossAttention, lattice_offsets
 from models.dsmar.encoders import DualStreamEncoder, modality_index
 from models.dsmar.flow import (
-    CorrelationLevel, downsample_field, local_correlation, upsample_field, warp,
+    CorrelationLevel, downsample_field, local_correlation, soft_argmax, upsample_field, warp,
 )
 from models.dsmar.refinement import AdaptiveRefinement
 
@@ -39,7 +39,17 @@ def test_encoders_are_independent_and_multiscale():
     assert [f.shape for f in fm] == [f.shape for f in ff]
     fixed_ids = {id(p) for p in enc.fixed.parameters()}
     assert not fixed_ids & {id(p) for p in enc.moving.parameters()}
-    assert not torch.allclose(ff[0], fm[0])  # separate weights give different features
+    assert torch.allclose(ff[0], fm[0])  # the moving branch starts as a copy of the fixed one...
+    with torch.no_grad():
+        enc.moving.stem.weight.add_(1.0)
+    ff2, fm2 = enc(x, x, mods, mods)
+    assert torch.allclose(ff2[0], ff[0]) and not torch.allclose(fm2[0], fm[0])  # ...and trains on its own
+
+
+def test_descriptor_channels_make_the_stem_see_structure_not_radiometry():
+    enc = DualStreamEncoder((8, 8, 16, 16))
+    assert enc.fixed.stem.in_channels == 8
+    assert DualStreamEncoder((8, 8, 16, 16), descriptors=False).fixed.stem.in_channels == 2
 
 
 def test_modality_embedding_changes_features():
@@ -76,6 +86,25 @@ def test_attention_level_and_correlation_level():
     assert field.shape == (1, 2, 8, 8) and hidden.shape[-2:] == (8, 8)
     field, _ = assert_grads(CorrelationLevel(16, 2, 16), f, m, prior)
     assert field.shape == (1, 2, 8, 8)
+
+
+def test_soft_argmax_reads_the_best_match():
+    corr = torch.full((1, 25, 3, 3), -1.0)
+    corr[:, 5 * (1 + 2) + (-2 + 2)] = 1.0  # the match at (dy, dx) = (1, -2)
+    disp = soft_argmax(corr, 2, torch.tensor(50.0))
+    assert torch.allclose(disp[0, :, 1, 1], torch.tensor([1.0, -2.0]), atol=1e-3)
+
+
+def test_untrained_attention_points_towards_the_matching_features():
+    """The cosine term makes the attention a soft arg-max of matching before any training."""
+    att = DeformableCrossAttention(16, radii=(2.0, 2.0), points=9)
+    f = torch.randn(1, 16, 12, 12, generator=GEN)
+    m = torch.roll(f, shifts=(2, -2), dims=(2, 3))  # f(p) = m(p + (2, -2))
+    with torch.no_grad():
+        att.sharpness.fill_(50.0)
+        _, disp = att(f, m, torch.zeros(1, 2, 12, 12))
+    centre = disp[0, :, 4:8, 4:8].mean((1, 2))
+    assert centre[0] > 1.0 and centre[1] < -1.0
 
 
 def test_local_correlation_finds_a_shift():

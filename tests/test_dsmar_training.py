@@ -12,7 +12,7 @@ from models.dsmar.flow import base_grid, sample_at
 from models.dsmar.weights import load_weights
 from models.training.augment import WarpRanges, invert_warps, prepare_batch, random_warps, stretch
 from models.training.config import TrainConfig, apply_variant, with_budget
-from models.training.data import BatchSampler, PackedPair, read_pack, split_holdout, write_pack
+from models.training.data import BatchSampler, PackedPair, exclude_pairs, read_pack, split_holdout, write_pack
 from models.training.trainer import Trainer
 
 
@@ -31,9 +31,12 @@ def test_pack_round_trip_and_sampler(tmp_path):
     assert len(back) == len(pairs) and len(digest) == 64
     assert back[1].moving_modality == "sar" and back[0].fixed.shape == (80, 80)
     assert np.abs(back[0].fixed.astype(int) - pairs[0].fixed).mean() < 40  # JPEG, lossy but close
-    batch = BatchSampler(back, 96, 0).sample(3)
-    assert batch.images.shape == (3, 2, 96, 96) and batch.valid.shape == (3, 96, 96)
-    assert not batch.valid[:, 80:, :].any()  # padding beyond a smaller pair is invalid
+    batch = BatchSampler(back, 64, 0, margin=16).sample(3)
+    assert batch.images.shape == (3, 2, 96, 96)
+    # Pairs smaller than a source crop are upscaled, never padded: no blank band to leak a warp.
+    assert (batch.images.reshape(3, 2, -1).std(axis=2) > 20).all()
+    assert (batch.images[:, :, -4:, :].std(axis=(2, 3)) > 20).all()
+    assert len(exclude_pairs(back, ("p1", "p2"))) == 4
     train, val = split_holdout(back, 0.2, 0)
     assert len(val) == 1 and len(train) == 5
     with pytest.raises(InputError):
@@ -57,24 +60,43 @@ def test_random_warps_stay_in_range():
     assert w.abs().max() <= 5.0
 
 
-def test_prepared_batch_is_consistent():
-    gen = torch.Generator().manual_seed(2)
-    rng = np.random.default_rng(0)
+def _smooth_source(size: int) -> torch.Tensor:
     from scipy import ndimage
 
-    img = ndimage.gaussian_filter(rng.random((64, 64)), 2)
+    img = ndimage.gaussian_filter(np.random.default_rng(0).random((size, size)), 2)
     img = ((img - img.min()) / np.ptp(img) * 255).astype(np.uint8)
-    images = torch.from_numpy(np.stack([img, img])[None])
-    valid = torch.ones(1, 64, 64, dtype=torch.bool)
-    prep = prepare_batch(images, valid, torch.zeros(1, 2, dtype=torch.long), WarpRanges(max_shift_px=4.0), gen,
-                         augment=0.0)
-    # Warping the moving raw image by the target brings it back onto the fixed one.
-    back = sample_at(prep.moving_raw, base_grid((64, 64), prep.target) + prep.target)
-    m = prep.mask[0, 0].clone()
-    m[:4], m[-4:], m[:, :4], m[:, -4:] = False, False, False, False
+    return torch.from_numpy(np.stack([img, img])[None])
+
+
+def test_prepared_batch_is_consistent():
+    gen = torch.Generator().manual_seed(2)
+    prep = prepare_batch(_smooth_source(96), torch.zeros(1, 2, dtype=torch.long), WarpRanges(max_shift_px=4.0), gen,
+                         crop=64, augment=0.0)
+    # Warping the moving raw image by the target brings it back onto the fixed one, everywhere.
+    back = sample_at(prep.moving_raw, base_grid((64, 64), prep.target) + prep.target, padding="border")
+    m = prep.mask[0, 0]
+    assert m.float().mean() > 0.7
     err = (back[0, 0] - prep.fixed_raw[0, 0])[m].abs().mean()
     assert err < 0.02
     assert prep.fixed.shape == (1, 2, 64, 64) and prep.moving.shape == (1, 2, 64, 64)
+
+
+def test_validity_carries_no_trace_of_the_warp():
+    """The moving stream is sampled inside its source: no no-data border follows the shift."""
+    gen = torch.Generator().manual_seed(4)
+    ranges = WarpRanges(max_shift_px=14.0, max_rotation_deg=2.0, elastic_px=3.0)
+    prep = prepare_batch(_smooth_source(128).expand(6, -1, -1, -1), torch.zeros(6, 2, dtype=torch.long), ranges,
+                         gen, crop=64, augment=1.0, nodata=0.0)
+    assert prep.target.abs().amax() > 3.0
+    assert bool((prep.moving[:, 1] == 1).all()) and bool((prep.fixed[:, 1] == 1).all())
+    # With no-data drawn, each stream gets its own half-planes, whatever the warp.
+    prep = prepare_batch(_smooth_source(128).expand(64, -1, -1, -1), torch.zeros(64, 2, dtype=torch.long), ranges,
+                         gen, crop=64, augment=1.0, nodata=0.5)
+    lost_f = (prep.fixed[:, 1] == 0).flatten(1).any(1)
+    lost_m = (prep.moving[:, 1] == 0).flatten(1).any(1)
+    assert 10 < int(lost_f.sum()) < 54 and 10 < int(lost_m.sum()) < 54
+    assert bool((lost_f != lost_m).any())
+    assert not bool(prep.mask[~prep.fixed[:, 1:].bool()].any())
 
 
 def test_stretch_matches_inference_normalisation():
@@ -102,7 +124,7 @@ def test_config_variants_and_budget():
 def test_tiny_run_exports_resumes_and_records(tmp_path):
     synthetic_pack(tmp_path / "pack.npz")
     data = json.loads(open("configs/train_small.json").read())
-    data.update(pack=str(tmp_path / "pack.npz"), out=str(tmp_path / "run"), crop=64, batch=2,
+    data.update(pack=str(tmp_path / "pack.npz"), out=str(tmp_path / "run"), crop=64, margin=16, batch=2,
                 model={"channels": [8, 16, 16, 16], "hidden": 16, "refine_hidden": 8},
                 stages=[{"name": "contrast", "steps": 1}, {"name": "field", "steps": 2},
                         {"name": "refine", "steps": 1}, {"name": "joint", "steps": 1}])
@@ -118,3 +140,10 @@ def test_tiny_run_exports_resumes_and_records(tmp_path):
     again = Trainer(cfg, log=lambda _: None)
     assert again.try_resume() and again.state["stage"] == 4
     assert again.run()["record"]["total_steps"] == 5
+    # Another run starts from the exported weights (training continued across sessions).
+    logged = []
+    warm = Trainer(TrainConfig.from_dict({**data, "out": str(tmp_path / "warm"), "init": str(tmp_path / "run" / f"{cfg.name}.pt")}),
+                   log=logged.append)
+    assert any("initialised from" in line and f"{len(model.state_dict())}/" in line for line in logged)
+    for name, tensor in model.state_dict().items():
+        assert torch.allclose(warm.model.state_dict()[name].float(), tensor.float())

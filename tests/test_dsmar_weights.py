@@ -24,7 +24,7 @@ def test_round_trip_keeps_config_record_and_outputs(tmp_path):
     with torch.no_grad():
         a = model(x, x, ids, ids)["field"]
         b = loaded(x, x, ids, ids)["field"]
-    assert torch.allclose(a, b, atol=1e-2)  # stored in float16
+    assert torch.allclose(a, b, rtol=1e-2, atol=2e-2)  # stored in float16
 
 
 def test_wrong_checksum_is_a_clear_error(tmp_path):

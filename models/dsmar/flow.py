@@ -12,13 +12,16 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def sample_at(features: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples of `features` (B, C, h, w) at pixel positions (B, 2, H', W') [(y, x)]; 0 outside."""
+def sample_at(features: torch.Tensor, positions: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
+    """Bilinear samples of `features` (B, C, h, w) at pixel positions (B, 2, H', W') [(y, x)].
+
+    Outside the map: 0 (`padding="zeros"`) or the nearest edge value (`"border"`).
+    """
     h, w = features.shape[-2:]
     gy = positions[:, 0] * (2.0 / max(h - 1, 1)) - 1.0
     gx = positions[:, 1] * (2.0 / max(w - 1, 1)) - 1.0
     grid = torch.stack([gx, gy], dim=-1).to(features.dtype)
-    return F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return F.grid_sample(features, grid, mode="bilinear", padding_mode=padding, align_corners=True)
 
 
 def base_grid(shape: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
@@ -82,16 +85,31 @@ class FieldEstimator(nn.Module):
         return self.head(hidden), hidden
 
 
+def soft_argmax(corr: torch.Tensor, radius: int, sharpness: torch.Tensor) -> torch.Tensor:
+    """(B, (2r+1)^2, h, w) correlation -> (B, 2, h, w) expected displacement under softmax(sharpness * corr)."""
+    steps = torch.arange(-radius, radius + 1, device=corr.device, dtype=torch.float32)
+    dy, dx = torch.meshgrid(steps, steps, indexing="ij")
+    p = torch.softmax(sharpness * corr.float(), dim=1)
+    return torch.stack([(p * dy.reshape(1, -1, 1, 1)).sum(1), (p * dx.reshape(1, -1, 1, 1)).sum(1)], 1)
+
+
 class CorrelationLevel(nn.Module):
-    """Coarse-to-fine step: warp moving features by the prior, correlate, predict a residual."""
+    """Coarse-to-fine step: warp moving features by the prior, correlate, soft-argmax, residual.
+
+    The soft arg-max of the correlation (learned sharpness) moves the field towards the best match
+    from the first training step; the estimator learns the residual (sub-cell, occlusion, context).
+    """
 
     def __init__(self, channels: int, radius: int, hidden: int = 64):
         super().__init__()
         self.radius = radius
-        self.estimator = FieldEstimator((2 * radius + 1) ** 2 + channels + 2, hidden)
+        self.sharpness = nn.Parameter(torch.tensor(10.0))
+        self.estimator = FieldEstimator((2 * radius + 1) ** 2 + channels + 4, hidden)
 
     def forward(self, fixed, moving, prior):
         warped = warp(moving, prior)
         corr = local_correlation(fixed, warped, self.radius)
-        residual, hidden = self.estimator(torch.cat([corr.to(fixed.dtype), fixed, prior.to(fixed.dtype)], 1))
-        return prior + residual.float(), hidden
+        match = soft_argmax(corr, self.radius, self.sharpness)
+        x = torch.cat([corr.to(fixed.dtype), fixed, prior.to(fixed.dtype), match.to(fixed.dtype)], 1)
+        residual, hidden = self.estimator(x)
+        return prior + match + residual.float(), hidden

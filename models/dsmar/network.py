@@ -25,6 +25,7 @@ class DSMARConfig:
     channels: tuple[int, ...] = (16, 32, 64, 96)
     attention: bool = True
     refinement: bool = True
+    descriptors: bool = True
     radii_16: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0)
     radii_8: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
     points: int = 9
@@ -59,7 +60,7 @@ class DSMAR(nn.Module):
         super().__init__()
         self.config = config
         ch = config.channels
-        self.encoder = DualStreamEncoder(ch)
+        self.encoder = DualStreamEncoder(ch, config.descriptors)
         if config.attention:
             self.coarse = nn.ModuleList([
                 AttentionLevel(ch[3], config.radii_16, config.points, config.hidden),

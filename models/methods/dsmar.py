@@ -49,8 +49,13 @@ def make_dsmar():
     return dsmar
 
 
-def weights_sha256(weights: str | Path | None = None) -> str:
-    """The checksum of the weights `dsmar` uses (for Zarr attrs and reports)."""
+def weights_metadata(weights: str | Path | None = None) -> dict:
+    """The sidecar metadata (checksum, record, measured speeds) of the weights `dsmar` uses."""
     from models.dsmar.weights import DEFAULT_WEIGHTS
 
-    return _load(str(weights or os.environ.get("DSMAR_WEIGHTS") or DEFAULT_WEIGHTS))[1]["sha256"]
+    return _load(str(weights or os.environ.get("DSMAR_WEIGHTS") or DEFAULT_WEIGHTS))[1]
+
+
+def weights_sha256(weights: str | Path | None = None) -> str:
+    """The checksum of the weights `dsmar` uses (for Zarr attrs and reports)."""
+    return weights_metadata(weights)["sha256"]

@@ -126,6 +126,17 @@ def stretch(images: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.cat([(2 * x - 1) * v, v], 1)
 
 
+def random_nodata(batch: int, size: int, p: float, gen: torch.Generator, device) -> torch.Tensor:
+    """(B, 1, S, S) validity: with probability p a sample loses a half-plane (a swath or scene edge)
+    of random direction covering up to about a third of it; drawn per stream, independent of any warp."""
+    grid = base_grid((size, size), torch.empty(0, device=device))[0] / max(size - 1, 1) - 0.5  # (2, S, S)
+    angle = 2 * math.pi * torch.rand(batch, generator=gen, device=device)
+    proj = torch.cos(angle)[:, None, None] * grid[0] + torch.sin(angle)[:, None, None] * grid[1]
+    edge = 0.15 + 0.35 * torch.rand(batch, generator=gen, device=device)
+    hit = torch.rand(batch, generator=gen, device=device) < p
+    return ~((proj > edge[:, None, None]) & hit[:, None, None])[:, None]
+
+
 @dataclass
 class Prepared:
     fixed: torch.Tensor  # (B, 2, S, S) network input
@@ -138,33 +149,38 @@ class Prepared:
     moving_raw: torch.Tensor
 
 
-def prepare_batch(images, valid, modalities, ranges: WarpRanges | None, gen: torch.Generator,
-                  augment: float = 1.0) -> Prepared:
-    """uint8 (B, 2, S, S) aligned crops -> warped, augmented network inputs and the true field.
+def prepare_batch(images, modalities, ranges: WarpRanges | None, gen: torch.Generator, crop: int,
+                  augment: float = 1.0, nodata: float = 0.3) -> Prepared:
+    """uint8 (B, 2, T, T) aligned sources -> warped, augmented (B, *, crop, crop) inputs and the true field.
 
-    `ranges=None` leaves the pair aligned (the contrastive stage).
+    Both streams are the centre `crop` of the source; the moving one is sampled from the whole
+    source through the warp, so it is valid everywhere (a warp beyond the margin repeats the source's
+    edge). No-data half-planes are drawn independently per stream (probability `nodata`), so
+    validity never spells out the warp. `ranges=None` leaves the pair aligned (the contrastive stage).
     """
-    imgs = images.float() / 255.0
-    fixed, moving = imgs[:, :1], imgs[:, 1:]
-    vmask = valid[:, None].float()
-    b, _, s, _ = imgs.shape
+    src = images.float() / 255.0
+    b, _, t, _ = src.shape
+    m = (t - crop) // 2
+    if m < 0:
+        raise ValueError(f"sources of side {t} are smaller than the crop {crop}")
+    fixed = src[:, :1, m : m + crop, m : m + crop]
+    grid = base_grid((crop, crop), src)
     if ranges is not None:
-        w = random_warps(b, s, ranges, gen, imgs.device)
-        pos = base_grid((s, s), imgs) + w
-        moving = sample_at(moving, pos)
-        moving_valid = sample_at(vmask, pos) > 0.999
+        w = random_warps(b, crop, ranges, gen, src.device)
+        moving = sample_at(src[:, 1:], grid + m + w, padding="border")
         target = invert_warps(w)
-        back = base_grid((s, s), imgs) + target
-        mask = (sample_at(moving_valid.float(), back) > 0.999) & (vmask > 0.5)
+        end = grid + target
+        mask = ((end >= 0) & (end <= crop - 1)).all(1, keepdim=True)
     else:
-        moving_valid = vmask > 0.5
-        target = torch.zeros(b, 2, s, s, device=imgs.device)
-        mask = vmask > 0.5
-    fixed_valid = vmask > 0.5
+        moving = src[:, 1:, m : m + crop, m : m + crop]
+        target = torch.zeros(b, 2, crop, crop, device=src.device)
+        mask = torch.ones(b, 1, crop, crop, dtype=torch.bool, device=src.device)
+    fixed_valid = random_nodata(b, crop, nodata * augment, gen, src.device)
+    moving_valid = random_nodata(b, crop, nodata * augment, gen, src.device)
     fixed_aug = radiometric(fixed, gen, 0.5 * augment)
     moving_aug = radiometric(moving, gen, augment)
     return Prepared(
         fixed=stretch(fixed_aug, fixed_valid), moving=stretch(moving_aug, moving_valid),
-        target=target, mask=mask, fixed_modality=modalities[:, 0], moving_modality=modalities[:, 1],
+        target=target, mask=mask & fixed_valid, fixed_modality=modalities[:, 0], moving_modality=modalities[:, 1],
         fixed_raw=fixed * fixed_valid, moving_raw=moving * moving_valid,
     )

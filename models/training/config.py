@@ -40,6 +40,11 @@ class TrainConfig:
     out: str = "runs/dsmar"
     seed: int = 0
     crop: int = 256
+    margin: int = 64  # source crops are crop + 2 * margin: the warp samples inside them (no border leak)
+    augment: float = 1.0  # strength of the radiometric augmentation (0 = none)
+    nodata: float = 0.3  # chance of a random no-data half-plane per stream and sample
+    exclude: tuple[str, ...] = ()  # pair-id prefixes left out of training (untrusted ground truth)
+    init: str = ""  # weights (.pt) to start from: training goes on across sessions and machines
     batch: int = 8
     holdout: float = 0.05
     device: str = "auto"
@@ -69,7 +74,8 @@ class TrainConfig:
             if s.steps <= 0 and s.seconds <= 0:
                 raise InputError(f"stage {s.name!r} needs steps or seconds")
         losses = LossWeights(**data.pop("losses", {}))
-        return cls(stages=stages, losses=losses, **data)
+        exclude = tuple(data.pop("exclude", ()))
+        return cls(stages=stages, losses=losses, exclude=exclude, **data)
 
     @classmethod
     def from_json(cls, path: Path | str, **overrides) -> TrainConfig:

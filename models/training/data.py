@@ -121,52 +121,70 @@ def read_pack(path: Path) -> list[PackedPair]:
 
 @dataclass(frozen=True)
 class Batch:
-    """Numpy batch: images (B, 2, S, S) uint8 [fixed, moving], valid (B, S, S) bool, modality ids (B, 2)."""
+    """Numpy batch: images (B, 2, T, T) uint8 [fixed, moving] of aligned sources, modality ids (B, 2)."""
 
     images: np.ndarray
-    valid: np.ndarray
     modalities: np.ndarray
 
 
-class BatchSampler:
-    """Random crops of side `size` (padded as invalid where a pair is smaller), random dihedral flips.
+def _at_least(image: np.ndarray, side: int) -> np.ndarray:
+    """Upscale (bilinear) so that both sides are at least `side`; larger images are returned as is."""
+    h, w = image.shape
+    factor = side / min(h, w)
+    if factor <= 1:
+        return image
+    from PIL import Image
 
-    A flip or rotation of an aligned pair keeps it aligned, so geometry augmentation is free here;
-    `modality_dropout` replaces a modality by the generic `other` so that embedding learns too.
+    size = (max(side, int(np.ceil(w * factor))), max(side, int(np.ceil(h * factor))))
+    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+
+
+class BatchSampler:
+    """Random aligned source crops of side `size + 2 * margin`, random dihedral flips.
+
+    The margin lets the trainer warp the moving image by up to `margin` px without sampling outside
+    its source, so no no-data border follows the warp (a network with a validity input would read
+    the shift off such a border instead of off the images). Pairs smaller than a source crop are
+    upscaled (an aligned pair stays aligned), never padded. A flip or rotation of an aligned pair
+    keeps it aligned, so geometry augmentation is free here; `modality_dropout` replaces a modality
+    by the generic `other` so that embedding learns too.
     """
 
-    def __init__(self, pairs: list[PackedPair], size: int, seed: int, modality_dropout: float = 0.15):
+    def __init__(self, pairs: list[PackedPair], size: int, seed: int, modality_dropout: float = 0.15,
+                 margin: int = 0):
         if not pairs:
             raise InputError("the training pack holds no pairs")
-        self.pairs = pairs
-        self.size = size
+        self.side = size + 2 * margin
+        self.sources = [np.stack([_at_least(p.fixed, self.side), _at_least(p.moving, self.side)]) for p in pairs]
+        self.ids = np.array([[MODALITIES.index(p.fixed_modality), MODALITIES.index(p.moving_modality)] for p in pairs])
         self.rng = np.random.default_rng(seed)
         self.modality_dropout = modality_dropout
         self.other = MODALITIES.index("other")
 
     def sample(self, batch_size: int) -> Batch:
-        s = self.size
-        images = np.zeros((batch_size, 2, s, s), np.uint8)
-        valid = np.zeros((batch_size, s, s), bool)
+        t = self.side
+        images = np.zeros((batch_size, 2, t, t), np.uint8)
         mods = np.zeros((batch_size, 2), np.int64)
         for b in range(batch_size):
-            pair = self.pairs[self.rng.integers(len(self.pairs))]
-            h, w = pair.fixed.shape
-            y0 = int(self.rng.integers(0, max(h - s, 0) + 1))
-            x0 = int(self.rng.integers(0, max(w - s, 0) + 1))
-            crop = np.stack([pair.fixed, pair.moving])[:, y0 : y0 + s, x0 : x0 + s]
-            k = int(self.rng.integers(4))
-            crop = np.rot90(crop, k, axes=(1, 2))
+            i = int(self.rng.integers(len(self.sources)))
+            source = self.sources[i]
+            h, w = source.shape[1:]
+            y0 = int(self.rng.integers(0, h - t + 1))
+            x0 = int(self.rng.integers(0, w - t + 1))
+            crop = np.rot90(source[:, y0 : y0 + t, x0 : x0 + t], int(self.rng.integers(4)), axes=(1, 2))
             if self.rng.random() < 0.5:
                 crop = crop[:, :, ::-1]
-            ch, cw = crop.shape[1:]
-            images[b, :, :ch, :cw] = crop
-            valid[b, :ch, :cw] = True
-            mods[b] = [MODALITIES.index(pair.fixed_modality), MODALITIES.index(pair.moving_modality)]
+            images[b] = crop
+            mods[b] = self.ids[i]
             for j, p in enumerate((self.modality_dropout / 2, self.modality_dropout)):
                 if self.rng.random() < p:
                     mods[b, j] = self.other
-        return Batch(images, valid, mods)
+        return Batch(images, mods)
+
+
+def exclude_pairs(pairs: list[PackedPair], prefixes: tuple[str, ...]) -> list[PackedPair]:
+    """Pairs whose id starts with none of `prefixes` (sources whose ground truth is not trusted)."""
+    return [p for p in pairs if not any(p.pair_id.startswith(x) for x in prefixes)]
 
 
 def split_holdout(pairs: list[PackedPair], fraction: float, seed: int) -> tuple[list[PackedPair], list[PackedPair]]:

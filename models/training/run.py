@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     parser.add_argument("--build-pack", metavar="PAIRS", help="first (re)build the config's training pack from "
                         "the train split of this pairs folder (plus synthetic scenes)")
-    parser.add_argument("--synthetic", type=int, default=40, help="synthetic scenes in a built pack")
+    parser.add_argument("--synthetic", type=int, default=80, help="synthetic scenes in a built pack")
     parser.add_argument("--throughput", action="store_true", help="time inference (s/MP at 1024^2) at the end")
 
 
@@ -33,7 +33,7 @@ def train(args) -> int:
     if args.build_pack:
         from models.training.data import real_pairs, synthetic_pairs, write_pack
 
-        pairs = real_pairs(Path(args.build_pack), "train") + synthetic_pairs(args.synthetic, 256, cfg.seed + 7)
+        pairs = real_pairs(Path(args.build_pack), "train") + synthetic_pairs(args.synthetic, 384, cfg.seed + 7)
         digest = write_pack(pairs, Path(cfg.pack))
         print(f"wrote {cfg.pack}: {len(pairs)} pairs, sha256 {digest}")
     cfg = apply_variant(cfg, args.variant)

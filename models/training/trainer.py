@@ -24,7 +24,7 @@ from models.dsmar.network import DSMAR, DSMARConfig, count_parameters
 from models.dsmar.weights import save_weights, sha256_file
 from models.training.augment import Prepared, WarpRanges, prepare_batch
 from models.training.config import LossWeights, StageConfig, TrainConfig
-from models.training.data import BatchSampler, read_pack, split_holdout
+from models.training.data import BatchSampler, exclude_pairs, read_pack, split_holdout
 
 
 def pick_device(name: str) -> torch.device:
@@ -43,6 +43,18 @@ def stage_parameters(model: DSMAR, stage: str) -> list[torch.nn.Parameter]:
     else:
         modules = [model]
     return [p for m in modules for p in m.parameters()]
+
+
+def warm_start(model: DSMAR, path: Path) -> str:
+    """Load the tensors of checksummed weights that fit `model` (all of them for the same architecture;
+    the shared parts for an ablation variant); return what was loaded."""
+    from models.dsmar.weights import load_weights
+
+    source, meta = load_weights(path)
+    own = model.state_dict()
+    fitting = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(fitting, strict=False)
+    return f"{len(fitting)}/{len(own)} tensors, sha256 {meta['sha256'][:12]}"
 
 
 def contrastive_loss(feats_f, feats_m, mask, temperature: float, gen: torch.Generator, points: int = 256):
@@ -118,13 +130,16 @@ class Trainer:
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.data_hash = sha256_file(Path(cfg.pack))
-        pairs = read_pack(Path(cfg.pack))
+        pairs = exclude_pairs(read_pack(Path(cfg.pack)), cfg.exclude)
         self.train_pairs, self.val_pairs = split_holdout(pairs, cfg.holdout, cfg.seed)
         self.modalities = sorted({p.moving_modality for p in self.train_pairs} | {p.fixed_modality for p in self.train_pairs} | {"other"})
-        self.sampler = BatchSampler(self.train_pairs, cfg.crop, cfg.seed)
+        self.sampler = BatchSampler(self.train_pairs, cfg.crop, cfg.seed, margin=cfg.margin)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.ranges = WarpRanges(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.warp.items()})
-        self.model = DSMAR(DSMARConfig.from_dict(cfg.model)).to(self.device)
+        self.model = DSMAR(DSMARConfig.from_dict(cfg.model))
+        if cfg.init:
+            self.log(f"initialised from {cfg.init}: {warm_start(self.model, Path(cfg.init))}")
+        self.model = self.model.to(self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -135,15 +150,19 @@ class Trainer:
     # -- data ------------------------------------------------------------------------------------
     def _to_device(self, batch):
         return (torch.from_numpy(batch.images).to(self.device, non_blocking=True),
-                torch.from_numpy(batch.valid).to(self.device, non_blocking=True),
                 torch.from_numpy(batch.modalities).to(self.device, non_blocking=True))
+
+    def _prepare(self, batch, ranges, gen, augment: float = 1.0) -> Prepared:
+        return prepare_batch(*self._to_device(batch), ranges, gen, self.cfg.crop, augment * self.cfg.augment,
+                             self.cfg.nodata)
 
     def _validation_batches(self) -> list[Prepared]:
         if not self.val_pairs:
             return []
-        sampler = BatchSampler(self.val_pairs, self.cfg.crop, self.cfg.seed + 1, modality_dropout=0.0)
+        sampler = BatchSampler(self.val_pairs, self.cfg.crop, self.cfg.seed + 1, modality_dropout=0.0,
+                               margin=self.cfg.margin)
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 1)
-        return [prepare_batch(*self._to_device(sampler.sample(self.cfg.batch)), self.ranges, gen, augment=0.5)
+        return [self._prepare(sampler.sample(self.cfg.batch), self.ranges, gen, augment=0.5)
                 for _ in range(self.cfg.val_batches)]
 
     # -- checkpoints -----------------------------------------------------------------------------
@@ -243,7 +262,7 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = stage.lr * lr_factor(progress)
             ranges = None if stage.name == "contrast" else self.ranges
-            batch = prepare_batch(*self._to_device(self.sampler.sample(self.cfg.batch)), ranges, self.gen)
+            batch = self._prepare(self.sampler.sample(self.cfg.batch), ranges, self.gen)
             with self._autocast():
                 if stage.name == "contrast":
                     feats_f, feats_m = self.model.encoder(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
