@@ -198,8 +198,9 @@ def dsmar_gpu_speed() -> dict | None:
     """The GPU inference speed recorded with the DS-MAR weights in use (measured where a GPU was lent)."""
     from models.methods.dsmar import weights_metadata
 
-    speed = weights_metadata().get("gpu_throughput")
-    return speed if speed and speed.get("weights_sha256") == weights_metadata()["sha256"] else None
+    meta = weights_metadata()
+    speed = meta.get("gpu_throughput")
+    return speed if speed and speed.get("weights_sha256") == meta["sha256"] else None
 
 
 def _dense_summary(cases: list[dict], method: str) -> dict:

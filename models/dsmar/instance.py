@@ -51,7 +51,6 @@ def instance_optimise(
         fv, mv = (fs[:, 1:] > 0.99).float(), (ms[:, 1:] > 0.99).float()
         desc_f = _descriptors(fs[:, :1], fv)
         desc_m = torch.cat([_descriptors(ms[:, :1], mv), mv], 1)
-        size = fs.shape[-2:]
         for _ in range(n_steps):
             full = base + F.interpolate(residual, size=(h, w), mode="bilinear", align_corners=True)
             scaled = F.avg_pool2d(full, factor) / factor if factor > 1 else full
@@ -62,7 +61,6 @@ def instance_optimise(
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-        del size
     with torch.no_grad():
         full = base + F.interpolate(residual, size=(h, w), mode="bilinear", align_corners=True)
     return full[0].numpy().astype(np.float32)

@@ -25,17 +25,23 @@ def _load(path: str):
     return load_weights(Path(path))
 
 
+def _weights(weights: str | Path | None = None):
+    """(model, sidecar metadata) of `weights`, else DSMAR_WEIGHTS, else the shipped file; loaded once."""
+    from models.dsmar.weights import DEFAULT_WEIGHTS
+
+    return _load(str(weights or os.environ.get("DSMAR_WEIGHTS") or DEFAULT_WEIGHTS))
+
+
 @register_method("dsmar")
 def make_dsmar():
     from models.dsmar.infer import predict_field
-    from models.dsmar.weights import DEFAULT_WEIGHTS
 
     def dsmar(
         fixed: np.ndarray, moving: np.ndarray, *, fixed_modality: str, moving_modality: str,
         weights: str | Path | None = None, tile: int = 1024, overlap: int = 128, device: str | None = None,
         iterations: int | None = None, optimise: dict | None = None, **_,
     ) -> tuple[np.ndarray, np.ndarray]:
-        model, meta = _load(str(weights or os.environ.get("DSMAR_WEIGHTS") or DEFAULT_WEIGHTS))
+        model, meta = _weights(weights)
         if iterations is None:  # the weights' own setting, tuned on the train split
             iterations = int(meta.get("inference", {}).get("iterations", 1))
         if optimise is None:
@@ -51,9 +57,7 @@ def make_dsmar():
 
 def weights_metadata(weights: str | Path | None = None) -> dict:
     """The sidecar metadata (checksum, record, measured speeds) of the weights `dsmar` uses."""
-    from models.dsmar.weights import DEFAULT_WEIGHTS
-
-    return _load(str(weights or os.environ.get("DSMAR_WEIGHTS") or DEFAULT_WEIGHTS))[1]
+    return _weights(weights)[1]
 
 
 def weights_sha256(weights: str | Path | None = None) -> str:
