@@ -4,16 +4,19 @@
 size without computing anything (lazy dask templates); the writers then fill whole chunks with plain
 zarr writes, so parallel tile writers never touch the same chunk. `tile_inputs_hash` (one chunk per
 time and tile) records what each chunk was computed from; a re-run with the same inputs skips it.
+`time` stays strictly increasing whatever order periods arrive in, so `.sel(time=slice(...))` works.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -23,6 +26,7 @@ import zarr
 from pyproj import CRS
 
 from dsmar.errors import InputError
+from pipeline.cube_reorder import copy_time_steps, local_dir, recover, rewrite
 from pipeline.grid import Grid
 from pipeline.tiles import Tile, TilePlan
 
@@ -54,6 +58,9 @@ class Provenance:
     sar_item: str
     sar_time: np.datetime64
     dem_item: str
+
+
+Step = tuple[np.datetime64, Provenance]  # one time of the cube and what it was made from
 
 
 def inputs_hash(*parts: object) -> int:
@@ -123,40 +130,92 @@ def _encoding(ds: xr.Dataset) -> dict:
 def init_cube(
     path: str, layout: CubeLayout, provenance: Sequence[Provenance], attrs: Mapping[str, str]
 ) -> dict[np.datetime64, int]:
-    """Create the cube, or append new times to an existing one on the same grid; return time -> index.
+    """Create the cube, or add new times to an existing one on the same grid; return time -> index.
 
-    Existing times keep their index; their provenance is refreshed (a changed item changes the
+    `time` is always strictly increasing: times after the cube's last one are appended; an
+    earlier period makes a local cube be rewritten in order (`cube_reorder`), its written chunks
+    following their times. Existing times' provenance is refreshed (a changed item changes the
     inputs hash, so those chunks are recomputed).
     """
     attrs = dict(attrs)
+    steps = _by_time((np.datetime64(t, "ns"), p) for t, p in zip(layout.times, provenance, strict=True))
+    root = local_dir(path)
+    if root is not None:
+        recover(root)
     if not _exists(path):
-        ds = _template(layout, layout.times, provenance)
-        ds.attrs.update(attrs)
-        ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, encoding=_encoding(ds), consolidated=False)
-        _consolidate(path)
-        return {np.datetime64(t, "ns"): i for i, t in enumerate(layout.times)}
-    existing = xr.open_zarr(path, decode_coords="all", consolidated=False)
+        _create(path, layout, steps, attrs)
+        return {t: i for i, (t, _) in enumerate(steps)}
+    existing = xr.open_zarr(path, decode_coords="all", consolidated=False, chunks=None)  # no dask: a few reads
     _check_compatible(existing, layout, path)
     _check_same_method(existing.attrs, attrs, path)
-    index = {np.datetime64(t, "ns"): i for i, t in enumerate(existing["time"].values)}
+    old = _steps_of(existing)
     old_attrs = dict(existing.attrs)
     existing.close()
-    new = [(t, p) for t, p in zip(layout.times, provenance) if np.datetime64(t, "ns") not in index]
-    if new:
+    known = {t for t, _ in old}
+    new = [(t, p) for t, p in steps if t not in known]
+    stored = [*old, *new]
+    # A local cube written before times were kept in order is put in order too.
+    if _inserts(old, new) or (root is not None and not _increasing(old)):
+        stored = _by_time(stored)
+        _reorder(path, root, layout, old, stored, old_attrs)
+    elif new:
         extra = _template(layout, [t for t, _ in new], [p for _, p in new])
         extra = extra.drop_vars([v for v in extra.variables if "time" not in extra[v].dims])
         extra.to_zarr(path, append_dim="time", compute=False, consolidated=False)
-        for t, _ in new:
-            index[np.datetime64(t, "ns")] = len(index)
+    index = {t: i for i, (t, _) in enumerate(stored)}
     group = zarr.open_group(path, mode="r+", zarr_format=3)
-    for t, p in zip(layout.times, provenance):
-        i = index[np.datetime64(t, "ns")]
+    for t, p in steps:
+        i = index[t]
         for name in ("optical_item", "sar_item", "dem_item"):
             group[name][i] = getattr(p, name)
         group["sar_time"][i] = _nanos(p.sar_time)
     group.attrs.update({**attrs, "created": old_attrs.get("created", attrs.get("created", ""))})
     _consolidate(path)
     return index
+
+
+def _steps_of(ds: xr.Dataset) -> list[Step]:
+    """The cube's times with their provenance, in stored order."""
+    columns = [ds[name].values for name in ("time", *PROVENANCE)]
+    return [(np.datetime64(t, "ns"), Provenance(str(o), str(s), np.datetime64(st, "ns"), str(d)))
+            for t, o, s, st, d in zip(*columns)]
+
+
+def _by_time(steps: Iterable[Step]) -> list[Step]:
+    return sorted(steps, key=lambda step: step[0])
+
+
+def _increasing(steps: Sequence[Step]) -> bool:
+    return all(a[0] < b[0] for a, b in itertools.pairwise(steps))
+
+
+def _inserts(old: Sequence[Step], new: Sequence[Step]) -> bool:
+    """Whether some of `new` (sorted) falls before the cube's last time, so appending would break the order."""
+    return bool(old and new) and new[0][0] < max(t for t, _ in old)
+
+
+def _create(path: str, layout: CubeLayout, steps: Sequence[Step], attrs: Mapping) -> None:
+    """Write a new cube at `path` with these times (in order) and empty data variables."""
+    ds = _template(layout, [t for t, _ in steps], [p for _, p in steps])
+    ds.attrs.update(attrs)
+    ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, encoding=_encoding(ds), consolidated=False)
+    _consolidate(path)
+
+
+def _reorder(
+    path: str, root: Path | None, layout: CubeLayout, old: Sequence[Step], merged: Sequence[Step], attrs: Mapping
+) -> None:
+    """Rewrite the cube with the times `merged` (old and new, in order); each written chunk moves with its time."""
+    if root is None:
+        raise InputError(f"{path} is not a local cube: an earlier period cannot be inserted into it "
+                         "(times must stay in order); write that period to a new --out")
+    position = {t: j for j, (t, _) in enumerate(merged)}
+
+    def build(target: Path) -> None:
+        _create(str(target), layout, merged, attrs)
+        copy_time_steps(root, target, {i: position[t] for i, (t, _) in enumerate(old)})
+
+    rewrite(root, build)
 
 
 def _consolidate(path: str) -> None:

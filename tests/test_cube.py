@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import tempfile
 import threading
+import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
 from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyproj import CRS
 
 from dsmar.errors import InputError
@@ -14,6 +21,7 @@ from pipeline.cube import (
     CubeLayout,
     Provenance,
     ZarrChunkWriter,
+    _template,
     cube_attrs,
     init_cube,
     inputs_hash,
@@ -168,3 +176,151 @@ def test_a_cube_keeps_one_method(cube):
     with pytest.raises(InputError, match="written with method 'cfog'; rerun with --method cfog"):
         init_cube(path, _layout(_grid(), (T0, T1, T2)), [_prov(0), _prov(1), _prov(2)],
                   cube_attrs("{}", {}, "dsmar", "cd" * 32))
+
+
+DAYS = tuple(np.datetime64(f"2024-05-{d:02d}T10:00", "ns") for d in (3, 9, 15, 21, 27))
+
+
+def _dated_prov(t):
+    """Provenance that names its own time, so a test can tell which time a row belongs to."""
+    day = str(t)[:10]
+    return Provenance(f"opt-{day}", f"sar-{day}", t - np.timedelta64(5, "h"), f"dem-{day}")
+
+
+def _init(path, grid, times, size=64):
+    layout = _layout(grid, tuple(times), size)
+    return init_cube(path, layout, [_dated_prov(t) for t in times], cube_attrs("{}", {}, "cfog", None)), layout
+
+
+def _stamp(path, index, tile, t):
+    """Write one tile for time t with values and an inputs hash derived from t."""
+    value = float(t.astype("datetime64[D]").astype(int) % 1000)
+    ZarrChunkWriter(path).write(index[t], tile, _arrays(tile, value), int(value) + 1)
+    return value
+
+
+def _assert_tile(ds, tile, t, value):
+    ys, xs = tile.core.slices
+    step = ds.sel(time=t)
+    for name in ("optical", "sar", "dem", "displacement_sar", "displacement_dem"):
+        np.testing.assert_array_equal(step[name].values[..., ys, xs], value, err_msg=f"{name} at {t}")
+    np.testing.assert_array_equal(step["confidence_dem"].values[ys, xs], 0.5)
+    prov = _dated_prov(t)
+    assert (str(step.optical_item.values), str(step.sar_item.values), str(step.dem_item.values)) == (
+        prov.optical_item, prov.sar_item, prov.dem_item)
+    assert step.sar_time.values == prov.sar_time
+
+
+def test_an_earlier_period_is_inserted_in_order_and_written_tiles_follow_their_times(tmp_path):
+    path = str(tmp_path / "cube.zarr")
+    later = (DAYS[2], DAYS[4])
+    index, layout = _init(path, _grid(), later)
+    tiles = {later[0]: layout.plan.tile(0, 1), later[1]: layout.plan.tile(2, 3)}
+    values = {t: _stamp(path, index, tile, t) for t, tile in tiles.items()}
+    created = open_cube(path).attrs["created"]
+
+    index, _ = _init(path, _grid(), (DAYS[0], DAYS[3]))  # one before, one between the cube's times
+
+    assert index == {DAYS[0]: 0, DAYS[2]: 1, DAYS[3]: 2, DAYS[4]: 3}
+    ds = open_cube(path)
+    assert list(ds.time.values) == [DAYS[0], DAYS[2], DAYS[3], DAYS[4]]
+    assert ds.sel(time=slice(DAYS[1], DAYS[3])).sizes["time"] == 2
+    for t, tile in tiles.items():
+        _assert_tile(ds, tile, t, values[t])
+        hashes = ZarrChunkWriter(path).written(index[t])
+        assert hashes[tile.i, tile.j] == int(values[t]) + 1 and np.count_nonzero(hashes) == 1
+    for t in (DAYS[0], DAYS[3]):
+        assert np.isnan(ds.optical.sel(time=t).values).all() and not ZarrChunkWriter(path).written(index[t]).any()
+        assert str(ds.optical_item.sel(time=t).values) == _dated_prov(t).optical_item
+    assert ds.attrs["created"] == created and ds.rio.crs is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cube.zarr"]  # no sibling left behind
+
+
+def test_later_times_are_appended_without_rewriting_written_chunks(tmp_path):
+    path = str(tmp_path / "cube.zarr")
+    index, layout = _init(path, _grid(), DAYS[:2])
+    tile = layout.plan.tile(1, 1)
+    _stamp(path, index, tile, DAYS[1])
+    chunk = tmp_path / "cube.zarr" / "sar" / "c" / "1" / "0" / "1" / "1"
+    inode = chunk.stat().st_ino
+
+    _init(path, _grid(), DAYS[3:])
+
+    assert chunk.stat().st_ino == inode
+    assert list(open_cube(path).time.values) == list(DAYS[:2] + DAYS[3:])
+
+
+def test_a_reorder_that_died_between_its_renames_leaves_the_old_cube_whole(tmp_path):
+    path = tmp_path / "cube.zarr"
+    index, layout = _init(str(path), _grid(), DAYS[2:4])
+    tile = layout.plan.tile(0, 0)
+    value = _stamp(str(path), index, tile, DAYS[3])
+    _init(str(tmp_path / "cube.zarr.reorder"), _grid(), DAYS[:1])  # a finished new cube, never swapped in
+    os.rename(path, tmp_path / "cube.zarr.previous")
+
+    index, _ = _init(str(path), _grid(), DAYS[:1])
+
+    assert index == {DAYS[0]: 0, DAYS[2]: 1, DAYS[3]: 2}
+    _assert_tile(open_cube(str(path)), tile, DAYS[3], value)
+    assert ZarrChunkWriter(str(path)).written(2)[0, 0] == int(value) + 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cube.zarr"]
+
+
+def test_a_reorder_that_died_while_building_keeps_the_old_cube(tmp_path):
+    path = tmp_path / "cube.zarr"
+    _init(str(path), _grid(), DAYS[3:])
+    (tmp_path / "cube.zarr.reorder" / "sar").mkdir(parents=True)  # half a new cube
+    index, _ = _init(str(path), _grid(), DAYS[4:])
+    assert index == {DAYS[3]: 0, DAYS[4]: 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cube.zarr"]
+
+
+def test_an_earlier_period_is_refused_for_a_remote_cube(tmp_path):
+    path = f"memory://{uuid.uuid4().hex}/cube.zarr"
+    _init(path, _grid(), DAYS[2:3])
+    with pytest.raises(InputError, match="earlier period cannot be inserted"):
+        _init(path, _grid(), DAYS[:1])
+    assert list(open_cube(path).time.values) == [DAYS[2]]
+    _init(path, _grid(), DAYS[3:4])  # later periods still append
+    assert list(open_cube(path).time.values) == [DAYS[2], DAYS[3]]
+
+
+def test_a_cube_written_out_of_order_before_the_fix_is_put_in_order_on_the_next_run(tmp_path):
+    path = str(tmp_path / "cube.zarr")
+    index, layout = _init(path, _grid(), DAYS[3:4])
+    tile = layout.plan.tile(2, 0)
+    value = _stamp(path, index, tile, DAYS[3])
+    legacy = _template(layout, DAYS[1:2], [_dated_prov(DAYS[1])])  # how earlier periods used to be added
+    legacy.drop_vars([v for v in legacy.variables if "time" not in legacy[v].dims]).to_zarr(
+        path, append_dim="time", compute=False, consolidated=False)
+
+    index, _ = _init(path, _grid(), DAYS[3:4])
+
+    assert index == {DAYS[1]: 0, DAYS[3]: 1}
+    ds = open_cube(path)
+    assert list(ds.time.values) == [DAYS[1], DAYS[3]]
+    _assert_tile(ds, tile, DAYS[3], value)
+    assert ZarrChunkWriter(path).written(1)[2, 0] == int(value) + 1
+
+
+@settings(max_examples=6, deadline=None)
+@given(order=st.permutations(range(len(DAYS))), cuts=st.sets(st.integers(1, len(DAYS) - 1), max_size=2))
+def test_periods_arriving_in_any_order_give_sorted_time_with_data_on_its_time(order, cuts):
+    bounds = [0, *sorted(cuts), len(DAYS)]
+    periods = [[DAYS[k] for k in order[a:b]] for a, b in itertools.pairwise(bounds)]
+    grid = _grid(40, 40)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "cube.zarr")
+        values, tile = {}, None
+        for period in periods:
+            index, layout = _init(path, grid, period, size=32)
+            seen = sorted([*values, *period])
+            assert index == {t: i for i, t in enumerate(seen)}
+            tile = layout.plan.tile(1, 0)
+            values.update({t: _stamp(path, index, tile, t) for t in period})
+        ds = open_cube(path)
+        assert list(ds.time.values) == sorted(DAYS)
+        for i, t in enumerate(sorted(DAYS)):
+            _assert_tile(ds, tile, t, values[t])
+            assert ZarrChunkWriter(path).written(i).tolist() == [[0, 0], [int(values[t]) + 1, 0]]
+            assert np.isnan(ds.sar.sel(time=t).values[:, :32, :]).all()

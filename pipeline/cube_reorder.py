@@ -1,0 +1,88 @@
+"""Rewrite a local cube with its time axis in a new order, never leaving it half-written.
+
+Zarr can only grow an axis at its end, so a period earlier than the cube's last time needs a new
+cube: it is built beside the old one (`<cube>.reorder`), the old one's chunks are copied into it byte
+for byte (same codecs, a new time index), and the two directories are swapped by renames. A crash
+at any point leaves either the old or the new cube whole; `recover` (run before anything opens
+the cube) finishes or undoes an interrupted swap. One process reorders a cube at a time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import zarr
+
+from dsmar.errors import DsmarError
+
+_CODEC_KEYS = ("data_type", "chunk_grid", "chunk_key_encoding", "codecs", "fill_value")
+
+
+def local_dir(path: str) -> Path | None:
+    """The directory of a cube on the local file system; None for any other fsspec URL."""
+    if path.startswith("file://"):
+        return Path(path.removeprefix("file://"))
+    return None if "://" in path else Path(path)
+
+
+def _siblings(root: Path) -> tuple[Path, Path]:
+    """(where the new cube is built, where the old one waits during the swap)."""
+    return root.with_name(root.name + ".reorder"), root.with_name(root.name + ".previous")
+
+
+def recover(root: Path) -> None:
+    """Leave exactly one whole cube at `root` after a reorder that died part-way."""
+    building, previous = _siblings(root)
+    if previous.exists() and not root.exists():  # died between the two renames: keep the old cube
+        previous.rename(root)
+    shutil.rmtree(previous, ignore_errors=True)  # the new cube is in place, or the old one is back
+    shutil.rmtree(building, ignore_errors=True)  # never swapped in: the cube at `root` is whole
+
+
+def rewrite(root: Path, build: Callable[[Path], None]) -> None:
+    """Replace the cube at `root` by what `build` writes into a fresh sibling directory."""
+    recover(root)
+    building, previous = _siblings(root)
+    build(building)
+    os.rename(root, previous)
+    os.rename(building, root)
+    shutil.rmtree(previous)
+
+
+def copy_time_steps(source: Path, target: Path, moves: Mapping[int, int]) -> None:
+    """Copy every written chunk of each time-major array from time i in `source` to time moves[i] in `target`.
+
+    Raw bytes, so nothing is decoded; chunks never written stay absent (they read as the fill
+    value). Arrays along time only (coordinates, provenance) are left to whoever built `target`.
+    """
+    old_group = zarr.open_group(source, mode="r", zarr_format=3)
+    new_group = zarr.open_group(target, mode="r", zarr_format=3)
+    for name, new in new_group.arrays():
+        if new.ndim < 2 or (new.metadata.dimension_names or (None,))[0] != "time":
+            continue
+        old = old_group[name]
+        _check_same_codecs(old, new, name)
+        for i, j in moves.items():
+            for rest in _chunk_grid(old):
+                src = source / name / old.metadata.encode_chunk_key((i, *rest))
+                if src.exists():
+                    dst = target / name / new.metadata.encode_chunk_key((j, *rest))
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, dst)
+
+
+def _chunk_grid(array: zarr.Array) -> Iterator[tuple[int, ...]]:
+    """Chunk coordinates of one time step (every dimension but the first)."""
+    return itertools.product(*(range(math.ceil(s / c)) for s, c in zip(array.shape[1:], array.chunks[1:])))
+
+
+def _check_same_codecs(old: zarr.Array, new: zarr.Array, name: str) -> None:
+    old_meta, new_meta = old.metadata.to_dict(), new.metadata.to_dict()
+    if old.chunks[0] != 1 or any(old_meta.get(k) != new_meta.get(k) for k in _CODEC_KEYS):
+        raise DsmarError(f"cannot reorder {name}: the cube stores it with another zarr encoding; "
+                         "write the earlier period to a new --out")
