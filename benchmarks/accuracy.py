@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import time
 import traceback
@@ -69,9 +70,33 @@ def select_pairs(config: BenchConfig) -> list[PairRecord]:
     return records
 
 
-def _timed(method: str, fixed, moving, fixed_modality, moving_modality):
+def method_spec(spec: str) -> tuple[str, dict]:
+    """`name` or `name:key=value:key=value` (values as Python literals) -> (method, options).
+
+    Lets one run compare a method's options, e.g. `dsmar,dsmar:augment=4`, each labelled by its spec.
+    """
+    name, *pairs = spec.split(":")
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"method option {pair!r} in {spec!r} is not key=value")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return name, options
+
+
+def register_spec(spec: str, fixed, moving, fixed_modality: str, moving_modality: str):
+    """`register_pair` with the method and options of a method spec."""
+    method, options = method_spec(spec)
+    return register_pair(fixed, moving, fixed_modality, moving_modality, method=method, **options)
+
+
+def _timed(spec: str, fixed, moving, fixed_modality, moving_modality):
     start = time.perf_counter()
-    result = register_pair(fixed, moving, fixed_modality, moving_modality, method=method)
+    result = register_spec(spec, fixed, moving, fixed_modality, moving_modality)
     return result.displacement, time.perf_counter() - start
 
 

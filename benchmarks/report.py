@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.accuracy import HIST_EDGES, pair_seed
+from benchmarks.accuracy import HIST_EDGES, pair_seed, register_spec
 from benchmarks.pairs import load_aligned_pair, read_pairs
 from benchmarks.warps import benchmark_warp
-from models import register_pair
 from models.warp import warp_image
 
 DENSE_COLUMNS = (
@@ -188,7 +187,7 @@ def _checkerboard_figure(result: dict, pair_id: str, method: str, path: Path) ->
     pair = load_aligned_pair(record)
     warp = benchmark_warp(pair.fixed.shape[-2:], pair_seed(config["seed"], pair_id))
     warped = warp_image(pair.moving, warp)
-    registered = register_pair(pair.fixed, warped, pair.fixed_modality, pair.moving_modality, method=method)
+    registered = register_spec(method, pair.fixed, warped, pair.fixed_modality, pair.moving_modality)
     fixed = to_gray(pair.fixed, pair.fixed_modality)
     before = to_gray(warped, pair.moving_modality)
     after = to_gray(registered.warped, pair.moving_modality)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.accuracy import BenchConfig, data_errors, select_pairs
+from benchmarks.accuracy import BenchConfig, data_errors, method_spec, select_pairs
 from benchmarks.pairs import read_pairs
 from dsmar.cli import main
 
@@ -46,3 +46,15 @@ def test_pairs_with_identical_images_are_excluded_as_data_errors(pairs_dir):
     picked = {r.pair_id for r in select_pairs(BenchConfig(pairs_dir, "eval"))}
     assert not picked & set(broken)
     assert len(picked) + len(broken) == len(records)
+
+
+def test_method_specs_carry_options():
+    assert method_spec("dsmar") == ("dsmar", {})
+    assert method_spec("dsmar:augment=4:device=cpu") == ("dsmar", {"augment": 4, "device": "cpu"})
+
+
+def test_malformed_method_spec_is_one_line_error(pairs_dir, tmp_path, capsys):
+    code = main(["bench", "accuracy", "--pairs", str(pairs_dir), "--methods", "dsmar:augment",
+                 "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "not key=value" in capsys.readouterr().err

@@ -87,3 +87,20 @@ def test_instance_optimisation_moves_towards_a_known_shift():
     inner = field[:, 16:-16, 16:-16]
     # moving(y, x + 1.5) = fixed(y, x): the field's dx approaches 1.5, dy stays near 0.
     assert abs(np.median(inner[1]) - 1.5) < 0.5 and abs(np.median(inner[0])) < 0.3
+
+
+def test_full_symmetry_augmentation_is_exactly_equivariant(model):
+    """Averaged over all eight frames, registering a rotated pair gives the rotated field."""
+    from models.dsmar import dihedral
+
+    rng = np.random.default_rng(3)
+    fixed = rng.random((1, 64, 96)).astype(np.float32)
+    moving = rng.random((1, 64, 96)).astype(np.float32)
+    field, conf = predict_field(model, fixed, moving, "optical", "sar", device="cpu", augment=8)
+    sym = (1, True)
+    turned, turned_conf = predict_field(model, dihedral.apply(fixed, sym), dihedral.apply(moving, sym),
+                                        "optical", "sar", device="cpu", augment=8)
+    assert np.allclose(turned, dihedral.apply_field(field, sym), atol=1e-4)
+    assert np.allclose(turned_conf, dihedral.apply(conf, sym), atol=1e-5)
+    plain, _ = predict_field(model, fixed, moving, "optical", "sar", device="cpu")
+    assert not np.allclose(plain, field, atol=1e-3)

@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
     acc.add_argument("--pairs", type=Path, default=None,
                      help=f"folder with pairs.csv (default {DEFAULT_PAIRS} when present)")
     acc.add_argument("--split", default="eval", choices=("train", "eval"))
-    acc.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated register_pair methods")
+    acc.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated register_pair methods, each optionally with options: dsmar:augment=4")
     acc.add_argument("--out", type=Path, required=True, help="folder for results.json, report.md, figures")
     acc.add_argument("--limit", type=int, default=None, help="evenly spaced subset of N pairs")
     acc.add_argument("--seed", type=int, default=0, help="seed of the known warps")
@@ -36,7 +36,7 @@ def add_parser(subparsers) -> None:
 
 
 def _accuracy(args) -> int:
-    from benchmarks.accuracy import BenchConfig, run_benchmark
+    from benchmarks.accuracy import BenchConfig, method_spec, run_benchmark
     from benchmarks.report import tables, write_docs, write_report
     from models.api import available_methods
 
@@ -44,7 +44,10 @@ def _accuracy(args) -> int:
     if not (pairs / "pairs.csv").exists():
         raise InputError(f"no pairs.csv in {pairs}: give --pairs the folder of the real pairs")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    unknown = [m for m in methods if m not in available_methods()]
+    try:
+        unknown = [m for m in methods if method_spec(m)[0] not in available_methods()]
+    except ValueError as err:
+        raise InputError(str(err)) from err
     if unknown:
         raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
     if args.limit is not None and args.limit < 1:

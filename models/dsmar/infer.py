@@ -9,6 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from models.api import MODALITIES
+from models.dsmar import dihedral
 from models.dsmar.network import DSMAR
 from models.preprocess import to_gray
 from models.warp import compose, warp_image
@@ -79,19 +80,20 @@ def predict_field(
     device: str | torch.device | None = None,
     iterations: int = 1,
     optimise: dict | None = None,
+    augment: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Field (2, H, W) (Contract 1) and confidence (H, W) for float32 (C, H, W) images with NaN.
 
-    `iterations` > 1 re-registers the moving image warped by the field found so far and composes
+    `augment` (1, 2, 4 or 8) averages the fields found in that many rotated/mirrored frames of the
+    pair (`models.dsmar.dihedral`), at that many times the cost. `iterations` > 1 re-registers the moving image warped by the field found so far and composes
     the fields (Contract 1 composition). `optimise` (keyword arguments of
     `models.dsmar.instance.instance_optimise`) fine-tunes the field on this pair, unsupervised.
     """
-    field, conf = _predict_once(model, fixed, moving, fixed_modality, moving_modality, known_modalities,
-                                tile, overlap, device)
+    args = (fixed_modality, moving_modality, known_modalities, tile, overlap, device)
+    field, conf = _predict_augmented(model, fixed, moving, augment, *args)
     for _ in range(iterations - 1):
         warped = warp_image(moving, field)
-        step, conf = _predict_once(model, fixed, warped, fixed_modality, moving_modality, known_modalities,
-                                   tile, overlap, device)
+        step, conf = _predict_augmented(model, fixed, warped, augment, *args)
         field = compose(field, step)
         field = np.where(np.isfinite(field), field, step)
     if optimise is not None:
@@ -100,6 +102,19 @@ def predict_field(
         field = instance_optimise(network_input(fixed, fixed_modality), network_input(moving, moving_modality),
                                   field, **optimise)
     return field, conf
+
+
+def _predict_augmented(
+    model: DSMAR, fixed: np.ndarray, moving: np.ndarray, augment: int, *args
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean field and confidence over the first `augment` grid symmetries, each mapped back to this frame."""
+    field_sum, conf_sum = 0.0, 0.0
+    syms = dihedral.symmetries(augment)
+    for sym in syms:
+        field, conf = _predict_once(model, dihedral.apply(fixed, sym), dihedral.apply(moving, sym), *args)
+        field_sum = field_sum + dihedral.undo_field(field, sym)
+        conf_sum = conf_sum + dihedral.undo(conf, sym)
+    return (field_sum / len(syms)).astype(np.float32), (conf_sum / len(syms)).astype(np.float32)
 
 
 def _predict_once(

@@ -2,8 +2,9 @@
 
 `weights=` (or the environment variable DSMAR_WEIGHTS, which reaches benchmark worker processes)
 points the method at another weights file, such as an ablation's; it is checked the same way.
-`iterations=` re-registers the warped moving image and composes; by default the value recorded
-under "inference" in the weights' sidecar (tuned on the train split), else 1.
+`iterations=` re-registers the warped moving image and composes; `augment=` averages over that many
+rotated/mirrored frames (1, 2, 4, 8). Each defaults to the value recorded under "inference" in the
+weights' sidecar (tuned on the train split), else 1.
 """
 
 from __future__ import annotations
@@ -39,17 +40,17 @@ def make_dsmar():
     def dsmar(
         fixed: np.ndarray, moving: np.ndarray, *, fixed_modality: str, moving_modality: str,
         weights: str | Path | None = None, tile: int = 1024, overlap: int = 128, device: str | None = None,
-        iterations: int | None = None, optimise: dict | None = None, **_,
+        iterations: int | None = None, optimise: dict | None = None, augment: int | None = None, **_,
     ) -> tuple[np.ndarray, np.ndarray]:
         model, meta = _weights(weights)
-        if iterations is None:  # the weights' own setting, tuned on the train split
-            iterations = int(meta.get("inference", {}).get("iterations", 1))
-        if optimise is None:
-            optimise = meta.get("inference", {}).get("optimise")
+        tuned = meta.get("inference", {})  # the weights' own settings, tuned on the train split
+        iterations = int(tuned.get("iterations", 1)) if iterations is None else iterations
+        augment = int(tuned.get("augment", 1)) if augment is None else augment
+        optimise = tuned.get("optimise") if optimise is None else optimise
         return predict_field(
             model, fixed, moving, fixed_modality, moving_modality,
             known_modalities=meta.get("record", {}).get("modalities"), tile=tile, overlap=overlap, device=device,
-            iterations=iterations, optimise=optimise,
+            iterations=iterations, optimise=optimise, augment=augment,
         )
 
     return dsmar
