@@ -1,8 +1,8 @@
 """Operator backfills: one region over a long period, processed window by window into one cube.
 
 Each window is a full `register_region` run (its own Prefect subflow), so a failure costs one window,
-a re-run skips every chunk already written with the same inputs, and new acquisitions are appended
-to the cube's time axis.
+a re-run skips every chunk already written with the same inputs, and new acquisitions take their
+place on the cube's time axis, which stays in order whatever order the windows run in.
 """
 
 from __future__ import annotations
