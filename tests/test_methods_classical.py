@@ -83,3 +83,23 @@ def test_small_images_still_find_shifts_beyond_the_fine_radius(method, shape):
     moving = np.where(np.isnan(moving), np.nanmedian(moving, axis=(1, 2), keepdims=True), moving)  # no border leak
     r = register_pair(scene.optical, moving, "optical", "sar", method=method)
     np.testing.assert_allclose(np.median(r.displacement, axis=(1, 2)), [-8.0, -6.0], atol=0.5)
+
+
+def test_polish_corrects_a_small_field_error_and_keeps_a_right_field(optical_sar):
+    from functools import partial
+
+    from models.classical.features import mind_ssc
+    from models.classical.register import WindowConfig, polish
+    from models.preprocess import to_gray
+
+    fixed, moving = optical_sar
+    warp = affine_field(fixed.shape[1:], (2.5, -1.5), 0.5, 1.0)
+    truth = invert_warp(warp)
+    inside = inside_mask(truth)
+    f, m = to_gray(fixed, "optical"), to_gray(warp_image(moving, warp), "sar")
+    describe, config = partial(mind_ssc, radius=1, dilation=1), WindowConfig(fine_radius=3)
+    off = truth + np.array([1.8, -1.2], np.float32)[:, None, None]  # a field 2.2 px wrong
+    fixed_up = polish(f, m, off, describe, config)
+    assert np.median(np.hypot(*(fixed_up - truth))[inside]) < 0.6
+    kept = polish(f, m, truth, describe, config)
+    assert np.median(np.hypot(*(kept - truth))[inside]) < 0.6

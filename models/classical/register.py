@@ -21,7 +21,7 @@ from models.classical.interpolate import affine_eval, dense_residual, robust_aff
 from models.classical.matching import Matches, WindowGrid, match_windows, median_test, phase_correlation
 from dsmar.errors import InputError
 from models.preprocess import to_gray
-from models.warp import warp_image
+from models.warp import compose, warp_image
 
 Describe = Callable[[np.ndarray], np.ndarray]
 
@@ -74,23 +74,28 @@ def register_windows(
     fixed_gray: np.ndarray, moving_gray: np.ndarray, describe: Describe, config: WindowConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """Field (2, H, W) and confidence (H, W) aligning `moving_gray` to `fixed_gray` (NaN = no-data)."""
+    params = coarse_trend(fixed_gray, moving_gray, describe, config)
+    base = affine_eval(params, fixed_gray.shape)
+    residual, confidence = fine_residual(fixed_gray, warp_image(moving_gray, base), describe, config)
+    # Compose: moving location = q + base(q) at q = p + residual(p); the base is affine.
+    field = residual + base + np.einsum("kc,kij->cij", params[:2], residual)
+    return field.astype(np.float32), confidence
+
+
+def fine_residual(
+    fixed_gray: np.ndarray, warped_gray: np.ndarray, describe: Describe, config: WindowConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """The residual field (2, H, W) left between `fixed_gray` and an already pre-warped moving image,
+    from windows on the fine lattice searched `config.fine_radius` px, and its confidence (H, W)."""
     shape = fixed_gray.shape
     fixed_valid = np.isfinite(fixed_gray)
-    fixed_desc = describe(fixed_gray)
-    params = coarse_trend(fixed_gray, moving_gray, describe, config)
-
-    base = affine_eval(params, shape)
-    warped = warp_image(moving_gray, base)
     fine_step = capped_step(shape, config.fine_step, config.max_fine_windows)
     fine = median_test(match_windows(
-        fixed_desc, describe(warped), fixed_valid, np.isfinite(warped),
+        describe(fixed_gray), describe(warped_gray), fixed_valid, np.isfinite(warped_gray),
         config.fine_window, fine_step, config.fine_radius, (0, 0), config.min_valid, config.min_distinct,
     ))
     residual, confidence = dense_residual(fine, np.zeros((3, 2)), shape, config.sigma_cells)
-    # Compose: moving location = q + base(q) at q = p + residual(p); the base is affine.
-    field = residual + base + np.einsum("kc,kij->cij", params[:2], residual)
-    confidence = np.where(fixed_valid, confidence, 0.0)
-    return field.astype(np.float32), confidence.astype(np.float32)
+    return residual, np.where(fixed_valid, confidence, 0.0).astype(np.float32)
 
 
 def coarse_trend(
@@ -162,3 +167,13 @@ def trend(coarse: Matches, config: WindowConfig) -> tuple[np.ndarray, int]:
     if inliers.sum() >= needed:
         return params, int(inliers.sum())
     return np.zeros((3, 2)), 0
+
+
+def polish(
+    fixed_gray: np.ndarray, moving_gray: np.ndarray, field: np.ndarray, describe: Describe, config: WindowConfig
+) -> np.ndarray:
+    """`field` (Contract 1) corrected by the fine window stage on the pair it aligns: a residual of at
+    most `config.fine_radius` px, smooth at the lattice scale, composed after it."""
+    residual, _ = fine_residual(fixed_gray, warp_image(moving_gray, field), describe, config)
+    composed = compose(field, residual)
+    return np.where(np.isfinite(composed), composed, field + residual).astype(np.float32)

@@ -3,8 +3,10 @@
 `weights=` (or the environment variable DSMAR_WEIGHTS, which reaches benchmark worker processes)
 points the method at another weights file, such as an ablation's; it is checked the same way.
 `iterations=` re-registers the warped moving image and composes; `augment=` averages over that many
-rotated/mirrored frames (1, 2, 4, 8). Each defaults to the value recorded under "inference" in the
-weights' sidecar (tuned on the train split), else 1.
+rotated/mirrored frames (1, 2, 4, 8); `polish=` (px, 0 = off) corrects the network's field by the
+classical MIND-SSC fine window stage searched that far around it (a hybrid step: `polish=0` is the
+network alone). Each defaults to the value recorded under "inference" in the weights' sidecar (tuned
+on the train split), else 1 frame, 1 iteration, no polish.
 """
 
 from __future__ import annotations
@@ -40,20 +42,39 @@ def make_dsmar():
     def dsmar(
         fixed: np.ndarray, moving: np.ndarray, *, fixed_modality: str, moving_modality: str,
         weights: str | Path | None = None, tile: int = 1024, overlap: int = 128, device: str | None = None,
-        iterations: int | None = None, optimise: dict | None = None, augment: int | None = None, **_,
+        iterations: int | None = None, optimise: dict | None = None, augment: int | None = None,
+        polish: int | None = None, **_,
     ) -> tuple[np.ndarray, np.ndarray]:
         model, meta = _weights(weights)
         tuned = meta.get("inference", {})  # the weights' own settings, tuned on the train split
         iterations = int(tuned.get("iterations", 1)) if iterations is None else iterations
         augment = int(tuned.get("augment", 1)) if augment is None else augment
         optimise = tuned.get("optimise") if optimise is None else optimise
-        return predict_field(
+        polish = int(tuned.get("polish", 0)) if polish is None else polish
+        field, confidence = predict_field(
             model, fixed, moving, fixed_modality, moving_modality,
             known_modalities=meta.get("record", {}).get("modalities"), tile=tile, overlap=overlap, device=device,
             iterations=iterations, optimise=optimise, augment=augment,
         )
+        if polish:
+            field = _polish(fixed, moving, field, fixed_modality, moving_modality, polish)
+        return field, confidence
 
     return dsmar
+
+
+def _polish(fixed, moving, field, fixed_modality: str, moving_modality: str, radius: int) -> np.ndarray:
+    """The network's field corrected by MIND-SSC window matching searched at most `radius` px around it."""
+    from functools import partial
+
+    from models.classical.features import mind_ssc
+    from models.classical.register import WindowConfig, polish
+    from models.methods.mind import DILATION, RADIUS
+    from models.preprocess import to_gray
+
+    describe = partial(mind_ssc, radius=RADIUS, dilation=DILATION)
+    return polish(to_gray(fixed, fixed_modality), to_gray(moving, moving_modality), field, describe,
+                  WindowConfig(fine_radius=radius))
 
 
 def weights_metadata(weights: str | Path | None = None) -> dict:
