@@ -1,8 +1,9 @@
 """Lazy loading of STAC items onto the optical grid (the pipeline's one way to read pixels).
 
 `optical_grid` derives the target grid from the optical item; `load_stack` puts any items (optical,
-SAR, DEM tiles) onto exactly that grid with stackstac, in physical units with NaN for nodata;
-`load_truth` reads the demo archive's injected displacement. Conventions: docs/loading.md.
+SAR, DEM tiles) onto exactly that grid with stackstac, in physical units with NaN for nodata (tiles
+on one pixel lattice are first joined into one VRT: pipeline/load_mosaic.py); `load_truth` reads the
+demo archive's injected displacement. Conventions: docs/loading.md.
 """
 
 from __future__ import annotations
@@ -25,17 +26,17 @@ from stackstac.rio_reader import DEFAULT_GDAL_ENV
 from catalogs.scenes import AssetKeys
 from dsmar.errors import CatalogError, InputError
 from pipeline.grid import Grid
-from pipeline.load_assets import gdal_href, read_headers
+from pipeline.load_assets import AssetHeader, gdal_href, read_headers
 from pipeline.load_meta import (
     Radiometry,
     absolute_href,
     asset_dict,
     crs_of,
     geocoding_problem,
-    plain_item,
     radiometry,
     refuse_radar_geometry,
 )
+from pipeline.load_mosaic import Layer, asset_layers
 
 # Remote reads retry like catalog searches do (catalogs/http.py): GDAL retries 429/5xx with
 # exponential backoff from RETRY_DELAY seconds. Local files never touch these settings.
@@ -77,7 +78,8 @@ def load_stack(
     """Items' assets resampled onto exactly `grid`: lazy (band, y, x), physical units, NaN = nodata.
 
     `bands` maps output band names to asset keys. Several items are mosaicked with the first
-    valid pixel winning in the order given (put the preferred item first). SAR assets come out in
+    valid pixel winning in the order given (put the preferred item first); consecutive items on one
+    pixel lattice are mosaicked before resampling, so their seams interpolate like one file. SAR assets come out in
     dB when `sar_db` (linear power is converted). Chunks are `chunks` x `chunks` pixels.
     """
     items = list(items)
@@ -97,12 +99,21 @@ def load_stack(
     for key in keys:
         if not any(key in item.assets for item in items):
             raise CatalogError(f"no item has asset {key!r} (items: {[i.id for i in items]})")
-    table, hrefs = _inspect_assets(items, keys, sar_db)
+    table, hrefs, headers = _inspect_assets(items, keys, sar_db)
+    layers = [asset_layers(items, key, table, hrefs, headers) for key in keys]
+    mosaic = xr.concat([_load_asset(ls, key, grid, resampling, dtype, chunks) for ls, key in zip(layers, keys)], dim="band")
+    out = mosaic.assign_coords(band=keys).sel(band=list(bands.values()))
+    out = out.reset_coords(drop=True).assign_coords(band=list(bands), x=grid.x_coords(), y=grid.y_coords())
+    out.attrs = {}
+    return out.rio.write_crs(grid.crs_wkt).rio.write_transform(grid.affine)
 
+
+def _load_asset(layers: list[Layer], key: str, grid: Grid, resampling: str, dtype: np.dtype, chunks: int) -> xr.DataArray:
+    """One asset's layers resampled onto `grid` and mosaicked, the first valid pixel winning: (y, x)."""
     raw = stackstac.stack(
-        [plain_item(item, hrefs[item.id]) for item in items],
-        assets=keys,
-        epsg=epsg,
+        [layer.item for layer in layers],
+        assets=[key],
+        epsg=grid.crs.to_epsg(),
         resolution=grid.resolution,
         bounds=grid.bounds,
         snap_bounds=False,  # snapping moves the origin off the grid by up to a pixel
@@ -119,21 +130,18 @@ def load_stack(
     )
     _check_on_grid(raw, grid)
     if raw.sizes["time"] == 0:  # no item overlaps the grid: stackstac dropped them all
-        nan = da.full((len(keys), *grid.shape), np.nan, dtype=dtype, chunks=(1, chunks, chunks))
-        mosaic = xr.DataArray(nan, dims=("band", "y", "x"), coords={"band": keys})
-    else:
-        phys = _to_physical(raw, table, dtype)
-        mosaic = stackstac.mosaic(phys, dim="time", reverse=True)  # reverse: the first item is on top
-    out = mosaic.reindex(band=keys).sel(band=list(bands.values()))
-    out = out.reset_coords(drop=True).assign_coords(band=list(bands), x=grid.x_coords(), y=grid.y_coords())
-    out.attrs = {}
-    return out.rio.write_crs(grid.crs_wkt).rio.write_transform(grid.affine)
+        nan = da.full(grid.shape, np.nan, dtype=dtype, chunks=chunks)
+        return xr.DataArray(nan, dims=("y", "x"))
+    table = {(str(layer.item["id"]), key): layer.radiometry for layer in layers}
+    phys = _to_physical(raw, table, dtype)
+    return stackstac.mosaic(phys, dim="time", reverse=True).squeeze("band", drop=True)  # reverse: the first item is on top
 
 
 def _inspect_assets(
     items: list[pystac.Item], keys: list[str], sar_db: bool
-) -> tuple[dict[tuple[str, str], Radiometry], dict[str, dict[str, str]]]:
-    """Each present asset's radiometry and the href GDAL should open; refuses radar geometry."""
+) -> tuple[dict[tuple[str, str], Radiometry], dict[str, dict[str, str]], dict[str, AssetHeader]]:
+    """Each present asset's radiometry, the href GDAL should open on its own, and its header
+    (by absolute href); refuses radar geometry."""
     present = [(item, key) for item in items for key in keys if key in item.assets]
     for item, key in present:
         if why := geocoding_problem(item, key):
@@ -148,7 +156,7 @@ def _inspect_assets(
         if header.count != 1:
             raise CatalogError(f"asset {key!r} of item {item.id!r} has {header.count} bands; load_stack reads single-band assets")
         hrefs[item.id][key] = gdal_href(absolute_href(item, key), header, table[item.id, key].nodata)
-    return table, hrefs
+    return table, hrefs, headers
 
 
 def _check_on_grid(raw: xr.DataArray, grid: Grid) -> None:
