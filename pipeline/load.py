@@ -41,7 +41,9 @@ from pipeline.load_mosaic import Layer, asset_layers
 # Remote reads retry like catalog searches do (catalogs/http.py): GDAL retries 429/5xx with
 # exponential backoff from RETRY_DELAY seconds. Local files never touch these settings.
 READ_RETRY_ENV = {"GDAL_HTTP_MAX_RETRY": "5", "GDAL_HTTP_RETRY_DELAY": "0.5", "GDAL_HTTP_TIMEOUT": "60"}
-GDAL_ENV = DEFAULT_GDAL_ENV.updated(always=READ_RETRY_ENV)
+# A mosaic VRT opens its tiles during reads, not at open time: keep GDAL from probing each remote
+# tile for sidecar files there too (stackstac sets this for opens only; 7 requests a tile saved).
+GDAL_ENV = DEFAULT_GDAL_ENV.updated(always=READ_RETRY_ENV, read={"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"})
 RESAMPLING = {"bilinear": Resampling.bilinear, "nearest": Resampling.nearest, "cubic": Resampling.cubic}
 TRUTH_ASSET = "truth_displacement"
 
