@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -20,6 +21,8 @@ BBox = tuple[float, float, float, float]
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+    # The command-line option behind each field, so an error names what the user typed.
+    flags: ClassVar[dict[str, str]] = {}
 
 
 class TileConfig(_Frozen):
@@ -30,19 +33,21 @@ class TileConfig(_Frozen):
     deformation of real scenes and the demo with room for a 32 px window.
     """
 
+    flags = {"size": "--tile-size", "halo": "--halo"}
     size: int = Field(512, ge=64, le=8192)
     halo: int = Field(64, ge=0)
 
     @model_validator(mode="after")
     def _halo_fits(self) -> TileConfig:
         if self.halo > self.size:
-            raise ValueError(f"halo {self.halo} must not exceed the tile size {self.size}")
+            raise ValueError(f"--halo {self.halo} must not exceed --tile-size {self.size}")
         return self
 
 
 class ClusterConfig(_Frozen):
     """Where tiles run: an existing scheduler (`address`), else a local cluster of `workers` processes."""
 
+    flags = {"address": "--dask-address", "workers": "--workers"}
     address: str | None = None
     workers: int | None = Field(None, ge=1, le=512)
     threads_per_worker: int = Field(1, ge=1, le=64)
@@ -52,6 +57,11 @@ class ClusterConfig(_Frozen):
 class SearchConfig(_Frozen):
     """Which catalog to search and how strictly scenes must co-locate."""
 
+    flags = {
+        "profile": "--profile", "catalog_url": "--catalog", "optical_collection": "--optical-collection",
+        "sar_collection": "--sar-collection", "dem_collection": "--dem-collection", "max_cloud": "--max-cloud",
+        "sar_window_days": "--sar-window-days", "min_overlap": "--min-overlap",
+    }
     profile: str = "earth-search"
     catalog_url: str | None = None
     optical_collection: str | None = None
@@ -65,6 +75,8 @@ class SearchConfig(_Frozen):
 class RunConfig(_Frozen):
     """Everything `register_region` needs; serialised to JSON into the cube's attrs."""
 
+    flags = {"bbox": "--bbox", "start": "--start", "end": "--end", "out": "--out", "method": "--method",
+             "report_dir": "--report"}
     bbox: BBox
     start: date
     end: date
@@ -102,15 +114,22 @@ class RunConfig(_Frozen):
         return self.model_dump_json()
 
 
-def build(model: type[BaseModel], **values) -> BaseModel:
-    """Construct a config model, turning a pydantic report into one InputError line."""
+def build(model: type[_Frozen], **values) -> BaseModel:
+    """Construct a config model from command-line values, turning a pydantic report into one InputError
+    line that names the option (`--tile-size 32: ...`), not the internal field."""
     try:
         return model(**values)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
         message = first["msg"].removeprefix("Value error, ")
-        raise InputError(f"{where}: {message}" if where else message) from None
+        if not first["loc"]:
+            raise InputError(message) from None
+        field = str(first["loc"][0])
+        where = model.flags.get(field, ".".join(str(part) for part in first["loc"]))
+        given = first.get("input")
+        if isinstance(given, (int, float, str)) and not isinstance(given, bool):
+            where = f"{where} {given}"
+        raise InputError(f"{where}: {message}") from None
 
 
 def parse_date(text: str, label: str) -> date:
