@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from http import HTTPStatus
 
 import pystac
 from pystac_client import Client
@@ -12,6 +13,9 @@ from pystac_client.exceptions import APIError
 from catalogs.http import ResilientStacApiIO, RetryLog, RetryPolicy
 from catalogs.profiles import CatalogProfile
 from dsmar.errors import CatalogError
+
+
+NOT_STAC_HINT = "is it a STAC API? Give the API's root URL (its landing page is JSON with a 'search' link)"
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,14 @@ class CatalogSearcher:
         self.io = ResilientStacApiIO(policy, log)
         try:
             self.client = Client.open(profile.url, stac_io=self.io, modifier=profile.modifier)
-        except Exception as err:  # APIError, connection errors, or a landing page that is not STAC
-            raise CatalogError(f"could not reach STAC API at {profile.url}: {_one_line(err)}") from err
+        except APIError as err:
+            status = getattr(err, "status_code", None)  # set when the server answered; unset when retries ran out
+            if status is None:
+                raise CatalogError(f"could not reach STAC API at {profile.url}: {_one_line(err)}") from err
+            raise CatalogError(f"{profile.url} answered HTTP {status} {_reason(status)}; {NOT_STAC_HINT}") from err
+        except Exception as err:  # a page that is not JSON, or JSON that is not a STAC catalog
+            what = "a page that is not JSON" if isinstance(err, ValueError) else "JSON that is not a STAC catalog"
+            raise CatalogError(f"{profile.url} answered {what}; {NOT_STAC_HINT}") from err
 
     @property
     def retry_log(self) -> RetryLog:
@@ -75,6 +85,14 @@ class CatalogSearcher:
                 f"more than {limits.max_items} items of {collection_id!r} match; narrow the bbox or the period"
             )
         return found
+
+
+def _reason(status: int) -> str:
+    """`Not Found` for 404: the standard phrase, never the server's page."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def _one_line(err: BaseException) -> str:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from http.server import BaseHTTPRequestHandler
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -281,7 +282,7 @@ def test_cli_table_and_retry_report(pc_server, capsys):
     ("args", "message"),
     [
         (["--bbox", "15.4", "45", "15", "45.3", "--start", "2024-06-01", "--end", "2024-06-30"], "bbox west 15.4 must be below east 15"),
-        (aoi_args("2024-06-30", "2024-06-01"), "--start 2024-06-30 is after --end 2024-06-01"),
+        (aoi_args("2024-06-30", "2024-06-01"), "start 2024-06-30 is after end 2024-06-01"),
         (["--profile", "local", *aoi_args()], "the `local` catalog profile needs a STAC API URL"),
     ],
 )
@@ -332,3 +333,56 @@ def test_grd_is_placed_only_with_its_own_asset_grid_outside_grd_collections(tmp_
             asset["proj:transform"] = record["properties"]["proj:transform"]
     reason = radar_geometry_reason(pystac.Item.from_dict(record), get_profile("planetary-computer").asset_keys)
     assert (reason is not None) == refused
+
+
+def test_run_and_search_word_a_reversed_period_alike(capsys, tmp_path):
+    period = aoi_args("2024-06-30", "2024-06-01")
+    assert main(cli(*period)) == 2
+    search = capsys.readouterr().err.split("error: ", 1)[1]
+    assert main(["run", *period, "--out", str(tmp_path / "cube.zarr")]) == 2
+    run = capsys.readouterr().err.split("error: ", 1)[1]
+    assert search == run == "start 2024-06-30 is after end 2024-06-01\n"
+
+
+def test_cli_says_no_items_matched_when_nothing_was_rejected(pc_server, capsys):
+    code = main(cli("--profile", "planetary-computer", "--catalog", pc_server.url, *aoi_args("2023-01-01", "2023-01-31")))
+    assert code == 0
+    assert capsys.readouterr().out.strip() == "no scene sets found: no optical items match this bbox and period"
+
+
+class _NotStac(BaseHTTPRequestHandler):
+    """Answers every GET with the (status, content type, body) its server was given: a web page, not an API."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        status, content_type, body = self.server.owner.answer
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+PAGE = b"<!DOCTYPE html><html><head><title>Welcome</title></head><body>" + b"<p>news</p>" * 200 + b"</body></html>"
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ((200, "text/html", PAGE), "answered a page that is not JSON"),
+        ((404, "text/html", PAGE), "answered HTTP 404 Not Found"),
+        ((404, "text/plain", b""), "answered HTTP 404 Not Found"),
+        ((200, "application/json", b'{"hello": "world"}'), "answered JSON that is not a STAC catalog"),
+    ],
+)
+def test_a_url_that_is_not_a_stac_api_is_one_short_line(answer, expected, capsys):
+    server = fx._Server(_NotStac)
+    server.answer = answer
+    with server:
+        assert main(cli("--profile", "local", "--catalog", server.url, *aoi_args())) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and len(err) < 250, err
+    assert f"{server.url} {expected}; is it a STAC API?" in err
+    assert "<" not in err and "Expecting value" not in err

@@ -9,7 +9,6 @@ from datetime import date
 
 from catalogs.colocate import ColocationResult, find_scene_sets
 from catalogs.profiles import PROFILE_NAMES, get_profile
-from dsmar.errors import InputError
 
 
 def add_parser(subparsers) -> None:
@@ -63,8 +62,6 @@ def profile_from_args(args):
 
 
 def _run(args) -> int:
-    if args.start > args.end:
-        raise InputError(f"--start {args.start} is after --end {args.end}")
     profile = profile_from_args(args)
     result = find_scene_sets(
         profile,
@@ -107,6 +104,8 @@ def format_table(result: ColocationResult) -> str:
         )
         for s in result.scene_sets
     ]
+    if not rows and not result.rejections:
+        return "no scene sets found: no optical items match this bbox and period"
     if not rows:
         return f"no scene sets found ({len(result.rejections)} candidates rejected; reasons above)"
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
