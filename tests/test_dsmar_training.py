@@ -147,3 +147,15 @@ def test_tiny_run_exports_resumes_and_records(tmp_path):
     assert any("initialised from" in line and f"{len(model.state_dict())}/" in line for line in logged)
     for name, tensor in model.state_dict().items():
         assert torch.allclose(warm.model.state_dict()[name].float(), tensor.float())
+
+
+def test_a_missing_pack_says_how_to_build_it(tmp_path, capsys):
+    """The README's `dsmar train --config configs/train_small.json` on a fresh clone: advice, no traceback."""
+    from dsmar.cli import main
+
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({**json.loads(open("configs/train_small.json").read()), "pack": str(tmp_path / "pack.npz")}))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"training pack {tmp_path / 'pack.npz'} not found" in err
+    assert "add --build-pack PAIRS" in err and "../shared/data/pairs" in err

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from dsmar.errors import InputError
 from models import losses as L
 from models.dsmar.flow import downsample_field
 from models.dsmar.network import DSMAR, DSMARConfig, count_parameters
@@ -129,8 +130,12 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.data_hash = sha256_file(Path(cfg.pack))
-        pairs = exclude_pairs(read_pack(Path(cfg.pack)), cfg.exclude)
+        pack = Path(cfg.pack)
+        if not pack.is_file():  # a fresh clone has none: say how to build it rather than fail in the hash
+            raise InputError(f"training pack {pack} not found; add --build-pack PAIRS to build it "
+                             "(PAIRS: a pairs folder such as ../shared/data/pairs, or your own)")
+        self.data_hash = sha256_file(pack)
+        pairs = exclude_pairs(read_pack(pack), cfg.exclude)
         self.train_pairs, self.val_pairs = split_holdout(pairs, cfg.holdout, cfg.seed)
         self.modalities = sorted({p.moving_modality for p in self.train_pairs} | {p.fixed_modality for p in self.train_pairs} | {"other"})
         self.sampler = BatchSampler(self.train_pairs, cfg.crop, cfg.seed, margin=cfg.margin)
