@@ -3,16 +3,20 @@
 Generate a synthetic archive with known misregistration, serve its STAC items through a real local
 STAC API, then run exactly `dsmar run`'s code path (the `local` profile) into DIR/cube.zarr with a
 report in DIR/report/, and print how far the recovered fields are from the injected truth.
+A later demo in the same DIR keeps or replaces only what a demo wrote there (`prepare_workdir`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
 from dsmar.config import ClusterConfig, RunConfig, SearchConfig, TileConfig, build, check_method, check_writable_dir
+from dsmar.errors import InputError
 from models.api import DEFAULT_METHOD
 
 DEFAULT_SIZE = 1536  # optical pixels per side: 3 x 3 tiles of 512, a few minutes on 2 cores
@@ -50,9 +54,12 @@ def run_demo(
     method = check_method(method)
     tiles = build(TileConfig, size=tile_size, halo=halo)
     cluster = build(ClusterConfig, workers=workers)
+    params = {"size": size, "dates": dates, "seed": seed, "tile_size": tile_size, "halo": halo, "method": method}
+    notice = prepare_workdir(workdir, params)
+    if notice:
+        print(notice, file=sys.stderr)
     archive = generate_archive(workdir / "archive", size=size, dates=dates, seed=seed)
     cube, report = workdir / "cube.zarr", workdir / "report"
-    _reset_if_changed(workdir, {"size": size, "dates": dates, "seed": seed, "tile_size": tile_size, "halo": halo})
     with serve_static_catalog(archive.catalog) as server:
         config = build(
             RunConfig,
@@ -63,15 +70,86 @@ def run_demo(
         return execute(config)
 
 
-def _reset_if_changed(workdir: Path, params: dict) -> None:
-    """Keep DIR/cube.zarr across runs with the same archive and tiling (a re-run then skips every
-    chunk already written: fast and idempotent); otherwise its grid or chunks no longer fit, so start clean.
-    A changed --method needs no reset: it changes the chunks' input fingerprint, so they are recomputed."""
-    stamp = workdir / "demo-params.json"
-    if not stamp.is_file() or json.loads(stamp.read_text()) != params:
-        for path in (workdir / "cube.zarr", workdir / "report"):
-            shutil.rmtree(path, ignore_errors=True)
+STAMP = "demo-params.json"
+# Keys of every stamp the demo has written (the method joined them later): a file with these is the demo's.
+STAMP_KEYS = {"size", "dates", "seed", "tile_size", "halo"}
+OPTIONS = {"size": "--size", "dates": "--dates", "seed": "--seed", "tile_size": "--tile-size", "halo": "--halo",
+           "method": "--method"}
+REPORT_FILE = re.compile(r"report\.md|.+_(checkerboard|field|error)\.png")
+
+
+def prepare_workdir(workdir: Path, params: dict) -> str | None:
+    """Keep DIR/cube.zarr and DIR/report across demos with the same options (a re-run then skips every
+    chunk already written: fast and idempotent); after a change of options (the grid, the chunks, or the
+    method: a cube holds one) delete them and return a line saying so. Only what the demo itself wrote
+    is deleted or overwritten: anything else in the way stops the demo with an InputError naming it."""
+    stamp = workdir / STAMP
+    previous = _read_stamp(stamp)
+    if previous == params:
+        return None
+    present = [workdir / name for name in ("cube.zarr", "report", "archive") if _occupied(workdir / name)]
+    for path in present:
+        reason = _not_the_demos(path, previous)
+        if reason:
+            raise InputError(f"{path} is in the way: {reason}; move it away or choose another --workdir")
+    doomed = [path for path in present if path.name != "archive"]  # the archive rebuilds itself when needed
+    for path in doomed:
+        shutil.rmtree(path)
     stamp.write_text(json.dumps(params, sort_keys=True))
+    if not doomed:
+        return None
+    changed = ", ".join(
+        f"{OPTIONS[key]} {previous.get(key, 'unset')} -> {params[key]}" for key in params if previous.get(key) != params[key]
+    )
+    return f"demo: options changed since the last demo in {workdir} ({changed}); starting " \
+           f"{' and '.join(path.name for path in doomed)} afresh"
+
+
+def _occupied(path: Path) -> bool:
+    return path.exists() and not (path.is_dir() and not any(path.iterdir()))
+
+
+def _not_the_demos(path: Path, stamp: dict | None) -> str | None:
+    """Why `path` (DIR/cube.zarr, report or archive) may not be the demo's own output; None when it is.
+
+    The archive proves itself with its manifest; a cube or report counts only next to the demo's stamp
+    (a cube `dsmar run` wrote there has the same attrs, and may be the user's)."""
+    if path.name == "archive":
+        return None if _is_demo_archive(path) else "it is not an archive the demo generated"
+    if stamp is None:
+        return f"no {STAMP} says an earlier demo wrote it"
+    if path.name == "cube.zarr":
+        return None if _is_dsmar_cube(path) else "it is not a dsmar cube"
+    if not path.is_dir():
+        return "it is not a folder"
+    foreign = sorted(child.name for child in path.iterdir() if not (child.is_file() and REPORT_FILE.fullmatch(child.name)))
+    return f"it holds files the demo did not write ({', '.join(foreign[:3])})" if foreign else None
+
+
+def _read_stamp(path: Path) -> dict | None:
+    """The options of the demo that last wrote DIR, or None when DIR holds no stamp the demo wrote."""
+    try:
+        stamp = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return stamp if isinstance(stamp, dict) and STAMP_KEYS <= stamp.keys() else None
+
+
+def _is_dsmar_cube(path: Path) -> bool:
+    import zarr
+
+    try:
+        return "dsmar_version" in zarr.open_group(str(path), mode="r").attrs
+    except Exception:  # not a Zarr group at all: zarr raises several kinds
+        return False
+
+
+def _is_demo_archive(path: Path) -> bool:
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("parameters", {}).get("generator") == "dsmar.demo_archive"
 
 
 def _run(args) -> int:

@@ -1,0 +1,110 @@
+"""`dsmar demo` in a folder that already holds things: it replaces only what a demo wrote there, says
+so in one line, and refuses (one line, nothing touched) when anything else is in the way."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import zarr
+
+from dsmar.cli import main
+from dsmar.commands.demo import STAMP, prepare_workdir, run_demo
+from dsmar.errors import InputError
+from pipeline.cube import cube_attrs, open_cube
+
+PARAMS = {"size": 256, "dates": 1, "seed": 0, "tile_size": 256, "halo": 64, "method": "cfog"}
+
+
+def _demo_outputs(workdir, stamp: dict) -> None:
+    """What an earlier demo leaves: its stamp, a cube with dsmar's attrs, report.md and quicklooks."""
+    (workdir / STAMP).write_text(json.dumps(stamp))
+    zarr.open_group(str(workdir / "cube.zarr"), mode="w").attrs.update(cube_attrs("{}", {}, stamp.get("method", "cfog"), None))
+    (workdir / "report").mkdir()
+    for name in ("report.md", "t00_sar_checkerboard.png", "t00_dem_field.png", "t01_sar_error.png"):
+        (workdir / "report" / name).write_text("x")
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_a_users_report_folder_stops_the_demo_untouched(tmp_path, capsys):
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "notes.txt").write_text("notes")
+    err = _error(capsys, ["demo", "--workdir", str(tmp_path), "--size", "256", "--tile-size", "256"])
+    assert f"{tmp_path / 'report'} is in the way" in err and "--workdir" in err
+    assert (tmp_path / "report" / "notes.txt").read_text() == "notes"
+    assert not (tmp_path / "archive").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("dsmar_cube", [False, True])
+def test_a_cube_without_the_demos_stamp_is_not_deleted(tmp_path, dsmar_cube):
+    group = zarr.open_group(str(tmp_path / "cube.zarr"), mode="w")  # a `dsmar run` cube is the user's too
+    if dsmar_cube:
+        group.attrs.update(cube_attrs("{}", {}, "cfog", None))
+    with pytest.raises(InputError, match=f"no {STAMP} says an earlier demo wrote it"):
+        prepare_workdir(tmp_path, PARAMS)
+    assert (tmp_path / "cube.zarr" / "zarr.json").is_file() and not (tmp_path / STAMP).exists()
+
+
+def test_other_files_in_the_demos_folders_stop_a_reset(tmp_path):
+    _demo_outputs(tmp_path, {**PARAMS, "size": 512})
+    (tmp_path / "report" / "notes.txt").write_text("notes")
+    with pytest.raises(InputError, match=r"holds files the demo did not write \(notes.txt\)"):
+        prepare_workdir(tmp_path, PARAMS)
+    assert (tmp_path / "report" / "report.md").exists() and (tmp_path / "cube.zarr").exists()
+    assert json.loads((tmp_path / STAMP).read_text())["size"] == 512
+
+
+def test_a_cube_that_is_not_dsmars_stops_a_reset(tmp_path):
+    _demo_outputs(tmp_path, {**PARAMS, "size": 512})
+    zarr.open_group(str(tmp_path / "cube.zarr"), mode="w")  # replaced by something without dsmar's attrs
+    with pytest.raises(InputError, match="cube.zarr is in the way: it is not a dsmar cube"):
+        prepare_workdir(tmp_path, PARAMS)
+    assert (tmp_path / "cube.zarr").exists()
+
+
+def test_an_archive_folder_the_demo_did_not_generate_is_refused(tmp_path):
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "catalog.json").write_text("{}")  # generate_archive would replace it
+    with pytest.raises(InputError, match="not an archive the demo generated"):
+        prepare_workdir(tmp_path, PARAMS)
+
+
+def test_changed_options_reset_the_demos_own_outputs_and_say_so(tmp_path):
+    _demo_outputs(tmp_path, PARAMS)
+    assert prepare_workdir(tmp_path, PARAMS) is None  # same options: everything kept for the re-run
+    assert (tmp_path / "cube.zarr").exists() and (tmp_path / "report" / "report.md").exists()
+    notice = prepare_workdir(tmp_path, {**PARAMS, "method": "mind"})
+    assert notice == (f"demo: options changed since the last demo in {tmp_path} (--method cfog -> mind); "
+                      "starting cube.zarr and report afresh")
+    assert not (tmp_path / "cube.zarr").exists() and not (tmp_path / "report").exists()
+    assert json.loads((tmp_path / STAMP).read_text())["method"] == "mind"
+
+
+def test_a_stamp_from_before_the_method_counts_as_the_demos(tmp_path):
+    old = {key: value for key, value in PARAMS.items() if key != "method"}
+    _demo_outputs(tmp_path, old)
+    assert "--method unset -> cfog" in prepare_workdir(tmp_path, PARAMS)
+    assert not (tmp_path / "cube.zarr").exists()
+
+
+def test_an_empty_workdir_gets_a_stamp_and_no_notice(tmp_path):
+    (tmp_path / "report").mkdir()  # an empty folder is in nobody's way
+    assert prepare_workdir(tmp_path, PARAMS) is None
+    assert json.loads((tmp_path / STAMP).read_text()) == PARAMS
+
+
+def test_changing_the_method_recomputes_the_demo(tmp_path, capsys):
+    """The real flow: a cube of one method is replaced by the other's, with the notice, not refused."""
+    options = dict(size=256, dates=1, tile_size=256, halo=32, workers=1)
+    first = run_demo(tmp_path, method="cfog", **options)
+    capsys.readouterr()
+    second = run_demo(tmp_path, method="identity", **options)
+    assert "(--method cfog -> identity); starting cube.zarr and report afresh" in capsys.readouterr().err
+    assert second.tiles_written == first.tiles_written > 0 and second.tiles_skipped == 0
+    assert open_cube(str(tmp_path / "cube.zarr")).attrs["method"] == "identity"
