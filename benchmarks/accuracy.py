@@ -27,6 +27,7 @@ from benchmarks.metrics import (
 )
 from benchmarks.pairs import PairRecord, load_aligned_pair, read_ground_truth, read_image, read_pairs
 from benchmarks.warps import benchmark_warp, inside_mask, invert_warp
+from dsmar.errors import InputError
 from models import register_pair
 from models.warp import warp_image
 
@@ -86,6 +87,18 @@ def method_spec(spec: str) -> tuple[str, dict]:
         except (ValueError, SyntaxError):
             options[key] = value
     return name, options
+
+
+def check_spec(spec: str) -> None:
+    """Run a method spec once on a small random pair, so a bad option fails before a long run (InputError)."""
+    rng = np.random.default_rng(0)
+    fixed, moving = rng.random((2, 1, 64, 64), dtype=np.float32)
+    try:
+        register_spec(spec, fixed, moving, "optical", "sar")
+    except InputError:
+        raise
+    except Exception as err:  # noqa: BLE001  (any other failure is the spec's fault as far as the user sees)
+        raise InputError(f"method {spec!r} fails on a 64 x 64 test pair: {type(err).__name__}: {err}") from err
 
 
 def register_spec(spec: str, fixed, moving, fixed_modality: str, moving_modality: str):

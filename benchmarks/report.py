@@ -162,7 +162,8 @@ def _cdf_figure(result: dict, path: Path) -> None:
     axes[0].set(xlim=(0, 10), xlabel="end-point error (px)", ylabel="share of pixels", title="EPE, all pixels")
     axes[1].set(xlabel="median EPE per pair (px, clipped at 20)", ylabel="pairs", title="EPE per pair")
     for ax in axes:
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # every method failed: no curves to name
+            ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

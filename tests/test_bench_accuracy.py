@@ -58,3 +58,11 @@ def test_malformed_method_spec_is_one_line_error(pairs_dir, tmp_path, capsys):
                  "--out", str(tmp_path / "o")])
     assert code == 2
     assert "not key=value" in capsys.readouterr().err
+
+
+def test_unknown_method_option_fails_before_the_run(pairs_dir, tmp_path, capsys):
+    code = main(["bench", "accuracy", "--pairs", str(pairs_dir), "--methods", "identity,cfog:foo=1",
+                 "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "foo" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

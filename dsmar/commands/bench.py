@@ -36,7 +36,7 @@ def add_parser(subparsers) -> None:
 
 
 def _accuracy(args) -> int:
-    from benchmarks.accuracy import BenchConfig, method_spec, run_benchmark
+    from benchmarks.accuracy import BenchConfig, check_spec, method_spec, run_benchmark
     from benchmarks.report import tables, write_docs, write_report
     from models.api import available_methods
 
@@ -50,6 +50,8 @@ def _accuracy(args) -> int:
         raise InputError(str(err)) from err
     if unknown:
         raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
+    for spec in methods:
+        check_spec(spec)
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be at least 1")
     config = BenchConfig(
