@@ -1,9 +1,16 @@
 """`dsmar demo` in a folder that already holds things: it replaces only what a demo wrote there, says
-so in one line, and refuses (one line, nothing touched) when anything else is in the way."""
+so in one line, and refuses (one line, nothing touched) when anything else is in the way; the README's cube
+snippet runs on the cube it leaves."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import zarr
@@ -99,12 +106,39 @@ def test_an_empty_workdir_gets_a_stamp_and_no_notice(tmp_path):
     assert json.loads((tmp_path / STAMP).read_text()) == PARAMS
 
 
-def test_changing_the_method_recomputes_the_demo(tmp_path, capsys):
-    """The real flow: a cube of one method is replaced by the other's, with the notice, not refused."""
+@pytest.fixture(scope="module")
+def method_change(tmp_path_factory):
+    """The real flow twice in one DIR: cfog, then identity; returns DIR, both summaries and the second's stderr."""
+    workdir = tmp_path_factory.mktemp("demo")
     options = dict(size=256, dates=1, tile_size=256, halo=32, workers=1)
-    first = run_demo(tmp_path, method="cfog", **options)
-    capsys.readouterr()
-    second = run_demo(tmp_path, method="identity", **options)
-    assert "(--method cfog -> identity); starting cube.zarr and report afresh" in capsys.readouterr().err
+    first = run_demo(workdir, method="cfog", **options)
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        second = run_demo(workdir, method="identity", **options)
+    return workdir, first, second, err.getvalue()
+
+
+def test_changing_the_method_recomputes_the_demo(method_change):
+    """A cube of one method is replaced by the other's, with the notice, not refused."""
+    workdir, first, second, err = method_change
+    assert "(--method cfog -> identity); starting cube.zarr and report afresh" in err
     assert second.tiles_written == first.tiles_written > 0 and second.tiles_skipped == 0
-    assert open_cube(str(tmp_path / "cube.zarr")).attrs["method"] == "identity"
+    cube = open_cube(str(workdir / "cube.zarr"))
+    assert cube.attrs["method"] == "identity"
+    assert cube.sizes["y"] == cube.sizes["x"] == 246  # the inner part of 256 px scenes, as --help says
+
+
+def test_readme_cube_snippet_runs_as_written(method_change):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    snippet = re.search(r"## Output: the Zarr cube.*?```python\n(.*?)```", readme, re.S).group(1)
+    assert '"demo-output/cube.zarr"' in snippet
+    code = snippet.replace("demo-output/cube.zarr", str(method_change[0] / "cube.zarr")) + "print(ds.rio.crs.to_epsg())"
+    # A fresh interpreter, as a reader's: here dsmar's own imports have registered `ds.rio` already.
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["32633"], done.stderr[-500:]
+
+
+def test_size_help_says_the_cube_is_smaller(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the cube covers their inner part, 4% smaller per side (512 -> 492 px)" in text

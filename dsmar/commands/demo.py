@@ -31,7 +31,9 @@ def add_parser(subparsers) -> None:
         "DIR/cube.zarr and DIR/report/.",
     )
     parser.add_argument("--workdir", default="demo-output", metavar="DIR", help="output folder (default ./demo-output)")
-    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, metavar="N", help=f"optical pixels per side (default {DEFAULT_SIZE})")
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, metavar="N",
+                        help=f"optical pixels per side of the generated scenes (default {DEFAULT_SIZE}); the cube "
+                        "covers their inner part, 4%% smaller per side (512 -> 492 px)")
     parser.add_argument("--dates", type=int, default=2, metavar="N", help="optical acquisitions (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the synthetic landscape")
     parser.add_argument("--method", default=DEFAULT_METHOD, help=f"registration method (default {DEFAULT_METHOD})")
