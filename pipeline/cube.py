@@ -34,6 +34,12 @@ COMPONENTS = ("dy", "dx")
 HASH_VAR = "tile_inputs_hash"
 TIME_UNITS = "nanoseconds since 1970-01-01"
 PROVENANCE = ("optical_item", "sar_item", "sar_time", "dem_item")
+# CF metadata of the pixel variables (the loader's physical units: docs/loading.md)
+UNITS = {
+    "optical": ("1", "optical reflectance (the reference: every other variable is on its grid)"),
+    "sar": ("dB", "SAR backscatter aligned onto the optical grid"),
+    "dem": ("m", "elevation aligned onto the optical grid"),
+}
 
 
 @dataclass(frozen=True)
@@ -80,16 +86,22 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
     data_vars = {}
     for name, bands in layout.bands.items():
         dim = f"band_{name}"
-        data_vars[name] = (("time", dim, "y", "x"), lazy((n_t, len(bands), *grid.shape), (1, len(bands), ch_y, ch_x)))
+        units, long_name = UNITS[name]
+        data_vars[name] = (
+            ("time", dim, "y", "x"), lazy((n_t, len(bands), *grid.shape), (1, len(bands), ch_y, ch_x)),
+            {"units": units, "long_name": long_name},
+        )
     for m in layout.modalities:
         data_vars[f"displacement_{m}"] = (
             ("time", "component", "y", "x"), lazy((n_t, 2, *grid.shape), (1, 2, ch_y, ch_x)),
-            {"units": "pixel", "long_name": f"{m} to optical displacement (dy, dx), fixed-grid pixels",
+            {"units": "pixel",
+             "long_name": f"displacement (dy, dx) in optical-grid pixels from each optical pixel to where it lies "
+                          f"in the original {m} image (Contract 1)",
              "convention": "optical pixel (y, x) matches the original image at (y + dy, x + dx)"},
         )
         data_vars[f"confidence_{m}"] = (
             ("time", "y", "x"), lazy((n_t, *grid.shape), (1, ch_y, ch_x)),
-            {"long_name": f"confidence of displacement_{m}", "valid_range": [0.0, 1.0]},
+            {"units": "1", "long_name": f"confidence of displacement_{m}", "valid_range": [0.0, 1.0]},
         )
     data_vars[HASH_VAR] = (
         ("time", "tile_row", "tile_col"), lazy((n_t, plan.n_rows, plan.n_cols), (1, 1, 1), 0, np.int64),
@@ -108,9 +120,11 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
     }
     ds = xr.Dataset(data_vars, coords=coords)
     ds = ds.rio.write_crs(grid.crs_wkt).rio.write_transform(grid.affine)
-    for name in ds.data_vars:
-        ds[name].attrs["grid_mapping"] = "spatial_ref"
-        ds[name].encoding.pop("grid_mapping", None)
+    for var in ds.data_vars.values():
+        # CF: a grid mapping belongs to variables on the grid; provenance and tile hashes are not.
+        if {"y", "x"} <= set(var.dims):
+            var.attrs["grid_mapping"] = "spatial_ref"
+        var.encoding.pop("grid_mapping", None)
     return ds
 
 

@@ -15,6 +15,7 @@ from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyproj import CRS
+import xarray as xr
 
 from dsmar.errors import InputError
 from pipeline.cube import (
@@ -78,7 +79,6 @@ def test_round_trip_keeps_crs_transform_and_contract_variables(cube):
     for name in ("optical", "sar", "dem", "displacement_sar", "displacement_dem", "confidence_sar",
                  "confidence_dem", "optical_item", "sar_item", "sar_time", "dem_item"):
         assert name in ds.data_vars, name
-        assert ds[name].encoding.get("grid_mapping") == "spatial_ref"
     assert ds.displacement_sar.dims == ("time", "component", "y", "x")
     assert list(ds.component.values) == ["dy", "dx"]
     assert list(ds.band_sar.values) == ["vv", "vh"]
@@ -324,3 +324,22 @@ def test_periods_arriving_in_any_order_give_sorted_time_with_data_on_its_time(or
             _assert_tile(ds, tile, t, values[t])
             assert ZarrChunkWriter(path).written(i).tolist() == [[0, 0], [int(values[t]) + 1, 0]]
             assert np.isnan(ds.sar.sel(time=t).values[:, :32, :]).all()
+
+
+def test_pixel_variables_carry_cf_units_and_only_grid_variables_a_grid_mapping(cube):
+    import inspect
+
+    from pipeline.load import load_stack
+
+    path, _ = cube
+    ds = xr.open_zarr(path, decode_coords="all")
+    assert inspect.signature(load_stack).parameters["sar_db"].default is True  # what `sar` holds
+    units = {"optical": "1", "sar": "dB", "dem": "m", "displacement_sar": "pixel", "displacement_dem": "pixel",
+             "confidence_sar": "1", "confidence_dem": "1"}
+    for name, unit in units.items():
+        assert ds[name].attrs["units"] == unit and ds[name].attrs["long_name"], name
+        assert ds[name].encoding["grid_mapping"] == "spatial_ref", name
+    assert "Contract 1" in ds.displacement_dem.attrs["long_name"]
+    for name in ("optical_item", "sar_item", "sar_time", "dem_item", "tile_inputs_hash"):
+        assert "grid_mapping" not in ds[name].encoding and "grid_mapping" not in ds[name].attrs, name
+    assert CRS.from_user_input(ds.rio.crs) == CRS.from_epsg(32633)
