@@ -34,6 +34,7 @@ COMPONENTS = ("dy", "dx")
 HASH_VAR = "tile_inputs_hash"
 TIME_UNITS = "nanoseconds since 1970-01-01"
 PROVENANCE = ("optical_item", "sar_item", "sar_time", "dem_item")
+RUNS_ATTR = "runs"  # JSON list: created, config and catalog of every run that wrote the cube
 # CF metadata of the pixel variables (the loader's physical units: docs/loading.md)
 UNITS = {
     "optical": ("1", "optical reflectance (the reference: every other variable is on its grid)"),
@@ -149,7 +150,8 @@ def init_cube(
     `time` is always strictly increasing: times after the cube's last one are appended; an
     earlier period makes a local cube be rewritten in order (`cube_reorder`), its written chunks
     following their times. Existing times' provenance is refreshed (a changed item changes the
-    inputs hash, so those chunks are recomputed).
+    inputs hash, so those chunks are recomputed). The attrs describe the latest run; `runs` keeps
+    every run's config and catalog, and `created` the first run's time.
     """
     attrs = dict(attrs)
     steps = _by_time((np.datetime64(t, "ns"), p) for t, p in zip(layout.times, provenance, strict=True))
@@ -157,7 +159,7 @@ def init_cube(
     if root is not None:
         recover(root)
     if not _exists(path):
-        _create(path, layout, steps, attrs)
+        _create(path, layout, steps, _merged_attrs({}, attrs))
         return {t: i for i, (t, _) in enumerate(steps)}
     existing = xr.open_zarr(path, decode_coords="all", consolidated=False, chunks=None)  # no dask: a few reads
     _check_compatible(existing, layout, path)
@@ -183,9 +185,19 @@ def init_cube(
         for name in ("optical_item", "sar_item", "dem_item"):
             group[name][i] = getattr(p, name)
         group["sar_time"][i] = _nanos(p.sar_time)
-    group.attrs.update({**attrs, "created": old_attrs.get("created", attrs.get("created", ""))})
+    group.attrs.update(_merged_attrs(old_attrs, attrs))
     _consolidate(path)
     return index
+
+
+def _merged_attrs(old: Mapping, run: Mapping) -> dict:
+    """The cube's attrs after a run: the run's own, the first `created`, and the run added to `runs`."""
+    entry = {key: json.loads(run[key]) if key in ("config", "catalog") else run[key]
+             for key in ("created", "config", "catalog") if key in run}
+    merged = {**old, **run}
+    merged["created"] = old.get("created", run.get("created", ""))
+    merged[RUNS_ATTR] = json.dumps([*json.loads(old.get(RUNS_ATTR, "[]")), entry])
+    return merged
 
 
 def _steps_of(ds: xr.Dataset) -> list[Step]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import tempfile
 import threading
@@ -324,6 +325,23 @@ def test_periods_arriving_in_any_order_give_sorted_time_with_data_on_its_time(or
             _assert_tile(ds, tile, t, values[t])
             assert ZarrChunkWriter(path).written(i).tolist() == [[0, 0], [int(values[t]) + 1, 0]]
             assert np.isnan(ds.sar.sel(time=t).values[:, :32, :]).all()
+
+
+def test_attrs_describe_the_latest_run_and_keep_every_run_in_runs(tmp_path):
+    path = str(tmp_path / "cube.zarr")
+    runs = [
+        {**cube_attrs(json.dumps({"start": start}), {"profile": profile}, "cfog", None), "created": created}
+        for start, profile, created in (("2024-05-15", "a", "2026-01-01T00:00:00+00:00"),
+                                        ("2024-05-27", "b", "2026-01-02T00:00:00+00:00"),
+                                        ("2024-05-03", "c", "2026-01-03T00:00:00+00:00"))
+    ]
+    for attrs, times in zip(runs, (DAYS[2:3], DAYS[4:], DAYS[:1]), strict=True):  # append, then reorder
+        init_cube(path, _layout(_grid(), times), [_dated_prov(t) for t in times], attrs)
+    attrs = open_cube(path).attrs
+    assert json.loads(attrs["config"]) == {"start": "2024-05-03"} and json.loads(attrs["catalog"]) == {"profile": "c"}
+    assert attrs["created"] == "2026-01-01T00:00:00+00:00"
+    assert json.loads(attrs["runs"]) == [
+        {"created": r["created"], "config": json.loads(r["config"]), "catalog": json.loads(r["catalog"])} for r in runs]
 
 
 def test_pixel_variables_carry_cf_units_and_only_grid_variables_a_grid_mapping(cube):
