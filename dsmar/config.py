@@ -173,5 +173,8 @@ def check_output(out: str) -> str:
         raise InputError(f"--out must be a path ending in .zarr, got {out!r}")
     if path.exists() and not path.is_dir():
         raise InputError(f"--out {out!r} exists and is not a Zarr directory")
+    from pipeline.cube import check_out_path  # before the write probe: a refused folder stays untouched
+
+    check_out_path(str(path))
     check_writable_dir(path.parent if not path.exists() else path, "output directory")
     return str(path)

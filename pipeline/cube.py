@@ -5,6 +5,10 @@ size without computing anything (lazy dask templates); the writers then fill who
 zarr writes, so parallel tile writers never touch the same chunk. `tile_inputs_hash` (one chunk per
 time and tile) records what each chunk was computed from; a re-run with the same inputs skips it.
 `time` stays strictly increasing whatever order periods arrive in, so `.sel(time=slice(...))` works.
+
+An interrupted creation never leaves a cube that later runs mistake for another: a local cube is
+created beside its path and renamed into place; a remote one is marked whole (`STATE_ATTR`) only
+once laid out.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import dask.array as da
+import fsspec
 import numpy as np
 import xarray as xr
 import rioxarray  # noqa: F401  (registers the .rio accessor)
@@ -26,7 +31,7 @@ import zarr
 from pyproj import CRS
 
 from dsmar.errors import InputError
-from pipeline.cube_reorder import copy_time_steps, local_dir, recover, rewrite
+from pipeline.cube_reorder import copy_time_steps, create, local_dir, recover, rewrite
 from pipeline.grid import Grid
 from pipeline.tiles import Tile, TilePlan
 
@@ -34,6 +39,7 @@ COMPONENTS = ("dy", "dx")
 HASH_VAR = "tile_inputs_hash"
 TIME_UNITS = "nanoseconds since 1970-01-01"
 PROVENANCE = ("optical_item", "sar_item", "sar_time", "dem_item")
+STATE_ATTR = "dsmar_cube"  # "creating" while the layout is written, "complete" once it is whole
 RUNS_ATTR = "runs"  # JSON list: created, config and catalog of every run that wrote the cube
 # CF metadata of the pixel variables (the loader's physical units: docs/loading.md)
 UNITS = {
@@ -153,13 +159,13 @@ def init_cube(
     inputs hash, so those chunks are recomputed). The attrs describe the latest run; `runs` keeps
     every run's config and catalog, and `created` the first run's time.
     """
-    attrs = dict(attrs)
     steps = _by_time((np.datetime64(t, "ns"), p) for t, p in zip(layout.times, provenance, strict=True))
     root = local_dir(path)
     if root is not None:
         recover(root)
-    if not _exists(path):
-        _create(path, layout, steps, _merged_attrs({}, attrs))
+    group = _existing_cube(path)
+    if group is None:
+        _create_whole(path, root, layout, steps, _merged_attrs({}, attrs))
         return {t: i for i, (t, _) in enumerate(steps)}
     existing = xr.open_zarr(path, decode_coords="all", consolidated=False, chunks=None)  # no dask: a few reads
     _check_compatible(existing, layout, path)
@@ -194,10 +200,47 @@ def _merged_attrs(old: Mapping, run: Mapping) -> dict:
     """The cube's attrs after a run: the run's own, the first `created`, and the run added to `runs`."""
     entry = {key: json.loads(run[key]) if key in ("config", "catalog") else run[key]
              for key in ("created", "config", "catalog") if key in run}
-    merged = {**old, **run}
+    merged = {**old, **run, STATE_ATTR: "complete"}
     merged["created"] = old.get("created", run.get("created", ""))
     merged[RUNS_ATTR] = json.dumps([*json.loads(old.get(RUNS_ATTR, "[]")), entry])
     return merged
+
+
+def check_out_path(path: str) -> None:
+    """Refuse, before anything is written, an output that holds something other than a dsmar cube.
+
+    Nothing there, an empty folder and a whole dsmar cube pass."""
+    _existing_cube(path)
+
+
+def _existing_cube(path: str) -> zarr.Group | None:
+    """The cube's root group, or None where there is nothing yet; anything else is one InputError line."""
+    try:
+        group = zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False)
+    except (FileNotFoundError, ValueError):  # zarr's errors, and a zarr.json that is not JSON
+        group = None
+    if group is None or STATE_ATTR not in group.attrs:
+        if group is None and _empty(path):
+            return None
+        raise InputError(f"{path} exists and is not a dsmar cube; choose another --out or delete it")
+    if group.attrs[STATE_ATTR] != "complete":
+        raise InputError(f"{path} is an incomplete cube from an interrupted run; delete it and run again")
+    return group
+
+
+def _empty(path: str) -> bool:
+    """Whether nothing is at `path` (a local path or any fsspec URL), or only an empty folder."""
+    fs, where = fsspec.core.url_to_fs(path)
+    return not fs.exists(where) or (fs.isdir(where) and not fs.ls(where))
+
+
+def _create_whole(path: str, root: Path | None, layout: CubeLayout, steps: Sequence[Step], attrs: Mapping) -> None:
+    """Create a cube that a crash cannot leave half-made: locally built beside `path` and renamed
+    into place; elsewhere (no rename) marked complete last, so a half-made one is recognised."""
+    if root is None:
+        _create(path, layout, steps, attrs)
+    else:
+        create(root, lambda target: _create(str(target), layout, steps, attrs))
 
 
 def _steps_of(ds: xr.Dataset) -> list[Step]:
@@ -223,8 +266,9 @@ def _inserts(old: Sequence[Step], new: Sequence[Step]) -> bool:
 def _create(path: str, layout: CubeLayout, steps: Sequence[Step], attrs: Mapping) -> None:
     """Write a new cube at `path` with these times (in order) and empty data variables."""
     ds = _template(layout, [t for t, _ in steps], [p for _, p in steps])
-    ds.attrs.update(attrs)
+    ds.attrs.update({**attrs, STATE_ATTR: "creating"})
     ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, encoding=_encoding(ds), consolidated=False)
+    zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False).attrs[STATE_ATTR] = "complete"
     _consolidate(path)
 
 
@@ -254,14 +298,6 @@ def _consolidate(path: str) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part", category=UserWarning)
         zarr.consolidate_metadata(path, zarr_format=3)
-
-
-def _exists(path: str) -> bool:
-    try:
-        zarr.open_group(path, mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        return False
-    return True
 
 
 def _nanos(t: np.datetime64) -> int:

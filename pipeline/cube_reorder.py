@@ -1,10 +1,12 @@
-"""Rewrite a local cube with its time axis in a new order, never leaving it half-written.
+"""Create or rewrite a local cube without ever leaving it half-written.
 
-Zarr can only grow an axis at its end, so a period earlier than the cube's last time needs a new
-cube: it is built beside the old one (`<cube>.reorder`), the old one's chunks are copied into it byte
-for byte (same codecs, a new time index), and the two directories are swapped by renames. A crash
-at any point leaves either the old or the new cube whole; `recover` (run before anything opens
-the cube) finishes or undoes an interrupted swap. One process reorders a cube at a time.
+A new cube is built beside its path (`<cube>.building`) and renamed into place (`create`), so a crash
+while laying it out leaves nothing at the path. Zarr can only grow an axis at its end, so a period
+earlier than the cube's last time needs a new cube too (`rewrite`): the old one's chunks are copied
+into it byte for byte (same codecs, a new time index), and the two directories are swapped by
+renames. A crash at any point leaves either the old or the new cube whole, or none; `recover` (run
+before anything opens the cube) finishes or undoes an interrupted swap. One process writes a cube's
+layout at a time.
 """
 
 from __future__ import annotations
@@ -32,16 +34,24 @@ def local_dir(path: str) -> Path | None:
 
 def _siblings(root: Path) -> tuple[Path, Path]:
     """(where the new cube is built, where the old one waits during the swap)."""
-    return root.with_name(root.name + ".reorder"), root.with_name(root.name + ".previous")
+    return root.with_name(root.name + ".building"), root.with_name(root.name + ".previous")
 
 
 def recover(root: Path) -> None:
-    """Leave exactly one whole cube at `root` after a reorder that died part-way."""
+    """Leave exactly one whole cube (or none, if it was being created) at `root` after a crash."""
     building, previous = _siblings(root)
     if previous.exists() and not root.exists():  # died between the two renames: keep the old cube
         previous.rename(root)
     shutil.rmtree(previous, ignore_errors=True)  # the new cube is in place, or the old one is back
     shutil.rmtree(building, ignore_errors=True)  # never swapped in: the cube at `root` is whole
+
+
+def create(root: Path, build: Callable[[Path], None]) -> None:
+    """Put the cube that `build` writes into a fresh sibling directory at `root` (absent or an empty folder)."""
+    recover(root)
+    building, _ = _siblings(root)
+    build(building)
+    os.rename(building, root)  # replaces an empty folder atomically
 
 
 def rewrite(root: Path, build: Callable[[Path], None]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import tempfile
 import threading
 import uuid
@@ -17,7 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyproj import CRS
 import xarray as xr
+import zarr
 
+from dsmar.config import check_output
 from dsmar.errors import InputError
 from pipeline.cube import (
     CubeLayout,
@@ -256,7 +259,7 @@ def test_a_reorder_that_died_between_its_renames_leaves_the_old_cube_whole(tmp_p
     index, layout = _init(str(path), _grid(), DAYS[2:4])
     tile = layout.plan.tile(0, 0)
     value = _stamp(str(path), index, tile, DAYS[3])
-    _init(str(tmp_path / "cube.zarr.reorder"), _grid(), DAYS[:1])  # a finished new cube, never swapped in
+    _init(str(tmp_path / "cube.zarr.building"), _grid(), DAYS[:1])  # a finished new cube, never swapped in
     os.rename(path, tmp_path / "cube.zarr.previous")
 
     index, _ = _init(str(path), _grid(), DAYS[:1])
@@ -270,7 +273,7 @@ def test_a_reorder_that_died_between_its_renames_leaves_the_old_cube_whole(tmp_p
 def test_a_reorder_that_died_while_building_keeps_the_old_cube(tmp_path):
     path = tmp_path / "cube.zarr"
     _init(str(path), _grid(), DAYS[3:])
-    (tmp_path / "cube.zarr.reorder" / "sar").mkdir(parents=True)  # half a new cube
+    (tmp_path / "cube.zarr.building" / "sar").mkdir(parents=True)  # half a new cube
     index, _ = _init(str(path), _grid(), DAYS[4:])
     assert index == {DAYS[3]: 0, DAYS[4]: 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cube.zarr"]
@@ -292,6 +295,7 @@ def test_a_cube_written_out_of_order_before_the_fix_is_put_in_order_on_the_next_
     tile = layout.plan.tile(2, 0)
     value = _stamp(path, index, tile, DAYS[3])
     legacy = _template(layout, DAYS[1:2], [_dated_prov(DAYS[1])])  # how earlier periods used to be added
+    legacy.attrs.update(open_cube(path).attrs)  # which that run then wrote back
     legacy.drop_vars([v for v in legacy.variables if "time" not in legacy[v].dims]).to_zarr(
         path, append_dim="time", compute=False, consolidated=False)
 
@@ -325,6 +329,72 @@ def test_periods_arriving_in_any_order_give_sorted_time_with_data_on_its_time(or
             _assert_tile(ds, tile, t, values[t])
             assert ZarrChunkWriter(path).written(i).tolist() == [[0, 0], [int(values[t]) + 1, 0]]
             assert np.isnan(ds.sar.sel(time=t).values[:, :32, :]).all()
+
+
+def _interrupt(monkeypatch, cls, method, after):
+    """Make `cls.method` raise KeyboardInterrupt (a Ctrl-C or kill) on its call number `after` + 1."""
+    real, calls = getattr(cls, method), itertools.count()
+
+    def flaky(self, *args, **kwargs):
+        if next(calls) == after:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, flaky)
+
+
+def _place(tmp_path, where):
+    return str(tmp_path / "cube.zarr") if where == "local" else f"memory://{uuid.uuid4().hex}/cube.zarr"
+
+
+def _files(path):
+    return {p.relative_to(path): p.read_bytes() for p in sorted(Path(path).rglob("*")) if p.is_file()}
+
+
+def test_an_out_that_is_not_a_dsmar_cube_is_refused_untouched(tmp_path):
+    folder = tmp_path / "notes.zarr"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    group = tmp_path / "other.zarr"
+    zarr.create_group(str(group)).create_array("v", shape=(2,), dtype="f4")
+    remote = f"memory://{uuid.uuid4().hex}/other.zarr"
+    zarr.create_group(remote).create_array("v", shape=(2,), dtype="f4")
+    for path in (folder, group):
+        before = _files(path)
+        message = f"{path} exists and is not a dsmar cube; choose another --out or delete it"
+        with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
+            check_output(str(path))
+        with pytest.raises(InputError, match="is not a dsmar cube"):
+            _init(str(path), _grid(), DAYS[:1])
+        assert _files(path) == before
+    with pytest.raises(InputError, match="is not a dsmar cube"):
+        _init(remote, _grid(), DAYS[:1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.zarr", "other.zarr"]  # no sibling either
+
+    empty = tmp_path / "empty.zarr"
+    empty.mkdir()
+    assert check_output(str(empty)) == str(empty)
+    _init(str(empty), _grid(), DAYS[:1])
+    assert list(open_cube(str(empty)).time.values) == [DAYS[0]]
+    assert check_output(str(empty)) == str(empty)  # and once it holds a cube, it may be extended
+
+
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_a_creation_interrupted_part_way_is_never_taken_for_a_cube_on_another_grid(tmp_path, monkeypatch, where):
+    path = _place(tmp_path, where)
+    _interrupt(monkeypatch, zarr.Group, "create", after=3)
+    with pytest.raises(KeyboardInterrupt):
+        _init(path, _grid(), DAYS[:2])
+    monkeypatch.undo()
+    if where == "remote":  # no rename there: the cube is recognised as unfinished
+        with pytest.raises(InputError, match="incomplete cube from an interrupted run; delete it"):
+            _init(path, _grid(), DAYS[:2])
+        return
+    assert not Path(path).exists()  # the half-made cube sits beside it, never at the path
+    index, _ = _init(path, _grid(), DAYS[:2])
+    assert index == {DAYS[0]: 0, DAYS[1]: 1}
+    assert list(open_cube(path).time.values) == list(DAYS[:2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cube.zarr"]
 
 
 def test_attrs_describe_the_latest_run_and_keep_every_run_in_runs(tmp_path):
