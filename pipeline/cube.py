@@ -6,9 +6,10 @@ zarr writes, so parallel tile writers never touch the same chunk. `tile_inputs_h
 time and tile) records what each chunk was computed from; a re-run with the same inputs skips it.
 `time` stays strictly increasing whatever order periods arrive in, so `.sel(time=slice(...))` works.
 
-An interrupted creation never leaves a cube that later runs mistake for another: a local cube is
-created beside its path and renamed into place; a remote one is marked whole (`STATE_ATTR`) only
-once laid out.
+An interrupted run never leaves a cube that cannot be opened: a local cube is created beside its
+path and renamed into place; a remote one is marked whole (`STATE_ATTR`) only once laid out. Before
+new times are appended the old time length is written to the attrs (`APPEND_ATTR`), because zarr
+grows each array in turn: a run that finds the mark cuts every time axis back and appends again.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import zarr
 from pyproj import CRS
 
 from dsmar.errors import InputError
-from pipeline.cube_reorder import copy_time_steps, create, local_dir, recover, rewrite
+from pipeline.cube_reorder import along_time, copy_time_steps, create, local_dir, recover, rewrite
 from pipeline.grid import Grid
 from pipeline.tiles import Tile, TilePlan
 
@@ -40,6 +41,7 @@ HASH_VAR = "tile_inputs_hash"
 TIME_UNITS = "nanoseconds since 1970-01-01"
 PROVENANCE = ("optical_item", "sar_item", "sar_time", "dem_item")
 STATE_ATTR = "dsmar_cube"  # "creating" while the layout is written, "complete" once it is whole
+APPEND_ATTR = "dsmar_appending_from"  # the time length before an append; present only while it runs
 RUNS_ATTR = "runs"  # JSON list: created, config and catalog of every run that wrote the cube
 # CF metadata of the pixel variables (the loader's physical units: docs/loading.md)
 UNITS = {
@@ -167,6 +169,8 @@ def init_cube(
     if group is None:
         _create_whole(path, root, layout, steps, _merged_attrs({}, attrs))
         return {t: i for i, (t, _) in enumerate(steps)}
+    if APPEND_ATTR in group.attrs:
+        _undo_append(path, int(group.attrs[APPEND_ATTR]))
     existing = xr.open_zarr(path, decode_coords="all", consolidated=False, chunks=None)  # no dask: a few reads
     _check_compatible(existing, layout, path)
     _check_same_method(existing.attrs, attrs, path)
@@ -181,17 +185,15 @@ def init_cube(
         stored = _by_time(stored)
         _reorder(path, root, layout, old, stored, old_attrs)
     elif new:
-        extra = _template(layout, [t for t, _ in new], [p for _, p in new])
-        extra = extra.drop_vars([v for v in extra.variables if "time" not in extra[v].dims])
-        extra.to_zarr(path, append_dim="time", compute=False, consolidated=False)
+        _append(path, layout, new, len(old))
     index = {t: i for i, (t, _) in enumerate(stored)}
-    group = zarr.open_group(path, mode="r+", zarr_format=3)
+    group = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
     for t, p in steps:
         i = index[t]
         for name in ("optical_item", "sar_item", "dem_item"):
             group[name][i] = getattr(p, name)
         group["sar_time"][i] = _nanos(p.sar_time)
-    group.attrs.update(_merged_attrs(old_attrs, attrs))
+    group.attrs.put(_merged_attrs(group.attrs.asdict(), attrs))  # last: drops the append mark
     _consolidate(path)
     return index
 
@@ -201,6 +203,7 @@ def _merged_attrs(old: Mapping, run: Mapping) -> dict:
     entry = {key: json.loads(run[key]) if key in ("config", "catalog") else run[key]
              for key in ("created", "config", "catalog") if key in run}
     merged = {**old, **run, STATE_ATTR: "complete"}
+    merged.pop(APPEND_ATTR, None)
     merged["created"] = old.get("created", run.get("created", ""))
     merged[RUNS_ATTR] = json.dumps([*json.loads(old.get(RUNS_ATTR, "[]")), entry])
     return merged
@@ -209,7 +212,8 @@ def _merged_attrs(old: Mapping, run: Mapping) -> dict:
 def check_out_path(path: str) -> None:
     """Refuse, before anything is written, an output that holds something other than a dsmar cube.
 
-    Nothing there, an empty folder and a whole dsmar cube pass."""
+    Nothing there, an empty folder and a whole dsmar cube pass (an interrupted append counts as
+    whole: the next run repairs it)."""
     _existing_cube(path)
 
 
@@ -241,6 +245,30 @@ def _create_whole(path: str, root: Path | None, layout: CubeLayout, steps: Seque
         _create(path, layout, steps, attrs)
     else:
         create(root, lambda target: _create(str(target), layout, steps, attrs))
+
+
+def _append(path: str, layout: CubeLayout, new: Sequence[Step], old_length: int) -> None:
+    """Append the times `new` after the cube's `old_length` ones, marked so that a crash can be undone.
+
+    zarr grows one array after another, so a crash part-way leaves time axes of different lengths,
+    which xarray refuses to open: the mark tells the next run where to cut them back (`_undo_append`).
+    """
+    group = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
+    group.attrs[APPEND_ATTR] = old_length  # before any array grows
+    extra = _template(layout, [t for t, _ in new], [p for _, p in new])
+    extra = extra.drop_vars([v for v in extra.variables if "time" not in extra[v].dims])
+    extra.attrs.update(group.attrs.asdict())  # xarray's append replaces the group attrs with these
+    extra.to_zarr(path, append_dim="time", compute=False, consolidated=False)
+
+
+def _undo_append(path: str, old_length: int) -> None:
+    """Cut every time axis back to `old_length` after an interrupted append (the new times' chunks
+    were never written: only their coordinates and provenance, which the next append writes again)."""
+    group = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
+    for _, array in group.arrays():
+        if along_time(array) and array.shape[0] != old_length:
+            array.resize((old_length, *array.shape[1:]))
+    del group.attrs[APPEND_ATTR]
 
 
 def _steps_of(ds: xr.Dataset) -> list[Step]:

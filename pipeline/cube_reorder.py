@@ -73,7 +73,7 @@ def copy_time_steps(source: Path, target: Path, moves: Mapping[int, int]) -> Non
     old_group = zarr.open_group(source, mode="r", zarr_format=3)
     new_group = zarr.open_group(target, mode="r", zarr_format=3)
     for name, new in new_group.arrays():
-        if new.ndim < 2 or (new.metadata.dimension_names or (None,))[0] != "time":
+        if new.ndim < 2 or not along_time(new):
             continue
         old = old_group[name]
         _check_same_codecs(old, new, name)
@@ -84,6 +84,11 @@ def copy_time_steps(source: Path, target: Path, moves: Mapping[int, int]) -> Non
                     dst = target / name / new.metadata.encode_chunk_key((j, *rest))
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(src, dst)
+
+
+def along_time(array: zarr.Array) -> bool:
+    """Whether the array's first dimension is `time` (data, hashes, provenance and `time` itself)."""
+    return (array.metadata.dimension_names or (None,))[0] == "time"
 
 
 def _chunk_grid(array: zarr.Array) -> Iterator[tuple[int, ...]]:

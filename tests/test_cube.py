@@ -23,6 +23,7 @@ import zarr
 from dsmar.config import check_output
 from dsmar.errors import InputError
 from pipeline.cube import (
+    APPEND_ATTR,
     CubeLayout,
     Provenance,
     ZarrChunkWriter,
@@ -32,6 +33,7 @@ from pipeline.cube import (
     inputs_hash,
     open_cube,
 )
+from pipeline.cube_reorder import along_time
 from pipeline.grid import Grid
 from pipeline.tiles import plan_tiles
 
@@ -345,6 +347,32 @@ def _interrupt(monkeypatch, cls, method, after):
 
 def _place(tmp_path, where):
     return str(tmp_path / "cube.zarr") if where == "local" else f"memory://{uuid.uuid4().hex}/cube.zarr"
+
+
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_an_append_interrupted_between_array_resizes_is_undone_by_the_next_run(tmp_path, monkeypatch, where):
+    path = _place(tmp_path, where)
+    index, layout = _init(path, _grid(), DAYS[:2])
+    tile = layout.plan.tile(1, 1)
+    value = _stamp(path, index, tile, DAYS[1])
+    _interrupt(monkeypatch, zarr.Array, "resize", after=3)
+    with pytest.raises(KeyboardInterrupt):
+        _init(path, _grid(), DAYS[2:4])
+    monkeypatch.undo()
+    lengths = {a.shape[0] for _, a in zarr.open_group(path, mode="r", use_consolidated=False).arrays()
+               if along_time(a)}
+    assert lengths == {2, 4}  # the state xarray refuses to open
+
+    index, _ = _init(path, _grid(), DAYS[2:4])
+
+    assert index == {t: i for i, t in enumerate(DAYS[:4])}
+    ds = open_cube(path)
+    assert list(ds.time.values) == list(DAYS[:4]) and APPEND_ATTR not in ds.attrs
+    _assert_tile(ds, tile, DAYS[1], value)
+    assert ZarrChunkWriter(path).written(1)[1, 1] == int(value) + 1
+    for t in DAYS[2:4]:
+        assert str(ds.optical_item.sel(time=t).values) == _dated_prov(t).optical_item
+        assert not ZarrChunkWriter(path).written(index[t]).any()
 
 
 def _files(path):
