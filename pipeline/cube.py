@@ -130,9 +130,8 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
     ds = xr.Dataset(data_vars, coords=coords)
     ds = ds.rio.write_crs(grid.crs_wkt).rio.write_transform(grid.affine)
     for var in ds.data_vars.values():
-        # CF: a grid mapping belongs to variables on the grid; provenance and tile hashes are not.
-        if {"y", "x"} <= set(var.dims):
-            var.attrs["grid_mapping"] = "spatial_ref"
+        # Contract 3: every data variable carries the grid mapping, provenance and tile hashes too.
+        var.attrs["grid_mapping"] = "spatial_ref"
         var.encoding.pop("grid_mapping", None)
     return ds
 
