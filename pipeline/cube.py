@@ -222,6 +222,8 @@ def _existing_cube(path: str) -> zarr.Group | None:
         group = zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False)
     except (FileNotFoundError, ValueError):  # zarr's errors, and a zarr.json that is not JSON
         group = None
+    if group is not None and STATE_ATTR not in group.attrs and _written_before_state_attr(group):
+        return group
     if group is None or STATE_ATTR not in group.attrs:
         if group is None and _empty(path):
             return None
@@ -229,6 +231,11 @@ def _existing_cube(path: str) -> zarr.Group | None:
     if group.attrs[STATE_ATTR] != "complete":
         raise InputError(f"{path} is an incomplete cube from an interrupted run; delete it and run again")
     return group
+
+
+def _written_before_state_attr(group: zarr.Group) -> bool:
+    """A cube of a dsmar version without the state attr: its users' cubes stay usable (the next run marks it)."""
+    return str(group.attrs.get("software", "")).startswith("dsmar ") and "tile_inputs_hash" in group
 
 
 def _empty(path: str) -> bool:

@@ -24,10 +24,13 @@ from dsmar.config import check_output
 from dsmar.errors import InputError
 from pipeline.cube import (
     APPEND_ATTR,
+    STATE_ATTR,
     CubeLayout,
     Provenance,
     ZarrChunkWriter,
+    _consolidate,
     _template,
+    check_out_path,
     cube_attrs,
     init_cube,
     inputs_hash,
@@ -459,3 +462,17 @@ def test_pixel_variables_carry_cf_units_and_every_data_variable_a_grid_mapping(c
     for name in ds.data_vars:  # Contract 3, as written: every data variable
         assert ds[name].encoding.get("grid_mapping") == "spatial_ref", name
     assert CRS.from_user_input(ds.rio.crs) == CRS.from_epsg(32633)
+
+
+def test_a_cube_from_before_the_state_attr_is_still_extended(cube):
+    """Cubes written by earlier dsmar versions have no completion marker; they must not be refused."""
+    path, layout = cube
+    group = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
+    group.attrs.pop(STATE_ATTR)
+    _consolidate(path)
+    check_out_path(path)
+    later = _layout(_grid(), (T0, T1, T2))
+    index = init_cube(path, later, [_prov(0), _prov(1), _prov(2)],
+                      cube_attrs('{"k": 2}', {"profile": "local"}, "cfog", "ab" * 32))
+    assert len(index) == 3
+    assert zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False).attrs[STATE_ATTR] == "complete"
