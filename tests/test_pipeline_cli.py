@@ -45,7 +45,6 @@ def test_unknown_method(capsys, tmp_path, out):
         ({"--tile-size": ["10"]}, "size"),
         ({"--halo": ["900"]}, "halo"),
         ({"--workers": ["0"]}, "workers"),
-        ({"--profile": ["nope"]}, "unknown catalog profile"),
         ({"--catalog": ["not a url"]}, "URL"),
     ],
 )
@@ -60,6 +59,13 @@ def test_bad_run_options(capsys, out, change, expected):
     assert expected in _error(capsys, argv)
 
 
+def test_unknown_profile_is_refused_with_the_choices(capsys, out):
+    with pytest.raises(SystemExit) as exit_:
+        main([*RUN, "--out", out, "--profile", "nope"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
 def test_local_profile_needs_a_catalog(capsys, out):
     argv = [a for a in RUN if a not in ("--catalog", "http://127.0.0.1:9")]
     assert "--catalog" in _error(capsys, [*argv, "--out", out])
@@ -70,3 +76,11 @@ def test_bad_out(capsys, tmp_path):
     assert "not writable" in _error(capsys, [*RUN, "--out", "/proc/dsmar/cube.zarr"])
     (tmp_path / "file.zarr").write_text("")
     assert "not a Zarr directory" in _error(capsys, [*RUN, "--out", str(tmp_path / "file.zarr")])
+
+
+def test_run_help_names_profiles_and_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    assert "{earth-search,planetary-computer,local}" in text and "(default earth-search)" in text
+    assert "--max-cloud PCT" in text

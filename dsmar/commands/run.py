@@ -7,6 +7,7 @@ import re
 import sys
 import warnings
 
+from dsmar.commands.common_options import add_area_arguments, add_catalog_arguments, add_pairing_arguments
 from dsmar.config import (
     ClusterConfig,
     RunConfig,
@@ -35,22 +36,10 @@ def add_parser(subparsers) -> None:
 
 
 def add_run_arguments(parser) -> None:
-    """Options shared by every command that runs the flow."""
-    cat = parser.add_argument_group("catalog")
-    cat.add_argument("--profile", default="earth-search", help="catalog profile: earth-search, planetary-computer, local")
-    cat.add_argument("--catalog", metavar="URL", help="STAC API URL (required for --profile local)")
-    cat.add_argument("--optical-collection", metavar="ID", help="override the profile's optical collection")
-    cat.add_argument("--sar-collection", metavar="ID", help="override the profile's SAR collection")
-    cat.add_argument("--dem-collection", metavar="ID", help="override the profile's DEM collection")
-    cat.add_argument("--max-cloud", type=float, default=30.0, metavar="PCT", help="max optical cloud cover (default 30)")
-    cat.add_argument("--sar-window-days", type=float, default=3.0, metavar="N",
-                     help="SAR within this many days of the optical scene (default 3)")
-    cat.add_argument("--min-overlap", type=float, default=0.5, metavar="F",
-                     help="least share of the bbox a scene must cover (default 0.5)")
-    where = parser.add_argument_group("region")
-    where.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"), required=True, help="lon/lat box")
-    where.add_argument("--start", required=True, metavar="YYYY-MM-DD")
-    where.add_argument("--end", required=True, metavar="YYYY-MM-DD")
+    """Options shared by every command that runs the flow (catalog, region and pairing as in `dsmar search`)."""
+    add_catalog_arguments(parser)
+    add_area_arguments(parser)
+    add_pairing_arguments(parser)
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True, metavar="PATH.zarr", help="cube to create or extend")
     out.add_argument("--report", metavar="DIR", help="also write report.md and PNG quicklooks here")
