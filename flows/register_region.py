@@ -270,9 +270,10 @@ def register_region(config: RunConfig) -> RunSummary:
     log.info("%d scene set(s); grid %d x %d px; %d tiles of %d px (+%d halo) each",
              len(cube.scene_sets), cube.grid.height, cube.grid.width, len(cube.plan.tiles),
              config.tiles.size, config.tiles.halo)
-    index = prepare_cube(cube, config, profile)
     outcomes = []
     with dask_client(config.cluster) as client:
+        # Only once the cluster answers: an unreachable scheduler must not leave an empty cube behind.
+        index = prepare_cube(cube, config, profile)
         for scene_set in cube.scene_sets:
             t = index[_utc(scene_set.optical)]
             outcomes.append(register_scene_set(client, scene_set, cube, t, config, profile))

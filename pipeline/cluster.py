@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -37,6 +38,27 @@ def count_gpus() -> int:
 def default_workers() -> int:
     """One single-threaded worker per core: the registration methods are CPU-bound numpy/torch."""
     return max(1, os.cpu_count() or 1)
+
+
+def check_scheduler(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, before any work, when a TCP scheduler address is malformed or nothing listens there.
+
+    Other protocols (tls, ucx, ...) are left to the client's own connect.
+    """
+    from distributed.comm import parse_address, parse_host_port
+
+    try:
+        protocol, location = parse_address(address)
+        if protocol != "tcp":
+            return
+        host, port = parse_host_port(location)
+    except (TypeError, ValueError) as err:
+        raise DsmarError(f"cannot reach the Dask scheduler at {address}: {err}") from None
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        reason = err.strerror or str(err) or type(err).__name__
+        raise DsmarError(f"cannot reach the Dask scheduler at {address}: {reason}") from None
 
 
 @contextmanager

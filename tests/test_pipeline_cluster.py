@@ -3,11 +3,14 @@ otherwise, an existing scheduler when given; an unreachable scheduler is one lin
 
 from __future__ import annotations
 
+import re
+import socket
+
 import pytest
 
 from dsmar.config import ClusterConfig
 from dsmar.errors import DsmarError
-from pipeline.cluster import count_gpus, dask_client
+from pipeline.cluster import check_scheduler, count_gpus, dask_client
 
 
 def test_empty_cuda_visible_devices_means_no_gpu(monkeypatch):
@@ -35,3 +38,16 @@ def test_malformed_scheduler_address_is_a_dsmar_error():
     with pytest.raises(DsmarError, match="cannot reach the Dask scheduler at foo:::bar"):
         with dask_client(ClusterConfig(address="foo:::bar", connect_timeout_s=2)):
             pass
+
+
+def test_scheduler_checks_fail_fast():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    for address in (closed, "foo:::bar", "tcp://"):
+        with pytest.raises(DsmarError, match=f"cannot reach the Dask scheduler at {re.escape(address)}"):
+            check_scheduler(address, timeout_s=2)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        check_scheduler(f"tcp://127.0.0.1:{listening.getsockname()[1]}")

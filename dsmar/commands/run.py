@@ -7,6 +7,7 @@ import re
 import sys
 import warnings
 
+from catalogs.profiles import CatalogProfile, get_profile
 from dsmar.commands.common_options import add_area_arguments, add_catalog_arguments, add_pairing_arguments
 from dsmar.config import (
     ClusterConfig,
@@ -52,6 +53,11 @@ def add_run_arguments(parser) -> None:
     proc.add_argument("--workers", type=int, metavar="N", help="local cluster workers (default: one per core)")
 
 
+def profile_of(search: SearchConfig) -> CatalogProfile:
+    return get_profile(search.profile, search.catalog_url, search.optical_collection, search.sar_collection,
+                       search.dem_collection)
+
+
 def config_from_args(args) -> RunConfig:
     """Validate the options into a RunConfig; every problem is one InputError line."""
     search = build(
@@ -59,10 +65,8 @@ def config_from_args(args) -> RunConfig:
         sar_collection=args.sar_collection, dem_collection=args.dem_collection, max_cloud=args.max_cloud,
         sar_window_days=args.sar_window_days, min_overlap=args.min_overlap,
     )
-    from catalogs.profiles import get_profile
-
     # Resolving the profile now reports a missing --catalog or an unknown profile before any work.
-    get_profile(search.profile, search.catalog_url, search.optical_collection, search.sar_collection, search.dem_collection)
+    profile_of(search)
     report = str(check_writable_dir(args.report, "report directory")) if args.report else None
     return build(
         RunConfig,
@@ -115,8 +119,37 @@ def configure_logging() -> None:
     logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
+def check_cube(out: str, method: str, tile_size: int) -> None:
+    """An existing cube takes only its own method and tile size (the grid is known only after the search)."""
+    import zarr
+
+    try:
+        group = zarr.open_group(out, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return
+    old = group.attrs.get("method")
+    if old is not None and old != method:
+        raise InputError(f"{out} was written with method {old!r}; rerun with --method {old} or write to a new --out")
+    if "optical" in group and tuple(group["optical"].chunks[-2:]) != (tile_size, tile_size):
+        size = group["optical"].chunks[-1]
+        raise InputError(f"{out} was written with {size} px tiles; rerun with --tile-size {size} or a new --out")
+
+
+def preflight(config: RunConfig) -> None:
+    """What can fail in seconds fails before Prefect and Dask start (10-15 s): the catalog answers,
+    the scheduler listens, an existing cube takes this method and tile size."""
+    from catalogs.stac_search import CatalogSearcher
+    from pipeline.cluster import check_scheduler
+
+    check_cube(config.out, config.method, config.tiles.size)
+    if config.cluster.address:
+        check_scheduler(config.cluster.address)
+    CatalogSearcher(profile_of(config.search))
+
+
 def execute(config: RunConfig):
     """Run the flow; no scene sets is an error that says why (the search's rejections)."""
+    preflight(config)
     from flows.register_region import register_region  # imports Prefect: only when running
 
     configure_logging()
