@@ -30,7 +30,12 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class LocalStacServer:
-    """A running `rustac serve` process; stop it with `.stop()` or by leaving a `with` block."""
+    """A running `rustac serve` process; stop it with `.stop()` or by leaving a `with` block.
+
+    It runs in its own session (a terminal's Ctrl-C does not reach it), so whoever started it stops
+    it: `.stop()`, the `with` block, or at the latest interpreter exit (the finalizer is atexit-bound;
+    `dsmar` turns SIGTERM into an orderly exit so that runs too).
+    """
 
     def __init__(self, process: subprocess.Popen, url: str, workdir: tempfile.TemporaryDirectory):
         self.process = process
@@ -131,6 +136,9 @@ def _start(hrefs: list[str], workdir: tempfile.TemporaryDirectory, timeout: floa
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # Its own session: a terminal's Ctrl-C reaches the whole foreground group, and the
+                # server must outlive the interrupt until the CLI has unwound and stops it in order.
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

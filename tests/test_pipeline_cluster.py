@@ -4,7 +4,9 @@ otherwise, an existing scheduler when given; an unreachable scheduler is one lin
 from __future__ import annotations
 
 import re
+import signal
 import socket
+import warnings
 
 import pytest
 
@@ -38,6 +40,24 @@ def test_malformed_scheduler_address_is_a_dsmar_error():
     with pytest.raises(DsmarError, match="cannot reach the Dask scheduler at foo:::bar"):
         with dask_client(ClusterConfig(address="foo:::bar", connect_timeout_s=2)):
             pass
+
+
+def test_local_cluster_keeps_off_8787_and_workers_ignore_ctrl_c(monkeypatch):
+    """Another Dask's dashboard port stays untouched (no 'Port 8787 is already in use'), and workers
+    ignore SIGINT: a terminal's Ctrl-C reaches the whole process group, the main process shuts them down."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with socket.socket() as other_dask, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            other_dask.bind(("127.0.0.1", 8787))
+            other_dask.listen()
+        except OSError:
+            pass  # something holds 8787 already: the same situation
+        with dask_client(ClusterConfig(workers=1)) as client:
+            http = client.cluster.scheduler.http_server
+            assert http.port != 8787 and http.address == "127.0.0.1"
+            assert set(client.run(signal.getsignal, signal.SIGINT).values()) == {signal.SIG_IGN}
+    assert not [w for w in caught if "8787" in str(w.message)]
 
 
 def test_scheduler_checks_fail_fast():

@@ -88,15 +88,20 @@ def _error_names(cls: type) -> set[str]:
 
 class _DropExpectedErrors(logging.Filter):
     """Prefect logs a failing flow's traceback and final state; for a DsmarError the CLI's one line
-    says it all (Prefect's state lines name the exception only as text: matched by class name)."""
+    says it all (Prefect's state lines name the exception only as text: matched by class name), and
+    so does its "interrupted"/"terminated" line for Prefect's crash reports of Ctrl-C and SIGTERM."""
 
     STATE = re.compile(r"encountered an exception:? (\w+):")
+    SIGNALLED = re.compile(r"aborted by (an interrupt|a termination) signal")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], DsmarError):
             return False
-        match = self.STATE.search(record.getMessage()) if record.levelno >= logging.ERROR else None
-        return not (match and match.group(1) in _error_names(DsmarError))
+        if record.levelno < logging.ERROR:
+            return True
+        message = record.getMessage()
+        match = self.STATE.search(message)
+        return not (match and match.group(1) in _error_names(DsmarError)) and not self.SIGNALLED.search(message)
 
 
 def configure_logging() -> None:
@@ -150,10 +155,11 @@ def preflight(config: RunConfig) -> None:
 def execute(config: RunConfig):
     """Run the flow; no scene sets is an error that says why (the search's rejections)."""
     preflight(config)
+    from flows.api import ensure_temporary_api
     from flows.register_region import register_region  # imports Prefect: only when running
 
     configure_logging()
-
+    ensure_temporary_api()
     summary = register_region(config)
     if summary.scene_sets == 0:
         reasons = "; ".join(f"{item}: {reason}" for item, reason in summary.rejections[:5])

@@ -1,0 +1,82 @@
+"""Stopping `dsmar` as users do: Ctrl-C in a terminal (SIGINT to the whole process group) and
+`kill -TERM` (SIGTERM to the main process) both end it within seconds with one line and the usual exit
+code, and leave no process (Prefect's temporary API, Dask workers, rustac) and no temporary folder behind.
+
+Real processes throughout: `dsmar demo` in its own session, so the test can signal its group as a
+terminal would without signalling pytest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pipeline.cube import open_cube
+
+
+def _start_demo(workdir: Path) -> tuple[subprocess.Popen, list[str], threading.Event]:
+    """`dsmar demo` with DS-MAR on 3 x 3 tiles per date: slow enough to be caught while tiles run."""
+    argv = [sys.executable, "-m", "dsmar.cli", "demo", "--workdir", str(workdir), "--size", "384",
+            "--tile-size", "128", "--halo", "32", "--workers", "2"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    lines: list[str] = []
+    registering = threading.Event()
+
+    def read() -> None:
+        for line in process.stderr:
+            lines.append(line.rstrip("\n"))
+            if "tiles to register" in line:
+                registering.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    return process, lines, registering
+
+
+@pytest.mark.parametrize("signum,whole_group,code,word", [
+    (signal.SIGINT, True, 130, "interrupted"),  # Ctrl-C in a terminal
+    (signal.SIGTERM, False, 143, "terminated"),  # kill -TERM PID
+])
+def test_signal_stops_the_demo_quickly_and_completely(tmp_path, signum, whole_group, code, word):
+    process, lines, registering = _start_demo(tmp_path)
+    try:
+        assert registering.wait(240), f"the demo never reached its tiles: {lines[-20:]}"
+        time.sleep(2)  # tiles are running on the workers now
+        assert process.poll() is None, f"the demo ended before it could be interrupted: {lines[-20:]}"
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert any("uvicorn" in " ".join(c.cmdline()) for c in children), "Prefect's temporary API not found"
+        stac_dirs = {m.group(0) for c in children for m in re.finditer(r"/\S*dsmar-stac-[^/\s]+", " ".join(c.cmdline()))}
+        assert stac_dirs, "the demo's rustac server not found"
+        sent = time.monotonic()
+        if whole_group:
+            os.killpg(process.pid, signum)
+        else:
+            os.kill(process.pid, signum)
+        rc = process.wait(60)
+        elapsed = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    for survivor in alive:
+        survivor.kill()
+    time.sleep(0.2)  # the reader thread takes the last lines
+    after = "\n".join(lines)
+    assert rc == code, after[-3000:]
+    assert lines[-1] == f"dsmar demo: {word}", after[-3000:]
+    assert "Traceback" not in after, after[-3000:]
+    assert elapsed < 15, f"took {elapsed:.1f} s to stop"
+    assert not alive, f"left running: {[' '.join(p.cmdline())[:120] for p in alive]}"
+    assert not any(Path(d).exists() for d in stac_dirs), stac_dirs
+    # Whatever was written stays readable: chunks are whole, their input hash written last.
+    assert open_cube(str(tmp_path / "cube.zarr")).sizes["time"] == 2
