@@ -335,13 +335,20 @@ def test_grd_is_placed_only_with_its_own_asset_grid_outside_grd_collections(tmp_
     assert (reason is not None) == refused
 
 
-def test_run_and_search_word_a_reversed_period_alike(capsys, tmp_path):
-    period = aoi_args("2024-06-30", "2024-06-01")
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        ("2024-06-30", "2024-06-01", "start 2024-06-30 is after end 2024-06-01"),
+        ("2024-13-01", "2024-06-30", "--start must be a date YYYY-MM-DD, got '2024-13-01'"),
+    ],
+)
+def test_run_and_search_word_a_bad_period_alike(capsys, tmp_path, start, end, message):
+    period = aoi_args(start, end)
     assert main(cli(*period)) == 2
-    search = capsys.readouterr().err.split("error: ", 1)[1]
+    search = capsys.readouterr().err
     assert main(["run", *period, "--out", str(tmp_path / "cube.zarr")]) == 2
-    run = capsys.readouterr().err.split("error: ", 1)[1]
-    assert search == run == "start 2024-06-30 is after end 2024-06-01\n"
+    run = capsys.readouterr().err
+    assert search == f"dsmar search: error: {message}\n" and run == f"dsmar run: error: {message}\n"
 
 
 def test_cli_says_no_items_matched_when_nothing_was_rejected(pc_server, capsys):

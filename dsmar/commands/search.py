@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from datetime import date
 
 from catalogs.colocate import ColocationResult, find_scene_sets
-from catalogs.profiles import PROFILE_NAMES, get_profile
+from catalogs.profiles import get_profile
+from dsmar.commands.common_options import (
+    add_area_arguments,
+    add_catalog_arguments,
+    add_orbit_state_argument,
+    add_pairing_arguments,
+)
+from dsmar.config import parse_date
 
 
 def add_parser(subparsers) -> None:
@@ -20,35 +25,9 @@ def add_parser(subparsers) -> None:
     )
     add_catalog_arguments(parser)
     add_area_arguments(parser)
-    parser.add_argument("--max-cloud", type=float, default=30.0, metavar="N", help="highest eo:cloud_cover, percent (default 30)")
-    parser.add_argument("--sar-window-days", type=float, default=3.0, metavar="N", help="SAR within this many days of the optical scene (default 3)")
-    parser.add_argument("--min-overlap", type=float, default=0.5, metavar="F", help="least share of the AOI a scene must cover (default 0.5)")
-    parser.add_argument("--orbit-state", choices=("ascending", "descending"), help="preferred SAR orbit direction (default: the one most passes share)")
+    add_orbit_state_argument(add_pairing_arguments(parser))
     parser.add_argument("--json", action="store_true", help="print a JSON list, one object per scene set")
     parser.set_defaults(func=_run)
-
-
-def add_catalog_arguments(parser: argparse.ArgumentParser) -> None:
-    """--profile/--catalog/--*-collection, shared with `dsmar run`."""
-    parser.add_argument("--profile", default="earth-search", choices=PROFILE_NAMES, help="catalog profile (default earth-search)")
-    parser.add_argument("--catalog", metavar="URL", help="STAC API URL; required for the local profile, overrides the others' endpoint")
-    parser.add_argument("--optical-collection", metavar="ID", help="override the profile's optical collection")
-    parser.add_argument("--sar-collection", metavar="ID", help="override the profile's SAR collection")
-    parser.add_argument("--dem-collection", metavar="ID", help="override the profile's DEM collection")
-
-
-def add_area_arguments(parser: argparse.ArgumentParser) -> None:
-    """--bbox/--start/--end, shared with `dsmar run`."""
-    parser.add_argument("--bbox", type=float, nargs=4, required=True, metavar=("W", "S", "E", "N"), help="area of interest, lon/lat degrees")
-    parser.add_argument("--start", type=parse_date, required=True, metavar="YYYY-MM-DD", help="first day (inclusive)")
-    parser.add_argument("--end", type=parse_date, required=True, metavar="YYYY-MM-DD", help="last day (inclusive)")
-
-
-def parse_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
 
 
 def profile_from_args(args):
@@ -62,12 +41,13 @@ def profile_from_args(args):
 
 
 def _run(args) -> int:
+    start, end = parse_date(args.start, "--start"), parse_date(args.end, "--end")
     profile = profile_from_args(args)
     result = find_scene_sets(
         profile,
         tuple(args.bbox),
-        args.start,
-        args.end,
+        start,
+        end,
         max_cloud=args.max_cloud,
         sar_window_days=args.sar_window_days,
         min_overlap=args.min_overlap,
