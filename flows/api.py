@@ -16,23 +16,20 @@ from typing import Any
 
 import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
 import prefect
-from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL, get_current_settings
 
 
-class _DetachedServer(SubprocessASGIServer):
-    """Prefect's temporary API server, started in a new session."""
-
-    def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-        # Prefect's own command and environment (SubprocessASGIServer._run_uvicorn_command, Prefect 3.9).
-        server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-        args = [
-            sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
-            "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-            "--log-level", "error", "--lifespan", "on",
-        ]
-        env = {**os.environ, **server_env, **get_current_settings().to_environment_variables(exclude_unset=True)}
-        return subprocess.Popen(args, env=env, start_new_session=True)
+def _uvicorn_in_new_session(port: int) -> subprocess.Popen[Any]:
+    """Prefect's own command and environment for its temporary API (`SubprocessASGIServer._run_uvicorn_command`,
+    Prefect 3.9), started in a new session."""
+    server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    args = [
+        sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
+        "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+        "--log-level", "error", "--lifespan", "on",
+    ]
+    env = {**os.environ, **server_env, **get_current_settings().to_environment_variables(exclude_unset=True)}
+    return subprocess.Popen(args, env=env, start_new_session=True)
 
 
 def ensure_temporary_api() -> str | None:
@@ -44,10 +41,16 @@ def ensure_temporary_api() -> str | None:
     """
     if PREFECT_API_URL.value():
         return None
+    from prefect.server.api.server import SubprocessASGIServer  # ~2 s of imports: only when it is needed
+
+    class DetachedServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            return _uvicorn_in_new_session(self.port)
+
     current = SubprocessASGIServer._instances.get(None)
     if current is not None and current.running:
         return current.api_url
     SubprocessASGIServer._instances.pop(None, None)  # a default server never started: replaced by ours
-    server = _DetachedServer()
+    server = DetachedServer()
     server.start()
     return server.api_url

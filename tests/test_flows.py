@@ -152,3 +152,12 @@ def test_unreachable_catalog_is_one_line_without_prefect_traceback(prefect_api, 
     err = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2
     assert err == [err[-1]] and err[-1].startswith("dsmar run: error: could not reach STAC API"), err
+
+
+def test_a_configured_api_starts_no_temporary_one(prefect_api):
+    from prefect.server.api.server import SubprocessASGIServer
+
+    from flows.api import ensure_temporary_api
+
+    before = dict(SubprocessASGIServer._instances)
+    assert ensure_temporary_api() is None and SubprocessASGIServer._instances == before
