@@ -130,3 +130,19 @@ def test_run_help_names_profiles_and_default(capsys):
     text = capsys.readouterr().out
     assert "{earth-search,planetary-computer,local}" in text and "(default earth-search)" in text
     assert "--max-cloud PCT" in text
+
+
+def test_options_run_shares_with_search_are_the_same_options():
+    """A search can be repeated by a run with the same flags, and both --help pages say the same."""
+    from dsmar.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+
+    def options(name):
+        return {a.option_strings[0]: (a.help, a.metavar, a.default, a.choices, a.type, a.nargs, a.required)
+                for a in commands[name]._actions if a.option_strings and a.dest != "help"}
+
+    run, search = options("run"), options("search")
+    shared = set(run) & set(search)
+    assert {"--profile", "--catalog", "--bbox", "--start", "--end", "--max-cloud", "--min-overlap"} <= shared
+    assert {flag: run[flag] for flag in shared} == {flag: search[flag] for flag in shared}
