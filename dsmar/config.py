@@ -152,6 +152,9 @@ def check_method(method: str) -> str:
 def check_writable_dir(path: Path, label: str) -> Path:
     """Create `path` if needed and prove it is writable, or raise one line saying which path failed."""
     path = Path(path)
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise InputError(f"{label} {str(path)!r} cannot be created: {str(blocking)!r} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".dsmar-write-test"

@@ -127,8 +127,11 @@ def _save_field(path: Path, displacement: np.ndarray, confidence: np.ndarray, st
     fig.colorbar(im, ax=axes[0], shrink=0.8, label="|d| (optical pixels)")
     stride = max(1, max(magnitude.shape) // 24)
     yy, xx = np.mgrid[0 : magnitude.shape[0] : stride, 0 : magnitude.shape[1] : stride]
-    # Arrows point to where each optical pixel found its match in the original image (Contract 1).
-    axes[0].quiver(xx, yy, displacement[1][::stride, ::stride], -displacement[0][::stride, ::stride], color="white")
+    # Arrows point to where each optical pixel found its match in the original image (Contract 1);
+    # a field that is zero (or NaN) everywhere has none to draw, and matplotlib cannot scale it.
+    if np.nanmax(magnitude, initial=0.0) > 0:
+        axes[0].quiver(xx, yy, displacement[1][::stride, ::stride], -displacement[0][::stride, ::stride],
+                       color="white")
     axes[0].set_title(f"{title}: displacement (quicklook every {step} px)")
     im = axes[1].imshow(confidence, cmap="magma", vmin=0, vmax=1)
     fig.colorbar(im, ax=axes[1], shrink=0.8, label="confidence")

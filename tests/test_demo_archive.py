@@ -227,5 +227,5 @@ def test_bad_parameters_are_refused(tmp_path, kwargs, message):
 def test_unwritable_root_is_refused(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with pytest.raises(InputError, match="not writable"):
+    with pytest.raises(InputError, match="a-file' is a file, not a folder"):
         A.generate_archive(blocker / "archive", size=SIZE)

@@ -52,3 +52,14 @@ def test_report_links_every_quicklook(tmp_path):
     assert pngs == ["t00_sar_checkerboard.png", "t00_sar_error.png", "t00_sar_field.png"]
     assert all(f"({name})" in text for name in pngs)
     assert "median 0.200 px" in text
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("fill", [0.0, np.nan])
+def test_field_quicklook_of_an_empty_field_draws_without_warnings(tmp_path, fill):
+    """The identity method's all-zero field (or an all-NaN one) still gets its quicklook."""
+    from pipeline.report import _save_field
+
+    path = tmp_path / "field.png"
+    _save_field(path, np.full((2, 40, 50), fill, np.float32), np.zeros((40, 50), np.float32), 4, "sar")
+    assert path.stat().st_size > 0
