@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -60,7 +60,7 @@ class SearchConfig(_Frozen):
     flags = {
         "profile": "--profile", "catalog_url": "--catalog", "optical_collection": "--optical-collection",
         "sar_collection": "--sar-collection", "dem_collection": "--dem-collection", "max_cloud": "--max-cloud",
-        "sar_window_days": "--sar-window-days", "min_overlap": "--min-overlap",
+        "sar_window_days": "--sar-window-days", "min_overlap": "--min-overlap", "orbit_state": "--orbit-state",
     }
     profile: str = "earth-search"
     catalog_url: str | None = None
@@ -70,6 +70,7 @@ class SearchConfig(_Frozen):
     max_cloud: float = Field(30.0, ge=0, le=100)
     sar_window_days: float = Field(3.0, gt=0)
     min_overlap: float = Field(0.5, gt=0, le=1)
+    orbit_state: Literal["ascending", "descending"] | None = None  # None: the direction most passes share
 
 
 class RunConfig(_Frozen):

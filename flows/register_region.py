@@ -107,6 +107,7 @@ def search_scenes(config: RunConfig) -> ColocationResult:
     return find_scene_sets(
         make_profile(config), config.bbox, config.start, config.end,
         max_cloud=s.max_cloud, sar_window_days=s.sar_window_days, min_overlap=s.min_overlap,
+        orbit_state=s.orbit_state,
     )
 
 

@@ -144,5 +144,14 @@ def test_options_run_shares_with_search_are_the_same_options():
 
     run, search = options("run"), options("search")
     shared = set(run) & set(search)
-    assert {"--profile", "--catalog", "--bbox", "--start", "--end", "--max-cloud", "--min-overlap"} <= shared
+    assert {"--profile", "--catalog", "--bbox", "--start", "--end", "--max-cloud", "--min-overlap",
+            "--orbit-state"} <= shared
     assert {flag: run[flag] for flag in shared} == {flag: search[flag] for flag in shared}
+
+
+def test_run_carries_the_orbit_state_into_its_search(tmp_path):
+    from dsmar.cli import build_parser
+    from dsmar.commands.run import config_from_args
+
+    args = build_parser().parse_args([*RUN, "--orbit-state", "descending", "--out", str(tmp_path / "c.zarr")])
+    assert config_from_args(args).search.orbit_state == "descending"

@@ -32,14 +32,10 @@ def add_area_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_pairing_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """How strictly optical, SAR and DEM scenes must co-locate; the group, for `add_orbit_state_argument`."""
+    """How strictly optical, SAR and DEM scenes must co-locate, and which SAR orbit direction to prefer."""
     pairing = parser.add_argument_group("pairing")
     pairing.add_argument("--max-cloud", type=float, default=30.0, metavar="PCT", help="highest eo:cloud_cover, percent (default 30)")
     pairing.add_argument("--sar-window-days", type=float, default=3.0, metavar="N", help="SAR within this many days of the optical scene (default 3)")
     pairing.add_argument("--min-overlap", type=float, default=0.5, metavar="F", help="least share of the AOI a scene must cover (default 0.5)")
+    pairing.add_argument("--orbit-state", choices=ORBIT_STATES, help="preferred SAR orbit direction (default: the one most passes share)")
     return pairing
-
-
-def add_orbit_state_argument(group: argparse._ArgumentGroup) -> None:
-    """--orbit-state, into `add_pairing_arguments`' group (apart until `dsmar run`'s SearchConfig carries it)."""
-    group.add_argument("--orbit-state", choices=ORBIT_STATES, help="preferred SAR orbit direction (default: the one most passes share)")

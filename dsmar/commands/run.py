@@ -64,6 +64,7 @@ def config_from_args(args) -> RunConfig:
         SearchConfig, profile=args.profile, catalog_url=args.catalog, optical_collection=args.optical_collection,
         sar_collection=args.sar_collection, dem_collection=args.dem_collection, max_cloud=args.max_cloud,
         sar_window_days=args.sar_window_days, min_overlap=args.min_overlap,
+        orbit_state=args.orbit_state,
     )
     # Resolving the profile now reports a missing --catalog or an unknown profile before any work.
     profile_of(search)

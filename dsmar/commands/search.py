@@ -10,7 +10,6 @@ from catalogs.profiles import get_profile
 from dsmar.commands.common_options import (
     add_area_arguments,
     add_catalog_arguments,
-    add_orbit_state_argument,
     add_pairing_arguments,
 )
 from dsmar.config import parse_date
@@ -25,7 +24,7 @@ def add_parser(subparsers) -> None:
     )
     add_catalog_arguments(parser)
     add_area_arguments(parser)
-    add_orbit_state_argument(add_pairing_arguments(parser))
+    add_pairing_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON list, one object per scene set")
     parser.set_defaults(func=_run)
 
