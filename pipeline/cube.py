@@ -168,8 +168,11 @@ def init_cube(
     if group is None:
         _create_whole(path, root, layout, steps, _merged_attrs({}, attrs))
         return {t: i for i, (t, _) in enumerate(steps)}
+    lengths = {array.shape[0] for _, array in group.arrays() if along_time(array)}
     if APPEND_ATTR in group.attrs:
         _undo_append(path, int(group.attrs[APPEND_ATTR]))
+    elif len(lengths) > 1:  # an append interrupted before the marker existed: the shortest axis is the old one
+        _undo_append(path, min(lengths))
     existing = xr.open_zarr(path, decode_coords="all", consolidated=False, chunks=None)  # no dask: a few reads
     _check_compatible(existing, layout, path)
     _check_same_method(existing.attrs, attrs, path)
@@ -274,7 +277,8 @@ def _undo_append(path: str, old_length: int) -> None:
     for _, array in group.arrays():
         if along_time(array) and array.shape[0] != old_length:
             array.resize((old_length, *array.shape[1:]))
-    del group.attrs[APPEND_ATTR]
+    if APPEND_ATTR in group.attrs:
+        del group.attrs[APPEND_ATTR]
 
 
 def _steps_of(ds: xr.Dataset) -> list[Step]:

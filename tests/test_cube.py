@@ -476,3 +476,21 @@ def test_a_cube_from_before_the_state_attr_is_still_extended(cube):
                       cube_attrs('{"k": 2}', {"profile": "local"}, "cfog", "ab" * 32))
     assert len(index) == 3
     assert zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False).attrs[STATE_ATTR] == "complete"
+
+
+def test_a_cube_left_uneven_by_an_unmarked_interrupted_append_is_repaired(cube):
+    """Older dsmar versions appended without a marker: some time arrays grew, others did not."""
+    path, layout = cube
+    writer = ZarrChunkWriter(path)
+    tile = layout.plan.tiles[0]
+    writer.write(1, tile, _arrays(tile, 5.0), 7)
+    group = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
+    group["sar_item"].resize((3,))
+    group["time"].resize((3,))
+    later = _layout(_grid(), (T0, T1, T2))
+    index = init_cube(path, later, [_prov(0), _prov(1), _prov(2)],
+                      cube_attrs('{"k": 1}', {"profile": "local"}, "cfog", "ab" * 32))
+    ds = open_cube(path)
+    assert list(ds.time.values) == [T0, T1, T2] and index[T2] == 2
+    assert list(ds.sar_item.values) == ["sar-0", "sar-1", "sar-2"]
+    assert bool(ZarrChunkWriter(path).written(1)[tile.i, tile.j])
