@@ -143,7 +143,7 @@ class RetryingSender:
                 if response.status_code not in policy.retry_statuses:
                     return response
                 reason, limit = str(response.status_code), policy.max_attempts
-                failure = f"HTTP {response.status_code}: {response.text[:200]}"
+                failure = f"HTTP {response.status_code} {response.reason or ''}".rstrip() + _body_hint(response)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
             wait = policy.backoff(attempt, self._rng)
             if retry_after is not None:
@@ -157,6 +157,14 @@ class RetryingSender:
                 )
             self.log.add(RetryEvent(prepared.method or "GET", prepared.url or "", attempt, reason, wait))
             time.sleep(wait)
+
+
+def _body_hint(response: requests.Response) -> str:
+    """A short plain-text body (an API's error message) for the error line; HTML pages say nothing useful."""
+    text = " ".join(response.text.split())
+    if not text or "html" in response.headers.get("Content-Type", "").lower() or text.lstrip().startswith("<"):
+        return ""
+    return f": {text[:160]}"
 
 
 def _os_reason(err: Exception) -> str:

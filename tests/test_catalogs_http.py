@@ -158,3 +158,20 @@ def test_profiles_survive_pickling_with_their_cached_tokens():
         copy = pickle.loads(pickle.dumps(profile))
         assert copy == profile and copy.resign(pc_item()).assets["B04"].href == signed.assets["B04"].href
         assert tokens.requests == ["sentinel-2-l2a"]  # the copy reused the cached token
+
+
+def test_failure_lines_keep_an_api_message_and_drop_html_pages():
+    import requests
+
+    from catalogs.http import _body_hint
+
+    def response(body: str, content_type: str) -> requests.Response:
+        r = requests.Response()
+        r._content, r.headers["Content-Type"] = body.encode(), content_type
+        return r
+
+    assert _body_hint(response('{"code": "ServiceUnavailable"}', "application/json")) == ': {"code": "ServiceUnavailable"}'
+    page = "<!DOCTYPE html><html><body>" + "Bad gateway " * 50 + "</body></html>"
+    assert _body_hint(response(page, "text/html; charset=utf-8")) == ""
+    assert _body_hint(response(page, "")) == ""
+    assert len(_body_hint(response("x" * 1000, "text/plain"))) < 170
