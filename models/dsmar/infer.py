@@ -85,9 +85,10 @@ def predict_field(
     """Field (2, H, W) (Contract 1) and confidence (H, W) for float32 (C, H, W) images with NaN.
 
     `augment` (1, 2, 4 or 8) averages the fields found in that many rotated/mirrored frames of the
-    pair (`models.dsmar.dihedral`), at that many times the cost. `iterations` > 1 re-registers the moving image warped by the field found so far and composes
-    the fields (Contract 1 composition). `optimise` (keyword arguments of
-    `models.dsmar.instance.instance_optimise`) fine-tunes the field on this pair, unsupervised.
+    pair (`models.dsmar.dihedral`), at that many times the cost. `iterations` > 1 re-registers the
+    moving image warped by the field found so far and composes the fields (Contract 1 composition).
+    `optimise` (keyword arguments of `models.dsmar.instance.instance_optimise`) fine-tunes the field
+    on this pair, unsupervised.
     """
     args = (fixed_modality, moving_modality, known_modalities, tile, overlap, device)
     field, conf = _predict_augmented(model, fixed, moving, augment, *args)

@@ -65,14 +65,10 @@ def make_dsmar():
 
 def _polish(fixed, moving, field, fixed_modality: str, moving_modality: str, radius: int) -> np.ndarray:
     """The network's field corrected by MIND-SSC window matching searched at most `radius` px around it."""
-    from functools import partial
-
-    from models.classical.features import mind_ssc
     from models.classical.register import WindowConfig, polish
-    from models.methods.mind import DILATION, RADIUS
+    from models.methods.mind import describe
     from models.preprocess import to_gray
 
-    describe = partial(mind_ssc, radius=RADIUS, dilation=DILATION)
     return polish(to_gray(fixed, fixed_modality), to_gray(moving, moving_modality), field, describe,
                   WindowConfig(fine_radius=radius))
 

@@ -11,8 +11,9 @@ from models.classical.register import window_method
 
 RADIUS = 1
 DILATION = 1
+describe = partial(mind_ssc, radius=RADIUS, dilation=DILATION)
 
 
 @register_method("mind")
 def make_mind():
-    return window_method(partial(mind_ssc, radius=RADIUS, dilation=DILATION))
+    return window_method(describe)
