@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pystac
@@ -16,6 +17,9 @@ import pystac
 from catalogs.scenes import AssetKeys
 from catalogs.signing import PlanetaryComputerSigner
 from dsmar.errors import InputError
+
+if TYPE_CHECKING:  # only the type: importing dsmar.config at run time would load the method registry
+    from dsmar.config import SearchConfig
 
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
 PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
@@ -95,6 +99,14 @@ def get_profile(
     profile = replace(base, **{k: v.strip() for k, v in overrides.items() if v is not None})
     _check_url(profile.url)
     return profile
+
+
+def profile_for(search: SearchConfig) -> CatalogProfile:
+    """The profile a validated search config names, with its endpoint and collection overrides:
+    the one way `dsmar search`, `dsmar run` and the flow resolve a catalog."""
+    return get_profile(
+        search.profile, search.catalog_url, search.optical_collection, search.sar_collection, search.dem_collection
+    )
 
 
 def _check_url(url: str) -> None:

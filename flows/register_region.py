@@ -23,7 +23,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from catalogs.colocate import ColocationResult, find_scene_sets, item_time
-from catalogs.profiles import CatalogProfile, get_profile
+from catalogs.profiles import CatalogProfile, profile_for
 from catalogs.scenes import SceneSet
 from dsmar import __version__
 from dsmar.config import RunConfig, check_method
@@ -81,11 +81,6 @@ def weights_sha256(method: str) -> str | None:
     return json.loads(sidecar.read_text()).get("sha256") if sidecar.is_file() else None
 
 
-def make_profile(config: RunConfig) -> CatalogProfile:
-    s = config.search
-    return get_profile(s.profile, s.catalog_url, s.optical_collection, s.sar_collection, s.dem_collection)
-
-
 def _utc(item) -> np.datetime64:
     moment = item_time(item)
     if moment.tzinfo is not None:
@@ -105,7 +100,7 @@ def _bands(profile: CatalogProfile, config: RunConfig) -> dict[str, tuple[str, .
 def search_scenes(config: RunConfig) -> ColocationResult:
     s = config.search
     return find_scene_sets(
-        make_profile(config), config.bbox, config.start, config.end,
+        profile_for(config.search), config.bbox, config.start, config.end,
         max_cloud=s.max_cloud, sar_window_days=s.sar_window_days, min_overlap=s.min_overlap,
         orbit_state=s.orbit_state,
     )
@@ -262,7 +257,7 @@ def register_region(config: RunConfig) -> RunSummary:
     """Search the catalog for the config's region and period and write the aligned cube (and report)."""
     started = time.perf_counter()
     check_method(config.method)
-    profile = make_profile(config)
+    profile = profile_for(config.search)
     found = search_scenes(config)
     rejections = tuple((r.item_id, r.reason) for r in found.rejections)
     if not found.scene_sets:

@@ -7,12 +7,12 @@ import re
 import sys
 import warnings
 
-from catalogs.profiles import CatalogProfile, get_profile
+from catalogs.profiles import profile_for
 from dsmar.commands.common_options import add_area_arguments, add_catalog_arguments, add_pairing_arguments
+from dsmar.commands.search import search_config
 from dsmar.config import (
     ClusterConfig,
     RunConfig,
-    SearchConfig,
     TileConfig,
     build,
     check_method,
@@ -53,21 +53,11 @@ def add_run_arguments(parser) -> None:
     proc.add_argument("--workers", type=int, metavar="N", help="local cluster workers (default: one per core)")
 
 
-def profile_of(search: SearchConfig) -> CatalogProfile:
-    return get_profile(search.profile, search.catalog_url, search.optical_collection, search.sar_collection,
-                       search.dem_collection)
-
-
 def config_from_args(args) -> RunConfig:
     """Validate the options into a RunConfig; every problem is one InputError line."""
-    search = build(
-        SearchConfig, profile=args.profile, catalog_url=args.catalog, optical_collection=args.optical_collection,
-        sar_collection=args.sar_collection, dem_collection=args.dem_collection, max_cloud=args.max_cloud,
-        sar_window_days=args.sar_window_days, min_overlap=args.min_overlap,
-        orbit_state=args.orbit_state,
-    )
+    search = search_config(args)
     # Resolving the profile now reports a missing --catalog or an unknown profile before any work.
-    profile_of(search)
+    profile_for(search)
     report = str(check_writable_dir(args.report, "report directory")) if args.report else None
     return build(
         RunConfig,
@@ -150,7 +140,7 @@ def preflight(config: RunConfig) -> None:
     check_cube(config.out, config.method, config.tiles.size)
     if config.cluster.address:
         check_scheduler(config.cluster.address)
-    CatalogSearcher(profile_of(config.search))
+    CatalogSearcher(profile_for(config.search))
 
 
 def execute(config: RunConfig):

@@ -6,13 +6,13 @@ import json
 import sys
 
 from catalogs.colocate import ColocationResult, find_scene_sets
-from catalogs.profiles import get_profile
+from catalogs.profiles import profile_for
 from dsmar.commands.common_options import (
     add_area_arguments,
     add_catalog_arguments,
     add_pairing_arguments,
 )
-from dsmar.config import parse_date
+from dsmar.config import SearchConfig, build, parse_date
 
 
 def add_parser(subparsers) -> None:
@@ -29,28 +29,27 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=_run)
 
 
-def profile_from_args(args):
-    return get_profile(
-        args.profile,
-        catalog_url=args.catalog,
-        optical_collection=args.optical_collection,
-        sar_collection=args.sar_collection,
-        dem_collection=args.dem_collection,
+def search_config(args) -> SearchConfig:
+    """The options validated as `dsmar run` validates them, so a bad value reads the same in both."""
+    return build(
+        SearchConfig, profile=args.profile, catalog_url=args.catalog, optical_collection=args.optical_collection,
+        sar_collection=args.sar_collection, dem_collection=args.dem_collection, max_cloud=args.max_cloud,
+        sar_window_days=args.sar_window_days, min_overlap=args.min_overlap, orbit_state=args.orbit_state,
     )
 
 
 def _run(args) -> int:
     start, end = parse_date(args.start, "--start"), parse_date(args.end, "--end")
-    profile = profile_from_args(args)
+    search = search_config(args)
     result = find_scene_sets(
-        profile,
+        profile_for(search),
         tuple(args.bbox),
         start,
         end,
-        max_cloud=args.max_cloud,
-        sar_window_days=args.sar_window_days,
-        min_overlap=args.min_overlap,
-        orbit_state=args.orbit_state,
+        max_cloud=search.max_cloud,
+        sar_window_days=search.sar_window_days,
+        min_overlap=search.min_overlap,
+        orbit_state=search.orbit_state,
     )
     report_to_stderr(result)
     if args.json:
