@@ -63,16 +63,23 @@ def _representable(value: float, dtype: str) -> bool:
     return info.min <= value <= info.max
 
 
+def effective_nodata(header: AssetHeader, declared: float | None) -> float | None:
+    """The nodata a file is read with: the catalog's where the file's type can hold it, else the
+    file's own (a catalog value the type cannot hold is a catalog error)."""
+    if declared is not None and _representable(declared, header.dtype):
+        return declared
+    return header.nodata
+
+
 def gdal_href(href: str, header: AssetHeader, declared_nodata: float | None) -> str:
     """The href GDAL should open: wrapped in a `vrt://` connection that sets the catalog's nodata
     when the file's header lacks it or disagrees, so resampling excludes those pixels."""
-    if declared_nodata is None or _same(declared_nodata, header.nodata):
-        return href
-    if not _representable(declared_nodata, header.dtype):  # a catalog error: keep the file's own
+    nodata = effective_nodata(header, declared_nodata)
+    if _same(nodata, header.nodata):
         return href
     path = _parse_path(href).as_vsi()
     if "?" in path:
         # a signed URL: vrt:// cannot carry a second query string; the exact-value mask applied after
         # resampling still removes pure nodata pixels, only their bilinear fringe stays blended
         return href
-    return f"vrt://{path}?a_nodata={declared_nodata!r}"
+    return f"vrt://{path}?a_nodata={nodata!r}"

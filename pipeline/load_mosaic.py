@@ -25,7 +25,7 @@ from affine import Affine
 from rasterio._path import _parse_path
 
 from dsmar.errors import CatalogError
-from pipeline.load_assets import AssetHeader, _representable
+from pipeline.load_assets import AssetHeader, effective_nodata
 from pipeline.load_meta import Radiometry, absolute_href, plain_item
 
 # Tiles whose origins sit within this fraction of a pixel of the first tile's lattice are placed on it.
@@ -84,10 +84,9 @@ def read_grid(href: str) -> SourceGrid:
 
 
 def source_nodata(header: AssetHeader, declared: float | None) -> float | None:
-    """The value GDAL must treat as nodata in this file: the catalog's where the file's type can hold
-    it (as `gdal_href` wraps it), else the file's own; NaN for floats that declare none, since a NaN
-    pixel is never data and must not hide a valid item below it."""
-    value = declared if declared is not None and _representable(declared, header.dtype) else header.nodata
+    """The value GDAL must treat as nodata in this file (`effective_nodata`, as `gdal_href` wraps it);
+    NaN for floats that declare none, since a NaN pixel is never data and must not hide a valid item below it."""
+    value = effective_nodata(header, declared)
     if value is None and np.dtype(header.dtype).kind == "f":
         return math.nan
     return value
