@@ -181,23 +181,29 @@ def init_cube(
     existing.close()
     known = {t for t, _ in old}
     new = [(t, p) for t, p in steps if t not in known]
-    stored = [*old, *new]
+    fresh = dict(steps)
+    stored = [(t, fresh.get(t, p)) for t, p in old] + new  # this run's provenance wins
     # A local cube written before times were kept in order is put in order too.
-    if _inserts(old, new) or (root is not None and not _increasing(old)):
+    reorder = _inserts(old, new) or (root is not None and not _increasing(old))
+    if reorder:
         stored = _by_time(stored)
         _reorder(path, root, layout, old, stored, old_attrs)
     elif new:
         _append(path, layout, new, len(old))
-    index = {t: i for i, (t, _) in enumerate(stored)}
     group = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
-    for t, p in steps:
-        i = index[t]
-        for name in ("optical_item", "sar_item", "dem_item"):
-            group[name][i] = getattr(p, name)
-        group["sar_time"][i] = _nanos(p.sar_time)
+    if not reorder:  # new times, and a rewritten cube, got their provenance with their template
+        _write_provenance(group, stored[: len(old)])
     group.attrs.put(_merged_attrs(group.attrs.asdict(), attrs))  # last: drops the append mark
     _consolidate(path)
-    return index
+    return {t: i for i, (t, _) in enumerate(stored)}
+
+
+def _write_provenance(group: zarr.Group, steps: Sequence[Step]) -> None:
+    """Refresh the provenance of the cube's first len(steps) times, one write per column."""
+    n = len(steps)
+    for name in ("optical_item", "sar_item", "dem_item"):
+        group[name][:n] = np.array([getattr(p, name) for _, p in steps], dtype=object)
+    group["sar_time"][:n] = np.array([_nanos(p.sar_time) for _, p in steps], dtype=np.int64)
 
 
 def _merged_attrs(old: Mapping, run: Mapping) -> dict:
