@@ -23,10 +23,17 @@ from dsmar.errors import CatalogError
 
 @dataclass(frozen=True)
 class AssetHeader:
+    """What the file itself says, including its own grid (what GDAL warps from, and what decides
+    whether tiles share a lattice for a mosaic), so no later step opens the file again."""
+
     nodata: float | None
     radar_geometry: bool  # GCPs but no geotransform
     count: int
     dtype: str
+    crs_wkt: str = ""  # "" where the file has no CRS
+    epsg: int | None = None
+    transform: Affine = Affine.identity()
+    shape: tuple[int, int] = (0, 0)  # (height, width)
 
 
 def read_header(href: str) -> AssetHeader:
@@ -35,7 +42,8 @@ def read_header(href: str) -> AssetHeader:
     try:
         with rasterio.Env(**READ_RETRY_ENV), rasterio.open(href) as src:
             radar = bool(src.gcps[0]) and src.transform == Affine.identity()
-            return AssetHeader(src.nodata, radar, src.count, src.dtypes[0])
+            wkt, epsg = (src.crs.to_wkt(), src.crs.to_epsg()) if src.crs else ("", None)
+            return AssetHeader(src.nodata, radar, src.count, src.dtypes[0], wkt, epsg, src.transform, (src.height, src.width))
     except rasterio.errors.RasterioIOError as e:
         raise CatalogError(f"cannot open asset {href}: {e}") from None
 

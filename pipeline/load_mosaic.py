@@ -19,12 +19,10 @@ from typing import Any
 
 import numpy as np
 import pystac
-import rasterio
 import rasterio.dtypes
 from affine import Affine
 from rasterio._path import _parse_path
 
-from dsmar.errors import CatalogError
 from pipeline.load_assets import AssetHeader, effective_nodata
 from pipeline.load_meta import Radiometry, absolute_href, plain_item
 
@@ -69,18 +67,9 @@ class Layer:
     radiometry: Radiometry
 
 
-def read_grid(href: str) -> SourceGrid:
-    """The file's own grid. `read_headers` opened the file just before, so a remote one is served
-    from GDAL's HTTP cache: no new request."""
-    from pipeline.load import READ_RETRY_ENV
-
-    try:
-        with rasterio.Env(**READ_RETRY_ENV), rasterio.open(href) as src:
-            wkt = src.crs.to_wkt() if src.crs else ""
-            epsg = src.crs.to_epsg() if src.crs else None
-            return SourceGrid(wkt, epsg, src.transform, (src.height, src.width), src.dtypes[0])
-    except rasterio.errors.RasterioIOError as e:
-        raise CatalogError(f"cannot open asset {href}: {e}") from None
+def source_grid(header: AssetHeader) -> SourceGrid:
+    """The file's own grid, as `read_header` found it."""
+    return SourceGrid(header.crs_wkt, header.epsg, header.transform, header.shape, header.dtype)
 
 
 def source_nodata(header: AssetHeader, declared: float | None) -> float | None:
@@ -208,7 +197,7 @@ def asset_layers(
     if len(present) < 2:
         return [Layer(plain_item(item, hrefs[item.id]), rad) for item, rad in zip(present, rads)]
     sources = [absolute_href(item, key) for item in present]
-    grids = {href: read_grid(href) for href in sources}
+    grids = {href: source_grid(headers[href]) for href in sources}
     layers = []
     for run in lattice_runs([grids[s] for s in sources], rads):
         first = present[run[0]]

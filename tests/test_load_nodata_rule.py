@@ -1,13 +1,18 @@
-"""One nodata rule for a file read alone (`gdal_href`) and the same file as a mosaic tile (`source_nodata`)."""
+"""One look at each file (`read_header`): one nodata rule for a file read alone (`gdal_href`) and the
+same file as a mosaic tile (`source_nodata`), and the tile's grid from the same header."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
 
-from pipeline.load_assets import AssetHeader, effective_nodata, gdal_href
-from pipeline.load_mosaic import source_nodata
+from pipeline.load_assets import AssetHeader, effective_nodata, gdal_href, read_header
+from pipeline.load_mosaic import SourceGrid, source_grid, source_nodata
 
 HREF = "/data/tile.tif"
 
@@ -34,3 +39,14 @@ def test_a_float_file_without_any_nodata_is_read_with_nan_as_a_tile_only():
     header = AssetHeader(None, False, 1, "float32")
     assert effective_nodata(header, None) is None and gdal_href(HREF, header, None) == HREF
     assert math.isnan(source_nodata(header, None))
+
+
+def test_the_mosaic_grid_comes_from_the_header_read_once(tmp_path):
+    path = tmp_path / "dem.tif"
+    transform = Affine(1 / 3600, 0, 15.0, 0, -1 / 3600, 46.0)
+    profile = dict(driver="GTiff", width=7, height=5, count=1, dtype="int16", crs=CRS.from_epsg(4326), transform=transform, nodata=-32768)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.zeros((1, 5, 7), "int16"))
+    header = read_header(str(path))
+    assert (header.nodata, header.count, header.dtype) == (-32768, 1, "int16")
+    assert source_grid(header) == SourceGrid(CRS.from_epsg(4326).to_wkt(), 4326, transform, (5, 7), "int16")
