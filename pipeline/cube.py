@@ -167,6 +167,7 @@ def init_cube(
     group = _existing_cube(path)
     if group is None:
         _create_whole(path, root, layout, steps, _merged_attrs({}, attrs))
+        _consolidate(path)
         return {t: i for i, (t, _) in enumerate(steps)}
     lengths = {array.shape[0] for _, array in group.arrays() if along_time(array)}
     if APPEND_ATTR in group.attrs:
@@ -313,7 +314,6 @@ def _create(path: str, layout: CubeLayout, steps: Sequence[Step], attrs: Mapping
     ds.attrs.update({**attrs, STATE_ATTR: "creating"})
     ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, encoding=_encoding(ds), consolidated=False)
     zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False).attrs[STATE_ATTR] = "complete"
-    _consolidate(path)
 
 
 def _reorder(

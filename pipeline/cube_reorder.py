@@ -47,16 +47,17 @@ def recover(root: Path) -> None:
 
 
 def create(root: Path, build: Callable[[Path], None]) -> None:
-    """Put the cube that `build` writes into a fresh sibling directory at `root` (absent or an empty folder)."""
-    recover(root)
+    """Put the cube that `build` writes into a fresh sibling directory at `root` (absent or an empty folder).
+
+    The caller has run `recover` first."""
     building, _ = _siblings(root)
     build(building)
     os.rename(building, root)  # replaces an empty folder atomically
 
 
 def rewrite(root: Path, build: Callable[[Path], None]) -> None:
-    """Replace the cube at `root` by what `build` writes into a fresh sibling directory."""
-    recover(root)
+    """Replace the cube at `root` by what `build` writes into a fresh sibling directory (the caller has
+    run `recover` first)."""
     building, previous = _siblings(root)
     build(building)
     os.rename(root, previous)
