@@ -164,16 +164,14 @@ def init_cube(
     root = local_dir(path)
     if root is not None:
         recover(root)
-    group = _existing_cube(path)
+    group = _existing_cube(path, mode="r+")  # r+: an interrupted append is cut back through it
     if group is None:
         _create_whole(path, root, layout, steps, _merged_attrs({}, attrs))
         _consolidate(path)
         return {t: i for i, (t, _) in enumerate(steps)}
-    lengths = {array.shape[0] for _, array in group.arrays() if along_time(array)}
-    if APPEND_ATTR in group.attrs:
-        _undo_append(path, int(group.attrs[APPEND_ATTR]))
-    elif len(lengths) > 1:  # an append interrupted before the marker existed: the shortest axis is the old one
-        _undo_append(path, min(lengths))
+    cut = _interrupted_append(group)
+    if cut is not None:
+        _undo_append(group, cut)
     existing = xr.open_zarr(path, decode_coords="all", consolidated=False, chunks=None)  # no dask: a few reads
     _check_compatible(existing, layout, path)
     _check_same_method(existing.attrs, attrs, path)
@@ -226,10 +224,10 @@ def check_out_path(path: str) -> None:
     _existing_cube(path)
 
 
-def _existing_cube(path: str) -> zarr.Group | None:
+def _existing_cube(path: str, mode: str = "r") -> zarr.Group | None:
     """The cube's root group, or None where there is nothing yet; anything else is one InputError line."""
     try:
-        group = zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False)
+        group = zarr.open_group(path, mode=mode, zarr_format=3, use_consolidated=False)
     except (FileNotFoundError, ValueError):  # zarr's errors, and a zarr.json that is not JSON
         group = None
     if group is not None and STATE_ATTR not in group.attrs and _written_before_state_attr(group):
@@ -277,10 +275,20 @@ def _append(path: str, layout: CubeLayout, new: Sequence[Step], old_length: int)
     extra.to_zarr(path, append_dim="time", compute=False, consolidated=False)
 
 
-def _undo_append(path: str, old_length: int) -> None:
+def _interrupted_append(group: zarr.Group) -> int | None:
+    """The time length to cut back to after an interrupted append, or None where none was.
+
+    The append mark says it; an append interrupted before the mark existed left time axes of
+    different lengths, the shortest being the old one."""
+    if APPEND_ATTR in group.attrs:
+        return int(group.attrs[APPEND_ATTR])
+    lengths = {array.shape[0] for _, array in group.arrays() if along_time(array)}
+    return min(lengths) if len(lengths) > 1 else None
+
+
+def _undo_append(group: zarr.Group, old_length: int) -> None:
     """Cut every time axis back to `old_length` after an interrupted append (the new times' chunks
     were never written: only their coordinates and provenance, which the next append writes again)."""
-    group = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
     for _, array in group.arrays():
         if along_time(array) and array.shape[0] != old_length:
             array.resize((old_length, *array.shape[1:]))
