@@ -32,7 +32,7 @@ import zarr
 from pyproj import CRS
 
 from dsmar.errors import InputError
-from pipeline.cube_reorder import along_time, copy_time_steps, create, local_dir, recover, rewrite
+from pipeline.cube_reorder import along_time, copy_time_steps, local_dir, recover, rewrite
 from pipeline.grid import Grid
 from pipeline.tiles import Tile, TilePlan
 
@@ -258,7 +258,7 @@ def _create_whole(path: str, root: Path | None, layout: CubeLayout, steps: Seque
     if root is None:
         _create(path, layout, steps, attrs)
     else:
-        create(root, lambda target: _create(str(target), layout, steps, attrs))
+        rewrite(root, lambda target: _create(str(target), layout, steps, attrs))
 
 
 def _append(path: str, layout: CubeLayout, new: Sequence[Step], old_length: int) -> None:

@@ -1,8 +1,8 @@
 """Create or rewrite a local cube without ever leaving it half-written.
 
-A new cube is built beside its path (`<cube>.building`) and renamed into place (`create`), so a crash
+A cube is built beside its path (`<cube>.building`) and renamed into place (`rewrite`), so a crash
 while laying it out leaves nothing at the path. Zarr can only grow an axis at its end, so a period
-earlier than the cube's last time needs a new cube too (`rewrite`): the old one's chunks are copied
+earlier than the cube's last time needs a new cube too: the old one's chunks are copied
 into it byte for byte (same codecs, a new time index), and the two directories are swapped by
 renames. A crash at any point leaves either the old or the new cube whole, or none; `recover` (run
 before anything opens the cube) finishes or undoes an interrupted swap. One process writes a cube's
@@ -46,23 +46,17 @@ def recover(root: Path) -> None:
     shutil.rmtree(building, ignore_errors=True)  # never swapped in: the cube at `root` is whole
 
 
-def create(root: Path, build: Callable[[Path], None]) -> None:
-    """Put the cube that `build` writes into a fresh sibling directory at `root` (absent or an empty folder).
-
-    The caller has run `recover` first."""
-    building, _ = _siblings(root)
-    build(building)
-    os.rename(building, root)  # replaces an empty folder atomically
-
-
 def rewrite(root: Path, build: Callable[[Path], None]) -> None:
-    """Replace the cube at `root` by what `build` writes into a fresh sibling directory (the caller has
-    run `recover` first)."""
+    """Put what `build` writes into a fresh sibling directory at `root`, replacing the cube there if
+    any (the caller has run `recover` first). Absent or an empty folder, `root` is replaced directly."""
     building, previous = _siblings(root)
     build(building)
-    os.rename(root, previous)
-    os.rename(building, root)
-    shutil.rmtree(previous)
+    if root.exists() and any(root.iterdir()):
+        os.rename(root, previous)
+        os.rename(building, root)
+        shutil.rmtree(previous)
+    else:
+        os.rename(building, root)  # replaces an empty folder atomically
 
 
 def copy_time_steps(source: Path, target: Path, moves: Mapping[int, int]) -> None:
