@@ -170,9 +170,11 @@ def check_writable_dir(path: Path, label: str) -> Path:
 
 def check_output(out: str) -> str:
     """A local output path must end in .zarr and sit in a writable directory; URLs pass to fsspec."""
-    if "://" in out and not out.startswith("file://"):
+    from pipeline.cube_reorder import local_dir  # lazy, like pipeline.cube below: zarr loads only when needed
+
+    path = local_dir(out)
+    if path is None:
         return out
-    path = Path(out.removeprefix("file://"))
     if path.suffix != ".zarr":
         raise InputError(f"--out must be a path ending in .zarr, got {out!r}")
     if path.exists() and not path.is_dir():
