@@ -216,12 +216,20 @@ def _merged_attrs(old: Mapping, run: Mapping) -> dict:
     return merged
 
 
-def check_out_path(path: str) -> None:
-    """Refuse, before anything is written, an output that holds something other than a dsmar cube.
+def check_out_path(path: str, method: str | None = None, tile_size: int | None = None) -> None:
+    """Refuse, before anything is written, an output that holds something other than a dsmar cube,
+    or (where given) a cube of another method or tile size; the grid is known only after the search.
 
     Nothing there, an empty folder and a whole dsmar cube pass (an interrupted append counts as
     whole: the next run repairs it)."""
-    _existing_cube(path)
+    group = _existing_cube(path)
+    if group is None:
+        return
+    if method is not None:
+        _check_method(group.attrs, method, path)
+    if tile_size is not None and "optical" in group:
+        optical = group["optical"]
+        _check_tiles(optical.chunks[-2:], tuple(min(tile_size, n) for n in optical.shape[-2:]), path)
 
 
 def _existing_cube(path: str, mode: str = "r") -> zarr.Group | None:
@@ -358,12 +366,23 @@ def _nanos(t: np.datetime64) -> int:
 
 def _check_same_method(old: Mapping, new: Mapping, path: str) -> None:
     """One cube, one method and one set of weights: the attrs describe every chunk, not the last run."""
-    if "method" in old and old["method"] != new.get("method"):
-        raise InputError(f"{path} was written with method {old['method']!r}; rerun with --method {old['method']} "
-                         "or write to a new --out")
+    _check_method(old, new.get("method"), path)
     if "weights_sha256" in old and old["weights_sha256"] != new.get("weights_sha256"):
         raise InputError(f"{path} was written with other weights (sha256 {old['weights_sha256'][:16]}...); "
                          "write to a new --out")
+
+
+def _check_method(old: Mapping, method: str | None, path: str) -> None:
+    if "method" in old and old["method"] != method:
+        raise InputError(f"{path} was written with method {old['method']!r}; rerun with --method {old['method']} "
+                         "or write to a new --out")
+
+
+def _check_tiles(chunks: Sequence[int | None], expected: Sequence[int], path: str) -> None:
+    """The cube's (y, x) chunks are its tiles (each clipped to the grid): a run takes the same tile size."""
+    if tuple(chunks) != tuple(expected):
+        raise InputError(f"{path} was written with {chunks[-1]} px tiles; rerun with --tile-size {chunks[-1]} "
+                         "or a new --out")
 
 
 def _check_compatible(existing: xr.Dataset, layout: CubeLayout, path: str) -> None:
@@ -377,9 +396,7 @@ def _check_compatible(existing: xr.Dataset, layout: CubeLayout, path: str) -> No
     )
     if not same_grid:
         raise InputError(f"{path} holds a cube on another grid; write this region to a new --out path")
-    chunks = existing["optical"].encoding.get("chunks", (None, None, None, None))[-2:]
-    if tuple(chunks) != layout.plan.chunks:
-        raise InputError(f"{path} was written with {chunks} tiles; rerun with --tile-size {chunks[0]} or a new --out")
+    _check_tiles(existing["optical"].encoding.get("chunks", (None, None, None, None))[-2:], layout.plan.chunks, path)
     for name, bands in layout.bands.items():
         if name not in existing or tuple(existing[f"band_{name}"].values.tolist()) != tuple(bands):
             raise InputError(f"{path} has different {name} bands; write to a new --out path")

@@ -494,3 +494,15 @@ def test_a_cube_left_uneven_by_an_unmarked_interrupted_append_is_repaired(cube):
     assert list(ds.time.values) == [T0, T1, T2] and index[T2] == 2
     assert list(ds.sar_item.values) == ["sar-0", "sar-1", "sar-2"]
     assert bool(ZarrChunkWriter(path).written(1)[tile.i, tile.j])
+
+
+def test_check_out_path_refuses_another_method_or_tile_size_and_takes_a_tile_larger_than_the_grid(tmp_path):
+    path = str(tmp_path / "small.zarr")
+    init_cube(path, _layout(_grid(40, 50), (T0,), size=512), [_prov(0)],
+              cube_attrs('{"k": 1}', {"profile": "local"}, "cfog", "ab" * 32))  # chunks clipped to (40, 50)
+    check_out_path(path, "cfog", 512)
+    check_out_path(path, "cfog", 64)  # 64 px tiles clip to the same 40 x 50 chunks
+    with pytest.raises(InputError, match="written with method 'cfog'; rerun with --method cfog"):
+        check_out_path(path, "identity", 512)
+    with pytest.raises(InputError, match="written with 50 px tiles; rerun with --tile-size 50"):
+        check_out_path(path, "cfog", 32)

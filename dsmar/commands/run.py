@@ -115,29 +115,14 @@ def configure_logging() -> None:
     logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
-def check_cube(out: str, method: str, tile_size: int) -> None:
-    """An existing cube takes only its own method and tile size (the grid is known only after the search)."""
-    import zarr
-
-    try:
-        group = zarr.open_group(out, mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        return
-    old = group.attrs.get("method")
-    if old is not None and old != method:
-        raise InputError(f"{out} was written with method {old!r}; rerun with --method {old} or write to a new --out")
-    if "optical" in group and tuple(group["optical"].chunks[-2:]) != (tile_size, tile_size):
-        size = group["optical"].chunks[-1]
-        raise InputError(f"{out} was written with {size} px tiles; rerun with --tile-size {size} or a new --out")
-
-
 def preflight(config: RunConfig) -> None:
     """What can fail in seconds fails before Prefect and Dask start (10-15 s): the catalog answers,
     the scheduler listens, an existing cube takes this method and tile size."""
     from catalogs.stac_search import CatalogSearcher
     from pipeline.cluster import check_scheduler
+    from pipeline.cube import check_out_path
 
-    check_cube(config.out, config.method, config.tiles.size)
+    check_out_path(config.out, config.method, config.tiles.size)
     if config.cluster.address:
         check_scheduler(config.cluster.address)
     CatalogSearcher(profile_for(config.search))
