@@ -249,6 +249,15 @@ def _existing_cube(path: str, mode: str = "r") -> zarr.Group | None:
     return group
 
 
+def is_dsmar_cube(path: str) -> bool:
+    """Whether `path` holds a cube dsmar wrote (whole or not), by the same marks `_existing_cube` reads."""
+    try:
+        group = zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False)
+    except (FileNotFoundError, ValueError):
+        return False
+    return STATE_ATTR in group.attrs or _written_before_state_attr(group)
+
+
 def _written_before_state_attr(group: zarr.Group) -> bool:
     """A cube of a dsmar version without the state attr: its users' cubes stay usable (the next run marks it)."""
     return str(group.attrs.get("software", "")).startswith("dsmar ") and "tile_inputs_hash" in group

@@ -18,7 +18,7 @@ import zarr
 from dsmar.cli import main
 from dsmar.commands.demo import STAMP, prepare_workdir, run_demo
 from dsmar.errors import InputError
-from pipeline.cube import cube_attrs, open_cube
+from pipeline.cube import STATE_ATTR, cube_attrs, open_cube
 
 PARAMS = {"size": 256, "dates": 1, "seed": 0, "tile_size": 256, "halo": 64, "method": "cfog"}
 
@@ -26,7 +26,8 @@ PARAMS = {"size": 256, "dates": 1, "seed": 0, "tile_size": 256, "halo": 64, "met
 def _demo_outputs(workdir, stamp: dict) -> None:
     """What an earlier demo leaves: its stamp, a cube with dsmar's attrs, report.md and quicklooks."""
     (workdir / STAMP).write_text(json.dumps(stamp))
-    zarr.open_group(str(workdir / "cube.zarr"), mode="w").attrs.update(cube_attrs("{}", {}, stamp.get("method", "cfog"), None))
+    attrs = {**cube_attrs("{}", {}, stamp.get("method", "cfog"), None), STATE_ATTR: "complete"}
+    zarr.open_group(str(workdir / "cube.zarr"), mode="w").attrs.update(attrs)
     (workdir / "report").mkdir()
     for name in ("report.md", "t00_sar_checkerboard.png", "t00_dem_field.png", "t01_sar_error.png"):
         (workdir / "report" / name).write_text("x")

@@ -121,7 +121,9 @@ def _not_the_demos(path: Path, stamp: dict | None) -> str | None:
     if stamp is None:
         return f"no {STAMP} says an earlier demo wrote it"
     if path.name == "cube.zarr":
-        return None if _is_dsmar_cube(path) else "it is not a dsmar cube"
+        from pipeline.cube import is_dsmar_cube
+
+        return None if is_dsmar_cube(str(path)) else "it is not a dsmar cube"
     if not path.is_dir():
         return "it is not a folder"
     foreign = sorted(child.name for child in path.iterdir() if not (child.is_file() and REPORT_FILE.fullmatch(child.name)))
@@ -135,15 +137,6 @@ def _read_stamp(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return stamp if isinstance(stamp, dict) and STAMP_KEYS <= stamp.keys() else None
-
-
-def _is_dsmar_cube(path: Path) -> bool:
-    import zarr
-
-    try:
-        return "dsmar_version" in zarr.open_group(str(path), mode="r").attrs
-    except Exception:  # not a Zarr group at all: zarr raises several kinds
-        return False
 
 
 def _is_demo_archive(path: Path) -> bool:
