@@ -15,7 +15,7 @@ import os
 import time
 import traceback
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,9 @@ import numpy as np
 from benchmarks.metrics import (
     THRESHOLDS, end_point_error, folding_share, landmark_errors, summarise_errors, warp_recovery_error,
 )
-from benchmarks.pairs import PairRecord, load_aligned_pair, read_ground_truth, read_image, read_pairs
+from benchmarks.pairs import (
+    PairRecord, doubtful_ground_truth, load_aligned_pair, read_ground_truth, read_image, read_pairs,
+)
 from benchmarks.warps import benchmark_warp, inside_mask, invert_warp
 from dsmar.errors import InputError
 from models import register_pair
@@ -57,6 +59,14 @@ def data_errors(records: Sequence[PairRecord]) -> dict[str, str]:
         for r in records
         if r.fixed_path.resolve() == r.moving_path.resolve()
     }
+
+
+def set_aside(records: Sequence[PairRecord]) -> dict[str, str]:
+    """Pairs that are scored but whose ground truth is known not to align them, with the reason.
+
+    Their scores stay in the per-category and overall tables; the usable-ground-truth summary leaves them out.
+    """
+    return {r.pair_id: reason for r in records if (reason := doubtful_ground_truth(r)) is not None}
 
 
 def select_pairs(config: BenchConfig) -> list[PairRecord]:
@@ -217,8 +227,10 @@ def run_benchmark(config: BenchConfig, progress: Callable[[str], None] = lambda 
                 progress(f"[{i}/{len(jobs)}] {futures[future]} {case['pair_id']}")
     for cases in results.values():
         cases.sort(key=lambda c: c["pair_id"])
+    aside = set_aside(records)
     return {
         "excluded": data_errors(read_pairs(config.pairs_dir, config.split)),
+        "set_aside": aside,
         "config": {
             "pairs_dir": str(config.pairs_dir), "split": config.split, "methods": list(config.methods),
             "seed": config.seed, "limit": config.limit, "workers": config.workers,
@@ -227,7 +239,7 @@ def run_benchmark(config: BenchConfig, progress: Callable[[str], None] = lambda 
         # CPU time of the workers: wall time on an otherwise idle machine is about this / workers.
         "cpu_seconds": sum(c.get("cpu_seconds", 0.0) for cases in results.values() for c in cases),
         "cases": results,
-        "summary": summarise(results, config.methods),
+        "summary": summarise(results, config.methods, aside),
         "gpu_speed": dsmar_gpu_speed() if "dsmar" in config.methods else None,
     }
 
@@ -280,17 +292,31 @@ def _landmark_summary(cases: list[dict], method: str) -> dict:
     }
 
 
-def summarise(results: dict[str, list[dict]], methods: Sequence[str]) -> dict:
-    """Per method, per category and overall, for both tracks."""
+def _per_category(
+    cases: list[dict], methods: Sequence[str], reduce: Callable[[list[dict], str], dict], categories: Sequence[str]
+) -> dict:
+    """Per method: `reduce` over each of `categories` and over all `cases` ("overall")."""
+    return {
+        method: {
+            **{cat: reduce([c for c in cases if c["category"] == cat], method) for cat in categories},
+            "overall": reduce(cases, method),
+        }
+        for method in methods
+    }
+
+
+def summarise(results: dict[str, list[dict]], methods: Sequence[str], aside: Mapping[str, str] | None = None) -> dict:
+    """Per method, per category and overall, for both tracks; and "dense_usable": the dense track without the
+    pairs in `aside` (ground truth known not to align them), overall and for each category they came from
+    ({} when none of the dense pairs is set aside)."""
     summary: dict[str, dict] = {}
     for track, reduce in (("dense", _dense_summary), ("landmarks", _landmark_summary)):
         cases = results.get(track, [])
         categories = sorted({c["category"] for c in cases})
-        summary[track] = {
-            method: {
-                **{cat: reduce([c for c in cases if c["category"] == cat], method) for cat in categories},
-                "overall": reduce(cases, method),
-            }
-            for method in methods
-        } if cases else {}
+        summary[track] = _per_category(cases, methods, reduce, categories) if cases else {}
+    dense = results.get("dense", [])
+    aside = aside or {}
+    touched = sorted({c["category"] for c in dense if c["pair_id"] in aside})
+    usable = [c for c in dense if c["pair_id"] not in aside]
+    summary["dense_usable"] = _per_category(usable, methods, _dense_summary, touched) if touched else {}
     return summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,11 @@ DENSE_COLUMNS = (
     ("pairs_under_2px", "pairs<2", "{:.0%}"), ("pairs_under_3px", "pairs<3", "{:.0%}"),
     ("recovery_median", "recovery median", "{:.2f}"), ("folding", "folded", "{:.2%}"),
     ("seconds_per_mp", "s/MP", "{:.2f}"),
+)
+USABLE_CATEGORY_COLUMNS = (
+    ("pairs", "pairs", "{:d}"), ("failed", "failed", "{:d}"), ("epe_median", "EPE median", "{:.2f}"),
+    ("epe_mean", "EPE mean", "{:.2f}"), ("pairs_under_2px", "pairs<2", "{:.0%}"),
+    ("recovery_median", "recovery median", "{:.2f}"),
 )
 LANDMARK_COLUMNS = (
     ("pairs", "pairs", "{:d}"), ("failed", "failed", "{:d}"), ("median", "median px", "{:.1f}"),
@@ -40,9 +46,10 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def overall_table(summary: dict, columns=DENSE_COLUMNS) -> str:
+def overall_table(summary: dict, columns=DENSE_COLUMNS, group: str = "overall") -> str:
+    """Methods as rows, `columns` of one group of the summary ("overall" or a category)."""
     rows = [
-        [method] + [_cell(stats["overall"].get(key), fmt) for key, _, fmt in columns]
+        [method] + [_cell(stats[group].get(key), fmt) for key, _, fmt in columns]
         for method, stats in summary.items()
     ]
     return markdown_table(["method"] + [label for _, label, _ in columns], rows)
@@ -73,6 +80,7 @@ def tables(result: dict) -> str:
     if gpu:
         parts.append(f"dsmar on a GPU ({gpu['gpu']}, {gpu['size']} x {gpu['size']} px, fp32, measured by "
                      f"`python -m models.training.throughput` with these weights): {gpu['s_per_mp_fp32']:.3f} s/MP.")
+    parts += usable_section(result)
     parts += [
         "### Dense track, median EPE (px) per category",
         category_table(dense, "epe_median", "{:.2f}"),
@@ -110,6 +118,32 @@ def tables(result: dict) -> str:
             "\n".join(f"- {pair_id}: {reason}" for pair_id, reason in sorted(excluded.items())),
         ]
     return "\n\n".join(parts)
+
+
+def usable_section(result: dict) -> list[str]:
+    """The dense track without the pairs set aside for a ground truth known not to align them (the scores to
+    compare methods on): overall, and for each category they came from; [] when none was set aside."""
+    usable = result["summary"].get("dense_usable", {})
+    if not usable:
+        return []
+    dense_ids = {c["pair_id"] for c in result["cases"]["dense"]}
+    labels = Counter(reason.partition(":")[0] for pid, reason in result["set_aside"].items() if pid in dense_ids)
+    first = next(iter(usable.values()))
+    parts = [
+        f"### Dense track on the {first['overall']['pairs']} pairs with a usable ground truth (the "
+        + " and ".join(f"{n} {label}" for label, n in sorted(labels.items()))
+        + " pairs set aside, see Known data problem)",
+        overall_table(usable),
+        "These are the scores to compare methods on: on the pairs set aside the ground truth itself leaves "
+        "the images misaligned, so every method, identity included, scores about alike there "
+        "(the pairs and the reason: `set_aside` in results.json).",
+    ]
+    for category in (c for c in first if c != "overall"):
+        parts += [
+            f"#### {category} on its {first[category]['pairs']} pairs with a usable ground truth",
+            overall_table(usable, USABLE_CATEGORY_COLUMNS, category),
+        ]
+    return parts
 
 
 def verdict_lines(result: dict, ratio: float = 0.5) -> str:

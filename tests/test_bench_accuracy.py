@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
-from benchmarks.accuracy import BenchConfig, data_errors, method_spec, select_pairs
-from benchmarks.pairs import read_pairs
+import numpy as np
+
+from benchmarks.accuracy import HIST_EDGES, BenchConfig, data_errors, method_spec, select_pairs, set_aside, summarise
+from benchmarks.pairs import PairRecord, doubtful_ground_truth, read_pairs
+from benchmarks.report import tables
 from dsmar.cli import main
+
+SRIF_SAR = PairRecord(
+    pair_id="srif-sar-031", split="eval", source="SRIF (Li et al. 2023)", category="optical-sar",
+    fixed_path=Path("a.jpg"), moving_path=Path("b.jpg"), fixed_modality="optical", moving_modality="sar",
+    gt_path=Path("gt.json"), gt_kind="similarity", accuracy_px=2.0,
+)
 
 
 def test_bench_accuracy_end_to_end(pairs_dir, tmp_path, capsys):
@@ -24,6 +35,9 @@ def test_bench_accuracy_end_to_end(pairs_dir, tmp_path, capsys):
     assert 0.0 <= dense["cfog"]["overall"]["folding"] <= 1.0
     report = (out / "report.md").read_text()
     assert "epe_distribution.png" in report and (out / "epe_distribution.png").exists()
+    assert list(result["set_aside"]) == ["srif-sar-141"]  # the 3 evenly spread eval pairs hold one
+    assert result["summary"]["dense_usable"]["cfog"]["overall"]["pairs"] == 2
+    assert "### Dense track on the 2 pairs with a usable ground truth" in report
     assert any(p.name.startswith("checker_best_") for p in out.iterdir())
     assert "Dense track" in capsys.readouterr().out
 
@@ -66,3 +80,53 @@ def test_unknown_method_option_fails_before_the_run(pairs_dir, tmp_path, capsys)
     assert code == 2
     assert "foo" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_only_srif_optical_sar_ground_truth_is_doubtful():
+    assert "SRIF optical-SAR" in doubtful_ground_truth(SRIF_SAR)
+    assert doubtful_ground_truth(replace(SRIF_SAR, category="optical-infrared")) is None
+    assert doubtful_ground_truth(replace(SRIF_SAR, pair_id="cfog-opt-sar-1", source="CFOG (Ye et al.)")) is None
+
+
+def test_the_eval_split_sets_aside_its_30_srif_optical_sar_pairs(pairs_dir):
+    aside = set_aside(read_pairs(pairs_dir, "eval"))
+    assert len(aside) == 30 and all(pair_id.startswith("srif-sar") for pair_id in aside)
+
+
+def _fake_case(pair_id: str, category: str, epe: dict[str, float]) -> dict:
+    """A dense case as dense_case writes it, each method with a constant error `epe[method]` on 100 pixels."""
+    methods = {
+        m: {"epe": {"median": e, "mean": e}, "epe_hist": np.histogram(np.full(100, e), HIST_EDGES)[0].tolist(),
+            "recovery": {"median": e / 2, "mean": e / 2}, "folding": 0.0, "seconds": 1.0, "megapixels": 1.0}
+        for m, e in epe.items()
+    }
+    return {"pair_id": pair_id, "category": category, "shape": [10, 10], "methods": methods}
+
+
+def test_summary_and_report_show_the_pairs_with_a_usable_ground_truth():
+    cases = [
+        _fake_case("srif-sar-001", "optical-sar", {"identity": 7.0, "cfog": 7.5}),
+        _fake_case("srif-sar-002", "optical-sar", {"identity": 6.0, "cfog": 6.5}),
+        _fake_case("jm-SO1", "optical-sar", {"identity": 5.0, "cfog": 0.5}),
+        _fake_case("jm-MO1", "optical-map", {"identity": 4.0, "cfog": 1.5}),
+        _fake_case("jm-MO2", "optical-map", {"identity": 3.0, "cfog": 1.0}),
+    ]
+    results, methods = {"dense": cases, "landmarks": []}, ("identity", "cfog")
+    aside = {c["pair_id"]: doubtful_ground_truth(SRIF_SAR) for c in cases[:2]}
+    summary = summarise(results, methods, aside)
+    assert summary["dense"] == summarise(results, methods)["dense"]  # the full tables stay as they are
+    assert summary["dense"]["cfog"]["overall"]["epe_median"] == 1.5
+    usable = summary["dense_usable"]["cfog"]
+    assert set(usable) == {"optical-sar", "overall"}
+    assert usable["overall"]["pairs"] == 3 and usable["overall"]["epe_median"] == 1.0
+    assert usable["optical-sar"]["pairs"] == 1 and usable["optical-sar"]["recovery_median"] == 0.25
+    assert summarise(results, methods, {})["dense_usable"] == {}
+
+    text = tables({"summary": summary, "cases": results, "set_aside": aside, "excluded": {}})
+    heading = ("### Dense track on the 3 pairs with a usable ground truth "
+               "(the 2 SRIF optical-SAR pairs set aside, see Known data problem)")
+    assert text.index("### Dense track, overall") < text.index(heading) < text.index("per category")
+    section = text[text.index(heading):text.index("### Dense track, median EPE")]
+    assert "| cfog | 3 | 0 | 1.00 | 1.00 |" in section  # EPE mean and median over the usable pairs only
+    assert "#### optical-sar on its 1 pairs with a usable ground truth" in section
+    assert "| cfog | 1 | 0 | 0.50 | 0.50 | 100% | 0.25 |" in section
