@@ -130,3 +130,17 @@ def test_summary_and_report_show_the_pairs_with_a_usable_ground_truth():
     assert "| cfog | 3 | 0 | 1.00 | 1.00 |" in section  # EPE mean and median over the usable pairs only
     assert "#### optical-sar on its 1 pairs with a usable ground truth" in section
     assert "| cfog | 1 | 0 | 0.50 | 0.50 | 100% | 0.25 |" in section
+
+
+def test_best_method_is_ranked_on_the_pairs_with_a_usable_ground_truth():
+    from benchmarks.report import best_method
+
+    cases = [  # mind wins on the set-aside pairs only, which decide the full median
+        _fake_case("srif-sar-001", "optical-sar", {"identity": 7.0, "cfog": 7.5, "mind": 6.0}),
+        _fake_case("srif-sar-002", "optical-sar", {"identity": 6.0, "cfog": 6.5, "mind": 5.0}),
+        _fake_case("jm-MO1", "optical-map", {"identity": 4.0, "cfog": 1.0, "mind": 1.2}),
+    ]
+    results, methods = {"dense": cases, "landmarks": []}, ("identity", "cfog", "mind")
+    aside = {c["pair_id"]: doubtful_ground_truth(SRIF_SAR) for c in cases[:2]}
+    assert best_method({"summary": summarise(results, methods)}) == "mind"
+    assert best_method({"summary": summarise(results, methods, aside)}) == "cfog"

@@ -29,3 +29,12 @@ def test_dsmar_is_registered_and_handles_small_odd_inputs():
     result = register_pair(fixed, moving, "optical", "sar", method="dsmar")
     assert result.displacement.shape == (2, 64, 77) and np.isfinite(result.displacement).all()
     assert result.warped.shape == (64, 77)
+
+
+@pytest.mark.parametrize("options", [{"trend": "global"}, {"polish": [5, "3"]}, {"polish": -2}])
+def test_dsmar_refuses_bad_inference_options_in_one_line(options):
+    from dsmar.errors import InputError
+
+    image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    with pytest.raises(InputError, match="trend|polish"):
+        register_pair(image, image, "optical", "sar", method="dsmar", augment=1, **options)

@@ -103,3 +103,18 @@ def test_polish_corrects_a_small_field_error_and_keeps_a_right_field(optical_sar
     assert np.median(np.hypot(*(fixed_up - truth))[inside]) < 0.6
     kept = polish(f, m, truth, describe, config)
     assert np.median(np.hypot(*(kept - truth))[inside]) < 0.6
+
+
+def test_field_trend_is_the_affine_consensus_of_a_dense_field_despite_outliers_and_no_data():
+    from models.classical.interpolate import affine_eval
+    from models.classical.register import WindowConfig, field_trend
+
+    shape = (240, 300)
+    truth = affine_field(shape, (3.0, -2.0), 1.0, 1.01)
+    field = truth.copy()
+    field[:, :80, :90] += 15.0  # a region the network got wrong
+    weight = np.ones(shape, np.float32)
+    weight[:, 250:] = np.nan  # no-data: its field is garbage and must not count
+    field[:, :, 250:] = -40.0
+    fitted = affine_eval(field_trend(field, weight, WindowConfig()), shape)
+    assert np.abs(fitted - truth).max() < 0.05

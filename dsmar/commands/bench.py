@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ def add_parser(subparsers) -> None:
     acc.add_argument("--pairs", type=Path, default=None,
                      help=f"folder with pairs.csv (default {DEFAULT_PAIRS} when present)")
     acc.add_argument("--split", default="eval", choices=("train", "eval"))
-    acc.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated register_pair methods, each optionally with options: dsmar:augment=4")
+    acc.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated register_pair methods, each optionally with options: dsmar:augment=4:polish=[5,3]")
     acc.add_argument("--out", type=Path, required=True, help="folder for results.json, report.md, figures")
     acc.add_argument("--limit", type=int, default=None, help="evenly spaced subset of N pairs")
     acc.add_argument("--seed", type=int, default=0, help="seed of the known warps")
@@ -43,7 +44,8 @@ def _accuracy(args) -> int:
     pairs = args.pairs if args.pairs is not None else DEFAULT_PAIRS
     if not (pairs / "pairs.csv").exists():
         raise InputError(f"no pairs.csv in {pairs}: give --pairs the folder of the real pairs")
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    # Commas inside brackets belong to an option's list value (dsmar:polish=[5,3]), not between methods.
+    methods = tuple(m.strip() for m in re.split(r",(?![^\[]*\])", args.methods) if m.strip())
     try:
         unknown = [m for m in methods if method_spec(m)[0] not in available_methods()]
     except ValueError as err:

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.classical.interpolate import affine_eval, dense_residual, robust_affine, translation_consensus
-from models.classical.matching import Matches, WindowGrid, match_windows, median_test, phase_correlation
+from models.classical.matching import (
+    Matches, WindowGrid, match_windows, median_test, phase_correlation, window_grid,
+)
 from dsmar.errors import InputError
 from models.preprocess import to_gray
 from models.warp import compose, warp_image
@@ -167,6 +169,19 @@ def trend(coarse: Matches, config: WindowConfig) -> tuple[np.ndarray, int]:
     if inliers.sum() >= needed:
         return params, int(inliers.sum())
     return np.zeros((3, 2)), 0
+
+
+def field_trend(field: np.ndarray, weight: np.ndarray, config: WindowConfig) -> np.ndarray:
+    """Affine params (3, 2) of a dense field's consensus: the field read on the fine lattice as if each
+    point were a window match (weighted by `weight`, NaN = no-data), then the same robust fit as the
+    coarse stage's matches (RANSAC affine, else translation, else no motion)."""
+    shape = field.shape[1:]
+    grid = window_grid(shape, config.fine_window, capped_step(shape, config.fine_step, config.max_fine_windows))
+    rows, cols = np.rint(grid.centres()).astype(int).transpose(2, 0, 1)
+    shifts = np.moveaxis(field[:, rows, cols], 0, -1).astype(np.float64)
+    quality = weight[rows, cols].astype(np.float64)
+    shifts[~np.isfinite(quality)] = np.nan
+    return trend(Matches(grid, shifts, np.nan_to_num(quality)), config)[0]
 
 
 def polish(

@@ -3,10 +3,13 @@
 `weights=` (or the environment variable DSMAR_WEIGHTS, which reaches benchmark worker processes)
 points the method at another weights file, such as an ablation's; it is checked the same way.
 `iterations=` re-registers the warped moving image and composes; `augment=` averages over that many
-rotated/mirrored frames (1, 2, 4, 8); `polish=` (px, 0 = off) corrects the network's field by the
-classical MIND-SSC fine window stage searched that far around it (a hybrid step: `polish=0` is the
-network alone). Each defaults to the value recorded under "inference" in the weights' sidecar (tuned
-on the train split), else 1 frame, 1 iteration, no polish.
+rotated/mirrored frames (1, 2, 4, 8); `polish=` (px, or a list of px for several passes; 0 = off)
+corrects the field by the classical MIND-SSC fine window stage searched that far around it, and
+`trend="affine"` first reduces the network's field to its robust affine consensus, so the network gives
+the global geometry and the windows the local detail (a hybrid: `polish=0` is the network alone, dense,
+and `trend="field"` polishes the network's dense field). Each defaults to the value recorded under
+"inference" in the weights' sidecar (tuned on the train split), else 1 frame, 1 iteration, no polish.
+The confidence returned is the network's own (Contract 2).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dsmar.errors import InputError
 from models.api import register_method
 
 
@@ -43,34 +47,57 @@ def make_dsmar():
         fixed: np.ndarray, moving: np.ndarray, *, fixed_modality: str, moving_modality: str,
         weights: str | Path | None = None, tile: int = 1024, overlap: int = 128, device: str | None = None,
         iterations: int | None = None, optimise: dict | None = None, augment: int | None = None,
-        polish: int | None = None, **_,
+        polish: int | list[int] | None = None, trend: str | None = None, **_,
     ) -> tuple[np.ndarray, np.ndarray]:
         model, meta = _weights(weights)
         tuned = meta.get("inference", {})  # the weights' own settings, tuned on the train split
         iterations = int(tuned.get("iterations", 1)) if iterations is None else iterations
         augment = int(tuned.get("augment", 1)) if augment is None else augment
         optimise = tuned.get("optimise") if optimise is None else optimise
-        polish = int(tuned.get("polish", 0)) if polish is None else polish
+        polish = tuned.get("polish", 0) if polish is None else polish
+        trend = tuned.get("trend", "field") if trend is None else trend
+        radii = _radii(polish)
+        if trend not in TRENDS:
+            raise InputError(f"dsmar trend must be one of {', '.join(TRENDS)}, not {trend!r}")
         field, confidence = predict_field(
             model, fixed, moving, fixed_modality, moving_modality,
             known_modalities=meta.get("record", {}).get("modalities"), tile=tile, overlap=overlap, device=device,
             iterations=iterations, optimise=optimise, augment=augment,
         )
-        if polish:
-            field = _polish(fixed, moving, field, fixed_modality, moving_modality, polish)
+        if radii:
+            field = _polish(fixed, moving, field, confidence, fixed_modality, moving_modality, radii, trend)
         return field, confidence
 
     return dsmar
 
 
-def _polish(fixed, moving, field, fixed_modality: str, moving_modality: str, radius: int) -> np.ndarray:
-    """The network's field corrected by MIND-SSC window matching searched at most `radius` px around it."""
-    from models.classical.register import WindowConfig, polish
+TRENDS = ("affine", "field")
+
+
+def _radii(polish) -> tuple[int, ...]:
+    """`polish` as the search radii of its passes: 5 -> (5,), [5, 3] -> (5, 3), 0 -> ()."""
+    radii = polish if isinstance(polish, list | tuple) else [polish]
+    if not all(isinstance(r, int) and r >= 0 for r in radii):
+        raise InputError(f"dsmar polish must be a radius in px or a list of them (integers >= 0), not {polish!r}")
+    return tuple(r for r in radii if r)
+
+
+def _polish(fixed, moving, field, confidence, fixed_modality: str, moving_modality: str,
+            radii: tuple[int, ...], trend: str) -> np.ndarray:
+    """The network's field (or its affine consensus) corrected by passes of MIND-SSC window matching,
+    each searched at most its radius around the field so far."""
+    from models.classical.interpolate import affine_eval
+    from models.classical.register import WindowConfig, field_trend, polish
     from models.methods.mind import describe
     from models.preprocess import to_gray
 
-    return polish(to_gray(fixed, fixed_modality), to_gray(moving, moving_modality), field, describe,
-                  WindowConfig(fine_radius=radius))
+    fixed_gray, moving_gray = to_gray(fixed, fixed_modality), to_gray(moving, moving_modality)
+    if trend == "affine":
+        weight = np.where(np.isfinite(fixed_gray), confidence, np.nan)
+        field = affine_eval(field_trend(field, weight, WindowConfig()), field.shape[1:])
+    for radius in radii:
+        field = polish(fixed_gray, moving_gray, field, describe, WindowConfig(fine_radius=radius))
+    return field
 
 
 def weights_metadata(weights: str | Path | None = None) -> dict:
