@@ -75,10 +75,22 @@ class RunSummary:
         )
 
 
-def weights_sha256(method: str) -> str | None:
-    """The shipped weights' checksum (from the `models/weights/<method>.json` sidecar), if the method has any."""
+def _sidecar(method: str) -> dict:
+    """The `models/weights/<method>.json` sidecar of a method with shipped weights, else {}."""
     sidecar = WEIGHTS_DIR / f"{method}.json"
-    return json.loads(sidecar.read_text()).get("sha256") if sidecar.is_file() else None
+    return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+
+
+def weights_sha256(method: str) -> str | None:
+    """The shipped weights' checksum, if the method has any."""
+    return _sidecar(method).get("sha256")
+
+
+def inference_settings(method: str) -> dict | None:
+    """The inference defaults shipped with the weights (without the prose on how they were tuned): they
+    change a method's output as much as the weights do."""
+    settings = _sidecar(method).get("inference")
+    return {k: v for k, v in settings.items() if k != "tuned"} if settings else None
 
 
 def _utc(item) -> np.datetime64:
@@ -151,7 +163,8 @@ def prepare_cube(cube: CubePlan, config: RunConfig, profile: CatalogProfile) -> 
     layout = CubeLayout(cube.grid, cube.plan, times, _bands(profile, config))
     catalog = {"profile": profile.name, "url": profile.url, "optical": profile.optical_collection,
                "sar": profile.sar_collection, "dem": profile.dem_collection}
-    attrs = cube_attrs(config.to_json(), catalog, config.method, weights_sha256(config.method))
+    attrs = cube_attrs(config.to_json(), catalog, config.method, weights_sha256(config.method),
+                       inference_settings(config.method))
     return init_cube(config.out, layout, provenance, attrs)
 
 
@@ -188,9 +201,11 @@ def register_scene_set(
         moving["sar"] = load_stack([profile.resign(i) for i in scene_set.sar], keys.sar, cube.grid, chunks=size)
     if "dem" in config.modalities:
         moving["dem"] = load_stack([profile.resign(i) for i in scene_set.dem], keys.dem, cube.grid, chunks=size)
+    settings = inference_settings(config.method)  # only where there are any: other cubes' chunks stay current
     fingerprint = inputs_hash(
         __version__, config.method, weights_sha256(config.method), size, config.tiles.halo,
         scene_set.optical.id, [i.id for i in scene_set.sar], [i.id for i in scene_set.dem], sorted(moving),
+        *([settings] if settings else []),
     )
     writer = ZarrChunkWriter(config.out)
     written = writer.written(time_index)

@@ -379,6 +379,9 @@ def _check_same_method(old: Mapping, new: Mapping, path: str) -> None:
     if "weights_sha256" in old and old["weights_sha256"] != new.get("weights_sha256"):
         raise InputError(f"{path} was written with other weights (sha256 {old['weights_sha256'][:16]}...); "
                          "write to a new --out")
+    if "inference" in old and old["inference"] != new.get("inference"):
+        raise InputError(f"{path} was written with other {new.get('method')} settings ({old['inference']}); "
+                         "write to a new --out")
 
 
 def _check_method(old: Mapping, method: str | None, path: str) -> None:
@@ -435,7 +438,10 @@ def open_cube(path: str) -> xr.Dataset:
     return xr.open_zarr(path, decode_coords="all", consolidated=False)
 
 
-def cube_attrs(config_json: str, catalog: Mapping[str, object], method: str, weights_sha256: str | None) -> dict:
+def cube_attrs(
+    config_json: str, catalog: Mapping[str, object], method: str, weights_sha256: str | None,
+    inference: Mapping[str, object] | None = None,
+) -> dict:
     from dsmar import __version__
 
     attrs = {
@@ -450,4 +456,6 @@ def cube_attrs(config_json: str, catalog: Mapping[str, object], method: str, wei
         "Conventions": "CF-1.8",
     }
     attrs["weights_sha256"] = weights_sha256 or f"none: method {method} has no weights"
+    if inference:
+        attrs["inference"] = json.dumps(dict(inference), sort_keys=True)
     return attrs

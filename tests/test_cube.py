@@ -187,6 +187,21 @@ def test_a_cube_keeps_one_method(cube):
                   cube_attrs("{}", {}, "dsmar", "cd" * 32))
 
 
+def test_a_cube_keeps_one_set_of_weights_and_inference_settings(tmp_path):
+    path, layout = str(tmp_path / "cube.zarr"), _layout(_grid(), (T0, T1))
+    tuned = {"augment": 4, "polish": [5, 3], "trend": "affine"}
+    init_cube(path, layout, [_prov(0), _prov(1)], cube_attrs("{}", {}, "dsmar", "cd" * 32, tuned))
+    assert json.loads(zarr.open_group(path, mode="r").attrs["inference"]) == tuned
+    grown = _layout(_grid(), (T0, T1, T2))
+    with pytest.raises(InputError, match="other weights"):
+        init_cube(path, grown, [_prov(0), _prov(1), _prov(2)], cube_attrs("{}", {}, "dsmar", "ef" * 32, tuned))
+    with pytest.raises(InputError, match=r"other dsmar settings \(\{.*write to a new --out"):
+        init_cube(path, grown, [_prov(0), _prov(1), _prov(2)],
+                  cube_attrs("{}", {}, "dsmar", "cd" * 32, {**tuned, "polish": 5}))
+    init_cube(path, grown, [_prov(0), _prov(1), _prov(2)], cube_attrs("{}", {}, "dsmar", "cd" * 32, dict(tuned)))
+    assert open_cube(path).sizes["time"] == 3
+
+
 DAYS = tuple(np.datetime64(f"2024-05-{d:02d}T10:00", "ns") for d in (3, 9, 15, 21, 27))
 
 

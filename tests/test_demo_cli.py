@@ -101,6 +101,17 @@ def test_a_stamp_from_before_the_method_counts_as_the_demos(tmp_path):
     assert not (tmp_path / "cube.zarr").exists()
 
 
+def test_new_weights_or_settings_of_the_method_reset_the_demos_cube(tmp_path):
+    from dsmar.commands.demo import method_build
+
+    shipped = {**PARAMS, "method": "dsmar", "method_build": method_build("dsmar")}
+    assert method_build("dsmar") != method_build("cfog") and len(shipped["method_build"]) == 12
+    _demo_outputs(tmp_path, {**shipped, "method_build": "0123456789ab"})  # a demo of an older release
+    notice = prepare_workdir(tmp_path, shipped)
+    assert f"the method's weights/settings 0123456789ab -> {shipped['method_build']}" in notice
+    assert not (tmp_path / "cube.zarr").exists()
+
+
 def test_an_empty_workdir_gets_a_stamp_and_no_notice(tmp_path):
     (tmp_path / "report").mkdir()  # an empty folder is in nobody's way
     assert prepare_workdir(tmp_path, PARAMS) is None

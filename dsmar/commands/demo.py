@@ -8,6 +8,7 @@ A later demo in the same DIR keeps or replaces only what a demo wrote there (`pr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -56,7 +57,8 @@ def run_demo(
     method = check_method(method)
     tiles = build(TileConfig, size=tile_size, halo=halo)
     cluster = build(ClusterConfig, workers=workers)
-    params = {"size": size, "dates": dates, "seed": seed, "tile_size": tile_size, "halo": halo, "method": method}
+    params = {"size": size, "dates": dates, "seed": seed, "tile_size": tile_size, "halo": halo, "method": method,
+              "method_build": method_build(method)}
     notice = prepare_workdir(workdir, params)
     if notice:
         print(notice, file=sys.stderr)
@@ -76,8 +78,17 @@ STAMP = "demo-params.json"
 # Keys of every stamp the demo has written (the method joined them later): a file with these is the demo's.
 STAMP_KEYS = {"size", "dates", "seed", "tile_size", "halo"}
 OPTIONS = {"size": "--size", "dates": "--dates", "seed": "--seed", "tile_size": "--tile-size", "halo": "--halo",
-           "method": "--method"}
+           "method": "--method", "method_build": "the method's weights/settings"}
 REPORT_FILE = re.compile(r"report\.md|.+_(checkerboard|field|error)\.png")
+
+
+def method_build(method: str) -> str:
+    """A short fingerprint of what fixes a method's output besides its name (shipped weights and inference
+    settings): a cube holds one, so an upgrade that changes them starts the demo's cube afresh."""
+    from flows.register_region import inference_settings, weights_sha256
+
+    blob = json.dumps([weights_sha256(method), inference_settings(method)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def prepare_workdir(workdir: Path, params: dict) -> str | None:
