@@ -99,10 +99,12 @@ def test_polish_corrects_a_small_field_error_and_keeps_a_right_field(optical_sar
     f, m = to_gray(fixed, "optical"), to_gray(warp_image(moving, warp), "sar")
     describe, config = partial(mind_ssc, radius=1, dilation=1), WindowConfig(fine_radius=3)
     off = truth + np.array([1.8, -1.2], np.float32)[:, None, None]  # a field 2.2 px wrong
-    fixed_up = polish(f, m, off, describe, config)
+    fixed_up, _ = polish(f, m, off, describe, config)
     assert np.median(np.hypot(*(fixed_up - truth))[inside]) < 0.6
-    kept = polish(f, m, truth, describe, config)
+    kept, support = polish(f, m, truth, describe, config)
     assert np.median(np.hypot(*(kept - truth))[inside]) < 0.6
+    _, lost = polish(f, m, truth + np.float32(15.0), describe, config)  # beyond the search: windows fail
+    assert support.mean() > 0.5 > lost.mean()  # the support says which start lets the pair match
 
 
 def test_field_trend_is_the_affine_consensus_of_a_dense_field_despite_outliers_and_no_data():

@@ -186,9 +186,10 @@ def field_trend(field: np.ndarray, weight: np.ndarray, config: WindowConfig) -> 
 
 def polish(
     fixed_gray: np.ndarray, moving_gray: np.ndarray, field: np.ndarray, describe: Describe, config: WindowConfig
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """`field` (Contract 1) corrected by the fine window stage on the pair it aligns: a residual of at
-    most `config.fine_radius` px, smooth at the lattice scale, composed after it."""
-    residual, _ = fine_residual(fixed_gray, warp_image(moving_gray, field), describe, config)
+    most `config.fine_radius` px, smooth at the lattice scale, composed after it; with the windows'
+    support (confidence, H x W), which says how well `field` lets the pair match."""
+    residual, confidence = fine_residual(fixed_gray, warp_image(moving_gray, field), describe, config)
     composed = compose(field, residual)
-    return np.where(np.isfinite(composed), composed, field + residual).astype(np.float32)
+    return np.where(np.isfinite(composed), composed, field + residual).astype(np.float32), confidence

@@ -6,8 +6,9 @@ points the method at another weights file, such as an ablation's; it is checked 
 rotated/mirrored frames (1, 2, 4, 8); `polish=` (px, or a list of px for several passes; 0 = off)
 corrects the field by the classical MIND-SSC fine window stage searched that far around it, and
 `trend="affine"` first reduces the network's field to its robust affine consensus, so the network gives
-the global geometry and the windows the local detail (a hybrid: `polish=0` is the network alone, dense,
-and `trend="field"` polishes the network's dense field). Each defaults to the value recorded under
+the global geometry and the windows the local detail; `trend="best"` also tries the classical coarse
+search's trend and keeps whichever the fine windows support more (a hybrid: `polish=0` is the network
+alone, dense, and `trend="field"` polishes the network's dense field). Each defaults to the value recorded under
 "inference" in the weights' sidecar (tuned on the train split), else 1 frame, 1 iteration, no polish.
 The confidence returned is the network's own (Contract 2).
 """
@@ -71,7 +72,7 @@ def make_dsmar():
     return dsmar
 
 
-TRENDS = ("affine", "field")
+TRENDS = ("affine", "best", "field")
 
 
 def _radii(polish) -> tuple[int, ...]:
@@ -87,16 +88,23 @@ def _polish(fixed, moving, field, confidence, fixed_modality: str, moving_modali
     """The network's field (or its affine consensus) corrected by passes of MIND-SSC window matching,
     each searched at most its radius around the field so far."""
     from models.classical.interpolate import affine_eval
-    from models.classical.register import WindowConfig, field_trend, polish
+    from models.classical.register import WindowConfig, coarse_trend, field_trend, polish
     from models.methods.mind import describe
     from models.preprocess import to_gray
 
     fixed_gray, moving_gray = to_gray(fixed, fixed_modality), to_gray(moving, moving_modality)
-    if trend == "affine":
-        weight = np.where(np.isfinite(fixed_gray), confidence, np.nan)
-        field = affine_eval(field_trend(field, weight, WindowConfig()), field.shape[1:])
-    for radius in radii:
-        field = polish(fixed_gray, moving_gray, field, describe, WindowConfig(fine_radius=radius))
+    fixed_valid, config = np.isfinite(fixed_gray), WindowConfig()
+    if trend == "field":
+        starts = [field]
+    else:
+        starts = [affine_eval(field_trend(field, np.where(fixed_valid, confidence, np.nan), config), field.shape[1:])]
+        if trend == "best":
+            starts.append(affine_eval(coarse_trend(fixed_gray, moving_gray, describe, config), field.shape[1:]))
+    # Every start gets the first pass; the one whose windows match best goes on (the network's on a tie).
+    passes = [polish(fixed_gray, moving_gray, start, describe, WindowConfig(fine_radius=radii[0])) for start in starts]
+    field = max(passes, key=lambda done: float(done[1][fixed_valid].mean()) if fixed_valid.any() else 0.0)[0]
+    for radius in radii[1:]:
+        field, _ = polish(fixed_gray, moving_gray, field, describe, WindowConfig(fine_radius=radius))
     return field
 
 
