@@ -132,7 +132,7 @@ def usable_section(result: dict) -> list[str]:
     parts = [
         f"### Dense track on the {first['overall']['pairs']} pairs with a usable ground truth (the "
         + " and ".join(f"{n} {label}" for label, n in sorted(labels.items()))
-        + " pairs set aside, see Known data problem)",
+        + " pairs set aside, see Known data problem in benchmarks/tuning.md)",
         overall_table(usable),
         "These are the scores to compare methods on: on the pairs set aside the ground truth itself leaves "
         "the images misaligned, so every method, identity included, scores about alike there "

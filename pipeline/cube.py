@@ -379,8 +379,9 @@ def _check_same_method(old: Mapping, new: Mapping, path: str) -> None:
     if "weights_sha256" in old and old["weights_sha256"] != new.get("weights_sha256"):
         raise InputError(f"{path} was written with other weights (sha256 {old['weights_sha256'][:16]}...); "
                          "write to a new --out")
-    if "inference" in old and old["inference"] != new.get("inference"):
-        raise InputError(f"{path} was written with other {new.get('method')} settings ({old['inference']}); "
+    if old.get("inference") != new.get("inference"):  # absent on both sides for methods without settings
+        settings = old.get("inference", "none recorded: written by an older dsmar")
+        raise InputError(f"{path} was written with other {new.get('method')} settings ({settings}); "
                          "write to a new --out")
 
 

@@ -124,7 +124,7 @@ def test_summary_and_report_show_the_pairs_with_a_usable_ground_truth():
 
     text = tables({"summary": summary, "cases": results, "set_aside": aside, "excluded": {}})
     heading = ("### Dense track on the 3 pairs with a usable ground truth "
-               "(the 2 SRIF optical-SAR pairs set aside, see Known data problem)")
+               "(the 2 SRIF optical-SAR pairs set aside, see Known data problem in benchmarks/tuning.md)")
     assert text.index("### Dense track, overall") < text.index(heading) < text.index("per category")
     section = text[text.index(heading):text.index("### Dense track, median EPE")]
     assert "| cfog | 3 | 0 | 1.00 | 1.00 |" in section  # EPE mean and median over the usable pairs only
@@ -144,3 +144,10 @@ def test_best_method_is_ranked_on_the_pairs_with_a_usable_ground_truth():
     aside = {c["pair_id"]: doubtful_ground_truth(SRIF_SAR) for c in cases[:2]}
     assert best_method({"summary": summarise(results, methods)}) == "mind"
     assert best_method({"summary": summarise(results, methods, aside)}) == "cfog"
+
+
+def test_method_list_splits_only_on_commas_outside_brackets():
+    from dsmar.commands.bench import split_methods
+
+    assert split_methods("mind, dsmar:polish=[5,3],x:pair=(1,2),y:o={'a':1,'b':2},") == (
+        "mind", "dsmar:polish=[5,3]", "x:pair=(1,2)", "y:o={'a':1,'b':2}")

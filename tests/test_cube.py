@@ -201,6 +201,11 @@ def test_a_cube_keeps_one_set_of_weights_and_inference_settings(tmp_path):
     init_cube(path, grown, [_prov(0), _prov(1), _prov(2)], cube_attrs("{}", {}, "dsmar", "cd" * 32, dict(tuned)))
     assert open_cube(path).sizes["time"] == 3
 
+    older = str(tmp_path / "older.zarr")  # a dsmar cube from before the settings were recorded
+    init_cube(older, layout, [_prov(0), _prov(1)], cube_attrs("{}", {}, "dsmar", "cd" * 32))
+    with pytest.raises(InputError, match="none recorded: written by an older dsmar"):
+        init_cube(older, grown, [_prov(0), _prov(1), _prov(2)], cube_attrs("{}", {}, "dsmar", "cd" * 32, tuned))
+
 
 DAYS = tuple(np.datetime64(f"2024-05-{d:02d}T10:00", "ns") for d in (3, 9, 15, 21, 27))
 

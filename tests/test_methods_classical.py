@@ -118,5 +118,15 @@ def test_field_trend_is_the_affine_consensus_of_a_dense_field_despite_outliers_a
     weight = np.ones(shape, np.float32)
     weight[:, 250:] = np.nan  # no-data: its field is garbage and must not count
     field[:, :, 250:] = -40.0
-    fitted = affine_eval(field_trend(field, weight, WindowConfig()), shape)
-    assert np.abs(fitted - truth).max() < 0.05
+    params, support = field_trend(field, weight, WindowConfig())
+    assert np.abs(affine_eval(params, shape) - truth).max() < 0.05 and support > 0
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (64, 77), (100, 300)])
+def test_field_trend_finds_the_shift_of_a_small_image_or_edge_tile(shape):
+    from models.classical.register import WindowConfig, field_trend
+
+    field = np.broadcast_to(np.array([2.5, -4.0], np.float32)[:, None, None], (2, *shape)).copy()
+    params, support = field_trend(field, np.ones(shape, np.float32), WindowConfig())
+    np.testing.assert_allclose(params[2], [2.5, -4.0], atol=1e-6)
+    assert support >= 6

