@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import ast
+import multiprocessing
 import os
+import signal
 import time
 import traceback
 import zlib
@@ -196,6 +198,10 @@ def _run_case(kind: str, record: PairRecord, methods: tuple[str, ...], seed: int
 
 
 def _init_worker() -> None:
+    # A worker would catch Ctrl-C or the CLI's SIGTERM exception as a pair's result and go on with the next
+    # pair: the main process alone reacts to them, and its terminate() ends a worker for good.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # Each worker is one process on one core: keep numeric libraries from oversubscribing it.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
@@ -219,12 +225,21 @@ def run_benchmark(config: BenchConfig, progress: Callable[[str], None] = lambda 
             results[kind].append(case)
             progress(f"[{i}/{len(jobs)}] {kind} {case['pair_id']}")
     else:
-        with ProcessPoolExecutor(config.workers, initializer=_init_worker) as pool:
+        pool = ProcessPoolExecutor(config.workers, initializer=_init_worker)
+        try:
             futures = {pool.submit(_run_case, kind, r, config.methods, config.seed): kind for kind, r in jobs}
             for i, future in enumerate(as_completed(futures), 1):
                 case = future.result()
                 results[futures[future]].append(case)
                 progress(f"[{i}/{len(jobs)}] {futures[future]} {case['pair_id']}")
+        except BaseException:
+            # Ctrl-C, SIGTERM or a failure: the queued pairs are dropped and the workers stopped now,
+            # not after every remaining pair has run (a plain `with` waits for all of them).
+            pool.shutdown(wait=False, cancel_futures=True)
+            for worker in multiprocessing.active_children():
+                worker.terminate()
+            raise
+        pool.shutdown()
     for cases in results.values():
         cases.sort(key=lambda c: c["pair_id"])
     aside = set_aside(records)

@@ -80,3 +80,21 @@ def test_signal_stops_the_demo_quickly_and_completely(tmp_path, signum, whole_gr
     assert not any(Path(d).exists() for d in stac_dirs), stac_dirs
     # Whatever was written stays readable: chunks are whole, their input hash written last.
     assert open_cube(str(tmp_path / "cube.zarr")).sizes["time"] == 2
+
+
+def test_sigterm_stops_a_benchmark_run_and_its_workers_at_once(pairs_dir, tmp_path):
+    """`kill` of `dsmar bench accuracy`: it used to wait for every queued pair first (here the whole eval
+    split, minutes; with DS-MAR, half an hour), and its workers took the signal as a pair's result."""
+    argv = [sys.executable, "-m", "dsmar.cli", "bench", "accuracy", "--pairs", str(pairs_dir), "--split", "eval",
+            "--methods", "mind", "--workers", "2", "--no-landmarks", "--out", str(tmp_path)]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = process.stderr.readline()  # the first finished pair: the pool is running
+    assert first.startswith("[1/"), first
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert workers
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 128 + signal.SIGTERM
+    assert time.monotonic() - sent < 15
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive
