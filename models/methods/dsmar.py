@@ -11,8 +11,8 @@ search's trend and keeps whichever the fine windows support more (a hybrid: `pol
 alone, dense, and `trend="field"` polishes the network's dense field). Each defaults to the value recorded under
 "inference" in the weights' sidecar (tuned on the train split; `trend="best"` was adopted for the eval
 landmark track's large offsets, which the train split lacks: benchmarks/tuning.md), else 1 frame,
-1 iteration, no polish. The confidence (Contract 2) is the network's, capped by the last window pass's
-support where the windows shaped the field.
+1 iteration, no polish. The confidence (Contract 2) is the last window pass's support where windows
+shaped the field, else the network's own (its refinement module's).
 """
 
 from __future__ import annotations
@@ -68,9 +68,11 @@ def make_dsmar():
             iterations=iterations, optimise=optimise, augment=augment,
         )
         if radii:
-            field, support = _polish(fixed, moving, field, confidence, fixed_modality, moving_modality, radii, trend)
-            # The field is now partly the windows' work: sure only where the network and the windows both are.
-            confidence = np.minimum(confidence, support)
+            # The field is now the windows' work around a trend: their support says where it holds. The
+            # network's confidence is calibrated on its own dense field (about 2 px), which is not returned.
+            field, confidence = _polish(
+                fixed, moving, field, confidence, fixed_modality, moving_modality, radii, trend
+            )
         return field, confidence
 
     return dsmar
