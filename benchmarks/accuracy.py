@@ -27,13 +27,13 @@ import numpy as np
 from benchmarks.metrics import (
     THRESHOLDS, end_point_error, folding_share, landmark_errors, summarise_errors, warp_recovery_error,
 )
-from benchmarks.pairs import (
+from datagen.pairs import (
     PairRecord, doubtful_ground_truth, load_aligned_pair, read_ground_truth, read_image, read_pairs,
 )
-from benchmarks.warps import benchmark_warp, inside_mask, invert_warp
-from dsmar.errors import InputError
+from datagen.warps import benchmark_warp, inside_mask, invert_warp
+from kernel.errors import InputError
 from models import register_pair
-from models.warp import warp_image
+from kernel.warp import warp_image
 
 HIST_EDGES = np.concatenate([np.arange(0.0, 20.0, 0.05), np.arange(20.0, 200.0, 1.0), [np.inf]])
 

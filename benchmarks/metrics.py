@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.warps import sample_field
-from models.warp import identity_grid
+from datagen.warps import sample_field
+from kernel.warp import identity_grid
 
 THRESHOLDS = (1.0, 2.0, 3.0)
 

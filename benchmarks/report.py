@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.accuracy import HIST_EDGES, pair_seed, register_spec
-from benchmarks.pairs import load_aligned_pair, read_pairs
-from benchmarks.warps import benchmark_warp
-from models.warp import warp_image
+from datagen.pairs import load_aligned_pair, read_pairs
+from datagen.warps import benchmark_warp
+from kernel.warp import warp_image
 
 DENSE_COLUMNS = (
     ("pairs", "pairs", "{:d}"), ("failed", "failed", "{:d}"),
@@ -280,7 +280,7 @@ PROTOCOL = """\
 - **Dense track** (every other pair): the moving image is brought onto the fixed grid through the ground truth
   (`fixed_to_moving`) and both are cropped to the largest fully valid rectangle (SRIF's black rotation
   fill is no-data). The moving image is then deformed by a seeded smooth warp `w` (translation up to 8 px,
-  rotation up to 2 degrees, scale up to 2 %, an elastic field of up to 3 px; `models.fields`):
+  rotation up to 2 degrees, scale up to 2 %, an elastic field of up to 3 px; `kernel.fields`):
   `moving_warped(q) = moving(q + w(q))`. The truth is `t` with `t(p) + w(p + t(p)) = 0` (fixed-point
   inversion). The method's field `d1` on (fixed, moving_warped) is scored where `p + t(p)` lies inside
   the image: end-point error (EPE); *EPE mean* is the mean over pairs of each pair's mean, *EPE median*

@@ -20,12 +20,12 @@ import numpy as np
 
 from benchmarks.accuracy import pair_seed
 from benchmarks.metrics import end_point_error, warp_recovery_error
-from benchmarks.pairs import PairRecord, load_aligned_pair, read_pairs
-from benchmarks.warps import benchmark_warp, inside_mask, invert_warp
+from datagen.pairs import PairRecord, load_aligned_pair, read_pairs
+from datagen.warps import benchmark_warp, inside_mask, invert_warp
 from models.classical.features import cfog, mind_ssc
 from models.classical.register import WindowConfig, register_windows
 from models.preprocess import to_gray
-from models.warp import warp_image
+from kernel.warp import warp_image
 
 DESCRIPTORS = {
     "cfog": partial(cfog, orientations=9, sigma=0.8),

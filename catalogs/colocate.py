@@ -26,7 +26,7 @@ from catalogs.http import RetryEvent, RetryLog, RetryPolicy
 from catalogs.profiles import CatalogProfile
 from catalogs.scenes import AssetKeys, SceneSet
 from catalogs.stac_search import CatalogSearcher, SearchLimits
-from dsmar.errors import InputError
+from kernel.errors import InputError
 
 PASS_GAP = timedelta(minutes=10)  # slices of one Sentinel-1 pass are seconds apart; passes are 6+ days apart
 RTC_ADVICE = "use a terrain-corrected (RTC) collection, e.g. --profile planetary-computer (sentinel-1-rtc)"

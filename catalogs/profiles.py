@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pystac
 
 from catalogs.scenes import AssetKeys
 from catalogs.signing import PlanetaryComputerSigner
-from dsmar.errors import InputError
-
-if TYPE_CHECKING:  # only the type: importing dsmar.config at run time would load the method registry
-    from dsmar.config import SearchConfig
+from kernel.config import SearchConfig
+from kernel.errors import InputError
 
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
 PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"

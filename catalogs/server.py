@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pystac
 
-from dsmar.errors import CatalogError
+from kernel.errors import CatalogError
 
 _STRUCTURAL_RELS = {"root", "parent", "child", "item", "self", "collection", "items"}
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -20,7 +20,7 @@ import pystac
 import requests
 
 from catalogs.http import RetryingSender, RetryLog, RetryPolicy, get_json
-from dsmar.errors import CatalogError
+from kernel.errors import CatalogError
 
 PC_TOKEN_URL = "https://planetarycomputer.microsoft.com/api/sas/v1/token"
 _BLOB_HOST_SUFFIX = ".blob.core.windows.net"

@@ -12,7 +12,7 @@ from pystac_client.exceptions import APIError
 
 from catalogs.http import ResilientStacApiIO, RetryLog, RetryPolicy
 from catalogs.profiles import CatalogProfile
-from dsmar.errors import CatalogError
+from kernel.errors import CatalogError
 
 
 NOT_STAC_HINT = "is it a STAC API? Give the API's root URL (its landing page is JSON with a 'search' link)"

@@ -1,8 +1,8 @@
-"""dsmar: co-register multimodal satellite archives with DS-MAR and write aligned Zarr cubes."""
+"""dsmar: co-register multimodal satellite archives with DS-MAR and write aligned Zarr cubes.
 
-from importlib.metadata import PackageNotFoundError, version
+This package is the top layer: the command line (`dsmar.cli`) over the engine packages.
+"""
 
-try:
-    __version__ = version("dsmar")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
+from kernel.version import __version__
+
+__all__ = ["__version__"]

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from dsmar import __version__
-from dsmar.errors import DsmarError
+from kernel.errors import DsmarError
 
 # Each module defines `add_parser(subparsers)` which sets `func(args) -> int` as the handler.
 COMMANDS = ("demo", "run", "search", "bench", "train")

@@ -12,8 +12,8 @@ from datetime import date, timedelta
 import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
 from prefect import flow
 
-from dsmar.config import RunConfig
-from dsmar.errors import InputError
+from kernel.config import RunConfig
+from kernel.errors import InputError
 from flows.register_region import RunSummary, register_region
 
 

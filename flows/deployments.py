@@ -15,7 +15,7 @@ import flows._env  # noqa: F401  (Prefect environment defaults, before prefect i
 from prefect import flow, serve
 from prefect.deployments.runner import RunnerDeployment
 
-from dsmar.config import RunConfig
+from kernel.config import RunConfig
 from flows.backfill import backfill
 from flows.register_region import RunSummary, register_region
 

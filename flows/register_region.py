@@ -25,8 +25,9 @@ from prefect.cache_policies import NO_CACHE
 from catalogs.colocate import ColocationResult, find_scene_sets, item_time
 from catalogs.profiles import CatalogProfile, profile_for
 from catalogs.scenes import SceneSet
-from dsmar import __version__
-from dsmar.config import RunConfig, check_method
+from kernel.version import __version__
+from kernel.config import RunConfig
+from models.api import check_method
 from pipeline.cluster import dask_client
 from pipeline.cube import CubeLayout, Provenance, ZarrChunkWriter, cube_attrs, init_cube, inputs_hash
 from pipeline.grid import Grid

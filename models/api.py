@@ -8,15 +8,10 @@ from typing import Protocol
 
 import numpy as np
 
-from dsmar.errors import InputError
-from models.warp import warp_image
+from kernel.contracts import DEFAULT_METHOD, MIN_SIZE, MODALITIES
+from kernel.errors import InputError
+from kernel.warp import warp_image
 
-MODALITIES = (
-    "optical", "sar", "dem", "infrared", "map", "night",
-    "lidar-dsm", "lidar-intensity", "depth-render", "other",
-)
-MIN_SIZE = 32
-DEFAULT_METHOD = "dsmar"  # the most accurate on the usable benchmark pairs (docs/accuracy.md)
 
 
 @dataclass(frozen=True)
@@ -116,3 +111,11 @@ def register_pair(
         raise RuntimeError(f"method {method!r} returned shapes {displacement.shape}, {confidence.shape}")
     warped = warp_image(np.asarray(moving, dtype=np.float32), displacement)
     return RegistrationResult(displacement, confidence, warped, method)
+
+
+def check_method(method: str) -> str:
+    """The method must be one the pair API knows; checked before any work starts."""
+    methods = available_methods()
+    if method not in methods:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(methods)}")
+    return method

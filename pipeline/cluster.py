@@ -10,8 +10,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dsmar.config import ClusterConfig
-from dsmar.errors import DsmarError
+from kernel.config import ClusterConfig
+from kernel.errors import DsmarError
 
 
 def count_gpus() -> int:

@@ -31,7 +31,9 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import zarr
 from pyproj import CRS
 
-from dsmar.errors import InputError
+from kernel.contracts import DISPLACEMENT_CONVENTION
+from kernel.errors import InputError
+from kernel.paths import check_writable_dir
 from pipeline.cube_reorder import along_time, copy_time_steps, local_dir, recover, rewrite
 from pipeline.grid import Grid
 from pipeline.tiles import Tile, TilePlan
@@ -443,7 +445,7 @@ def cube_attrs(
     config_json: str, catalog: Mapping[str, object], method: str, weights_sha256: str | None,
     inference: Mapping[str, object] | None = None,
 ) -> dict:
-    from dsmar import __version__
+    from kernel.version import __version__
 
     attrs = {
         "title": "dsmar aligned optical / SAR / DEM cube",
@@ -453,10 +455,24 @@ def cube_attrs(
         "catalog": json.dumps(dict(catalog), sort_keys=True),
         "config": config_json,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "displacement_convention": "Contract 1: (dy, dx) in optical pixels; warped[y, x] = moving(y + dy, x + dx)",
+        "displacement_convention": DISPLACEMENT_CONVENTION,
         "Conventions": "CF-1.8",
     }
     attrs["weights_sha256"] = weights_sha256 or f"none: method {method} has no weights"
     if inference:
         attrs["inference"] = json.dumps(dict(inference), sort_keys=True)
     return attrs
+
+
+def check_output(out: str) -> str:
+    """A local output path must end in .zarr and sit in a writable directory; URLs pass to fsspec."""
+    path = local_dir(out)
+    if path is None:
+        return out
+    if path.suffix != ".zarr":
+        raise InputError(f"--out must be a path ending in .zarr, got {out!r}")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out {out!r} exists and is not a Zarr directory")
+    check_out_path(str(path))  # before the write probe: a refused folder stays untouched
+    check_writable_dir(path.parent if not path.exists() else path, "output directory")
+    return str(path)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import zarr
 
-from dsmar.errors import DsmarError
+from kernel.errors import DsmarError
 
 _CODEC_KEYS = ("data_type", "chunk_grid", "chunk_key_encoding", "codecs", "fill_value")
 

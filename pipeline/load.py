@@ -24,9 +24,9 @@ from rasterio.enums import Resampling
 from stackstac.rio_reader import DEFAULT_GDAL_ENV
 
 from catalogs.scenes import AssetKeys
-from dsmar.errors import CatalogError, InputError
+from kernel.errors import CatalogError, InputError
 from pipeline.grid import Grid
-from pipeline.load_assets import AssetHeader, gdal_href, read_headers
+from pipeline.load_assets import READ_RETRY_ENV, AssetHeader, gdal_href, read_headers
 from pipeline.load_meta import (
     Radiometry,
     absolute_href,
@@ -38,10 +38,7 @@ from pipeline.load_meta import (
 )
 from pipeline.load_mosaic import Layer, asset_layers
 
-# Remote reads retry like catalog searches do (catalogs/http.py): GDAL retries 429/5xx with
-# exponential backoff from RETRY_DELAY seconds. Local files never touch these settings.
-READ_RETRY_ENV = {"GDAL_HTTP_MAX_RETRY": "5", "GDAL_HTTP_RETRY_DELAY": "0.5", "GDAL_HTTP_TIMEOUT": "60"}
-# A mosaic VRT opens its tiles during reads, not at open time: keep GDAL from probing each remote
+# Remote reads retry as `READ_RETRY_ENV` says. A mosaic VRT opens its tiles during reads, not at open time: keep GDAL from probing each remote
 # tile for sidecar files there too (stackstac sets this for opens only; 7 requests a tile saved).
 GDAL_ENV = DEFAULT_GDAL_ENV.updated(always=READ_RETRY_ENV, read={"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"})
 RESAMPLING = {"bilinear": Resampling.bilinear, "nearest": Resampling.nearest, "cubic": Resampling.cubic}

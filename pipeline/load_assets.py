@@ -18,7 +18,11 @@ import rasterio
 from affine import Affine
 from rasterio._path import _parse_path
 
-from dsmar.errors import CatalogError
+from kernel.errors import CatalogError
+
+# Remote reads retry like catalog searches do (catalogs/http.py): GDAL retries 429/5xx with
+# exponential backoff from RETRY_DELAY seconds. Local files never touch these settings.
+READ_RETRY_ENV = {"GDAL_HTTP_MAX_RETRY": "5", "GDAL_HTTP_RETRY_DELAY": "0.5", "GDAL_HTTP_TIMEOUT": "60"}
 
 
 @dataclass(frozen=True)
@@ -37,8 +41,6 @@ class AssetHeader:
 
 
 def read_header(href: str) -> AssetHeader:
-    from pipeline.load import READ_RETRY_ENV
-
     try:
         with rasterio.Env(**READ_RETRY_ENV), rasterio.open(href) as src:
             radar = bool(src.gcps[0]) and src.transform == Affine.identity()

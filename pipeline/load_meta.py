@@ -12,7 +12,7 @@ from typing import Any
 
 import pystac
 
-from dsmar.errors import CatalogError
+from kernel.errors import CatalogError
 
 # Sentinel-2 reflectance assets, by band name (eo:bands / bands) or common name.
 _S2_BAND = re.compile(r"^B(0[1-9]|1[0-2]|8A)$")

@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from models.api import register_pair
-from models.warp import warp_image
+from kernel.warp import warp_image
 from pipeline.blend import blend
 from pipeline.tiles import Tile, TilePlan, Window
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from pyproj import CRS, Transformer
 
-from dsmar.errors import InputError
+from kernel.errors import InputError
 from pipeline.grid import Grid
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.accuracy import HIST_EDGES, BenchConfig, data_errors, method_spec, select_pairs, set_aside, summarise
-from benchmarks.pairs import PairRecord, doubtful_ground_truth, read_pairs
+from datagen.pairs import PairRecord, doubtful_ground_truth, read_pairs
 from benchmarks.report import tables
 from dsmar.cli import main
 

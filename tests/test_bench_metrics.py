@@ -10,10 +10,10 @@ from benchmarks.metrics import (
     end_point_error, folding_share, jacobian_determinant, landmark_errors, summarise_errors,
     warp_recovery_error,
 )
-from benchmarks.pairs import homography_field, largest_valid_rectangle, mask_border_fill
-from benchmarks.warps import benchmark_warp, invert_warp, sample_field
-from models.fields import affine_field
-from models.warp import identity_grid
+from datagen.pairs import homography_field, largest_valid_rectangle, mask_border_fill
+from datagen.warps import benchmark_warp, invert_warp, sample_field
+from kernel.fields import affine_field
+from kernel.warp import identity_grid
 
 
 def test_pure_shift_epe_and_summary():

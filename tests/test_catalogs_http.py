@@ -20,7 +20,7 @@ from catalogs.profiles import get_profile
 from catalogs.server import serve_items
 from catalogs.signing import PlanetaryComputerSigner
 from catalogs.stac_search import CatalogSearcher
-from dsmar.errors import CatalogError, InputError
+from kernel.errors import CatalogError, InputError
 from tests import catalog_fixtures as fx
 
 BLOB = "https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/33/T/WL/2024/06/01/B04.tif"

@@ -6,8 +6,8 @@ import pytest
 
 from catalogs.profiles import profile_for
 from dsmar.cli import main
-from dsmar.config import SearchConfig
-from dsmar.errors import InputError
+from kernel.config import SearchConfig
+from kernel.errors import InputError
 
 
 def test_profile_for_applies_the_config_overrides():

@@ -20,7 +20,7 @@ from catalogs.profiles import get_profile
 from catalogs.server import serve_items
 from catalogs.stac_search import SearchLimits
 from dsmar.cli import main
-from dsmar.errors import CatalogError, InputError
+from kernel.errors import CatalogError, InputError
 from tests import catalog_fixtures as fx
 
 AOI = (15.0, 45.0, 15.4, 45.3)

@@ -11,7 +11,7 @@ import pystac
 import pytest
 
 from catalogs.server import serve_items, serve_static_catalog
-from dsmar.errors import CatalogError
+from kernel.errors import CatalogError
 from tests import catalog_fixtures as fx
 
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))

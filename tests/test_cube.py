@@ -20,8 +20,7 @@ from pyproj import CRS
 import xarray as xr
 import zarr
 
-from dsmar.config import check_output
-from dsmar.errors import InputError
+from kernel.errors import InputError
 from pipeline.cube import (
     APPEND_ATTR,
     STATE_ATTR,
@@ -31,6 +30,7 @@ from pipeline.cube import (
     _consolidate,
     _template,
     check_out_path,
+    check_output,
     cube_attrs,
     init_cube,
     inputs_hash,

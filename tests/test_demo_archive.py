@@ -14,9 +14,9 @@ from rasterio.warp import Resampling, reproject
 from scipy import ndimage
 from skimage.registration import phase_cross_correlation
 
-from dsmar import demo_archive as A
-from dsmar.errors import InputError
-from models.warp import warp_image
+from datagen import demo_archive as A
+from kernel.errors import InputError
+from kernel.warp import warp_image
 
 SIZE = 256
 

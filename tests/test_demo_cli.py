@@ -17,7 +17,7 @@ import zarr
 
 from dsmar.cli import main
 from dsmar.commands.demo import STAMP, prepare_workdir, run_demo
-from dsmar.errors import InputError
+from kernel.errors import InputError
 from pipeline.cube import STATE_ATTR, cube_attrs, open_cube
 
 PARAMS = {"size": 256, "dates": 1, "seed": 0, "tile_size": 256, "halo": 64, "method": "cfog"}

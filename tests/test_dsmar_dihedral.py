@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.dsmar import dihedral
-from models.fields import random_smooth_field
-from models.warp import warp_image
+from kernel.fields import random_smooth_field
+from kernel.warp import warp_image
 
 ALL = dihedral.symmetries(8)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from benchmarks.accuracy import dense_case
-from benchmarks.pairs import read_pairs
+from datagen.pairs import read_pairs
 from models import register_pair
 
 
@@ -33,7 +33,7 @@ def test_dsmar_is_registered_and_handles_small_odd_inputs():
 
 @pytest.mark.parametrize("options", [{"trend": "global"}, {"polish": [5, "3"]}, {"polish": -2}])
 def test_dsmar_refuses_bad_inference_options_in_one_line(options):
-    from dsmar.errors import InputError
+    from kernel.errors import InputError
 
     image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
     with pytest.raises(InputError, match="trend|polish"):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.warps import invert_warp
-from dsmar.errors import InputError
+from datagen.warps import invert_warp
+from kernel.errors import InputError
 from models.dsmar.flow import base_grid, sample_at
 from models.dsmar.weights import load_weights
 from models.training.augment import WarpRanges, invert_warps, prepare_batch, random_warps, stretch

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from dsmar.errors import WeightsError
+from kernel.errors import WeightsError
 from models.dsmar import DSMAR, DSMARConfig
 from models.dsmar.weights import load_weights, save_weights
 

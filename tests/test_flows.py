@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import flows._env  # noqa: F401  (before prefect is imported)
-from dsmar.config import ClusterConfig, RunConfig, SearchConfig, TileConfig
+from kernel.config import ClusterConfig, RunConfig, SearchConfig, TileConfig
 from flows.backfill import split_period
 
 
@@ -98,7 +98,7 @@ def test_deployments_carry_schedule_and_parameters(prefect_api, tmp_path):
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     from catalogs.server import serve_static_catalog
-    from dsmar.demo_archive import generate_archive
+    from datagen.demo_archive import generate_archive
 
     info = generate_archive(tmp_path_factory.mktemp("archive"), size=256, dates=2, seed=3)
     with serve_static_catalog(info.catalog) as server:

@@ -7,7 +7,7 @@ import pytest
 from rasterio.enums import Resampling
 
 from catalogs.scenes import AssetKeys
-from dsmar.errors import CatalogError
+from kernel.errors import CatalogError
 from tests.load_cases import (
     OPTICAL_GRID,
     make_item,

@@ -13,7 +13,7 @@ from affine import Affine
 from pyproj import CRS
 from scipy.ndimage import binary_dilation, binary_erosion
 
-from dsmar.errors import CatalogError, InputError
+from kernel.errors import CatalogError, InputError
 from pipeline.grid import Grid
 from pipeline.load import load_stack, load_truth
 from pipeline.load_meta import Radiometry

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsmar.errors import CatalogError
+from kernel.errors import CatalogError
 from pipeline.load import load_stack
 from pipeline.load_assets import AssetHeader, gdal_href
 from tests.load_cases import OPTICAL_GRID, SAR_EXT, make_item, proj_fields, roundtrip, source_transform, write_tif

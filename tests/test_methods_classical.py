@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsmar.errors import InputError
-from benchmarks.pairs import load_aligned_pair, read_pairs
-from benchmarks.warps import inside_mask, invert_warp
+from kernel.errors import InputError
+from datagen.pairs import load_aligned_pair, read_pairs
+from datagen.warps import inside_mask, invert_warp
 from models import register_pair
-from models.fields import affine_field
-from models.warp import warp_image
+from kernel.fields import affine_field
+from kernel.warp import warp_image
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_unknown_option_is_an_input_error(optical_sar):
 @pytest.mark.parametrize("shape", [(64, 64), (128, 160)])
 def test_small_images_still_find_shifts_beyond_the_fine_radius(method, shape):
     """Contract 2 promises any size from 64 x 64: the coarse stage must fit small images too."""
-    from dsmar.synthetic import render_scene
+    from datagen.synthetic import render_scene
 
     scene = render_scene(shape, np.random.default_rng(1))
     moving = warp_image(scene.sar, affine_field(shape, shift=(8.0, 6.0)))

@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks.pairs import load_aligned_pair, read_pairs
-from dsmar.errors import InputError
+from datagen.pairs import load_aligned_pair, read_pairs
+from kernel.errors import InputError
 from models import register_pair
-from models.fields import affine_field
+from kernel.fields import affine_field
 from models.methods.gefolki import pyramid_levels
-from models.warp import warp_image
+from kernel.warp import warp_image
 
 
 def test_gefolki_recovers_a_shift_with_the_contract_sign(pairs_dir):

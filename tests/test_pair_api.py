@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from dsmar.errors import InputError
+from kernel.errors import InputError
 from models import available_methods, register_pair
 
 RNG = np.random.default_rng(0)

@@ -10,8 +10,8 @@ import warnings
 
 import pytest
 
-from dsmar.config import ClusterConfig
-from dsmar.errors import DsmarError
+from kernel.config import ClusterConfig
+from kernel.errors import DsmarError
 from pipeline.cluster import check_scheduler, count_gpus, dask_client
 
 

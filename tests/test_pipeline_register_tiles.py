@@ -10,7 +10,7 @@ from affine import Affine
 from scipy import ndimage
 from distributed import Client, LocalCluster
 
-from models.warp import warp_image
+from kernel.warp import warp_image
 from pipeline.cube import CubeLayout, Provenance, ZarrChunkWriter, init_cube, open_cube
 from pipeline.grid import Grid
 from pipeline.register_tiles import (

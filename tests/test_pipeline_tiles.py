@@ -8,7 +8,7 @@ from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsmar.errors import InputError
+from kernel.errors import InputError
 from pipeline.grid import Grid
 from pipeline.tiles import plan_tiles, region_grid
 

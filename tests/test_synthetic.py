@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsmar import synthetic as S
+from datagen import synthetic as S
 
 SHAPE = (256, 288)
 

@@ -4,8 +4,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.fields import affine_field
-from models.warp import compose, warp_image
+from kernel.fields import affine_field
+from kernel.warp import compose, warp_image
 
 
 def test_positive_shift_samples_further_along():

@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from dsmar.errors import InputError
+from kernel.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_PAIRS = REPO.parent / "shared" / "data" / "pairs"

@@ -1,7 +1,7 @@
 """Options shared by `dsmar search` and `dsmar run`, defined once so a search can be repeated by a run
 with the same flags and both `--help` pages say the same thing.
 
-Dates stay strings here: each command validates them into one error line (`dsmar.config.parse_date`).
+Dates stay strings here: each command validates them into one error line (`kernel.config.parse_date`).
 """
 
 from __future__ import annotations

@@ -16,9 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-from dsmar.config import ClusterConfig, RunConfig, SearchConfig, TileConfig, build, check_method, check_writable_dir
-from dsmar.errors import InputError
-from models.api import DEFAULT_METHOD
+from kernel.config import ClusterConfig, RunConfig, SearchConfig, TileConfig, build
+from kernel.contracts import DEFAULT_METHOD
+from kernel.errors import InputError
+from kernel.paths import check_writable_dir
+from models.api import check_method
 
 DEFAULT_SIZE = 1536  # optical pixels per side: 3 x 3 tiles of 512, a few minutes on 2 cores
 
@@ -51,7 +53,7 @@ def run_demo(
     """Archive -> local STAC API -> `dsmar run`'s flow -> cube + report; returns the run summary."""
     from catalogs.server import serve_static_catalog
     from dsmar.commands.run import execute
-    from dsmar.demo_archive import generate_archive
+    from datagen.demo_archive import generate_archive
 
     workdir = check_writable_dir(Path(workdir), "workdir")
     method = check_method(method)
@@ -155,7 +157,7 @@ def _is_demo_archive(path: Path) -> bool:
         manifest = json.loads((path / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(manifest, dict) and manifest.get("parameters", {}).get("generator") == "dsmar.demo_archive"
+    return isinstance(manifest, dict) and manifest.get("parameters", {}).get("generator") == "datagen.demo_archive"
 
 
 def _run(args) -> int:

@@ -10,18 +10,17 @@ import warnings
 from catalogs.profiles import profile_for
 from dsmar.commands.common_options import add_area_arguments, add_catalog_arguments, add_pairing_arguments
 from dsmar.commands.search import search_config
-from dsmar.config import (
+from kernel.config import (
     ClusterConfig,
     RunConfig,
     TileConfig,
     build,
-    check_method,
-    check_output,
-    check_writable_dir,
     parse_date,
 )
-from dsmar.errors import DsmarError, InputError
-from models.api import DEFAULT_METHOD
+from kernel.contracts import DEFAULT_METHOD
+from kernel.errors import DsmarError, InputError
+from kernel.paths import check_writable_dir
+from models.api import check_method
 
 
 def add_parser(subparsers) -> None:
@@ -55,6 +54,8 @@ def add_run_arguments(parser) -> None:
 
 def config_from_args(args) -> RunConfig:
     """Validate the options into a RunConfig; every problem is one InputError line."""
+    from pipeline.cube import check_output  # zarr and xarray load only when a run is configured
+
     search = search_config(args)
     # Resolving the profile now reports a missing --catalog or an unknown profile before any work.
     profile_for(search)

@@ -12,7 +12,7 @@ from dsmar.commands.common_options import (
     add_catalog_arguments,
     add_pairing_arguments,
 )
-from dsmar.config import SearchConfig, build, parse_date
+from kernel.config import SearchConfig, build, parse_date
 
 
 def add_parser(subparsers) -> None:

@@ -21,9 +21,9 @@ from models.classical.interpolate import affine_eval, dense_residual, robust_aff
 from models.classical.matching import (
     Matches, WindowGrid, match_windows, median_test, phase_correlation, window_grid,
 )
-from dsmar.errors import InputError
+from kernel.errors import InputError
 from models.preprocess import to_gray
-from models.warp import compose, warp_image
+from kernel.warp import compose, warp_image
 
 Describe = Callable[[np.ndarray], np.ndarray]
 

@@ -12,7 +12,7 @@ from models.api import MODALITIES
 from models.dsmar import dihedral
 from models.dsmar.network import DSMAR
 from models.preprocess import to_gray
-from models.warp import compose, warp_image
+from kernel.warp import compose, warp_image
 
 
 def network_input(image: np.ndarray, modality: str) -> np.ndarray:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from dsmar.errors import WeightsError
+from kernel.errors import WeightsError
 from models.dsmar.network import DSMAR, DSMARConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"

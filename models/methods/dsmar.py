@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsmar.errors import InputError
+from kernel.errors import InputError
 from models.api import register_method
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dsmar.errors import InputError
+from kernel.errors import InputError
 from models.api import register_method
 from models.classical.features import fill_nodata
 from models.preprocess import to_gray

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dsmar.errors import InputError
+from kernel.errors import InputError
 from models.api import register_method
 from models.classical.features import cfog
 from models.classical.matching import phase_correlation

@@ -1,6 +1,6 @@
 """GPU-side (or CPU) batch preparation: known smooth warps, their inverse, radiometric augmentation.
 
-The warps mirror `models.fields.random_smooth_field` (a similarity plus a smooth elastic field),
+The warps mirror `kernel.fields.random_smooth_field` (a similarity plus a smooth elastic field),
 drawn for a virtual image of random size around the crop, so a 256-px crop sees the displacements
 that a 1000-px benchmark image sees at its edges. The moving image is deformed as
 moving_warped(q) = moving(q + w(q)) (the benchmark's convention) and the training target is the

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from dsmar.errors import InputError
+from kernel.errors import InputError
 
 STAGES = ("contrast", "field", "refine", "joint")
 

@@ -3,8 +3,8 @@
 A pack holds, per pair, the fixed and moving images on one grid as 8-bit gray (the mean of their
 bands, as `models.preprocess.to_gray` takes it; JPEG-coded at quality 90 like most sources, so the
 whole train split fits in a few MiB), at most `max_side` pixels a side, their modalities and category. Real pairs come
-from the `train` split through `benchmarks.pairs.load_aligned_pair`; synthetic ones from
-`dsmar.synthetic.render_scene` (optical vs SAR and optical vs DEM of one scene). Packing once keeps
+from the `train` split through `datagen.pairs.load_aligned_pair`; synthetic ones from
+`datagen.synthetic.render_scene` (optical vs SAR and optical vs DEM of one scene). Packing once keeps
 the trainer free of image decoding and of any dependency beyond numpy and torch, so it runs as is
 on a bare GPU machine.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsmar.errors import InputError
+from kernel.errors import InputError
 from models.api import MODALITIES
 from models.dsmar.weights import sha256_file
 from models.preprocess import to_gray
@@ -41,7 +41,7 @@ def _to_uint8_gray(image: np.ndarray) -> np.ndarray:
 
 def real_pairs(pairs_dir: Path, split: str = "train") -> list[PackedPair]:
     """The aligned real pairs of one split (8-bit sources) as uint8 gray."""
-    from benchmarks.pairs import load_aligned_pair, read_pairs
+    from datagen.pairs import load_aligned_pair, read_pairs
 
     packed = []
     for record in read_pairs(pairs_dir, split):
@@ -58,7 +58,7 @@ def real_pairs(pairs_dir: Path, split: str = "train") -> list[PackedPair]:
 
 def synthetic_pairs(count: int, size: int, seed: int) -> list[PackedPair]:
     """`count` scenes, each giving an optical-SAR and an optical-DEM pair, stretched to uint8."""
-    from dsmar.synthetic import render_scene
+    from datagen.synthetic import render_scene
 
     rng = np.random.default_rng(seed)
     packed = []

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from dsmar.errors import DsmarError
+from kernel.errors import DsmarError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from dsmar.errors import InputError
+from kernel.errors import InputError
 from models import losses as L
 from models.dsmar.flow import downsample_field
 from models.dsmar.network import DSMAR, DSMARConfig, count_parameters

@@ -1,6 +1,6 @@
 """The demo archive (Contract 4): a small static STAC catalog of co-located optical, SAR and DEM COGs.
 
-One synthetic landscape (`dsmar.synthetic`) is rendered on a master grid: the optical grid of the
+One synthetic landscape (`datagen.synthetic`) is rendered on a master grid: the optical grid of the
 archive extended by a margin, in optical pixel coordinates. Each SAR and DEM product is written on its
 own grid (other origin, sub-pixel offset, larger footprint, 30 m for the DEM) and is misregistered by
 a known smooth field `u` (optical pixels): seen on the optical grid, the product is
@@ -28,10 +28,10 @@ from pystac.extensions.sat import OrbitState, SatExtension
 from pystac.extensions.view import ViewExtension
 from scipy import ndimage
 
-from dsmar import synthetic
-from dsmar.config import check_writable_dir
-from dsmar.errors import InputError
-from models.fields import elastic_field
+from datagen import synthetic
+from kernel.paths import check_writable_dir
+from kernel.errors import InputError
+from kernel.fields import elastic_field
 from pipeline.grid import Grid
 
 ARCHIVE_VERSION = 1  # bump when the generator changes what it writes, so old archives are rebuilt
@@ -475,7 +475,7 @@ def write_catalog(rendered: RenderedArchive, root: Path) -> pystac.Catalog:
 # --- the entry point ----------------------------------------------------------------------------------
 
 def _manifest(size: int, dates: int, seed: int) -> dict:
-    return {"generator": "dsmar.demo_archive", "version": ARCHIVE_VERSION, "size": size, "dates": dates,
+    return {"generator": "datagen.demo_archive", "version": ARCHIVE_VERSION, "size": size, "dates": dates,
             "seed": seed}
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from dsmar.errors import InputError
-from models.warp import identity_grid, warp_image
+from kernel.errors import InputError
+from kernel.warp import identity_grid, warp_image
 
 
 @dataclass(frozen=True)

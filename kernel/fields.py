@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from models.warp import identity_grid
+from kernel.warp import identity_grid
 
 
 def affine_field(

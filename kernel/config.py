@@ -6,15 +6,14 @@ becomes one `InputError` line instead of a pydantic report.
 
 from __future__ import annotations
 
-import os
 from datetime import date
 from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dsmar.errors import InputError
-from models.api import DEFAULT_METHOD
+from kernel.errors import InputError
+from kernel.contracts import DEFAULT_METHOD
 
 BBox = tuple[float, float, float, float]
 
@@ -138,49 +137,3 @@ def parse_date(text: str, label: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise InputError(f"{label} must be a date YYYY-MM-DD, got {text!r}") from None
-
-
-def check_method(method: str) -> str:
-    """The method must be one the pair API knows; checked before any work starts."""
-    from models.api import available_methods  # imports every method module: only when checking
-
-    methods = available_methods()
-    if method not in methods:
-        raise InputError(f"unknown method {method!r}; choose one of {', '.join(methods)}")
-    return method
-
-
-def check_writable_dir(path: Path, label: str) -> Path:
-    """Create `path` if needed and prove it is writable, or raise one line saying which path failed."""
-    path = Path(path)
-    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise InputError(f"{label} {str(path)!r} cannot be created: {str(blocking)!r} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".dsmar-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise InputError(f"{label} {str(path)!r} is not writable: {err.strerror or err}") from None
-    if not os.access(path, os.W_OK):
-        raise InputError(f"{label} {str(path)!r} is not writable")
-    return path
-
-
-def check_output(out: str) -> str:
-    """A local output path must end in .zarr and sit in a writable directory; URLs pass to fsspec."""
-    from pipeline.cube_reorder import local_dir  # lazy, like pipeline.cube below: zarr loads only when needed
-
-    path = local_dir(out)
-    if path is None:
-        return out
-    if path.suffix != ".zarr":
-        raise InputError(f"--out must be a path ending in .zarr, got {out!r}")
-    if path.exists() and not path.is_dir():
-        raise InputError(f"--out {out!r} exists and is not a Zarr directory")
-    from pipeline.cube import check_out_path  # before the write probe: a refused folder stays untouched
-
-    check_out_path(str(path))
-    check_writable_dir(path.parent if not path.exists() else path, "output directory")
-    return str(path)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from models.fields import random_smooth_field
-from models.warp import identity_grid
+from kernel.fields import random_smooth_field
+from kernel.warp import identity_grid
 
 
 def benchmark_warp(shape: tuple[int, int], seed: int) -> np.ndarray:
