@@ -25,15 +25,25 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.metrics import (
-    THRESHOLDS, end_point_error, folding_share, landmark_errors, summarise_errors, warp_recovery_error,
+    THRESHOLDS,
+    end_point_error,
+    folding_share,
+    landmark_errors,
+    summarise_errors,
+    warp_recovery_error,
 )
 from datagen.pairs import (
-    PairRecord, doubtful_ground_truth, load_aligned_pair, read_ground_truth, read_image, read_pairs,
+    PairRecord,
+    doubtful_ground_truth,
+    load_aligned_pair,
+    read_ground_truth,
+    read_image,
+    read_pairs,
 )
 from datagen.warps import benchmark_warp, inside_mask, invert_warp
 from kernel.errors import InputError
-from models import register_pair
 from kernel.warp import warp_image
+from models import register_pair
 
 HIST_EDGES = np.concatenate([np.arange(0.0, 20.0, 0.05), np.arange(20.0, 200.0, 1.0), [np.inf]])
 
@@ -191,8 +201,13 @@ def _run_case(kind: str, record: PairRecord, methods: tuple[str, ...], seed: int
     try:
         case = dense_case(record, methods, seed) if kind == "dense" else landmark_case(record, methods)
     except Exception as err:  # noqa: BLE001  (an unreadable pair is reported, the run goes on)
-        case = {"pair_id": record.pair_id, "category": record.category, "methods": {},
-                "error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc(limit=3)}
+        case = {
+            "pair_id": record.pair_id,
+            "category": record.category,
+            "methods": {},
+            "error": f"{type(err).__name__}: {err}",
+            "trace": traceback.format_exc(limit=3),
+        }
     case["cpu_seconds"] = time.process_time() - cpu
     return case
 
@@ -247,8 +262,12 @@ def run_benchmark(config: BenchConfig, progress: Callable[[str], None] = lambda 
         "excluded": data_errors(read_pairs(config.pairs_dir, config.split)),
         "set_aside": aside,
         "config": {
-            "pairs_dir": str(config.pairs_dir), "split": config.split, "methods": list(config.methods),
-            "seed": config.seed, "limit": config.limit, "workers": config.workers,
+            "pairs_dir": str(config.pairs_dir),
+            "split": config.split,
+            "methods": list(config.methods),
+            "seed": config.seed,
+            "limit": config.limit,
+            "workers": config.workers,
         },
         "wall_seconds": time.perf_counter() - start,
         # CPU time of the workers: wall time on an otherwise idle machine is about this / workers.

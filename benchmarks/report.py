@@ -15,22 +15,34 @@ from datagen.warps import benchmark_warp
 from kernel.warp import warp_image
 
 DENSE_COLUMNS = (
-    ("pairs", "pairs", "{:d}"), ("failed", "failed", "{:d}"),
-    ("epe_mean", "EPE mean", "{:.2f}"), ("epe_median", "EPE median", "{:.2f}"),
-    ("pixels_under_1px", "px<1", "{:.0%}"), ("pixels_under_2px", "px<2", "{:.0%}"),
-    ("pixels_under_3px", "px<3", "{:.0%}"), ("pairs_under_1px", "pairs<1", "{:.0%}"),
-    ("pairs_under_2px", "pairs<2", "{:.0%}"), ("pairs_under_3px", "pairs<3", "{:.0%}"),
-    ("recovery_median", "recovery median", "{:.2f}"), ("folding", "folded", "{:.2%}"),
+    ("pairs", "pairs", "{:d}"),
+    ("failed", "failed", "{:d}"),
+    ("epe_mean", "EPE mean", "{:.2f}"),
+    ("epe_median", "EPE median", "{:.2f}"),
+    ("pixels_under_1px", "px<1", "{:.0%}"),
+    ("pixels_under_2px", "px<2", "{:.0%}"),
+    ("pixels_under_3px", "px<3", "{:.0%}"),
+    ("pairs_under_1px", "pairs<1", "{:.0%}"),
+    ("pairs_under_2px", "pairs<2", "{:.0%}"),
+    ("pairs_under_3px", "pairs<3", "{:.0%}"),
+    ("recovery_median", "recovery median", "{:.2f}"),
+    ("folding", "folded", "{:.2%}"),
     ("seconds_per_mp", "s/MP", "{:.2f}"),
 )
 USABLE_CATEGORY_COLUMNS = (
-    ("pairs", "pairs", "{:d}"), ("failed", "failed", "{:d}"), ("epe_median", "EPE median", "{:.2f}"),
-    ("epe_mean", "EPE mean", "{:.2f}"), ("pairs_under_2px", "pairs<2", "{:.0%}"),
+    ("pairs", "pairs", "{:d}"),
+    ("failed", "failed", "{:d}"),
+    ("epe_median", "EPE median", "{:.2f}"),
+    ("epe_mean", "EPE mean", "{:.2f}"),
+    ("pairs_under_2px", "pairs<2", "{:.0%}"),
     ("recovery_median", "recovery median", "{:.2f}"),
 )
 LANDMARK_COLUMNS = (
-    ("pairs", "pairs", "{:d}"), ("failed", "failed", "{:d}"), ("median", "median px", "{:.1f}"),
-    ("mean", "mean px", "{:.1f}"), ("pairs_under_3px", "pairs<3", "{:.0%}"),
+    ("pairs", "pairs", "{:d}"),
+    ("failed", "failed", "{:d}"),
+    ("median", "median px", "{:.1f}"),
+    ("mean", "mean px", "{:.1f}"),
+    ("pairs_under_3px", "pairs<3", "{:.0%}"),
 )
 
 
@@ -49,8 +61,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def overall_table(summary: dict, columns=DENSE_COLUMNS, group: str = "overall") -> str:
     """Methods as rows, `columns` of one group of the summary ("overall" or a category)."""
     rows = [
-        [method] + [_cell(stats[group].get(key), fmt) for key, _, fmt in columns]
-        for method, stats in summary.items()
+        [method] + [_cell(stats[group].get(key), fmt) for key, _, fmt in columns] for method, stats in summary.items()
     ]
     return markdown_table(["method"] + [label for _, label, _ in columns], rows)
 
@@ -78,8 +89,10 @@ def tables(result: dict) -> str:
     ]
     gpu = result.get("gpu_speed")
     if gpu:
-        parts.append(f"dsmar on a GPU ({gpu['gpu']}, {gpu['size']} x {gpu['size']} px, fp32, measured by "
-                     f"`python -m models.training.throughput` with these weights): {gpu['s_per_mp_fp32']:.3f} s/MP.")
+        parts.append(
+            f"dsmar on a GPU ({gpu['gpu']}, {gpu['size']} x {gpu['size']} px, fp32, measured by "
+            f"`python -m models.training.throughput` with these weights): {gpu['s_per_mp_fp32']:.3f} s/MP."
+        )
     parts += usable_section(result)
     parts += [
         "### Dense track, median EPE (px) per category",
@@ -101,7 +114,8 @@ def tables(result: dict) -> str:
     if verdict:
         parts += ["### Verdict (generated)", verdict]
     failures = [
-        f"- {track} {case['pair_id']}: " + "; ".join(
+        f"- {track} {case['pair_id']}: "
+        + "; ".join(
             [f"{m}: {v['error']}" for m, v in case["methods"].items() if "error" in v]
             + ([case["error"]] if "error" in case else [])
         )
@@ -172,7 +186,8 @@ def best_method(result: dict) -> str | None:
     pairs with a usable ground truth where some were set aside (elsewhere every method scores alike)."""
     dense = result["summary"].get("dense_usable") or result["summary"].get("dense", {})
     ranked = [
-        (stats["overall"]["epe_median"], m) for m, stats in dense.items()
+        (stats["overall"]["epe_median"], m)
+        for m, stats in dense.items()
         if m != "identity" and "epe_median" in stats["overall"]
     ]
     return min(ranked)[1] if ranked else None
@@ -193,8 +208,9 @@ def _cdf_figure(result: dict, path: Path) -> None:
         hist = np.sum([s["epe_hist"] for s in scored], axis=0)
         cdf = np.cumsum(hist) / max(hist.sum(), 1)
         axes[0].plot(edges + np.diff(HIST_EDGES)[0], cdf, label=method)
-        axes[1].hist(np.clip([s["epe"]["median"] for s in scored], 0, 20), bins=40, range=(0, 20),
-                     histtype="step", label=method)
+        axes[1].hist(
+            np.clip([s["epe"]["median"] for s in scored], 0, 20), bins=40, range=(0, 20), histtype="step", label=method
+        )
     axes[0].set(xlim=(0, 10), xlabel="end-point error (px)", ylabel="share of pixels", title="EPE, all pixels")
     axes[1].set(xlabel="median EPE per pair (px, clipped at 20)", ylabel="pairs", title="EPE per pair")
     for ax in axes:
@@ -245,18 +261,26 @@ def write_report(result: dict, out: Path) -> Path:
     (out / "results.json").write_text(json.dumps(result, indent=1))
     _cdf_figure(result, out / "epe_distribution.png")
     lines = [
-        "# Accuracy benchmark report", "",
+        "# Accuracy benchmark report",
+        "",
         f"Split `{result['config']['split']}`, methods {', '.join(result['config']['methods'])}, "
         f"seed {result['config']['seed']}, {len(result['cases']['dense'])} dense pairs, "
         f"{len(result['cases']['landmarks'])} landmark pairs, {result['wall_seconds']:.0f} s wall, "
-        f"{result.get('cpu_seconds', float('nan')):.0f} s CPU.", "",
-        tables(result), "", "## Error distributions", "", "![EPE distributions](epe_distribution.png)", "",
+        f"{result.get('cpu_seconds', float('nan')):.0f} s CPU.",
+        "",
+        tables(result),
+        "",
+        "## Error distributions",
+        "",
+        "![EPE distributions](epe_distribution.png)",
+        "",
     ]
     method = best_method(result)
     if method is not None:
         scored = [
             (c["methods"][method]["epe"]["median"], c["pair_id"])
-            for c in result["cases"]["dense"] if "epe" in c["methods"].get(method, {})
+            for c in result["cases"]["dense"]
+            if "epe" in c["methods"].get(method, {})
         ]
         scored.sort()
         picks = {"best": scored[:2], "worst": scored[-2:][::-1]}
@@ -304,14 +328,26 @@ def write_docs(result: dict, path: Path, command: str, notes: str) -> None:
     """Regenerate docs/accuracy.md: protocol, the table, the baselines' settings and the rerun command."""
     config = result["config"]
     text = [
-        "# Accuracy", "",
+        "# Accuracy",
+        "",
         "Generated by `dsmar bench accuracy`; do not edit by hand (the table is regenerated by the command).",
-        "", PROTOCOL,
+        "",
+        PROTOCOL,
         f"## Results on split `{config['split']}` (seed {config['seed']}; "
         f"{len(result['cases']['dense'])} dense pairs, {len(result['cases']['landmarks'])} landmark pairs; "
         f"{result['wall_seconds']:.0f} s wall with {config['workers']} workers, "
-        f"{result.get('cpu_seconds', float('nan')):.0f} s CPU in the workers)", "",
-        tables(result), "", notes, "", "## Rerun", "", "```", command, "```", "",
+        f"{result.get('cpu_seconds', float('nan')):.0f} s CPU in the workers)",
+        "",
+        tables(result),
+        "",
+        notes,
+        "",
+        "## Rerun",
+        "",
+        "```",
+        command,
+        "```",
+        "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(text))
@@ -319,4 +355,3 @@ def write_docs(result: dict, path: Path, command: str, notes: str) -> None:
 
 def load_result(path: Path) -> dict:
     return json.loads(Path(path).read_text())
-

@@ -22,10 +22,10 @@ from benchmarks.accuracy import pair_seed
 from benchmarks.metrics import end_point_error, warp_recovery_error
 from datagen.pairs import PairRecord, load_aligned_pair, read_pairs
 from datagen.warps import benchmark_warp, inside_mask, invert_warp
+from kernel.warp import warp_image
 from models.classical.features import cfog, mind_ssc
 from models.classical.register import WindowConfig, register_windows
 from models.preprocess import to_gray
-from kernel.warp import warp_image
 
 DESCRIPTORS = {
     "cfog": partial(cfog, orientations=9, sigma=0.8),
@@ -93,8 +93,7 @@ def settings_for(descriptor: str, combine: bool, descriptors_only: bool = False)
     if combine:
         return base + [(f"{descriptor} {name}", descriptor, options) for name, options in COMBINED.items()]
     variants = [
-        (f"{descriptor} {key}={value}", descriptor, {key: value})
-        for key, values in GRID.items() for value in values
+        (f"{descriptor} {key}={value}", descriptor, {key: value}) for key, values in GRID.items() for value in values
     ]
     return base + variants + extra
 
@@ -119,7 +118,9 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for k, (name, _, _) in enumerate(settings):
         med, mean, rec = scores[:, k, 0], scores[:, k, 1], scores[:, k, 2]
-        print(f"| {name} | {np.median(med):.2f} | {np.mean(mean):.2f} | {np.mean(med < 2):.0%} | {np.median(rec):.2f} |")
+        print(
+            f"| {name} | {np.median(med):.2f} | {np.mean(mean):.2f} | {np.mean(med < 2):.0%} | {np.median(rec):.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -142,7 +142,9 @@ def pair_scenes(
     return scene_sets, rejections
 
 
-def _pair_one(item, passes, radar_geometry, dem, bbox, rules, preferred, asset_keys) -> tuple[str | None, SceneSet | None]:
+def _pair_one(
+    item, passes, radar_geometry, dem, bbox, rules, preferred, asset_keys
+) -> tuple[str | None, SceneSet | None]:
     cloud = item.properties.get("eo:cloud_cover")
     if cloud is not None and float(cloud) > rules.max_cloud:
         return f"cloud cover {float(cloud):g} > {rules.max_cloud:g}", None
@@ -159,7 +161,10 @@ def _pair_one(item, passes, radar_geometry, dem, bbox, rules, preferred, asset_k
     if not in_window:
         grd = [s for s in radar_geometry if abs(item_time(s) - when) <= window]
         if grd:
-            return f"no usable SAR within {rules.sar_window_days:g} days: {len(grd)} Sentinel-1 GRD item(s) are in radar geometry; {RTC_ADVICE}", None
+            return (
+                f"no usable SAR within {rules.sar_window_days:g} days: {len(grd)} Sentinel-1 GRD item(s) are in radar geometry; {RTC_ADVICE}",
+                None,
+            )
         return f"no SAR within {rules.sar_window_days:g} days", None
     covering = []
     best_cover = 0.0
@@ -170,8 +175,13 @@ def _pair_one(item, passes, radar_geometry, dem, bbox, rules, preferred, asset_k
         if share >= rules.min_overlap:
             covering.append((sar_pass, tuple(slices), share))
     if not covering:
-        return f"SAR within {rules.sar_window_days:g} days covers at most {best_cover:.2f} < {rules.min_overlap:g} of the scene's part of the AOI", None
-    chosen, slices, sar_share = min(covering, key=lambda c: (c[0].orbit_state != preferred, abs(c[0].time - when), c[0].time))
+        return (
+            f"SAR within {rules.sar_window_days:g} days covers at most {best_cover:.2f} < {rules.min_overlap:g} of the scene's part of the AOI",
+            None,
+        )
+    chosen, slices, sar_share = min(
+        covering, key=lambda c: (c[0].orbit_state != preferred, abs(c[0].time - when), c[0].time)
+    )
     tiles = tuple(sorted((d for d in dem if coverage(item.geometry, _bounds(d)) > 0), key=lambda d: d.id))
     dem_share = min(sum(coverage(d.geometry, target) for d in tiles), 1.0)
     if not tiles or dem_share <= 0:
@@ -250,7 +260,9 @@ def validate_bbox(bbox: Sequence[float]) -> Rect:
         raise InputError(f"bbox must be four finite numbers W S E N, got {list(bbox)}")
     west, south, east, north = values
     if not (-180 <= west < east <= 180):
-        raise InputError(f"bbox west {west:g} must be below east {east:g}, both within -180..180 (antimeridian boxes are not supported)")
+        raise InputError(
+            f"bbox west {west:g} must be below east {east:g}, both within -180..180 (antimeridian boxes are not supported)"
+        )
     if not (-90 <= south < north <= 90):
         raise InputError(f"bbox south {south:g} must be below north {north:g}, both within -90..90")
     return values  # type: ignore[return-value]

@@ -109,7 +109,9 @@ class TokenBucket:
 class RetryingSender:
     """Sends prepared requests on a session with the policy's retries, rate limit and time bound."""
 
-    def __init__(self, session: requests.Session, policy: RetryPolicy, log: RetryLog | None = None, seed: int | None = None):
+    def __init__(
+        self, session: requests.Session, policy: RetryPolicy, log: RetryLog | None = None, seed: int | None = None
+    ):
         self.session = session
         self.policy = policy
         self.log = log if log is not None else RetryLog()
@@ -121,13 +123,18 @@ class RetryingSender:
         policy = self.policy
         prepared = self.session.prepare_request(request)
         deadline = time.monotonic() + policy.total_timeout_s
-        settings = self.session.merge_environment_settings(prepared.url, proxies={}, stream=None, verify=True, cert=None)
+        settings = self.session.merge_environment_settings(
+            prepared.url, proxies={}, stream=None, verify=True, cert=None
+        )
         attempt = 0
         while True:
             attempt += 1
             self.bucket.acquire()
             remaining = deadline - time.monotonic()
-            timeout = (min(policy.connect_timeout_s, max(remaining, 0.1)), min(policy.read_timeout_s, max(remaining, 0.1)))
+            timeout = (
+                min(policy.connect_timeout_s, max(remaining, 0.1)),
+                min(policy.read_timeout_s, max(remaining, 0.1)),
+            )
             retry_after = None
             try:
                 response = self.session.send(prepared, timeout=timeout, **settings)
@@ -192,7 +199,9 @@ def parse_retry_after(value: str | None) -> float | None:
 class ResilientStacApiIO(StacApiIO):
     """pystac-client's IO with dsmar's retry policy; urllib3's own retries are off so each retry is seen."""
 
-    def __init__(self, policy: RetryPolicy | None = None, log: RetryLog | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self, policy: RetryPolicy | None = None, log: RetryLog | None = None, headers: dict[str, str] | None = None
+    ):
         policy = policy or RetryPolicy()
         super().__init__(headers=headers, timeout=(policy.connect_timeout_s, policy.read_timeout_s), max_retries=None)
         self.sender = RetryingSender(self.session, policy, log)
@@ -201,7 +210,13 @@ class ResilientStacApiIO(StacApiIO):
     def retry_log(self) -> RetryLog:
         return self.sender.log
 
-    def request(self, href: str, method: str | None = None, headers: dict[str, str] | None = None, parameters: dict[str, Any] | None = None) -> str:
+    def request(
+        self,
+        href: str,
+        method: str | None = None,
+        headers: dict[str, str] | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> str:
         method = (method or "GET").upper()
         if method in ("POST", "PUT", "PATCH"):
             request = requests.Request(method=method, url=href, headers=headers, json=parameters)

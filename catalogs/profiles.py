@@ -72,10 +72,17 @@ def get_profile(
     local server holding Earth Search- or Planetary Computer-shaped collections).
     """
     if name == "earth-search":
-        base = CatalogProfile(name, EARTH_SEARCH_URL, "sentinel-2-l2a", "sentinel-1-grd", "cop-dem-glo-30", _EARTH_SEARCH_KEYS)
+        base = CatalogProfile(
+            name, EARTH_SEARCH_URL, "sentinel-2-l2a", "sentinel-1-grd", "cop-dem-glo-30", _EARTH_SEARCH_KEYS
+        )
     elif name == "planetary-computer":
         base = CatalogProfile(
-            name, PLANETARY_COMPUTER_URL, "sentinel-2-l2a", "sentinel-1-rtc", "cop-dem-glo-30", _PLANETARY_COMPUTER_KEYS,
+            name,
+            PLANETARY_COMPUTER_URL,
+            "sentinel-2-l2a",
+            "sentinel-1-rtc",
+            "cop-dem-glo-30",
+            _PLANETARY_COMPUTER_KEYS,
             signer=PlanetaryComputerSigner(),
         )
     elif name == "local":

@@ -14,7 +14,9 @@ class AssetKeys:
     The cube's band names are the keys of these mappings, so the pipeline never sees catalog spellings.
     """
 
-    optical: dict[str, str] = field(default_factory=lambda: {"blue": "blue", "green": "green", "red": "red", "nir": "nir"})
+    optical: dict[str, str] = field(
+        default_factory=lambda: {"blue": "blue", "green": "green", "red": "red", "nir": "nir"}
+    )
     sar: dict[str, str] = field(default_factory=lambda: {"vv": "vv", "vh": "vh"})
     dem: dict[str, str] = field(default_factory=lambda: {"elevation": "data"})
 

@@ -98,7 +98,9 @@ def serve_items(
         hrefs.append(str(collection_path))
         if by_collection[collection["id"]]:
             items_path = root / f"items-{n}.json"
-            items_path.write_text(json.dumps({"type": "FeatureCollection", "features": by_collection[collection["id"]]}))
+            items_path.write_text(
+                json.dumps({"type": "FeatureCollection", "features": by_collection[collection["id"]]})
+            )
             hrefs.append(str(items_path))
     try:
         return _start(hrefs, workdir, startup_timeout)
@@ -186,7 +188,11 @@ def _strip_links(links: list[dict]) -> list[dict]:
 
 
 def _collection_dict(collection: pystac.Collection | dict) -> dict:
-    record = collection.to_dict(include_self_link=False, transform_hrefs=False) if isinstance(collection, pystac.Collection) else dict(collection)
+    record = (
+        collection.to_dict(include_self_link=False, transform_hrefs=False)
+        if isinstance(collection, pystac.Collection)
+        else dict(collection)
+    )
     record["links"] = _strip_links(record.get("links", []))
     return record
 

@@ -29,7 +29,9 @@ _BLOB_HOST_SUFFIX = ".blob.core.windows.net"
 def is_blob_href(href: str) -> bool:
     """True for Azure Blob Storage URLs, the only hrefs a SAS token applies to."""
     parts = urlsplit(href)
-    return parts.scheme in ("http", "https") and parts.hostname is not None and parts.hostname.endswith(_BLOB_HOST_SUFFIX)
+    return (
+        parts.scheme in ("http", "https") and parts.hostname is not None and parts.hostname.endswith(_BLOB_HOST_SUFFIX)
+    )
 
 
 class PlanetaryComputerSigner:

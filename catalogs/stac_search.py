@@ -14,7 +14,6 @@ from catalogs.http import ResilientStacApiIO, RetryLog, RetryPolicy
 from catalogs.profiles import CatalogProfile
 from kernel.errors import CatalogError
 
-
 NOT_STAC_HINT = "is it a STAC API? Give the API's root URL (its landing page is JSON with a 'search' link)"
 
 
@@ -33,7 +32,13 @@ class SearchLimits:
 class CatalogSearcher:
     """An open connection to one profile's STAC API."""
 
-    def __init__(self, profile: CatalogProfile, policy: RetryPolicy | None = None, limits: SearchLimits | None = None, log: RetryLog | None = None):
+    def __init__(
+        self,
+        profile: CatalogProfile,
+        policy: RetryPolicy | None = None,
+        limits: SearchLimits | None = None,
+        log: RetryLog | None = None,
+    ):
         self.profile = profile
         self.limits = limits or SearchLimits()
         self.io = ResilientStacApiIO(policy, log)
@@ -57,14 +62,22 @@ class CatalogSearcher:
         try:
             found = self.client.get_collection(collection_id)
         except Exception as err:
-            raise CatalogError(f"could not read collection {collection_id!r} at {self.profile.url}: {_one_line(err)}") from err
+            raise CatalogError(
+                f"could not read collection {collection_id!r} at {self.profile.url}: {_one_line(err)}"
+            ) from err
         if found is None:
             raise CatalogError(
                 f"collection {collection_id!r} is not available at {self.profile.url}; "
                 "check the profile or the --optical/--sar/--dem-collection options"
             )
 
-    def items(self, collection_id: str, bbox: tuple[float, float, float, float], start: date | None = None, end: date | None = None) -> list[pystac.Item]:
+    def items(
+        self,
+        collection_id: str,
+        bbox: tuple[float, float, float, float],
+        start: date | None = None,
+        end: date | None = None,
+    ) -> list[pystac.Item]:
         """Every item of a collection meeting the bbox (and the inclusive date range, when given)."""
         limits = self.limits
         datetime = f"{start.isoformat()}T00:00:00Z/{end.isoformat()}T23:59:59.999Z" if start and end else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +29,9 @@ from pystac.extensions.view import ViewExtension
 from scipy import ndimage
 
 from datagen import synthetic
-from kernel.paths import check_writable_dir
 from kernel.errors import InputError
 from kernel.fields import elastic_field
+from kernel.paths import check_writable_dir
 from pipeline.grid import Grid
 
 ARCHIVE_VERSION = 1  # bump when the generator changes what it writes, so old archives are rebuilt
@@ -46,8 +46,12 @@ REVISIT_DAYS = 10
 COLLECTIONS = {"optical": "dsmar-optical", "sar": "dsmar-sar", "dem": "dsmar-dem"}
 TRUTH_KEY = "truth_displacement"
 # (asset key, Sentinel-2 band name, centre wavelength um, FWHM um) of the optical assets.
-OPTICAL_ASSETS = (("blue", "B02", 0.490, 0.098), ("green", "B03", 0.560, 0.045),
-                  ("red", "B04", 0.665, 0.038), ("nir", "B08", 0.842, 0.145))
+OPTICAL_ASSETS = (
+    ("blue", "B02", 0.490, 0.098),
+    ("green", "B03", 0.560, 0.045),
+    ("red", "B04", 0.665, 0.038),
+    ("nir", "B08", 0.842, 0.145),
+)
 REFLECTANCE_SCALE = 1e-4
 DEM_END = "2015-01-07T00:00:00Z"
 
@@ -73,18 +77,27 @@ class ArchiveInfo:
 
     def to_json(self) -> dict:
         data = asdict(self)
-        data.update(root=str(self.root), catalog=str(self.catalog), start=self.start.isoformat(),
-                    end=self.end.isoformat())
+        data.update(
+            root=str(self.root), catalog=str(self.catalog), start=self.start.isoformat(), end=self.end.isoformat()
+        )
         return data
 
     @classmethod
     def from_json(cls, data: dict) -> ArchiveInfo:
         return cls(
-            root=Path(data["root"]), catalog=Path(data["catalog"]), bbox=tuple(data["bbox"]),
-            optical_bbox=tuple(data["optical_bbox"]), start=date.fromisoformat(data["start"]),
-            end=date.fromisoformat(data["end"]), optical_item_ids=tuple(data["optical_item_ids"]),
-            sar_item_ids=tuple(data["sar_item_ids"]), dem_item_ids=tuple(data["dem_item_ids"]),
-            size=data["size"], dates=data["dates"], seed=data["seed"], epsg=data["epsg"],
+            root=Path(data["root"]),
+            catalog=Path(data["catalog"]),
+            bbox=tuple(data["bbox"]),
+            optical_bbox=tuple(data["optical_bbox"]),
+            start=date.fromisoformat(data["start"]),
+            end=date.fromisoformat(data["end"]),
+            optical_item_ids=tuple(data["optical_item_ids"]),
+            sar_item_ids=tuple(data["sar_item_ids"]),
+            dem_item_ids=tuple(data["dem_item_ids"]),
+            size=data["size"],
+            dates=data["dates"],
+            seed=data["seed"],
+            epsg=data["epsg"],
             collections=dict(data["collections"]),
         )
 
@@ -110,6 +123,7 @@ class RenderedArchive:
 
 
 # --- geometry: grids and displacement fields ---------------------------------------------------------
+
 
 def optical_grid(size: int) -> Grid:
     x0, y0 = OPTICAL_ORIGIN
@@ -158,6 +172,7 @@ def invert_field(u: np.ndarray, margin: int, shape: tuple[int, int], iterations:
     max|grad u| (a few hundredths here), so it is run on a 4x coarser grid first and finished with one
     full-resolution step.
     """
+
     def solve(points: np.ndarray, d: np.ndarray, steps: int) -> np.ndarray:
         for _ in range(steps):
             d = -sample(u, points + d + margin)
@@ -172,8 +187,12 @@ def invert_field(u: np.ndarray, margin: int, shape: tuple[int, int], iterations:
 
 
 def misregistration(
-    dem: np.ndarray, rng: np.random.Generator, shift_px: tuple[float, float], elastic_px: float,
-    terrain_px: float = 0.0, look_azimuth: float = 0.0,
+    dem: np.ndarray,
+    rng: np.random.Generator,
+    shift_px: tuple[float, float],
+    elastic_px: float,
+    terrain_px: float = 0.0,
+    look_azimuth: float = 0.0,
 ) -> np.ndarray:
     """A smooth field u (2, H, W) on the master grid, optical pixels: a global shift, a smooth elastic
     part, and (SAR) a displacement along the range direction proportional to elevation, as residual
@@ -199,17 +218,18 @@ def misregistration(
 
 # --- rendering: every product in memory ---------------------------------------------------------------
 
+
 def _acquisitions(dates: int) -> list[tuple[datetime, datetime, str, float, float]]:
     """(optical time, SAR time, orbit state, look azimuth, incidence) per date; SAR 1-2 days apart."""
     out = []
     for i in range(dates):
         day = FIRST_DATE + timedelta(days=REVISIT_DAYS * i)
-        optical = datetime.combine(day, time(10, 6, 31), tzinfo=timezone.utc)
+        optical = datetime.combine(day, time(10, 6, 31), tzinfo=UTC)
         if i % 2 == 0:  # ascending, right-looking: heading ~348 deg, the radar looks ~east
-            sar = datetime.combine(day + timedelta(days=1), time(16, 58, 12), tzinfo=timezone.utc)
+            sar = datetime.combine(day + timedelta(days=1), time(16, 58, 12), tzinfo=UTC)
             out.append((optical, sar, "ascending", 78.0, 39.2))
         else:  # descending: heading ~192 deg, the radar looks ~west
-            sar = datetime.combine(day - timedelta(days=2), time(5, 11, 40), tzinfo=timezone.utc)
+            sar = datetime.combine(day - timedelta(days=2), time(5, 11, 40), tzinfo=UTC)
             out.append((optical, sar, "descending", 282.0, 34.6))
     return out
 
@@ -221,30 +241,45 @@ def render_archive(size: int, dates: int, seed: int, speckle: bool = True) -> Re
     terrain = synthetic.make_terrain((size + 2 * m, size + 2 * m), np.random.default_rng([seed, 0]))
     inner = (slice(m, m + size), slice(m, m + size))
     acquisitions = _acquisitions(dates)
-    optical = [_optical_product(terrain, inner, grid, acq[0], i, np.random.default_rng([seed, 1, i]))
-               for i, acq in enumerate(acquisitions)]
-    sar = [_sar_product(terrain, grid, acq, i, ref.item_id, speckle, np.random.default_rng([seed, 2, i]))
-           for i, (acq, ref) in enumerate(zip(acquisitions, optical))]
+    optical = [
+        _optical_product(terrain, inner, grid, acq[0], i, np.random.default_rng([seed, 1, i]))
+        for i, acq in enumerate(acquisitions)
+    ]
+    sar = [
+        _sar_product(terrain, grid, acq, i, ref.item_id, speckle, np.random.default_rng([seed, 2, i]))
+        for i, (acq, ref) in enumerate(zip(acquisitions, optical))
+    ]
     rng = np.random.default_rng([seed, 3])
     dem30 = ndimage.uniform_filter(terrain.dem, 3)  # a 30 m posting averages 3 x 3 of the 10 m master
     pgrid = product_grid(grid, DEM_PAD_M, DEM_RES, rng)
     u = misregistration(terrain.dem, rng, (1.5, 3.0), 1.0)
     dem = Product(
-        "dem", "synthetic-dem-30m", pgrid, datetime(2011, 1, 1, tzinfo=timezone.utc),
+        "dem",
+        "synthetic-dem-30m",
+        pgrid,
+        datetime(2011, 1, 1, tzinfo=UTC),
         {"data": sample_displaced(dem30, u, m, optical_pixel_coords(grid, pgrid))},
-        {"reference": optical[0].item_id}, truth=invert_field(u, m, grid.shape), aligned=dem30[None, *inner],
+        {"reference": optical[0].item_id},
+        truth=invert_field(u, m, grid.shape),
+        aligned=dem30[None, *inner],
     )
     return RenderedArchive(grid, (*optical, *sar, dem))
 
 
 def _sar_product(
-    terrain: synthetic.Terrain, grid: Grid, acquisition: tuple, index: int, reference: str, speckle: bool,
+    terrain: synthetic.Terrain,
+    grid: Grid,
+    acquisition: tuple,
+    index: int,
+    reference: str,
+    speckle: bool,
     rng: np.random.Generator,
 ) -> Product:
     _, when, orbit, look, incidence = acquisition
     m = margin_px()
-    geometry = synthetic.SarGeometry(look, incidence, looks=4.4 if speckle else 0.0, season=_season(index),
-                                     moisture=float(rng.uniform(-1, 1)))
+    geometry = synthetic.SarGeometry(
+        look, incidence, looks=4.4 if speckle else 0.0, season=_season(index), moisture=float(rng.uniform(-1, 1))
+    )
     sigma0 = synthetic.sar_sigma0(terrain, geometry)
     pgrid = product_grid(grid, SAR_PAD_M, SAR_RES, rng)
     u = misregistration(terrain.dem, rng, (2.0, 4.0), rng.uniform(1.0, 2.0), rng.uniform(1.0, 1.5), look)
@@ -252,9 +287,14 @@ def _sar_product(
     db = synthetic.speckle_db(moved, geometry.looks, rng)
     inner = (slice(m, m + grid.height), slice(m, m + grid.width))
     return Product(
-        "sar", f"synthetic-sar-{when:%Y%m%dT%H%M%S}", pgrid, when, dict(zip(synthetic.SAR_BANDS, db)),
+        "sar",
+        f"synthetic-sar-{when:%Y%m%dT%H%M%S}",
+        pgrid,
+        when,
+        dict(zip(synthetic.SAR_BANDS, db)),
         {"orbit_state": orbit, "look_azimuth": look, "incidence": incidence, "reference": reference},
-        truth=invert_field(u, m, grid.shape), aligned=10.0 * np.log10(sigma0[:, *inner]),
+        truth=invert_field(u, m, grid.shape),
+        aligned=10.0 * np.log10(sigma0[:, *inner]),
     )
 
 
@@ -264,24 +304,44 @@ def _season(index: int) -> float:
 
 
 def _optical_product(
-    terrain: synthetic.Terrain, inner: tuple[slice, slice], grid: Grid, when: datetime, index: int,
+    terrain: synthetic.Terrain,
+    inner: tuple[slice, slice],
+    grid: Grid,
+    when: datetime,
+    index: int,
     rng: np.random.Generator,
 ) -> Product:
     cloud = 0.02 if index % 2 else 0.0  # every other date has a few small clouds
     light = synthetic.Illumination(
-        sun_azimuth=float(rng.uniform(145, 160)), sun_elevation=float(rng.uniform(55, 65)),
-        season=_season(index), haze=float(rng.uniform(0.3, 0.8)), cloud_cover=cloud,
+        sun_azimuth=float(rng.uniform(145, 160)),
+        sun_elevation=float(rng.uniform(55, 65)),
+        season=_season(index),
+        haze=float(rng.uniform(0.3, 0.8)),
+        cloud_cover=cloud,
     )
     refl = synthetic.render_optical(synthetic.crop(terrain, inner), light, rng)
     props = {"cloud_cover": 100.0 * cloud, "sun_azimuth": light.sun_azimuth, "sun_elevation": light.sun_elevation}
-    return Product("optical", f"synthetic-optical-{when:%Y%m%dT%H%M%S}", grid, when,
-                   dict(zip(synthetic.OPTICAL_BANDS, refl)), props)
+    return Product(
+        "optical",
+        f"synthetic-optical-{when:%Y%m%dT%H%M%S}",
+        grid,
+        when,
+        dict(zip(synthetic.OPTICAL_BANDS, refl)),
+        props,
+    )
 
 
 # --- writing: COGs and the static STAC catalog --------------------------------------------------------
 
-def write_cog(path: Path, bands: np.ndarray, grid: Grid, nodata: float | None, descriptions: tuple[str, ...],
-              overviews: bool = True) -> None:
+
+def write_cog(
+    path: Path,
+    bands: np.ndarray,
+    grid: Grid,
+    nodata: float | None,
+    descriptions: tuple[str, ...],
+    overviews: bool = True,
+) -> None:
     """A Cloud-Optimized GeoTIFF: 512 px tiles, deflate with a predictor, average overviews.
 
     Deflate level 1: the archive is rebuilt on demand, and level 6 took twice as long for files only
@@ -289,9 +349,20 @@ def write_cog(path: Path, bands: np.ndarray, grid: Grid, nodata: float | None, d
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     profile = dict(
-        driver="COG", width=grid.width, height=grid.height, count=bands.shape[0], dtype=bands.dtype.name,
-        crs=grid.crs_wkt, transform=grid.affine, nodata=nodata, compress="DEFLATE", level=1, predictor="YES",
-        blocksize=512, overviews="AUTO" if overviews else "NONE", resampling="AVERAGE",
+        driver="COG",
+        width=grid.width,
+        height=grid.height,
+        count=bands.shape[0],
+        dtype=bands.dtype.name,
+        crs=grid.crs_wkt,
+        transform=grid.affine,
+        nodata=nodata,
+        compress="DEFLATE",
+        level=1,
+        predictor="YES",
+        blocksize=512,
+        overviews="AUTO" if overviews else "NONE",
+        resampling="AVERAGE",
     )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(bands)
@@ -323,22 +394,37 @@ def inner_bbox(grid: Grid, inset: float = 0.02) -> tuple[float, float, float, fl
     """A lon/lat box wholly inside the grid's footprint (inset by a share of its size): the demo AOI."""
     left, bottom, right, top = grid.bounds
     dx, dy = (right - left) * inset, (top - bottom) * inset
-    lon, lat = _to_lonlat(np.array([left + dx, right - dx, right - dx, left + dx]),
-                          np.array([bottom + dy, bottom + dy, top - dy, top - dy]))
-    return (round(float(max(lon[0], lon[3])), 6), round(float(max(lat[0], lat[1])), 6),
-            round(float(min(lon[1], lon[2])), 6), round(float(min(lat[2], lat[3])), 6))
+    lon, lat = _to_lonlat(
+        np.array([left + dx, right - dx, right - dx, left + dx]),
+        np.array([bottom + dy, bottom + dy, top - dy, top - dy]),
+    )
+    return (
+        round(float(max(lon[0], lon[3])), 6),
+        round(float(max(lat[0], lat[1])), 6),
+        round(float(min(lon[1], lon[2])), 6),
+        round(float(min(lat[2], lat[3])), 6),
+    )
 
 
 def _proj(asset: pystac.Asset, grid: Grid) -> None:
     """Projection fields on an asset as real catalogs carry them (`proj:epsg` kept for stackstac)."""
     ProjectionExtension.ext(asset).apply(
-        epsg=EPSG, shape=[grid.height, grid.width], transform=list(grid.transform), bbox=list(grid.bounds),
+        epsg=EPSG,
+        shape=[grid.height, grid.width],
+        transform=list(grid.transform),
+        bbox=list(grid.bounds),
     )
     asset.extra_fields["proj:epsg"] = EPSG
 
 
-def _asset(path: Path, grid: Grid, title: str, roles: list[str], band: RasterBand | None,
-           media_type: str = pystac.MediaType.COG) -> pystac.Asset:
+def _asset(
+    path: Path,
+    grid: Grid,
+    title: str,
+    roles: list[str],
+    band: RasterBand | None,
+    media_type: str = pystac.MediaType.COG,
+) -> pystac.Asset:
     asset = pystac.Asset(href=path.resolve().as_uri(), media_type=media_type, title=title, roles=roles)
     _proj(asset, grid)
     if band is not None:
@@ -352,8 +438,9 @@ def _item(product: Product, properties: dict) -> pystac.Item:
     when = None if product.kind == "dem" else product.acquired
     if when is None:  # like the Copernicus DEM: acquired over years, searched by footprint only
         properties = {**properties, "start_datetime": _iso(product.acquired), "end_datetime": DEM_END}
-    item = pystac.Item(product.item_id, geometry, _bbox(geometry), when, properties,
-                       collection=COLLECTIONS[product.kind])
+    item = pystac.Item(
+        product.item_id, geometry, _bbox(geometry), when, properties, collection=COLLECTIONS[product.kind]
+    )
     ProjectionExtension.add_to(item)
     RasterExtension.add_to(item)
     item.properties["proj:code"] = f"EPSG:{EPSG}"
@@ -375,13 +462,28 @@ def _write_product(product: Product, folder: Path, reference: Grid) -> pystac.It
         item = _item(product, {"platform": "dsmar-dem-sim", "constellation": "dsmar-synthetic", "gsd": DEM_RES})
         path = folder / "data.tif"
         write_cog(path, product.bands["data"][None].astype(np.float32), product.grid, float("nan"), ("elevation",))
-        item.add_asset("data", _asset(path, product.grid, "Elevation (m)", ["data"],
-                                      RasterBand.create(nodata=NoDataStrings.NAN, data_type=DataType.FLOAT32,
-                                                        unit="m", spatial_resolution=DEM_RES)))
+        item.add_asset(
+            "data",
+            _asset(
+                path,
+                product.grid,
+                "Elevation (m)",
+                ["data"],
+                RasterBand.create(
+                    nodata=NoDataStrings.NAN, data_type=DataType.FLOAT32, unit="m", spatial_resolution=DEM_RES
+                ),
+            ),
+        )
     path = folder / f"{TRUTH_KEY}.tif"
     write_cog(path, product.truth.astype(np.float32), reference, None, ("dy", "dx"), overviews=False)
-    truth = _asset(path, reference, "Injected misregistration (Contract 1: dy, dx in optical pixels)",
-                   ["truth"], None, media_type=pystac.MediaType.GEOTIFF)
+    truth = _asset(
+        path,
+        reference,
+        "Injected misregistration (Contract 1: dy, dx in optical pixels)",
+        ["truth"],
+        None,
+        media_type=pystac.MediaType.GEOTIFF,
+    )
     RasterExtension.ext(truth).apply([RasterBand.create(data_type=DataType.FLOAT32, unit="pixel") for _ in "yx"])
     truth.description = "Band 1 dy, band 2 dx: optical pixel (y, x) shows this item at (y + dy, x + dx)."
     truth.extra_fields["dsmar:reference_item"] = product.properties["reference"]
@@ -391,34 +493,60 @@ def _write_product(product: Product, folder: Path, reference: Grid) -> pystac.It
 
 def _optical_item(product: Product, folder: Path) -> pystac.Item:
     p = product.properties
-    item = _item(product, {"platform": "dsmar-optical-sim", "constellation": "dsmar-synthetic",
-                           "instruments": ["msi"], "gsd": OPTICAL_RES})
+    item = _item(
+        product,
+        {
+            "platform": "dsmar-optical-sim",
+            "constellation": "dsmar-synthetic",
+            "instruments": ["msi"],
+            "gsd": OPTICAL_RES,
+        },
+    )
     ViewExtension.ext(item, add_if_missing=True).apply(
-        sun_azimuth=round(p["sun_azimuth"], 2), sun_elevation=round(p["sun_elevation"], 2))
+        sun_azimuth=round(p["sun_azimuth"], 2), sun_elevation=round(p["sun_elevation"], 2)
+    )
     EOExtension.ext(item, add_if_missing=True).cloud_cover = round(p["cloud_cover"], 2)
     for key, name, centre, fwhm in OPTICAL_ASSETS:
         dn = np.clip(np.rint(product.bands[key] / REFLECTANCE_SCALE), 1, 65535).astype(np.uint16)
         path = folder / f"{key}.tif"
         write_cog(path, dn[None], product.grid, 0, (key,))
-        asset = _asset(path, product.grid, f"{key.capitalize()} reflectance", ["data", "reflectance"],
-                       RasterBand.create(nodata=0, data_type=DataType.UINT16, scale=REFLECTANCE_SCALE, offset=0.0,
-                                         spatial_resolution=OPTICAL_RES))
-        EOExtension.ext(asset).apply(bands=[Band.create(name=name, common_name=key, center_wavelength=centre,
-                                                        full_width_half_max=fwhm)])
+        asset = _asset(
+            path,
+            product.grid,
+            f"{key.capitalize()} reflectance",
+            ["data", "reflectance"],
+            RasterBand.create(
+                nodata=0, data_type=DataType.UINT16, scale=REFLECTANCE_SCALE, offset=0.0, spatial_resolution=OPTICAL_RES
+            ),
+        )
+        EOExtension.ext(asset).apply(
+            bands=[Band.create(name=name, common_name=key, center_wavelength=centre, full_width_half_max=fwhm)]
+        )
         item.add_asset(key, asset)
     return item
 
 
 def _sar_item(product: Product, folder: Path) -> pystac.Item:
     p = product.properties
-    item = _item(product, {"platform": "dsmar-sar-sim", "constellation": "dsmar-synthetic",
-                           "instruments": ["c-sar"], "gsd": SAR_RES})
+    item = _item(
+        product,
+        {"platform": "dsmar-sar-sim", "constellation": "dsmar-synthetic", "instruments": ["c-sar"], "gsd": SAR_RES},
+    )
     ViewExtension.ext(item, add_if_missing=True).apply(incidence_angle=p["incidence"])
     SarExtension.ext(item, add_if_missing=True).apply(
-        instrument_mode="IW", frequency_band=FrequencyBand.C, polarizations=[Polarization.VV, Polarization.VH],
-        product_type="GRD", center_frequency=5.405, resolution_range=20.0, resolution_azimuth=22.0,
-        pixel_spacing_range=SAR_RES, pixel_spacing_azimuth=SAR_RES, looks_range=5, looks_azimuth=1,
-        looks_equivalent_number=4.4, observation_direction=ObservationDirection.RIGHT,
+        instrument_mode="IW",
+        frequency_band=FrequencyBand.C,
+        polarizations=[Polarization.VV, Polarization.VH],
+        product_type="GRD",
+        center_frequency=5.405,
+        resolution_range=20.0,
+        resolution_azimuth=22.0,
+        pixel_spacing_range=SAR_RES,
+        pixel_spacing_azimuth=SAR_RES,
+        looks_range=5,
+        looks_azimuth=1,
+        looks_equivalent_number=4.4,
+        observation_direction=ObservationDirection.RIGHT,
     )
     sat = SatExtension.ext(item, add_if_missing=True)
     sat.orbit_state = OrbitState(p["orbit_state"])
@@ -426,9 +554,15 @@ def _sar_item(product: Product, folder: Path) -> pystac.Item:
     for key in ("vv", "vh"):
         path = folder / f"{key}.tif"
         write_cog(path, product.bands[key][None].astype(np.float32), product.grid, float("nan"), (key,))
-        asset = _asset(path, product.grid, f"{key.upper()} backscatter (dB)", ["data", "backscatter"],
-                       RasterBand.create(nodata=NoDataStrings.NAN, data_type=DataType.FLOAT32, unit="dB",
-                                         spatial_resolution=SAR_RES))
+        asset = _asset(
+            path,
+            product.grid,
+            f"{key.upper()} backscatter (dB)",
+            ["data", "backscatter"],
+            RasterBand.create(
+                nodata=NoDataStrings.NAN, data_type=DataType.FLOAT32, unit="dB", spatial_resolution=SAR_RES
+            ),
+        )
         asset.extra_fields["sar:polarizations"] = [key.upper()]
         item.add_asset(key, asset)
     return item
@@ -436,14 +570,19 @@ def _sar_item(product: Product, folder: Path) -> pystac.Item:
 
 def _collection(kind: str, items: list[pystac.Item], description: str) -> pystac.Collection:
     boxes = np.array([item.bbox for item in items])
-    times = [t for item in items for t in (item.datetime, item.common_metadata.start_datetime,
-                                           item.common_metadata.end_datetime) if t is not None]
+    times = [
+        t
+        for item in items
+        for t in (item.datetime, item.common_metadata.start_datetime, item.common_metadata.end_datetime)
+        if t is not None
+    ]
     extent = pystac.Extent(
         pystac.SpatialExtent([[*boxes[:, :2].min(axis=0).tolist(), *boxes[:, 2:].max(axis=0).tolist()]]),
         pystac.TemporalExtent([[min(times), max(times)]]),
     )
-    collection = pystac.Collection(COLLECTIONS[kind], description, extent, license="CC0-1.0",
-                                   title=f"dsmar demo: synthetic {kind}")
+    collection = pystac.Collection(
+        COLLECTIONS[kind], description, extent, license="CC0-1.0", title=f"dsmar demo: synthetic {kind}"
+    )
     collection.add_items(items)
     return collection
 
@@ -454,19 +593,24 @@ def write_catalog(rendered: RenderedArchive, root: Path) -> pystac.Catalog:
     Items live at root/<collection>/<item>/<item>.json (pystac's layout), their rasters beside them;
     asset hrefs are absolute file:// URLs so a STAC API serving the items still points at the files.
     """
-    items = [_write_product(p, root / COLLECTIONS[p.kind] / p.item_id, rendered.optical_grid)
-             for p in rendered.products]
-    catalog = pystac.Catalog("dsmar-demo", "dsmar demo archive: synthetic co-located optical, SAR and DEM "
-                             "scenes with known injected misregistration (truth_displacement assets).",
-                             title="dsmar demo archive")
+    items = [
+        _write_product(p, root / COLLECTIONS[p.kind] / p.item_id, rendered.optical_grid) for p in rendered.products
+    ]
+    catalog = pystac.Catalog(
+        "dsmar-demo",
+        "dsmar demo archive: synthetic co-located optical, SAR and DEM "
+        "scenes with known injected misregistration (truth_displacement assets).",
+        title="dsmar demo archive",
+    )
     descriptions = {
         "optical": "Synthetic 4-band surface reflectance (uint16, scale 1e-4), 10 m, the registration reference.",
         "sar": "Synthetic C-band VV/VH backscatter (dB) with speckle, 10 m, misregistered by a known field.",
         "dem": "Synthetic elevation (m), 30 m, misregistered by a known field.",
     }
     for kind, description in descriptions.items():
-        catalog.add_child(_collection(kind, [i for i, p in zip(items, rendered.products) if p.kind == kind],
-                                      description))
+        catalog.add_child(
+            _collection(kind, [i for i, p in zip(items, rendered.products) if p.kind == kind], description)
+        )
     catalog.normalize_hrefs(str(root))
     catalog.save(pystac.CatalogType.SELF_CONTAINED)
     return catalog
@@ -474,9 +618,9 @@ def write_catalog(rendered: RenderedArchive, root: Path) -> pystac.Catalog:
 
 # --- the entry point ----------------------------------------------------------------------------------
 
+
 def _manifest(size: int, dates: int, seed: int) -> dict:
-    return {"generator": "datagen.demo_archive", "version": ARCHIVE_VERSION, "size": size, "dates": dates,
-            "seed": seed}
+    return {"generator": "datagen.demo_archive", "version": ARCHIVE_VERSION, "size": size, "dates": dates, "seed": seed}
 
 
 def _existing(root: Path, wanted: dict) -> ArchiveInfo | None:
@@ -516,12 +660,18 @@ def generate_archive(root: Path, size: int = 1536, dates: int = 2, seed: int = 0
     products = rendered.products
     times = [p.acquired.date() for p in products if p.kind != "dem"]
     info = ArchiveInfo(
-        root=root, catalog=root / "catalog.json", bbox=inner_bbox(rendered.optical_grid),
-        optical_bbox=tuple(_bbox(footprint(rendered.optical_grid))), start=min(times), end=max(times),
+        root=root,
+        catalog=root / "catalog.json",
+        bbox=inner_bbox(rendered.optical_grid),
+        optical_bbox=tuple(_bbox(footprint(rendered.optical_grid))),
+        start=min(times),
+        end=max(times),
         optical_item_ids=tuple(p.item_id for p in products if p.kind == "optical"),
         sar_item_ids=tuple(p.item_id for p in products if p.kind == "sar"),
         dem_item_ids=tuple(p.item_id for p in products if p.kind == "dem"),
-        size=size, dates=dates, seed=seed,
+        size=size,
+        dates=dates,
+        seed=seed,
     )
     (root / "manifest.json").write_text(json.dumps({"parameters": wanted, "info": info.to_json()}, indent=2))
     return info

@@ -67,10 +67,17 @@ def read_pairs(pairs_dir: Path | str, split: str | None = None) -> list[PairReco
         rows = list(csv.DictReader(handle))
     records = [
         PairRecord(
-            pair_id=r["pair_id"], split=r["split"], source=r["source"], category=r["category"],
-            fixed_path=pairs_dir / r["fixed"], moving_path=pairs_dir / r["moving"],
-            fixed_modality=r["fixed_modality"], moving_modality=r["moving_modality"],
-            gt_path=pairs_dir / r["gt"], gt_kind=r["gt_kind"], accuracy_px=float(r["accuracy_px"]),
+            pair_id=r["pair_id"],
+            split=r["split"],
+            source=r["source"],
+            category=r["category"],
+            fixed_path=pairs_dir / r["fixed"],
+            moving_path=pairs_dir / r["moving"],
+            fixed_modality=r["fixed_modality"],
+            moving_modality=r["moving_modality"],
+            gt_path=pairs_dir / r["gt"],
+            gt_kind=r["gt_kind"],
+            accuracy_px=float(r["accuracy_px"]),
         )
         for r in rows
         if split is None or r["split"] == split
@@ -89,8 +96,7 @@ def doubtful_ground_truth(record: PairRecord) -> str | None:
     kept, but set aside where methods are compared. The one place that decides which pairs these are.
     """
     if record.source.startswith("SRIF") and record.category == "optical-sar":
-        return ("SRIF optical-SAR: after undoing fixed_to_moving the SAR image still differs in scale "
-                "and orientation")
+        return "SRIF optical-SAR: after undoing fixed_to_moving the SAR image still differs in scale and orientation"
     return None
 
 
@@ -186,9 +192,13 @@ def load_aligned_pair(record: PairRecord, min_size: int = 64) -> AlignedPair:
         raise InputError(f"pair {record.pair_id}: aligned valid area {height} x {width} is under {min_size} px")
     window = (slice(None), slice(top, top + height), slice(left, left + width))
     return AlignedPair(
-        fixed=np.ascontiguousarray(fixed[window]), moving=np.ascontiguousarray(aligned[window]),
-        fixed_modality=record.fixed_modality, moving_modality=record.moving_modality,
-        category=record.category, pair_id=record.pair_id, offset=(top, left),
+        fixed=np.ascontiguousarray(fixed[window]),
+        moving=np.ascontiguousarray(aligned[window]),
+        fixed_modality=record.fixed_modality,
+        moving_modality=record.moving_modality,
+        category=record.category,
+        pair_id=record.pair_id,
+        offset=(top, left),
     )
 
 

@@ -227,8 +227,12 @@ def make_terrain(
 def crop(terrain: Terrain, window: tuple[slice, slice]) -> Terrain:
     """The part of a terrain inside a (rows, cols) window; parcels keep their phenology."""
     return Terrain(
-        dem=terrain.dem[window], landcover=terrain.landcover[window], parcel=terrain.parcel[window],
-        parcel_phase=terrain.parcel_phase, texture=terrain.texture[window], pixel_size=terrain.pixel_size,
+        dem=terrain.dem[window],
+        landcover=terrain.landcover[window],
+        parcel=terrain.parcel[window],
+        parcel_phase=terrain.parcel_phase,
+        texture=terrain.texture[window],
+        pixel_size=terrain.pixel_size,
     )
 
 

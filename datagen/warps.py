@@ -17,9 +17,7 @@ from kernel.warp import identity_grid
 def benchmark_warp(shape: tuple[int, int], seed: int) -> np.ndarray:
     """The seeded warp of one pair: translation <= 8 px, rotation <= 2 deg, scale <= 2 %, elastic <= 3 px."""
     rng = np.random.default_rng(seed)
-    return random_smooth_field(
-        shape, rng, max_shift_px=8.0, max_rotation_deg=2.0, max_scale=0.02, elastic_px=3.0
-    )
+    return random_smooth_field(shape, rng, max_shift_px=8.0, max_rotation_deg=2.0, max_scale=0.02, elastic_px=3.0)
 
 
 def sample_field(field: np.ndarray, coords: np.ndarray) -> np.ndarray:

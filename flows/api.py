@@ -14,9 +14,10 @@ import subprocess
 import sys
 from typing import Any
 
-import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
 import prefect
 from prefect.settings import PREFECT_API_URL, get_current_settings
+
+import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
 
 
 def _uvicorn_in_new_session(port: int) -> subprocess.Popen[Any]:
@@ -24,9 +25,21 @@ def _uvicorn_in_new_session(port: int) -> subprocess.Popen[Any]:
     Prefect 3.9), started in a new session."""
     server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
     args = [
-        sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
-        "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
-        "--log-level", "error", "--lifespan", "on",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(prefect.__module_path__.parent),
+        "--factory",
+        "prefect.server.api.server:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "error",
+        "--lifespan",
+        "on",
     ]
     env = {**os.environ, **server_env, **get_current_settings().to_environment_variables(exclude_unset=True)}
     return subprocess.Popen(args, env=env, start_new_session=True)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
 from prefect import flow
 
+import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
+from flows.register_region import RunSummary, register_region
 from kernel.config import RunConfig
 from kernel.errors import InputError
-from flows.register_region import RunSummary, register_region
 
 
 def split_period(start: date, end: date, window_days: int) -> list[tuple[date, date]]:

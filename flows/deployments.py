@@ -8,25 +8,27 @@ API accepts no schedules. Serve both for a region with
 from __future__ import annotations
 
 import sys
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
 from prefect import flow, serve
 from prefect.deployments.runner import RunnerDeployment
 
-from kernel.config import RunConfig
+import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
 from flows.backfill import backfill
 from flows.register_region import RunSummary, register_region
+from kernel.config import RunConfig
 
 DEFAULT_CRON = "0 6 * * *"  # daily, after the night's acquisitions are catalogued
 DEFAULT_LOOKBACK_DAYS = 12  # one Sentinel-1 repeat cycle plus slack: late-catalogued scenes are caught
 
 
 @flow(name="scheduled-region")
-def scheduled_region(region: RunConfig, lookback_days: int = DEFAULT_LOOKBACK_DAYS, today: date | None = None) -> RunSummary:
+def scheduled_region(
+    region: RunConfig, lookback_days: int = DEFAULT_LOOKBACK_DAYS, today: date | None = None
+) -> RunSummary:
     """Register the last `lookback_days` of acquisitions; chunks already written are skipped."""
-    end = today or datetime.now(timezone.utc).date()
+    end = today or datetime.now(UTC).date()
     return register_region(region.model_copy(update={"start": end - timedelta(days=lookback_days), "end": end}))
 
 
@@ -37,12 +39,15 @@ def region_deployments(
     params = region.model_dump(mode="json")
     return [
         scheduled_region.to_deployment(
-            name=name, cron=cron, parameters={"region": params, "lookback_days": lookback_days},
+            name=name,
+            cron=cron,
+            parameters={"region": params, "lookback_days": lookback_days},
             description=f"Register new acquisitions over {list(region.bbox)} into {region.out}",
             tags=["dsmar", "scheduled"],
         ),
         backfill.to_deployment(
-            name=f"{name}-backfill", parameters={"region": params, "window_days": 30},
+            name=f"{name}-backfill",
+            parameters={"region": params, "window_days": 30},
             description=f"Backfill {list(region.bbox)} into {region.out}: give start and end",
             tags=["dsmar", "backfill"],
         ),

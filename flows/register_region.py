@@ -12,21 +12,20 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
 import zarr
-
-import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
 from catalogs.colocate import ColocationResult, find_scene_sets, item_time
 from catalogs.profiles import CatalogProfile, profile_for
 from catalogs.scenes import SceneSet
-from kernel.version import __version__
 from kernel.config import RunConfig
+from kernel.version import __version__
 from models.api import check_method
 from pipeline.cluster import dask_client
 from pipeline.cube import CubeLayout, Provenance, ZarrChunkWriter, cube_attrs, init_cube, inputs_hash
@@ -97,7 +96,7 @@ def inference_settings(method: str) -> dict | None:
 def _utc(item) -> np.datetime64:
     moment = item_time(item)
     if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
     return np.datetime64(moment, "ns")
 
 
@@ -113,8 +112,13 @@ def _bands(profile: CatalogProfile, config: RunConfig) -> dict[str, tuple[str, .
 def search_scenes(config: RunConfig) -> ColocationResult:
     s = config.search
     return find_scene_sets(
-        profile_for(config.search), config.bbox, config.start, config.end,
-        max_cloud=s.max_cloud, sar_window_days=s.sar_window_days, min_overlap=s.min_overlap,
+        profile_for(config.search),
+        config.bbox,
+        config.start,
+        config.end,
+        max_cloud=s.max_cloud,
+        sar_window_days=s.sar_window_days,
+        min_overlap=s.min_overlap,
         orbit_state=s.orbit_state,
     )
 
@@ -143,8 +147,10 @@ def plan_cube(scene_sets: Sequence[SceneSet], config: RunConfig) -> CubePlan:
             taken[when] = scene_set.optical.id
             accepted.append(scene_set)
         else:
-            skipped.append(f"{scene_set.optical.id}: optical grid differs from {scene_sets[0].optical.id}'s "
-                           "(another tile or CRS); run it into another --out")
+            skipped.append(
+                f"{scene_set.optical.id}: optical grid differs from {scene_sets[0].optical.id}'s "
+                "(another tile or CRS); run it into another --out"
+            )
     plan = plan_tiles(grid.shape, config.tiles.size, config.tiles.halo)
     return CubePlan(grid, full, plan, tuple(accepted), tuple(skipped))
 
@@ -162,10 +168,16 @@ def prepare_cube(cube: CubePlan, config: RunConfig, profile: CatalogProfile) -> 
         for s in cube.scene_sets
     ]
     layout = CubeLayout(cube.grid, cube.plan, times, _bands(profile, config))
-    catalog = {"profile": profile.name, "url": profile.url, "optical": profile.optical_collection,
-               "sar": profile.sar_collection, "dem": profile.dem_collection}
-    attrs = cube_attrs(config.to_json(), catalog, config.method, weights_sha256(config.method),
-                       inference_settings(config.method))
+    catalog = {
+        "profile": profile.name,
+        "url": profile.url,
+        "optical": profile.optical_collection,
+        "sar": profile.sar_collection,
+        "dem": profile.dem_collection,
+    }
+    attrs = cube_attrs(
+        config.to_json(), catalog, config.method, weights_sha256(config.method), inference_settings(config.method)
+    )
     return init_cube(config.out, layout, provenance, attrs)
 
 
@@ -204,8 +216,15 @@ def register_scene_set(
         moving["dem"] = load_stack([profile.resign(i) for i in scene_set.dem], keys.dem, cube.grid, chunks=size)
     settings = inference_settings(config.method)  # only where there are any: other cubes' chunks stay current
     fingerprint = inputs_hash(
-        __version__, config.method, weights_sha256(config.method), size, config.tiles.halo,
-        scene_set.optical.id, [i.id for i in scene_set.sar], [i.id for i in scene_set.dem], sorted(moving),
+        __version__,
+        config.method,
+        weights_sha256(config.method),
+        size,
+        config.tiles.halo,
+        scene_set.optical.id,
+        [i.id for i in scene_set.sar],
+        [i.id for i in scene_set.dem],
+        sorted(moving),
         *([settings] if settings else []),
     )
     writer = ZarrChunkWriter(config.out)
@@ -214,8 +233,17 @@ def register_scene_set(
     step = thumb_step(cube.grid.shape)
     log.info("%s: %d tiles to register (%d up to date)", label, len(todo), len(cube.plan.tiles) - len(todo))
     results = run_tiles(
-        client, cube.plan, fixed, moving, MethodRegistrator(config.method), writer, time_index,
-        fingerprint, todo, step, on_progress=_Progress(label),
+        client,
+        cube.plan,
+        fixed,
+        moving,
+        MethodRegistrator(config.method),
+        writer,
+        time_index,
+        fingerprint,
+        todo,
+        step,
+        on_progress=_Progress(label),
     )
     if config.report_dir:
         done = {(t.i, t.j) for t in todo}
@@ -224,9 +252,16 @@ def register_scene_set(
     errors, truths = _score(scene_set, cube, moving, config.out, time_index, step)
     report = TimeReport(
         label,
-        {"optical": scene_set.optical.id, "sar": ", ".join(i.id for i in scene_set.sar),
-         "dem": ", ".join(i.id for i in scene_set.dem)},
-        len(todo), len(cube.plan.tiles) - len(todo), assemble(results, cube.grid.shape, step), errors, truths,
+        {
+            "optical": scene_set.optical.id,
+            "sar": ", ".join(i.id for i in scene_set.sar),
+            "dem": ", ".join(i.id for i in scene_set.dem),
+        },
+        len(todo),
+        len(cube.plan.tiles) - len(todo),
+        assemble(results, cube.grid.shape, step),
+        errors,
+        truths,
     )
     return SceneSetOutcome(label, len(todo), len(cube.plan.tiles) - len(todo), errors, report)
 
@@ -262,8 +297,13 @@ def _score(scene_set: SceneSet, cube: CubePlan, modalities, out: str, time_index
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(directory: str, outcomes: Sequence[SceneSetOutcome], cube: CubePlan, config: RunConfig, lines) -> str:
     path = write_report(
-        Path(directory), [o.report for o in outcomes], title="dsmar registration report", cube=config.out,
-        method=config.method, summary_lines=lines, step=thumb_step(cube.grid.shape),
+        Path(directory),
+        [o.report for o in outcomes],
+        title="dsmar registration report",
+        cube=config.out,
+        method=config.method,
+        summary_lines=lines,
+        step=thumb_step(cube.grid.shape),
     )
     return str(path)
 
@@ -279,9 +319,15 @@ def register_region(config: RunConfig) -> RunSummary:
     if not found.scene_sets:
         return RunSummary(config.out, None, 0, 0, 0, 0, time.perf_counter() - started, rejections=rejections)
     cube = plan_cube(found.scene_sets, config)
-    log.info("%d scene set(s); grid %d x %d px; %d tiles of %d px (+%d halo) each",
-             len(cube.scene_sets), cube.grid.height, cube.grid.width, len(cube.plan.tiles),
-             config.tiles.size, config.tiles.halo)
+    log.info(
+        "%d scene set(s); grid %d x %d px; %d tiles of %d px (+%d halo) each",
+        len(cube.scene_sets),
+        cube.grid.height,
+        cube.grid.width,
+        len(cube.plan.tiles),
+        config.tiles.size,
+        config.tiles.halo,
+    )
     outcomes = []
     with dask_client(config.cluster) as client:
         # Only once the cluster answers: an unreachable scheduler must not leave an empty cube behind.
@@ -290,9 +336,16 @@ def register_region(config: RunConfig) -> RunSummary:
             t = index[_utc(scene_set.optical)]
             outcomes.append(register_scene_set(client, scene_set, cube, t, config, profile))
     summary = RunSummary(
-        config.out, None, len(outcomes), len(cube.plan.tiles),
-        sum(o.tiles_written for o in outcomes), sum(o.tiles_skipped for o in outcomes),
-        time.perf_counter() - started, tuple(outcomes), cube.skipped, rejections,
+        config.out,
+        None,
+        len(outcomes),
+        len(cube.plan.tiles),
+        sum(o.tiles_written for o in outcomes),
+        sum(o.tiles_skipped for o in outcomes),
+        time.perf_counter() - started,
+        tuple(outcomes),
+        cube.skipped,
+        rejections,
     )
     if config.report_dir:
         report = report_task(config.report_dir, outcomes, cube, config, summary_lines(summary))
@@ -310,7 +363,9 @@ def summary_lines(summary: RunSummary) -> list[str]:
     for modality in ("sar", "dem"):
         stats = summary.error(modality)
         if stats is not None:
-            lines.append(f"{modality.upper()} field vs injected truth: median EPE {stats.median:.3f} px, "
-                         f"mean EPE {stats.mean:.3f} px")
+            lines.append(
+                f"{modality.upper()} field vs injected truth: median EPE {stats.median:.3f} px, "
+                f"mean EPE {stats.mean:.3f} px"
+            )
     lines += [f"Not processed: {reason}" for reason in summary.skipped]
     return lines

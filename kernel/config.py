@@ -7,13 +7,12 @@ becomes one `InputError` line instead of a pydantic report.
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kernel.errors import InputError
 from kernel.contracts import DEFAULT_METHOD
+from kernel.errors import InputError
 
 BBox = tuple[float, float, float, float]
 
@@ -57,9 +56,15 @@ class SearchConfig(_Frozen):
     """Which catalog to search and how strictly scenes must co-locate."""
 
     flags = {
-        "profile": "--profile", "catalog_url": "--catalog", "optical_collection": "--optical-collection",
-        "sar_collection": "--sar-collection", "dem_collection": "--dem-collection", "max_cloud": "--max-cloud",
-        "sar_window_days": "--sar-window-days", "min_overlap": "--min-overlap", "orbit_state": "--orbit-state",
+        "profile": "--profile",
+        "catalog_url": "--catalog",
+        "optical_collection": "--optical-collection",
+        "sar_collection": "--sar-collection",
+        "dem_collection": "--dem-collection",
+        "max_cloud": "--max-cloud",
+        "sar_window_days": "--sar-window-days",
+        "min_overlap": "--min-overlap",
+        "orbit_state": "--orbit-state",
     }
     profile: str = "earth-search"
     catalog_url: str | None = None
@@ -75,8 +80,14 @@ class SearchConfig(_Frozen):
 class RunConfig(_Frozen):
     """Everything `register_region` needs; serialised to JSON into the cube's attrs."""
 
-    flags = {"bbox": "--bbox", "start": "--start", "end": "--end", "out": "--out", "method": "--method",
-             "report_dir": "--report"}
+    flags = {
+        "bbox": "--bbox",
+        "start": "--start",
+        "end": "--end",
+        "out": "--out",
+        "method": "--method",
+        "report_dir": "--report",
+    }
     bbox: BBox
     start: date
     end: date

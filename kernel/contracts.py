@@ -13,8 +13,16 @@ from __future__ import annotations
 DISPLACEMENT_CONVENTION = "Contract 1: (dy, dx) in optical pixels; warped[y, x] = moving(y + dy, x + dx)"
 
 MODALITIES = (
-    "optical", "sar", "dem", "infrared", "map", "night",
-    "lidar-dsm", "lidar-intensity", "depth-render", "other",
+    "optical",
+    "sar",
+    "dem",
+    "infrared",
+    "map",
+    "night",
+    "lidar-dsm",
+    "lidar-intensity",
+    "depth-render",
+    "other",
 )
 MIN_SIZE = 32
 DEFAULT_METHOD = "dsmar"  # the most accurate on the usable benchmark pairs (docs/accuracy.md)

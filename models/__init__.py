@@ -1,7 +1,7 @@
 """Registration models: the pair API (Contract 2), DS-MAR, classical baselines, losses, training."""
 
-from models.api import MODALITIES, RegistrationResult, available_methods, register_method, register_pair
 from kernel.warp import compose, warp_image
+from models.api import MODALITIES, RegistrationResult, available_methods, register_method, register_pair
 
 __all__ = [
     "MODALITIES",

@@ -13,7 +13,6 @@ from kernel.errors import InputError
 from kernel.warp import warp_image
 
 
-
 @dataclass(frozen=True)
 class RegistrationResult:
     """Displacement (2, H, W) per Contract 1, confidence (H, W) in [0, 1], moving warped onto fixed."""

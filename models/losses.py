@@ -72,7 +72,7 @@ def mind_ssc(image: torch.Tensor, radius: int = 2, dilation: int = 2) -> torch.T
     """
     d = dilation
     shifts = [(0, d), (d, 0), (0, -d), (-d, 0)]
-    pairs = [(a, b) for i, a in enumerate(shifts) for b in shifts[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(shifts) for b in shifts[i + 1 :]]
     pad = F.pad(image, (d, d, d, d), mode="replicate")
     h, w = image.shape[-2:]
 
@@ -80,8 +80,9 @@ def mind_ssc(image: torch.Tensor, radius: int = 2, dilation: int = 2) -> torch.T
         return pad[:, :, d + s[0] : d + s[0] + h, d + s[1] : d + s[1] + w]
 
     k = 2 * radius + 1
-    ssd = torch.cat([F.avg_pool2d((shifted(a) - shifted(b)) ** 2, k, 1, radius, count_include_pad=False)
-                     for a, b in pairs], dim=1)
+    ssd = torch.cat(
+        [F.avg_pool2d((shifted(a) - shifted(b)) ** 2, k, 1, radius, count_include_pad=False) for a, b in pairs], dim=1
+    )
     ssd = ssd - ssd.min(1, keepdim=True).values
     var = ssd.mean(1, keepdim=True)
     var = var.clamp(min=var.mean() * 1e-3 + 1e-6, max=var.mean() * 1e3 + 1e-6)
@@ -95,7 +96,10 @@ def mind_loss(fixed: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor | No
 
 
 def confidence_calibration(
-    logit: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+    logit: torch.Tensor,
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
     scale_px: float = 1.0,
 ) -> torch.Tensor:
     """Binary cross-entropy between the confidence and exp(-EPE / scale): 1 where the field is exact."""

@@ -39,9 +39,7 @@ def taper(tile: Tile) -> np.ndarray:
     return np.outer(rows, cols)
 
 
-def blend(
-    core: Window, pieces: Sequence[tuple[Tile, np.ndarray, np.ndarray]]
-) -> tuple[np.ndarray, np.ndarray]:
+def blend(core: Window, pieces: Sequence[tuple[Tile, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Blend tile fields over `core`.
 
     pieces: (tile, displacement (2, h, w), confidence (h, w)) on each tile's outer window; together

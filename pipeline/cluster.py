@@ -115,7 +115,10 @@ def dask_client(config: ClusterConfig) -> Iterator[object]:
         cluster = _gpu_cluster(threads=max(1, default_workers() // gpus)) if gpus else None
         if cluster is None:
             cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=config.threads_per_worker, processes=True, **_LOCAL_CLUSTER_OPTIONS
+                n_workers=workers,
+                threads_per_worker=config.threads_per_worker,
+                processes=True,
+                **_LOCAL_CLUSTER_OPTIONS,
             )
         try:
             client = Client(cluster)
@@ -148,8 +151,10 @@ def _signals_held() -> Iterator[None]:
         yield
         return
     held: list[int] = []
-    previous = {signum: signal.signal(signum, lambda signum, frame: held.append(signum))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: held.append(signum))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:

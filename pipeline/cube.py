@@ -20,14 +20,14 @@ import json
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dask.array as da
 import fsspec
 import numpy as np
-import xarray as xr
 import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
 import zarr
 from pyproj import CRS
 
@@ -99,23 +99,29 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
         dim = f"band_{name}"
         units, long_name = UNITS[name]
         data_vars[name] = (
-            ("time", dim, "y", "x"), lazy((n_t, len(bands), *grid.shape), (1, len(bands), ch_y, ch_x)),
+            ("time", dim, "y", "x"),
+            lazy((n_t, len(bands), *grid.shape), (1, len(bands), ch_y, ch_x)),
             {"units": units, "long_name": long_name},
         )
     for m in layout.modalities:
         data_vars[f"displacement_{m}"] = (
-            ("time", "component", "y", "x"), lazy((n_t, 2, *grid.shape), (1, 2, ch_y, ch_x)),
-            {"units": "pixel",
-             "long_name": f"displacement (dy, dx) in optical-grid pixels from each optical pixel to where it lies "
-                          f"in the original {m} image (Contract 1)",
-             "convention": "optical pixel (y, x) matches the original image at (y + dy, x + dx)"},
+            ("time", "component", "y", "x"),
+            lazy((n_t, 2, *grid.shape), (1, 2, ch_y, ch_x)),
+            {
+                "units": "pixel",
+                "long_name": f"displacement (dy, dx) in optical-grid pixels from each optical pixel to where it lies "
+                f"in the original {m} image (Contract 1)",
+                "convention": "optical pixel (y, x) matches the original image at (y + dy, x + dx)",
+            },
         )
         data_vars[f"confidence_{m}"] = (
-            ("time", "y", "x"), lazy((n_t, *grid.shape), (1, ch_y, ch_x)),
+            ("time", "y", "x"),
+            lazy((n_t, *grid.shape), (1, ch_y, ch_x)),
             {"units": "1", "long_name": f"confidence of displacement_{m}", "valid_range": [0.0, 1.0]},
         )
     data_vars[HASH_VAR] = (
-        ("time", "tile_row", "tile_col"), lazy((n_t, plan.n_rows, plan.n_cols), (1, 1, 1), 0, np.int64),
+        ("time", "tile_row", "tile_col"),
+        lazy((n_t, plan.n_rows, plan.n_cols), (1, 1, 1), 0, np.int64),
         {"long_name": "fingerprint of the inputs each chunk was written from; 0 = not written"},
     )
     data_vars["optical_item"] = ("time", np.array([p.optical_item for p in provenance], dtype=object))
@@ -209,8 +215,11 @@ def _write_provenance(group: zarr.Group, steps: Sequence[Step]) -> None:
 
 def _merged_attrs(old: Mapping, run: Mapping) -> dict:
     """The cube's attrs after a run: the run's own, the first `created`, and the run added to `runs`."""
-    entry = {key: json.loads(run[key]) if key in ("config", "catalog") else run[key]
-             for key in ("created", "config", "catalog") if key in run}
+    entry = {
+        key: json.loads(run[key]) if key in ("config", "catalog") else run[key]
+        for key in ("created", "config", "catalog")
+        if key in run
+    }
     merged = {**old, **run, STATE_ATTR: "complete"}
     merged.pop(APPEND_ATTR, None)
     merged["created"] = old.get("created", run.get("created", ""))
@@ -318,8 +327,10 @@ def _undo_append(group: zarr.Group, old_length: int) -> None:
 def _steps_of(ds: xr.Dataset) -> list[Step]:
     """The cube's times with their provenance, in stored order."""
     columns = [ds[name].values for name in ("time", *PROVENANCE)]
-    return [(np.datetime64(t, "ns"), Provenance(str(o), str(s), np.datetime64(st, "ns"), str(d)))
-            for t, o, s, st, d in zip(*columns)]
+    return [
+        (np.datetime64(t, "ns"), Provenance(str(o), str(s), np.datetime64(st, "ns"), str(d)))
+        for t, o, s, st, d in zip(*columns)
+    ]
 
 
 def _by_time(steps: Iterable[Step]) -> list[Step]:
@@ -348,8 +359,10 @@ def _reorder(
 ) -> None:
     """Rewrite the cube with the times `merged` (old and new, in order); each written chunk moves with its time."""
     if root is None:
-        raise InputError(f"{path} is not a local cube: an earlier period cannot be inserted into it "
-                         "(times must stay in order); write that period to a new --out")
+        raise InputError(
+            f"{path} is not a local cube: an earlier period cannot be inserted into it "
+            "(times must stay in order); write that period to a new --out"
+        )
     position = {t: j for j, (t, _) in enumerate(merged)}
 
     def build(target: Path) -> None:
@@ -379,25 +392,30 @@ def _check_same_method(old: Mapping, new: Mapping, path: str) -> None:
     """One cube, one method and one set of weights: the attrs describe every chunk, not the last run."""
     _check_method(old, new.get("method"), path)
     if "weights_sha256" in old and old["weights_sha256"] != new.get("weights_sha256"):
-        raise InputError(f"{path} was written with other weights (sha256 {old['weights_sha256'][:16]}...); "
-                         "write to a new --out")
+        raise InputError(
+            f"{path} was written with other weights (sha256 {old['weights_sha256'][:16]}...); write to a new --out"
+        )
     if old.get("inference") != new.get("inference"):  # absent on both sides for methods without settings
         settings = old.get("inference", "none recorded: written by an older dsmar")
-        raise InputError(f"{path} was written with other {new.get('method')} settings ({settings}); "
-                         "write to a new --out")
+        raise InputError(
+            f"{path} was written with other {new.get('method')} settings ({settings}); write to a new --out"
+        )
 
 
 def _check_method(old: Mapping, method: str | None, path: str) -> None:
     if "method" in old and old["method"] != method:
-        raise InputError(f"{path} was written with method {old['method']!r}; rerun with --method {old['method']} "
-                         "or write to a new --out")
+        raise InputError(
+            f"{path} was written with method {old['method']!r}; rerun with --method {old['method']} "
+            "or write to a new --out"
+        )
 
 
 def _check_tiles(chunks: Sequence[int | None], expected: Sequence[int], path: str) -> None:
     """The cube's (y, x) chunks are its tiles (each clipped to the grid): a run takes the same tile size."""
     if tuple(chunks) != tuple(expected):
-        raise InputError(f"{path} was written with {chunks[-1]} px tiles; rerun with --tile-size {chunks[-1]} "
-                         "or a new --out")
+        raise InputError(
+            f"{path} was written with {chunks[-1]} px tiles; rerun with --tile-size {chunks[-1]} or a new --out"
+        )
 
 
 def _check_compatible(existing: xr.Dataset, layout: CubeLayout, path: str) -> None:
@@ -442,7 +460,10 @@ def open_cube(path: str) -> xr.Dataset:
 
 
 def cube_attrs(
-    config_json: str, catalog: Mapping[str, object], method: str, weights_sha256: str | None,
+    config_json: str,
+    catalog: Mapping[str, object],
+    method: str,
+    weights_sha256: str | None,
     inference: Mapping[str, object] | None = None,
 ) -> dict:
     from kernel.version import __version__
@@ -454,7 +475,7 @@ def cube_attrs(
         "method": method,
         "catalog": json.dumps(dict(catalog), sort_keys=True),
         "config": config_json,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "displacement_convention": DISPLACEMENT_CONVENTION,
         "Conventions": "CF-1.8",
     }

@@ -94,5 +94,7 @@ def _chunk_grid(array: zarr.Array) -> Iterator[tuple[int, ...]]:
 def _check_same_codecs(old: zarr.Array, new: zarr.Array, name: str) -> None:
     old_meta, new_meta = old.metadata.to_dict(), new.metadata.to_dict()
     if old.chunks[0] != 1 or any(old_meta.get(k) != new_meta.get(k) for k in _CODEC_KEYS):
-        raise DsmarError(f"cannot reorder {name}: the cube stores it with another zarr encoding; "
-                         "write the earlier period to a new --out")
+        raise DsmarError(
+            f"cannot reorder {name}: the cube stores it with another zarr encoding; "
+            "write the earlier period to a new --out"
+        )

@@ -55,7 +55,9 @@ def optical_grid(item: pystac.Item, asset_keys: AssetKeys) -> Grid:
     crs = crs_of(fields, props)
     transform = fields.get("proj:transform", props.get("proj:transform"))
     shape = fields.get("proj:shape", props.get("proj:shape"))
-    missing = [n for n, v in (("proj:code/proj:epsg", crs), ("proj:transform", transform), ("proj:shape", shape)) if v is None]
+    missing = [
+        n for n, v in (("proj:code/proj:epsg", crs), ("proj:transform", transform), ("proj:shape", shape)) if v is None
+    ]
     if missing:
         raise CatalogError(f"optical item {item.id!r} asset {key!r} lacks {', '.join(missing)}: cannot build its grid")
     try:
@@ -100,14 +102,18 @@ def load_stack(
             raise CatalogError(f"no item has asset {key!r} (items: {[i.id for i in items]})")
     table, hrefs, headers = _inspect_assets(items, keys, sar_db)
     layers = [asset_layers(items, key, table, hrefs, headers) for key in keys]
-    mosaic = xr.concat([_load_asset(ls, key, grid, resampling, dtype, chunks) for ls, key in zip(layers, keys)], dim="band")
+    mosaic = xr.concat(
+        [_load_asset(ls, key, grid, resampling, dtype, chunks) for ls, key in zip(layers, keys)], dim="band"
+    )
     out = mosaic.assign_coords(band=keys).sel(band=list(bands.values()))
     out = out.reset_coords(drop=True).assign_coords(band=list(bands), x=grid.x_coords(), y=grid.y_coords())
     out.attrs = {}
     return out.rio.write_crs(grid.crs_wkt).rio.write_transform(grid.affine)
 
 
-def _load_asset(layers: list[Layer], key: str, grid: Grid, resampling: str, dtype: np.dtype, chunks: int) -> xr.DataArray:
+def _load_asset(
+    layers: list[Layer], key: str, grid: Grid, resampling: str, dtype: np.dtype, chunks: int
+) -> xr.DataArray:
     """One asset's layers resampled onto `grid` and mosaicked, the first valid pixel winning: (y, x)."""
     raw = stackstac.stack(
         [layer.item for layer in layers],
@@ -133,7 +139,9 @@ def _load_asset(layers: list[Layer], key: str, grid: Grid, resampling: str, dtyp
         return xr.DataArray(nan, dims=("y", "x"))
     table = {(str(layer.item["id"]), key): layer.radiometry for layer in layers}
     phys = _to_physical(raw, table, dtype)
-    return stackstac.mosaic(phys, dim="time", reverse=True).squeeze("band", drop=True)  # reverse: the first item is on top
+    return stackstac.mosaic(phys, dim="time", reverse=True).squeeze(
+        "band", drop=True
+    )  # reverse: the first item is on top
 
 
 def _inspect_assets(
@@ -153,7 +161,9 @@ def _inspect_assets(
         if header.radar_geometry:
             refuse_radar_geometry(item, key, "is in radar geometry (GCPs, no geotransform)")
         if header.count != 1:
-            raise CatalogError(f"asset {key!r} of item {item.id!r} has {header.count} bands; load_stack reads single-band assets")
+            raise CatalogError(
+                f"asset {key!r} of item {item.id!r} has {header.count} bands; load_stack reads single-band assets"
+            )
         hrefs[item.id][key] = gdal_href(absolute_href(item, key), header, table[item.id, key].nodata)
     return table, hrefs, headers
 

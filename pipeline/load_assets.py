@@ -45,7 +45,9 @@ def read_header(href: str) -> AssetHeader:
         with rasterio.Env(**READ_RETRY_ENV), rasterio.open(href) as src:
             radar = bool(src.gcps[0]) and src.transform == Affine.identity()
             wkt, epsg = (src.crs.to_wkt(), src.crs.to_epsg()) if src.crs else ("", None)
-            return AssetHeader(src.nodata, radar, src.count, src.dtypes[0], wkt, epsg, src.transform, (src.height, src.width))
+            return AssetHeader(
+                src.nodata, radar, src.count, src.dtypes[0], wkt, epsg, src.transform, (src.height, src.width)
+            )
     except rasterio.errors.RasterioIOError as e:
         raise CatalogError(f"cannot open asset {href}: {e}") from None
 

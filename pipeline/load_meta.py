@@ -17,7 +17,17 @@ from kernel.errors import CatalogError
 # Sentinel-2 reflectance assets, by band name (eo:bands / bands) or common name.
 _S2_BAND = re.compile(r"^B(0[1-9]|1[0-2]|8A)$")
 _REFLECTANCE_COMMON = {
-    "coastal", "blue", "green", "red", "rededge", "nir", "nir08", "nir09", "cirrus", "swir16", "swir22",
+    "coastal",
+    "blue",
+    "green",
+    "red",
+    "rededge",
+    "nir",
+    "nir08",
+    "nir09",
+    "cirrus",
+    "swir16",
+    "swir22",
 }
 _S2_QUANTIFICATION = 1e-4  # L2A DN -> reflectance when the catalog declares no scale
 _S2_BOA_ADD_OFFSET_DN = -1000.0  # processing baseline >= 04.00
@@ -100,9 +110,7 @@ def plain_item(item: pystac.Item, hrefs: dict[str, str]) -> dict[str, Any]:
 
 
 def is_sar(item: pystac.Item) -> bool:
-    return any(k.startswith("sar:") for k in item.properties) or any(
-        "/sar/" in ext for ext in item.stac_extensions
-    )
+    return any(k.startswith("sar:") for k in item.properties) or any("/sar/" in ext for ext in item.stac_extensions)
 
 
 def _band_fields(asset: dict[str, Any]) -> dict[str, Any]:
@@ -116,19 +124,22 @@ def _band_fields(asset: dict[str, Any]) -> dict[str, Any]:
 
 def _nodata(band: dict[str, Any], asset: dict[str, Any]) -> float | None:
     value = band.get("nodata", band.get("raster:nodata", asset.get("nodata", asset.get("raster:nodata"))))
-    return None if value is None else float(value)  # the raster extension spells NaN/inf as the strings "nan", "inf", "-inf"
+    return (
+        None if value is None else float(value)
+    )  # the raster extension spells NaN/inf as the strings "nan", "inf", "-inf"
 
 
 def _is_s2_reflectance(item: pystac.Item, asset: dict[str, Any]) -> bool:
     props = item.properties
-    is_s2 = str(props.get("platform", "")).lower().startswith("sentinel-2") or any(
-        k.startswith("s2:") for k in props
-    )
+    is_s2 = str(props.get("platform", "")).lower().startswith("sentinel-2") or any(k.startswith("s2:") for k in props)
     if not is_s2:
         return False
     for k in ("eo:bands", "bands"):
         for b in asset.get(k) or []:
-            if _S2_BAND.match(str(b.get("name", ""))) or b.get("common_name", b.get("eo:common_name")) in _REFLECTANCE_COMMON:
+            if (
+                _S2_BAND.match(str(b.get("name", "")))
+                or b.get("common_name", b.get("eo:common_name")) in _REFLECTANCE_COMMON
+            ):
                 return True
     return False
 

@@ -130,7 +130,13 @@ def _vrt_xml(grid: SourceGrid, placed: Sequence[tuple[Tile, int, int]]) -> str:
         ET.SubElement(src, "SourceFilename", relativeToVRT="0").text = tile.path
         ET.SubElement(src, "SourceBand").text = "1"
         # with these properties GDAL opens a tile only when a read touches it
-        ET.SubElement(src, "SourceProperties", RasterXSize=str(width), RasterYSize=str(height), DataType=_gdal_type(tile.grid.dtype))
+        ET.SubElement(
+            src,
+            "SourceProperties",
+            RasterXSize=str(width),
+            RasterYSize=str(height),
+            DataType=_gdal_type(tile.grid.dtype),
+        )
         ET.SubElement(src, "SrcRect", xOff="0", yOff="0", xSize=str(width), ySize=str(height))
         ET.SubElement(src, "DstRect", xOff=str(col), yOff=str(row), xSize=str(width), ySize=str(height))
         if tile.nodata is not None:
@@ -157,7 +163,9 @@ def mosaic_vrt(tiles: Sequence[Tile]) -> Mosaic:
     right = max(o[0] + t.grid.shape[1] for o, t in zip(offsets, tiles))
     bottom = max(o[1] + t.grid.shape[0] for o, t in zip(offsets, tiles))
     dtype = np.result_type(np.float32, *[np.dtype(t.grid.dtype) for t in tiles]).name
-    grid = replace(ref, transform=ref.transform * Affine.translation(left, top), shape=(bottom - top, right - left), dtype=dtype)
+    grid = replace(
+        ref, transform=ref.transform * Affine.translation(left, top), shape=(bottom - top, right - left), dtype=dtype
+    )
     placed = [(_nan_for_nodata(t), col - left, row - top) for t, (col, row) in zip(tiles, offsets)]
     return Mosaic(_vrt_xml(grid, placed[::-1]), grid.transform, grid.shape)  # the preferred tile painted last
 
@@ -205,10 +213,17 @@ def asset_layers(
             layers.append(Layer(plain_item(first, hrefs[first.id]), rads[run[0]]))
             continue
         tiles = [
-            Tile(_parse_path(sources[i]).as_vsi(), grids[sources[i]], source_nodata(headers[sources[i]], rads[i].nodata))
+            Tile(
+                _parse_path(sources[i]).as_vsi(), grids[sources[i]], source_nodata(headers[sources[i]], rads[i].nodata)
+            )
             for i in run
         ]
         item_id = "+".join(present[i].id for i in run)
         mosaic = mosaic_vrt(tiles)
-        layers.append(Layer(mosaic_item(plain_item(first, {}), item_id, key, mosaic, tiles[0].grid.epsg), replace(rads[run[0]], nodata=None)))
+        layers.append(
+            Layer(
+                mosaic_item(plain_item(first, {}), item_id, key, mosaic, tiles[0].grid.epsg),
+                replace(rads[run[0]], nodata=None),
+            )
+        )
     return layers

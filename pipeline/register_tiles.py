@@ -16,8 +16,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from models.api import register_pair
 from kernel.warp import warp_image
+from models.api import register_pair
 from pipeline.blend import blend
 from pipeline.tiles import Tile, TilePlan, Window
 
@@ -58,8 +58,12 @@ class MethodRegistrator:
         if not (_enough_valid(fixed) and _enough_valid(moving)):
             return TileField.unmatched(fixed.shape[-2:])
         result = register_pair(
-            fixed, moving, fixed_modality="optical", moving_modality=moving_modality,
-            method=self.method, **dict(self.options),
+            fixed,
+            moving,
+            fixed_modality="optical",
+            moving_modality=moving_modality,
+            method=self.method,
+            **dict(self.options),
         )
         return TileField(result.displacement, result.confidence)
 
@@ -102,9 +106,7 @@ def align_chunk(tile: Tile, fixed_outer: np.ndarray, inputs: Mapping[str, Modali
     core = tile.core.relative_to(tile.outer)
     arrays = {"optical": fixed_outer[(slice(None), *core.slices)]}
     for modality, data in inputs.items():
-        displacement, confidence = blend(
-            tile.core, [(t, f.displacement, f.confidence) for t, f in data.pieces]
-        )
+        displacement, confidence = blend(tile.core, [(t, f.displacement, f.confidence) for t, f in data.pieces])
         arrays[modality] = warp_core(data.moving_outer, np.nan_to_num(displacement), core)
         arrays[f"displacement_{modality}"] = displacement
         arrays[f"confidence_{modality}"] = confidence
@@ -181,8 +183,7 @@ def run_tiles(
     tiles = list(needed.values())
     fixed_f = dict(zip(needed, client.compute([_window(fixed, t.outer) for t in tiles])))
     moving_f = {
-        m: dict(zip(needed, client.compute([_window(image, t.outer) for t in tiles])))
-        for m, image in moving.items()
+        m: dict(zip(needed, client.compute([_window(image, t.outer) for t in tiles]))) for m, image in moving.items()
     }
     fields = {
         m: {key: client.submit(registrator, fixed_f[key], moving_f[m][key], moving_modality=m) for key in needed}

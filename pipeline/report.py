@@ -106,7 +106,9 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def _save_checkerboards(path: Path, optical: np.ndarray, before: np.ndarray, after: np.ndarray, title: str, dem: bool) -> None:
+def _save_checkerboards(
+    path: Path, optical: np.ndarray, before: np.ndarray, after: np.ndarray, title: str, dem: bool
+) -> None:
     import matplotlib.pyplot as plt
 
     prep = (lambda x: _normalise(hillshade(x))) if dem else _normalise
@@ -130,8 +132,7 @@ def _save_field(path: Path, displacement: np.ndarray, confidence: np.ndarray, st
     # Arrows point to where each optical pixel found its match in the original image (Contract 1);
     # a field that is zero (or NaN) everywhere has none to draw, and matplotlib cannot scale it.
     if np.nanmax(magnitude, initial=0.0) > 0:
-        axes[0].quiver(xx, yy, displacement[1][::stride, ::stride], -displacement[0][::stride, ::stride],
-                       color="white")
+        axes[0].quiver(xx, yy, displacement[1][::stride, ::stride], -displacement[0][::stride, ::stride], color="white")
     axes[0].set_title(f"{title}: displacement (quicklook every {step} px)")
     im = axes[1].imshow(confidence, cmap="magma", vmin=0, vmax=1)
     fig.colorbar(im, ax=axes[1], shrink=0.8, label="confidence")
@@ -147,7 +148,12 @@ def _save_error(path: Path, displacement: np.ndarray, truth: np.ndarray, title: 
     im = axes[0].imshow(np.hypot(truth[0], truth[1]), cmap="viridis")
     fig.colorbar(im, ax=axes[0], shrink=0.8, label="|truth| (pixels)")
     axes[0].set_title(f"{title}: injected truth")
-    im = axes[1].imshow(error, cmap="inferno", vmin=0, vmax=max(2.0, float(np.nanpercentile(error, 99)) if np.isfinite(error).any() else 2.0))
+    im = axes[1].imshow(
+        error,
+        cmap="inferno",
+        vmin=0,
+        vmax=max(2.0, float(np.nanpercentile(error, 99)) if np.isfinite(error).any() else 2.0),
+    )
     fig.colorbar(im, ax=axes[1], shrink=0.8, label="end-point error (pixels)")
     axes[1].set_title(f"{title}: error of the recovered field")
     _save(fig, path)
@@ -179,21 +185,44 @@ def write_report(
             if f"displacement_{modality}" not in q:
                 continue
             stem = f"t{n:02d}_{modality}"
-            _save_checkerboards(directory / f"{stem}_checkerboard.png", q["optical"], q[f"{modality}_before"],
-                                q[modality], modality.upper(), dem=modality == "dem")
-            _save_field(directory / f"{stem}_field.png", q[f"displacement_{modality}"], q[f"confidence_{modality}"],
-                        step, modality.upper())
-            lines += [f"### {modality.upper()}", "",
-                      f"![{modality} before/after]({stem}_checkerboard.png)", "",
-                      f"![{modality} displacement and confidence]({stem}_field.png)", ""]
+            _save_checkerboards(
+                directory / f"{stem}_checkerboard.png",
+                q["optical"],
+                q[f"{modality}_before"],
+                q[modality],
+                modality.upper(),
+                dem=modality == "dem",
+            )
+            _save_field(
+                directory / f"{stem}_field.png",
+                q[f"displacement_{modality}"],
+                q[f"confidence_{modality}"],
+                step,
+                modality.upper(),
+            )
+            lines += [
+                f"### {modality.upper()}",
+                "",
+                f"![{modality} before/after]({stem}_checkerboard.png)",
+                "",
+                f"![{modality} displacement and confidence]({stem}_field.png)",
+                "",
+            ]
             stats = time.errors.get(modality)
             if modality in time.truth:
-                _save_error(directory / f"{stem}_error.png", q[f"displacement_{modality}"], time.truth[modality],
-                            modality.upper())
+                _save_error(
+                    directory / f"{stem}_error.png",
+                    q[f"displacement_{modality}"],
+                    time.truth[modality],
+                    modality.upper(),
+                )
                 lines += [f"![{modality} error vs truth]({stem}_error.png)", ""]
             if stats is not None:
-                lines += [f"End-point error vs injected truth: median {stats.median:.3f} px, "
-                          f"mean {stats.mean:.3f} px, 90th percentile {stats.p90:.3f} px", ""]
+                lines += [
+                    f"End-point error vs injected truth: median {stats.median:.3f} px, "
+                    f"mean {stats.mean:.3f} px, 90th percentile {stats.p90:.3f} px",
+                    "",
+                ]
     path = directory / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-import zlib
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+import zlib
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -94,7 +94,7 @@ def utm_bounds(bounds: Bounds) -> Bounds:
 
 
 def iso(when: datetime) -> str:
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def collection(cid: str, description: str, extensions: tuple[str, ...] = ()) -> dict:
@@ -106,12 +106,17 @@ def collection(cid: str, description: str, extensions: tuple[str, ...] = ()) -> 
         "title": cid,
         "description": description,
         "license": "proprietary",
-        "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [["2014-10-10T00:00:00Z", None]]}},
+        "extent": {
+            "spatial": {"bbox": [[-180, -90, 180, 90]]},
+            "temporal": {"interval": [["2014-10-10T00:00:00Z", None]]},
+        },
         "links": [],
     }
 
 
-def _feature(item_id: str, cid: str, bounds: Bounds, properties: dict, assets: dict, extensions: tuple[str, ...]) -> dict:
+def _feature(
+    item_id: str, cid: str, bounds: Bounds, properties: dict, assets: dict, extensions: tuple[str, ...]
+) -> dict:
     return {
         "type": "Feature",
         "stac_version": "1.0.0",
@@ -133,7 +138,9 @@ def _s2_assets(cogs: CogWriter, bounds: Bounds, earth_search: bool) -> dict:
     for name, (pc_key, wavelength) in S2_BANDS.items():
         key = name if earth_search else pc_key
         band = pc_key[1:].lstrip("0")
-        href, transform = cogs.write(f"{'es' if earth_search else 'pc'}-s2-{'_'.join(map(str, bounds))}-{key}", ub, UTM_EPSG, "uint16", 0)
+        href, transform = cogs.write(
+            f"{'es' if earth_search else 'pc'}-s2-{'_'.join(map(str, bounds))}-{key}", ub, UTM_EPSG, "uint16", 0
+        )
         asset = {
             "href": href,
             "type": COG,
@@ -144,7 +151,16 @@ def _s2_assets(cogs: CogWriter, bounds: Bounds, earth_search: bool) -> dict:
         }
         if earth_search:
             asset["title"] = f"{name.title()} (band {band}) - 10m"
-            asset["raster:bands"] = [{"nodata": 0, "data_type": "uint16", "bits_per_sample": 15, "spatial_resolution": 10, "scale": 0.0001, "offset": -0.1}]
+            asset["raster:bands"] = [
+                {
+                    "nodata": 0,
+                    "data_type": "uint16",
+                    "bits_per_sample": 15,
+                    "spatial_resolution": 10,
+                    "scale": 0.0001,
+                    "offset": -0.1,
+                }
+            ]
             asset["roles"] = ["data", "reflectance"]
         else:
             asset["title"] = f"Band {band} - {name.title()} - 10m"
@@ -154,7 +170,14 @@ def _s2_assets(cogs: CogWriter, bounds: Bounds, earth_search: bool) -> dict:
     return assets
 
 
-def earth_search_s2(cogs: CogWriter, item_id: str, when: datetime, bounds: Bounds, cloud: float | None, collection_id: str = "sentinel-2-l2a") -> dict:
+def earth_search_s2(
+    cogs: CogWriter,
+    item_id: str,
+    when: datetime,
+    bounds: Bounds,
+    cloud: float | None,
+    collection_id: str = "sentinel-2-l2a",
+) -> dict:
     """An Earth Search v1 `sentinel-2-l2a` item: keys blue/green/red/nir, BOA offset in raster:bands."""
     assets = _s2_assets(cogs, bounds, earth_search=True)
     properties = {
@@ -178,7 +201,14 @@ def earth_search_s2(cogs: CogWriter, item_id: str, when: datetime, bounds: Bound
     }
     if cloud is not None:
         properties["eo:cloud_cover"] = cloud
-    return _feature(item_id, collection_id, bounds, properties, assets, ("eo", "proj", "raster", "mgrs", "grid", "view", "processing"))
+    return _feature(
+        item_id,
+        collection_id,
+        bounds,
+        properties,
+        assets,
+        ("eo", "proj", "raster", "mgrs", "grid", "view", "processing"),
+    )
 
 
 def earth_search_s1_grd(cogs: CogWriter, item_id: str, when: datetime, bounds: Bounds, orbit_state: str) -> dict:
@@ -229,7 +259,9 @@ def pc_s2(cogs: CogWriter, item_id: str, when: datetime, bounds: Bounds, cloud: 
     return _feature(item_id, "sentinel-2-l2a", bounds, properties, assets, ("eo", "sat", "proj"))
 
 
-def pc_s1_rtc(cogs: CogWriter, item_id: str, when: datetime, bounds: Bounds, orbit_state: str, platform: str = "SENTINEL-1A") -> dict:
+def pc_s1_rtc(
+    cogs: CogWriter, item_id: str, when: datetime, bounds: Bounds, orbit_state: str, platform: str = "SENTINEL-1A"
+) -> dict:
     """A Planetary Computer `sentinel-1-rtc` item: terrain-corrected gamma0 (linear), UTM, proj on the item."""
     ub = utm_bounds(bounds)
     assets = {}
@@ -411,13 +443,15 @@ class _TokenHandler(BaseHTTPRequestHandler):
         if not self.path.startswith(prefix):
             self.send_error(404)
             return
-        collection_id = self.path[len(prefix):]
+        collection_id = self.path[len(prefix) :]
         server.requests.append(collection_id)
-        expiry = datetime.now(timezone.utc) + timedelta(seconds=server.lifetime_s)
-        body = json.dumps({
-            "msr:expiry": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "token": f"st=2026-11-26&se={expiry:%Y-%m-%dT%H%M%SZ}&sp=rl&sv=2024-05-04&sr=c&sig=n{len(server.requests)}",
-        }).encode()
+        expiry = datetime.now(UTC) + timedelta(seconds=server.lifetime_s)
+        body = json.dumps(
+            {
+                "msr:expiry": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "token": f"st=2026-11-26&se={expiry:%Y-%m-%dT%H%M%SZ}&sp=rl&sv=2024-05-04&sr=c&sig=n{len(server.requests)}",
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

@@ -6,7 +6,7 @@ EPSG:32633 are rotated by about 4 degrees against it: a real reprojection, not a
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,9 @@ SAR_EXT = "https://stac-extensions.github.io/sar/v1.0.0/schema.json"
 OPTICAL_GRID = Grid.from_affine(32632, Affine(10, 0, 735000, 0, -10, 4988000), 96, 112)
 
 
-def source_transform(epsg: int, res: float, margin: float = 100.0, shift: float = 3.7) -> tuple[Affine, tuple[int, int]]:
+def source_transform(
+    epsg: int, res: float, margin: float = 100.0, shift: float = 3.7
+) -> tuple[Affine, tuple[int, int]]:
     """A north-up grid in `epsg` covering the optical grid plus a margin, origin off any round value."""
     left, bottom, right, top = transform_bounds(OPTICAL_GRID.crs, f"EPSG:{epsg}", *OPTICAL_GRID.bounds, densify_pts=21)
     left, top = left - margin + shift, top + margin - shift
@@ -50,7 +52,9 @@ def optical_pixel_ramps(epsg: int, transform: Affine, shape: tuple[int, int]) ->
 
 def write_tif(path: Path, data: np.ndarray, epsg: int | None, transform: Affine | None, nodata=None, gcps=None) -> Path:
     data = data if data.ndim == 3 else data[None]
-    profile = dict(driver="GTiff", count=data.shape[0], height=data.shape[1], width=data.shape[2], dtype=data.dtype, nodata=nodata)
+    profile = dict(
+        driver="GTiff", count=data.shape[0], height=data.shape[1], width=data.shape[2], dtype=data.dtype, nodata=nodata
+    )
     if gcps is None:
         profile.update(crs=f"EPSG:{epsg}", transform=transform)
     with rasterio.open(path, "w", **profile) as dst:
@@ -73,12 +77,20 @@ def make_item(
     w, s, e, n = bbox
     geometry = {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
     props = {"proj:epsg": epsg, **(properties or {})}
-    item = pystac.Item(item_id, geometry, bbox, datetime(2024, 6, 1, tzinfo=timezone.utc), props,
-                       stac_extensions=[PROJ_V1, RASTER, *extensions])
+    item = pystac.Item(
+        item_id,
+        geometry,
+        bbox,
+        datetime(2024, 6, 1, tzinfo=UTC),
+        props,
+        stac_extensions=[PROJ_V1, RASTER, *extensions],
+    )
     for key, fields in assets.items():
         fields = dict(fields)
         href = Path(fields.pop("href")).as_uri()
-        item.add_asset(key, pystac.Asset(href, media_type=pystac.MediaType.GEOTIFF, roles=["data"], extra_fields=fields))
+        item.add_asset(
+            key, pystac.Asset(href, media_type=pystac.MediaType.GEOTIFF, roles=["data"], extra_fields=fields)
+        )
     return item
 
 
@@ -99,10 +111,15 @@ def rioxarray_reference(path: Path, resampling: Resampling = Resampling.bilinear
     import rioxarray
 
     src = rioxarray.open_rasterio(path, masked=True)
-    template = xr.DataArray(
-        np.zeros(OPTICAL_GRID.shape, np.float32), dims=("y", "x"),
-        coords={"y": OPTICAL_GRID.y_coords(), "x": OPTICAL_GRID.x_coords()},
-    ).rio.write_crs(OPTICAL_GRID.crs_wkt).rio.write_transform(OPTICAL_GRID.affine)
+    template = (
+        xr.DataArray(
+            np.zeros(OPTICAL_GRID.shape, np.float32),
+            dims=("y", "x"),
+            coords={"y": OPTICAL_GRID.y_coords(), "x": OPTICAL_GRID.x_coords()},
+        )
+        .rio.write_crs(OPTICAL_GRID.crs_wkt)
+        .rio.write_transform(OPTICAL_GRID.affine)
+    )
     out = src.rio.reproject_match(template, resampling=resampling)
     assert np.allclose(out.x, OPTICAL_GRID.x_coords()) and np.allclose(out.y, OPTICAL_GRID.y_coords())
     return out.values.astype(np.float32)

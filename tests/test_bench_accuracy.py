@@ -9,23 +9,45 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.accuracy import HIST_EDGES, BenchConfig, data_errors, method_spec, select_pairs, set_aside, summarise
-from datagen.pairs import PairRecord, doubtful_ground_truth, read_pairs
 from benchmarks.report import tables
+from datagen.pairs import PairRecord, doubtful_ground_truth, read_pairs
 from dsmar.cli import main
 
 SRIF_SAR = PairRecord(
-    pair_id="srif-sar-031", split="eval", source="SRIF (Li et al. 2023)", category="optical-sar",
-    fixed_path=Path("a.jpg"), moving_path=Path("b.jpg"), fixed_modality="optical", moving_modality="sar",
-    gt_path=Path("gt.json"), gt_kind="similarity", accuracy_px=2.0,
+    pair_id="srif-sar-031",
+    split="eval",
+    source="SRIF (Li et al. 2023)",
+    category="optical-sar",
+    fixed_path=Path("a.jpg"),
+    moving_path=Path("b.jpg"),
+    fixed_modality="optical",
+    moving_modality="sar",
+    gt_path=Path("gt.json"),
+    gt_kind="similarity",
+    accuracy_px=2.0,
 )
 
 
 def test_bench_accuracy_end_to_end(pairs_dir, tmp_path, capsys):
     out = tmp_path / "bench"
-    code = main([
-        "bench", "accuracy", "--pairs", str(pairs_dir), "--split", "eval", "--methods", "identity,cfog",
-        "--limit", "3", "--workers", "1", "--out", str(out),
-    ])
+    code = main(
+        [
+            "bench",
+            "accuracy",
+            "--pairs",
+            str(pairs_dir),
+            "--split",
+            "eval",
+            "--methods",
+            "identity,cfog",
+            "--limit",
+            "3",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads((out / "results.json").read_text())
     assert len(result["cases"]["dense"]) == 3
@@ -68,15 +90,26 @@ def test_method_specs_carry_options():
 
 
 def test_malformed_method_spec_is_one_line_error(pairs_dir, tmp_path, capsys):
-    code = main(["bench", "accuracy", "--pairs", str(pairs_dir), "--methods", "dsmar:augment",
-                 "--out", str(tmp_path / "o")])
+    code = main(
+        ["bench", "accuracy", "--pairs", str(pairs_dir), "--methods", "dsmar:augment", "--out", str(tmp_path / "o")]
+    )
     assert code == 2
     assert "not key=value" in capsys.readouterr().err
 
 
 def test_unknown_method_option_fails_before_the_run(pairs_dir, tmp_path, capsys):
-    code = main(["bench", "accuracy", "--pairs", str(pairs_dir), "--methods", "identity,cfog:foo=1",
-                 "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "bench",
+            "accuracy",
+            "--pairs",
+            str(pairs_dir),
+            "--methods",
+            "identity,cfog:foo=1",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2
     assert "foo" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -96,8 +129,14 @@ def test_the_eval_split_sets_aside_its_30_srif_optical_sar_pairs(pairs_dir):
 def _fake_case(pair_id: str, category: str, epe: dict[str, float]) -> dict:
     """A dense case as dense_case writes it, each method with a constant error `epe[method]` on 100 pixels."""
     methods = {
-        m: {"epe": {"median": e, "mean": e}, "epe_hist": np.histogram(np.full(100, e), HIST_EDGES)[0].tolist(),
-            "recovery": {"median": e / 2, "mean": e / 2}, "folding": 0.0, "seconds": 1.0, "megapixels": 1.0}
+        m: {
+            "epe": {"median": e, "mean": e},
+            "epe_hist": np.histogram(np.full(100, e), HIST_EDGES)[0].tolist(),
+            "recovery": {"median": e / 2, "mean": e / 2},
+            "folding": 0.0,
+            "seconds": 1.0,
+            "megapixels": 1.0,
+        }
         for m, e in epe.items()
     }
     return {"pair_id": pair_id, "category": category, "shape": [10, 10], "methods": methods}
@@ -123,10 +162,12 @@ def test_summary_and_report_show_the_pairs_with_a_usable_ground_truth():
     assert summarise(results, methods, {})["dense_usable"] == {}
 
     text = tables({"summary": summary, "cases": results, "set_aside": aside, "excluded": {}})
-    heading = ("### Dense track on the 3 pairs with a usable ground truth "
-               "(the 2 SRIF optical-SAR pairs set aside, see Known data problem in benchmarks/tuning.md)")
+    heading = (
+        "### Dense track on the 3 pairs with a usable ground truth "
+        "(the 2 SRIF optical-SAR pairs set aside, see Known data problem in benchmarks/tuning.md)"
+    )
     assert text.index("### Dense track, overall") < text.index(heading) < text.index("per category")
-    section = text[text.index(heading):text.index("### Dense track, median EPE")]
+    section = text[text.index(heading) : text.index("### Dense track, median EPE")]
     assert "| cfog | 3 | 0 | 1.00 | 1.00 |" in section  # EPE mean and median over the usable pairs only
     assert "#### optical-sar on its 1 pairs with a usable ground truth" in section
     assert "| cfog | 1 | 0 | 0.50 | 0.50 | 100% | 0.25 |" in section
@@ -150,4 +191,8 @@ def test_method_list_splits_only_on_commas_outside_brackets():
     from dsmar.commands.bench import split_methods
 
     assert split_methods("mind, dsmar:polish=[5,3],x:pair=(1,2),y:o={'a':1,'b':2},") == (
-        "mind", "dsmar:polish=[5,3]", "x:pair=(1,2)", "y:o={'a':1,'b':2}")
+        "mind",
+        "dsmar:polish=[5,3]",
+        "x:pair=(1,2)",
+        "y:o={'a':1,'b':2}",
+    )

@@ -7,7 +7,11 @@ import pytest
 
 from benchmarks.accuracy import fit_to_shape
 from benchmarks.metrics import (
-    end_point_error, folding_share, jacobian_determinant, landmark_errors, summarise_errors,
+    end_point_error,
+    folding_share,
+    jacobian_determinant,
+    landmark_errors,
+    summarise_errors,
     warp_recovery_error,
 )
 from datagen.pairs import homography_field, largest_valid_rectangle, mask_border_fill

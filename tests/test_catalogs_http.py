@@ -6,7 +6,7 @@ import pickle
 import random
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pystac
@@ -37,7 +37,7 @@ def test_backoff_is_jittered_exponential_and_capped():
 def test_retry_after_in_seconds_or_as_a_date():
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
-    later = datetime.now(timezone.utc) + timedelta(seconds=30)
+    later = datetime.now(UTC) + timedelta(seconds=30)
     assert 27 < parse_retry_after(format_datetime(later, usegmt=True)) <= 30
 
 
@@ -50,12 +50,19 @@ def test_token_bucket_bounds_the_request_rate():
 
 
 def pc_item(href: str = BLOB) -> pystac.Item:
-    return pystac.Item.from_dict({
-        "type": "Feature", "stac_version": "1.0.0", "id": "S2A_x", "collection": "sentinel-2-l2a",
-        "geometry": fx.polygon((15, 45, 15.1, 45.1)), "bbox": [15, 45, 15.1, 45.1],
-        "properties": {"datetime": "2024-06-01T10:00:00Z"},
-        "assets": {"B04": {"href": href}, "thumbnail": {"href": "file:///tmp/thumb.png"}}, "links": [],
-    })
+    return pystac.Item.from_dict(
+        {
+            "type": "Feature",
+            "stac_version": "1.0.0",
+            "id": "S2A_x",
+            "collection": "sentinel-2-l2a",
+            "geometry": fx.polygon((15, 45, 15.1, 45.1)),
+            "bbox": [15, 45, 15.1, 45.1],
+            "properties": {"datetime": "2024-06-01T10:00:00Z"},
+            "assets": {"B04": {"href": href}, "thumbnail": {"href": "file:///tmp/thumb.png"}},
+            "links": [],
+        }
+    )
 
 
 def test_signer_caches_tokens_and_resigns_after_expiry():
@@ -92,7 +99,9 @@ def test_search_results_are_signed_through_the_modifier():
     """The profile's modifier signs items as pystac-client hands them over from a live search."""
     record = pc_item().to_dict()
     with fx.SasTokenServer() as tokens, serve_items([fx.collection("sentinel-2-l2a", "s2")], [record]) as server:
-        profile = replace(get_profile("planetary-computer", catalog_url=server.url), signer=PlanetaryComputerSigner(tokens.token_url))
+        profile = replace(
+            get_profile("planetary-computer", catalog_url=server.url), signer=PlanetaryComputerSigner(tokens.token_url)
+        )
         (item,) = CatalogSearcher(profile).items("sentinel-2-l2a", (14, 44, 16, 46))
         assert item.assets["B04"].href.startswith(BLOB + "?st=") and item.assets["B04"].href.endswith("sig=n1")
         assert tokens.requests == ["sentinel-2-l2a"]
@@ -101,24 +110,43 @@ def test_search_results_are_signed_through_the_modifier():
 @pytest.mark.parametrize(
     ("name", "url", "collections", "red"),
     [
-        ("earth-search", "https://earth-search.aws.element84.com/v1", ("sentinel-2-l2a", "sentinel-1-grd", "cop-dem-glo-30"), "red"),
-        ("planetary-computer", "https://planetarycomputer.microsoft.com/api/stac/v1", ("sentinel-2-l2a", "sentinel-1-rtc", "cop-dem-glo-30"), "B04"),
+        (
+            "earth-search",
+            "https://earth-search.aws.element84.com/v1",
+            ("sentinel-2-l2a", "sentinel-1-grd", "cop-dem-glo-30"),
+            "red",
+        ),
+        (
+            "planetary-computer",
+            "https://planetarycomputer.microsoft.com/api/stac/v1",
+            ("sentinel-2-l2a", "sentinel-1-rtc", "cop-dem-glo-30"),
+            "B04",
+        ),
     ],
 )
 def test_public_profiles(name, url, collections, red):
     profile = get_profile(name)
-    assert (profile.url, profile.optical_collection, profile.sar_collection, profile.dem_collection) == (url, *collections)
+    assert (profile.url, profile.optical_collection, profile.sar_collection, profile.dem_collection) == (
+        url,
+        *collections,
+    )
     assert profile.asset_keys.optical["red"] == red and profile.asset_keys.dem == {"elevation": "data"}
     assert (profile.modifier is not None) == (name == "planetary-computer")
 
 
 def test_local_profile_and_overrides():
     profile = get_profile("local", "http://127.0.0.1:8080", sar_collection="my-sar")
-    assert (profile.optical_collection, profile.sar_collection, profile.dem_collection) == ("dsmar-optical", "my-sar", "dsmar-dem")
+    assert (profile.optical_collection, profile.sar_collection, profile.dem_collection) == (
+        "dsmar-optical",
+        "my-sar",
+        "dsmar-dem",
+    )
     assert get_profile("earth-search", optical_collection="sentinel-2-c1-l2a").optical_collection == "sentinel-2-c1-l2a"
     with pytest.raises(InputError, match="needs a STAC API URL"):
         get_profile("local")
-    with pytest.raises(InputError, match="unknown catalog profile 'usgs'; choose one of earth-search, planetary-computer, local"):
+    with pytest.raises(
+        InputError, match="unknown catalog profile 'usgs'; choose one of earth-search, planetary-computer, local"
+    ):
         get_profile("usgs")
     with pytest.raises(InputError, match="is not an http"):
         get_profile("local", "127.0.0.1:8080")
@@ -131,9 +159,15 @@ def test_footprint_coverage_of_known_shapes():
     assert coverage(fx.polygon((1.0, -1.0, 5.0, 5.0)), aoi) == pytest.approx(0.5)
     triangle = {"type": "Polygon", "coordinates": [[[0, 0], [2, 0], [0, 1], [0, 0]]]}
     assert coverage(triangle, aoi) == pytest.approx(0.5)
-    holed = {"type": "Polygon", "coordinates": [[[-1, -1], [3, -1], [3, 2], [-1, 2], [-1, -1]], [[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]}
+    holed = {
+        "type": "Polygon",
+        "coordinates": [[[-1, -1], [3, -1], [3, 2], [-1, 2], [-1, -1]], [[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]],
+    }
     assert coverage(holed, aoi) == pytest.approx(0.5)
-    multi = {"type": "MultiPolygon", "coordinates": [fx.polygon((0, 0, 0.5, 1))["coordinates"], fx.polygon((1.5, 0, 2, 1))["coordinates"]]}
+    multi = {
+        "type": "MultiPolygon",
+        "coordinates": [fx.polygon((0, 0, 0.5, 1))["coordinates"], fx.polygon((1.5, 0, 2, 1))["coordinates"]],
+    }
     assert coverage(multi, aoi) == pytest.approx(0.5)
     assert coverage(fx.polygon((5, 5, 6, 6)), aoi) == 0.0 and clipped_bounds(fx.polygon((5, 5, 6, 6)), aoi) is None
     assert clipped_bounds(fx.polygon((1.0, -1.0, 5.0, 5.0)), aoi) == (1.0, 0.0, 2.0, 1.0)
@@ -147,7 +181,9 @@ def test_rectangle_clipping_matches_interval_arithmetic(a, b, c, d, e, f, g, h):
     """Clipping a box by a box gives exactly the overlap of their intervals."""
     box = (min(a, b), min(c, d), max(a, b), max(c, d))
     rect = (min(e, f), min(g, h), max(e, f), max(g, h))
-    overlap = max(0.0, min(box[2], rect[2]) - max(box[0], rect[0])) * max(0.0, min(box[3], rect[3]) - max(box[1], rect[1]))
+    overlap = max(0.0, min(box[2], rect[2]) - max(box[0], rect[0])) * max(
+        0.0, min(box[3], rect[3]) - max(box[1], rect[1])
+    )
     assert area_in_rect(fx.polygon(box), rect) == pytest.approx(overlap, abs=1e-9)
 
 
@@ -170,7 +206,9 @@ def test_failure_lines_keep_an_api_message_and_drop_html_pages():
         r._content, r.headers["Content-Type"] = body.encode(), content_type
         return r
 
-    assert _body_hint(response('{"code": "ServiceUnavailable"}', "application/json")) == ': {"code": "ServiceUnavailable"}'
+    assert (
+        _body_hint(response('{"code": "ServiceUnavailable"}', "application/json")) == ': {"code": "ServiceUnavailable"}'
+    )
     page = "<!DOCTYPE html><html><body>" + "Bad gateway " * 50 + "</body></html>"
     assert _body_hint(response(page, "text/html; charset=utf-8")) == ""
     assert _body_hint(response(page, "")) == ""

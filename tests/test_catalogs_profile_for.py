@@ -13,7 +13,11 @@ from kernel.errors import InputError
 def test_profile_for_applies_the_config_overrides():
     search = SearchConfig(profile="planetary-computer", catalog_url="http://127.0.0.1:8080 ", sar_collection="my-sar")
     profile = profile_for(search)
-    assert (profile.url, profile.optical_collection, profile.sar_collection) == ("http://127.0.0.1:8080", "sentinel-2-l2a", "my-sar")
+    assert (profile.url, profile.optical_collection, profile.sar_collection) == (
+        "http://127.0.0.1:8080",
+        "sentinel-2-l2a",
+        "my-sar",
+    )
     assert profile.asset_keys.optical["red"] == "B04"
 
 
@@ -24,7 +28,20 @@ def test_profile_for_refuses_local_without_url():
 
 @pytest.mark.parametrize("command", ["search", "run"])
 def test_search_and_run_name_the_flag_of_a_bad_pairing_value(command, tmp_path, capsys):
-    args = [command, "--bbox", "15", "45", "15.4", "45.3", "--start", "2024-06-01", "--end", "2024-06-30", "--max-cloud", "150"]
+    args = [
+        command,
+        "--bbox",
+        "15",
+        "45",
+        "15.4",
+        "45.3",
+        "--start",
+        "2024-06-01",
+        "--end",
+        "2024-06-30",
+        "--max-cloud",
+        "150",
+    ]
     if command == "run":
         args += ["--out", str(tmp_path / "c.zarr")]
     assert main(args) == 2

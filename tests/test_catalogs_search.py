@@ -7,8 +7,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
-from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pystac
@@ -33,7 +33,7 @@ JULY = (date(2024, 7, 1), date(2024, 7, 31))
 
 
 def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def pc_id(when: str) -> str:
@@ -63,7 +63,9 @@ SAR = {  # name -> (time, footprint, orbit state)
     "corner": ("2024-06-15T05:30:00", (15.3, 45.2, 15.6, 45.6), "descending"),
     "nodem": ("2024-06-02T05:30:00", TILE_NO_DEM, "descending"),
 }
-O = {name: pc_id(t) if name != "nodem" else pc_id(t).replace("T33TWL", "T33TYH") for name, (t, _, _) in OPTICAL.items()}
+OPTICAL_IDS = {
+    name: pc_id(t) if name != "nodem" else pc_id(t).replace("T33TWL", "T33TYH") for name, (t, _, _) in OPTICAL.items()
+}
 S = {name: rtc_id(t) if name != "nodem" else rtc_id(t) + "_b" for name, (t, _, _) in SAR.items()}
 DEM_IDS = ["Copernicus_DSM_COG_10_N45_00_E014_00_DEM", "Copernicus_DSM_COG_10_N45_00_E015_00_DEM"]
 FAST = RetryPolicy(backoff_base_s=0.05, backoff_max_s=0.2, read_timeout_s=1.0, total_timeout_s=10)
@@ -85,7 +87,7 @@ def july_items(cogs: fx.CogWriter) -> list[dict]:
 def pc_server(tmp_path_factory):
     """A Planetary Computer look-alike: sentinel-2-l2a, sentinel-1-rtc, cop-dem-glo-30."""
     cogs = fx.CogWriter(tmp_path_factory.mktemp("pc-cogs"))
-    items = [fx.pc_s2(cogs, O[n], utc(t), fp, cloud) for n, (t, fp, cloud) in OPTICAL.items()]
+    items = [fx.pc_s2(cogs, OPTICAL_IDS[n], utc(t), fp, cloud) for n, (t, fp, cloud) in OPTICAL.items()]
     items += [fx.pc_s1_rtc(cogs, S[n], utc(t), fp, state) for n, (t, fp, state) in SAR.items()]
     items += [fx.cop_dem(cogs, 14, 45), fx.cop_dem(cogs, 15, 45)]
     items += july_items(cogs)
@@ -104,7 +106,13 @@ def es_server(tmp_path_factory):
     cogs = fx.CogWriter(tmp_path_factory.mktemp("es-cogs"))
     items = [
         fx.earth_search_s2(cogs, "S2A_33TWL_20240601_0_L2A", utc("2024-06-01T10:00:31"), TILE, 5.0),
-        fx.earth_search_s1_grd(cogs, "S1A_IW_GRDH_1SDV_20240602T053000_20240602T053025_054321_069F3A", utc("2024-06-02T05:30:00"), TILE, "descending"),
+        fx.earth_search_s1_grd(
+            cogs,
+            "S1A_IW_GRDH_1SDV_20240602T053000_20240602T053025_054321_069F3A",
+            utc("2024-06-02T05:30:00"),
+            TILE,
+            "descending",
+        ),
         fx.pc_s1_rtc(cogs, S["desc1a"], utc(SAR["desc1a"][0]), TILE, "descending"),
         fx.cop_dem(cogs, 15, 45),
     ]
@@ -129,14 +137,26 @@ def reasons(result) -> dict[str, str]:
 def test_pairs_each_usable_scene_and_says_why_others_are_rejected(pc_server):
     result = find_scene_sets(pc_profile(pc_server.url), AOI, *JUNE)
     assert [s.to_summary() for s in result.scene_sets] == [
-        {"optical": O["good1"], "sar": [S["desc1a"], S["desc1b"]], "dem": DEM_IDS, "overlap": 1.0, "time_gap_hours": 19.491},
-        {"optical": O["good2"], "sar": [S["desc2"]], "dem": DEM_IDS, "overlap": 1.0, "time_gap_hours": 28.509},
+        {
+            "optical": OPTICAL_IDS["good1"],
+            "sar": [S["desc1a"], S["desc1b"]],
+            "dem": DEM_IDS,
+            "overlap": 1.0,
+            "time_gap_hours": 19.491,
+        },
+        {
+            "optical": OPTICAL_IDS["good2"],
+            "sar": [S["desc2"]],
+            "dem": DEM_IDS,
+            "overlap": 1.0,
+            "time_gap_hours": 28.509,
+        },
     ]
     why = reasons(result)
-    assert why[O["cloudy"]] == "cloud cover 80 > 30"
-    assert why[O["edge"]].startswith("overlap 0.25 < 0.5")
-    assert why[O["partial"]] == "SAR within 3 days covers at most 0.08 < 0.5 of the scene's part of the AOI"
-    assert why[O["nosar"]] == "no SAR within 3 days"
+    assert why[OPTICAL_IDS["cloudy"]] == "cloud cover 80 > 30"
+    assert why[OPTICAL_IDS["edge"]].startswith("overlap 0.25 < 0.5")
+    assert why[OPTICAL_IDS["partial"]] == "SAR within 3 days covers at most 0.08 < 0.5 of the scene's part of the AOI"
+    assert why[OPTICAL_IDS["nosar"]] == "no SAR within 3 days"
     first = result.scene_sets[0]
     assert first.asset_keys.optical["red"] == "B04" and set(first.optical.assets) >= {"B02", "B03", "B04", "B08"}
     assert any("descending pass 19.5 h after" in r and "1 other pass(es)" in r for r in first.reasons)
@@ -145,7 +165,9 @@ def test_pairs_each_usable_scene_and_says_why_others_are_rejected(pc_server):
 
 
 def test_orbit_direction_preference_beats_nearer_pass_and_can_be_chosen(pc_server):
-    result = find_scene_sets(pc_profile(pc_server.url), AOI, date(2024, 6, 1), date(2024, 6, 1), orbit_state="ascending")
+    result = find_scene_sets(
+        pc_profile(pc_server.url), AOI, date(2024, 6, 1), date(2024, 6, 1), orbit_state="ascending"
+    )
     assert [s.to_summary()["sar"] for s in result.scene_sets] == [[S["asc1"]]]
     assert result.scene_sets[0].time_gap_hours == pytest.approx(6.99, abs=0.01)
 
@@ -153,16 +175,16 @@ def test_orbit_direction_preference_beats_nearer_pass_and_can_be_chosen(pc_serve
 def test_rules_are_configurable(pc_server):
     result = find_scene_sets(pc_profile(pc_server.url), AOI, *JUNE, max_cloud=90, sar_window_days=1, min_overlap=0.2)
     why = reasons(result)
-    assert [s.optical.id for s in result.scene_sets] == [O["good1"]]  # within a day: only the first passes
+    assert [s.optical.id for s in result.scene_sets] == [OPTICAL_IDS["good1"]]  # within a day: only the first passes
     for name in ("cloudy", "edge", "good2", "nosar"):  # past the cloud and overlap rules now, stopped by the window
-        assert why[O[name]] == "no SAR within 1 days"
-    assert why[O["partial"]] == "SAR within 1 days covers at most 0.08 < 0.2 of the scene's part of the AOI"
+        assert why[OPTICAL_IDS[name]] == "no SAR within 1 days"
+    assert why[OPTICAL_IDS["partial"]] == "SAR within 1 days covers at most 0.08 < 0.2 of the scene's part of the AOI"
 
 
 def test_scene_without_dem_is_rejected(pc_server):
     result = find_scene_sets(pc_profile(pc_server.url), AOI_NO_DEM, *JUNE)
     assert result.scene_sets == []
-    assert reasons(result) == {O["nodem"]: "no DEM tile covers the footprint"}
+    assert reasons(result) == {OPTICAL_IDS["nodem"]: "no DEM tile covers the footprint"}
 
 
 def test_earth_search_grd_is_refused_with_rtc_advice(es_server):
@@ -178,7 +200,13 @@ def test_earth_search_optical_with_an_overridden_sar_collection(es_server):
     profile = get_profile("earth-search", catalog_url=es_server.url, sar_collection="sentinel-1-rtc")
     result = find_scene_sets(profile, AOI, *JUNE)
     assert [s.to_summary() for s in result.scene_sets] == [
-        {"optical": "S2A_33TWL_20240601_0_L2A", "sar": [S["desc1a"]], "dem": [DEM_IDS[1]], "overlap": 1.0, "time_gap_hours": 19.491}
+        {
+            "optical": "S2A_33TWL_20240601_0_L2A",
+            "sar": [S["desc1a"]],
+            "dem": [DEM_IDS[1]],
+            "overlap": 1.0,
+            "time_gap_hours": 19.491,
+        }
     ]
     scene = result.scene_sets[0]
     assert scene.asset_keys.optical == {"blue": "blue", "green": "green", "red": "red", "nir": "nir"}
@@ -211,13 +239,17 @@ def test_search_survives_throttling_errors_and_slow_answers(pc_server):
     assert seen["429"] == 1 and seen["503"] == 2 and seen["timeout"] >= 1  # a loaded machine may time out once more
     assert result.retries[0].reason == "429" and result.retries[0].wait_s >= 1.0  # Retry-After honoured
     assert 1.0 <= elapsed < 8.0
-    assert result.retry_summary.startswith(f"retried {len(result.retries)} times (") and "1x 429" in result.retry_summary
+    assert (
+        result.retry_summary.startswith(f"retried {len(result.retries)} times (") and "1x 429" in result.retry_summary
+    )
 
 
 def test_persistent_failure_gives_up_in_bounded_time(pc_server):
     with fx.FaultyProxy(pc_server.url, always_fail=True) as proxy:
         began = time.monotonic()
-        with pytest.raises(CatalogError, match=r"could not reach STAC API at .*failed after 3 attempts; last: HTTP 503"):
+        with pytest.raises(
+            CatalogError, match=r"could not reach STAC API at .*failed after 3 attempts; last: HTTP 503"
+        ):
             find_scene_sets(pc_profile(proxy.url), AOI, *JUNE, policy=RetryPolicy(max_attempts=3, backoff_base_s=0.05))
         assert time.monotonic() - began < 3
 
@@ -261,10 +293,27 @@ def test_cli_json_against_the_live_server(pc_server, capsys):
     code = main(cli("--profile", "planetary-computer", "--catalog", pc_server.url, *aoi_args(), "--json"))
     captured = capsys.readouterr()
     assert code == 0
-    assert [s["optical"] for s in json.loads(captured.out)] == [O["good1"], O["good2"]]
-    assert f"rejected {O['cloudy']}: cloud cover 80 > 30" in captured.err.splitlines()
-    assert main(cli("--profile", "planetary-computer", "--catalog", pc_server.url, *aoi_args(), "--orbit-state", "ascending", "--json")) == 0
-    assert [s["sar"] for s in json.loads(capsys.readouterr().out)] == [[S["asc1"]], [S["desc2"]]]  # a preference: good2 has no ascending pass near
+    assert [s["optical"] for s in json.loads(captured.out)] == [OPTICAL_IDS["good1"], OPTICAL_IDS["good2"]]
+    assert f"rejected {OPTICAL_IDS['cloudy']}: cloud cover 80 > 30" in captured.err.splitlines()
+    assert (
+        main(
+            cli(
+                "--profile",
+                "planetary-computer",
+                "--catalog",
+                pc_server.url,
+                *aoi_args(),
+                "--orbit-state",
+                "ascending",
+                "--json",
+            )
+        )
+        == 0
+    )
+    assert [s["sar"] for s in json.loads(capsys.readouterr().out)] == [
+        [S["asc1"]],
+        [S["desc2"]],
+    ]  # a preference: good2 has no ascending pass near
 
 
 def test_cli_table_and_retry_report(pc_server, capsys):
@@ -274,14 +323,17 @@ def test_cli_table_and_retry_report(pc_server, capsys):
     assert code == 0
     lines = captured.out.splitlines()
     assert lines[0].split() == ["optical", "time", "(UTC)", "overlap", "SAR", "gap", "h", "DEM"]
-    assert O["good1"] in lines[2] and lines[-1] == "2 scene set(s), 4 rejected"
+    assert OPTICAL_IDS["good1"] in lines[2] and lines[-1] == "2 scene set(s), 4 rejected"
     assert "catalog: retried 1 times (1x 503)" in captured.err
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--bbox", "15.4", "45", "15", "45.3", "--start", "2024-06-01", "--end", "2024-06-30"], "bbox west 15.4 must be below east 15"),
+        (
+            ["--bbox", "15.4", "45", "15", "45.3", "--start", "2024-06-01", "--end", "2024-06-30"],
+            "bbox west 15.4 must be below east 15",
+        ),
         (aoi_args("2024-06-30", "2024-06-01"), "start 2024-06-30 is after end 2024-06-01"),
         (["--profile", "local", *aoi_args()], "the `local` catalog profile needs a STAC API URL"),
     ],
@@ -296,7 +348,10 @@ def test_cli_unreachable_catalog_subprocess():
     url = "http://127.0.0.1:9"  # discard port: nothing listens
     done = subprocess.run(
         [sys.executable, "-m", "dsmar.cli", *cli("--profile", "local", "--catalog", url, *aoi_args(), "--json")],
-        capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[1],
     )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith(f"dsmar search: error: could not reach STAC API at {url}: ")
@@ -307,11 +362,18 @@ def test_unusable_items_are_rejected_not_crashed_on(tmp_path):
     cogs = fx.CogWriter(tmp_path)
     keys = get_profile("planetary-computer").asset_keys
     optical = pystac.Item.from_dict(fx.pc_s2(cogs, "o", utc("2024-06-01T10:00:00"), TILE, 5.0))
-    point = pystac.Item.from_dict({**fx.pc_s2(cogs, "p", utc("2024-06-01T10:00:00"), TILE, 5.0), "geometry": {"type": "Point", "coordinates": [15, 45]}})
+    point = pystac.Item.from_dict(
+        {
+            **fx.pc_s2(cogs, "p", utc("2024-06-01T10:00:00"), TILE, 5.0),
+            "geometry": {"type": "Point", "coordinates": [15, 45]},
+        }
+    )
     no_vh = fx.pc_s1_rtc(cogs, "s", utc("2024-06-02T05:30:00"), TILE, "descending")
     del no_vh["assets"]["vh"]
     dem = pystac.Item.from_dict(fx.cop_dem(cogs, 15, 45))
-    scene_sets, rejections = pair_scenes([optical, point], [pystac.Item.from_dict(no_vh)], [dem], AOI, PairingRules(), keys)
+    scene_sets, rejections = pair_scenes(
+        [optical, point], [pystac.Item.from_dict(no_vh)], [dem], AOI, PairingRules(), keys
+    )
     assert scene_sets == []
     assert {r.item_id: r.reason for r in rejections} == {
         "s": "SAR item lacks asset(s) vh",
@@ -324,7 +386,9 @@ def test_unusable_items_are_rejected_not_crashed_on(tmp_path):
     ("collection_id", "asset_grid", "refused"),
     [("my-geocoded-sar", True, False), ("my-geocoded-sar", False, True), ("sentinel-1-grd", True, True)],
 )
-def test_grd_is_placed_only_with_its_own_asset_grid_outside_grd_collections(tmp_path, collection_id, asset_grid, refused):
+def test_grd_is_placed_only_with_its_own_asset_grid_outside_grd_collections(
+    tmp_path, collection_id, asset_grid, refused
+):
     record = fx.pc_s1_rtc(fx.CogWriter(tmp_path), "s", utc("2024-06-02T05:30:00"), TILE, "descending")
     record["collection"] = collection_id
     record["properties"]["sar:product_type"] = "GRD"  # item-level proj:transform stays, as a bbox-derived one would
@@ -352,7 +416,9 @@ def test_run_and_search_word_a_bad_period_alike(capsys, tmp_path, start, end, me
 
 
 def test_cli_says_no_items_matched_when_nothing_was_rejected(pc_server, capsys):
-    code = main(cli("--profile", "planetary-computer", "--catalog", pc_server.url, *aoi_args("2023-01-01", "2023-01-31")))
+    code = main(
+        cli("--profile", "planetary-computer", "--catalog", pc_server.url, *aoi_args("2023-01-01", "2023-01-31"))
+    )
     assert code == 0
     assert capsys.readouterr().out.strip() == "no scene sets found: no optical items match this bbox and period"
 

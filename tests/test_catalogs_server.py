@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pystac
 import pytest
@@ -29,9 +29,11 @@ def static_catalog(root, cogs: fx.CogWriter):
     catalog = pystac.Catalog("archive", "test archive")
     collection = pystac.Collection.from_dict(fx.collection("dsmar-optical", "optical"))
     catalog.add_child(collection)
-    when = datetime(2024, 6, 1, 10, tzinfo=timezone.utc)
+    when = datetime(2024, 6, 1, 10, tzinfo=UTC)
     for n in range(3):
-        record = fx.earth_search_s2(cogs, f"scene-{n}", when.replace(day=n + 1), (15.0, 45.0, 15.2, 45.2), 5.0, "dsmar-optical")
+        record = fx.earth_search_s2(
+            cogs, f"scene-{n}", when.replace(day=n + 1), (15.0, 45.0, 15.2, 45.2), 5.0, "dsmar-optical"
+        )
         item = pystac.Item.from_dict(record)
         collection.add_item(item)
     catalog.normalize_hrefs(str(root))
@@ -48,7 +50,9 @@ def test_static_catalog_is_searchable_over_http(tmp_path):
         found = post_search(server.url, {"collections": ["dsmar-optical"], "limit": 2})
         assert [f["id"] for f in found["features"]] and len(found["features"]) == 2
         assert any(link["rel"] == "next" and link.get("method") == "POST" for link in found["links"])
-        every = post_search(server.url, {"collections": ["dsmar-optical"], "datetime": "2024-06-02T00:00:00Z/2024-06-02T23:59:59Z"})
+        every = post_search(
+            server.url, {"collections": ["dsmar-optical"], "datetime": "2024-06-02T00:00:00Z/2024-06-02T23:59:59Z"}
+        )
         assert [f["id"] for f in every["features"]] == ["scene-1"]
         red = every["features"][0]["assets"]["red"]["href"]
         assert red == (tmp_path / "archive" / "dsmar-optical" / "scene-1" / "red.tif").as_uri()
@@ -73,7 +77,9 @@ def test_missing_catalog_is_a_clear_error(tmp_path):
 
 
 def test_item_of_unknown_collection_is_refused(tmp_path):
-    record = fx.earth_search_s2(fx.CogWriter(tmp_path), "x", datetime(2024, 6, 1, tzinfo=timezone.utc), (15, 45, 15.1, 45.1), 1.0)
+    record = fx.earth_search_s2(
+        fx.CogWriter(tmp_path), "x", datetime(2024, 6, 1, tzinfo=UTC), (15, 45, 15.1, 45.1), 1.0
+    )
     with pytest.raises(CatalogError, match="names collection 'sentinel-2-l2a', which is not being served"):
         serve_items([fx.collection("other", "other")], [record])
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
+import zarr
 from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyproj import CRS
-import xarray as xr
-import zarr
 
 from kernel.errors import InputError
 from pipeline.cube import (
@@ -85,8 +85,19 @@ def test_round_trip_keeps_crs_transform_and_contract_variables(cube):
     np.testing.assert_allclose(ds.x.values, layout.grid.x_coords())
     np.testing.assert_allclose(ds.y.values, layout.grid.y_coords())
     assert {"crs_wkt", "spatial_ref", "GeoTransform"} <= set(ds.spatial_ref.attrs)
-    for name in ("optical", "sar", "dem", "displacement_sar", "displacement_dem", "confidence_sar",
-                 "confidence_dem", "optical_item", "sar_item", "sar_time", "dem_item"):
+    for name in (
+        "optical",
+        "sar",
+        "dem",
+        "displacement_sar",
+        "displacement_dem",
+        "confidence_sar",
+        "confidence_dem",
+        "optical_item",
+        "sar_item",
+        "sar_time",
+        "dem_item",
+    ):
         assert name in ds.data_vars, name
     assert ds.displacement_sar.dims == ("time", "component", "y", "x")
     assert list(ds.component.values) == ["dy", "dx"]
@@ -129,7 +140,9 @@ def test_each_write_touches_exactly_one_chunk_per_variable(cube, tmp_path):
 def test_concurrent_chunk_writers_never_lose_each_others_data(cube):
     path, layout = cube
     writer = ZarrChunkWriter(path)
-    threads = [threading.Thread(target=writer.write, args=(0, t, _arrays(t, t.i * 10 + t.j), 5)) for t in layout.plan.tiles]
+    threads = [
+        threading.Thread(target=writer.write, args=(0, t, _arrays(t, t.i * 10 + t.j), 5)) for t in layout.plan.tiles
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -183,8 +196,12 @@ def test_rerun_keeps_fractional_sar_times(tmp_path):
 def test_a_cube_keeps_one_method(cube):
     path, _ = cube
     with pytest.raises(InputError, match="written with method 'cfog'; rerun with --method cfog"):
-        init_cube(path, _layout(_grid(), (T0, T1, T2)), [_prov(0), _prov(1), _prov(2)],
-                  cube_attrs("{}", {}, "dsmar", "cd" * 32))
+        init_cube(
+            path,
+            _layout(_grid(), (T0, T1, T2)),
+            [_prov(0), _prov(1), _prov(2)],
+            cube_attrs("{}", {}, "dsmar", "cd" * 32),
+        )
 
 
 def test_a_cube_keeps_one_set_of_weights_and_inference_settings(tmp_path):
@@ -196,8 +213,12 @@ def test_a_cube_keeps_one_set_of_weights_and_inference_settings(tmp_path):
     with pytest.raises(InputError, match="other weights"):
         init_cube(path, grown, [_prov(0), _prov(1), _prov(2)], cube_attrs("{}", {}, "dsmar", "ef" * 32, tuned))
     with pytest.raises(InputError, match=r"other dsmar settings \(\{.*write to a new --out"):
-        init_cube(path, grown, [_prov(0), _prov(1), _prov(2)],
-                  cube_attrs("{}", {}, "dsmar", "cd" * 32, {**tuned, "polish": 5}))
+        init_cube(
+            path,
+            grown,
+            [_prov(0), _prov(1), _prov(2)],
+            cube_attrs("{}", {}, "dsmar", "cd" * 32, {**tuned, "polish": 5}),
+        )
     init_cube(path, grown, [_prov(0), _prov(1), _prov(2)], cube_attrs("{}", {}, "dsmar", "cd" * 32, dict(tuned)))
     assert open_cube(path).sizes["time"] == 3
 
@@ -236,7 +257,10 @@ def _assert_tile(ds, tile, t, value):
     np.testing.assert_array_equal(step["confidence_dem"].values[ys, xs], 0.5)
     prov = _dated_prov(t)
     assert (str(step.optical_item.values), str(step.sar_item.values), str(step.dem_item.values)) == (
-        prov.optical_item, prov.sar_item, prov.dem_item)
+        prov.optical_item,
+        prov.sar_item,
+        prov.dem_item,
+    )
     assert step.sar_time.values == prov.sar_time
 
 
@@ -322,7 +346,8 @@ def test_a_cube_written_out_of_order_before_the_fix_is_put_in_order_on_the_next_
     legacy = _template(layout, DAYS[1:2], [_dated_prov(DAYS[1])])  # how earlier periods used to be added
     legacy.attrs.update(open_cube(path).attrs)  # which that run then wrote back
     legacy.drop_vars([v for v in legacy.variables if "time" not in legacy[v].dims]).to_zarr(
-        path, append_dim="time", compute=False, consolidated=False)
+        path, append_dim="time", compute=False, consolidated=False
+    )
 
     index, _ = _init(path, _grid(), DAYS[3:4])
 
@@ -382,8 +407,7 @@ def test_an_append_interrupted_between_array_resizes_is_undone_by_the_next_run(t
     with pytest.raises(KeyboardInterrupt):
         _init(path, _grid(), DAYS[2:4])
     monkeypatch.undo()
-    lengths = {a.shape[0] for _, a in zarr.open_group(path, mode="r", use_consolidated=False).arrays()
-               if along_time(a)}
+    lengths = {a.shape[0] for _, a in zarr.open_group(path, mode="r", use_consolidated=False).arrays() if along_time(a)}
     assert lengths == {2, 4}  # the state xarray refuses to open
 
     index, _ = _init(path, _grid(), DAYS[2:4])
@@ -452,9 +476,11 @@ def test_attrs_describe_the_latest_run_and_keep_every_run_in_runs(tmp_path):
     path = str(tmp_path / "cube.zarr")
     runs = [
         {**cube_attrs(json.dumps({"start": start}), {"profile": profile}, "cfog", None), "created": created}
-        for start, profile, created in (("2024-05-15", "a", "2026-01-01T00:00:00+00:00"),
-                                        ("2024-05-27", "b", "2026-01-02T00:00:00+00:00"),
-                                        ("2024-05-03", "c", "2026-01-03T00:00:00+00:00"))
+        for start, profile, created in (
+            ("2024-05-15", "a", "2026-01-01T00:00:00+00:00"),
+            ("2024-05-27", "b", "2026-01-02T00:00:00+00:00"),
+            ("2024-05-03", "c", "2026-01-03T00:00:00+00:00"),
+        )
     ]
     for attrs, times in zip(runs, (DAYS[2:3], DAYS[4:], DAYS[:1]), strict=True):  # append, then reorder
         init_cube(path, _layout(_grid(), times), [_dated_prov(t) for t in times], attrs)
@@ -462,7 +488,8 @@ def test_attrs_describe_the_latest_run_and_keep_every_run_in_runs(tmp_path):
     assert json.loads(attrs["config"]) == {"start": "2024-05-03"} and json.loads(attrs["catalog"]) == {"profile": "c"}
     assert attrs["created"] == "2026-01-01T00:00:00+00:00"
     assert json.loads(attrs["runs"]) == [
-        {"created": r["created"], "config": json.loads(r["config"]), "catalog": json.loads(r["catalog"])} for r in runs]
+        {"created": r["created"], "config": json.loads(r["config"]), "catalog": json.loads(r["catalog"])} for r in runs
+    ]
 
 
 def test_pixel_variables_carry_cf_units_and_every_data_variable_a_grid_mapping(cube):
@@ -473,8 +500,15 @@ def test_pixel_variables_carry_cf_units_and_every_data_variable_a_grid_mapping(c
     path, _ = cube
     ds = xr.open_zarr(path, decode_coords="all")
     assert inspect.signature(load_stack).parameters["sar_db"].default is True  # what `sar` holds
-    units = {"optical": "1", "sar": "dB", "dem": "m", "displacement_sar": "pixel", "displacement_dem": "pixel",
-             "confidence_sar": "1", "confidence_dem": "1"}
+    units = {
+        "optical": "1",
+        "sar": "dB",
+        "dem": "m",
+        "displacement_sar": "pixel",
+        "displacement_dem": "pixel",
+        "confidence_sar": "1",
+        "confidence_dem": "1",
+    }
     for name, unit in units.items():
         assert ds[name].attrs["units"] == unit and ds[name].attrs["long_name"], name
         assert ds[name].encoding["grid_mapping"] == "spatial_ref", name
@@ -492,8 +526,9 @@ def test_a_cube_from_before_the_state_attr_is_still_extended(cube):
     _consolidate(path)
     check_out_path(path)
     later = _layout(_grid(), (T0, T1, T2))
-    index = init_cube(path, later, [_prov(0), _prov(1), _prov(2)],
-                      cube_attrs('{"k": 2}', {"profile": "local"}, "cfog", "ab" * 32))
+    index = init_cube(
+        path, later, [_prov(0), _prov(1), _prov(2)], cube_attrs('{"k": 2}', {"profile": "local"}, "cfog", "ab" * 32)
+    )
     assert len(index) == 3
     assert zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False).attrs[STATE_ATTR] == "complete"
 
@@ -508,8 +543,9 @@ def test_a_cube_left_uneven_by_an_unmarked_interrupted_append_is_repaired(cube):
     group["sar_item"].resize((3,))
     group["time"].resize((3,))
     later = _layout(_grid(), (T0, T1, T2))
-    index = init_cube(path, later, [_prov(0), _prov(1), _prov(2)],
-                      cube_attrs('{"k": 1}', {"profile": "local"}, "cfog", "ab" * 32))
+    index = init_cube(
+        path, later, [_prov(0), _prov(1), _prov(2)], cube_attrs('{"k": 1}', {"profile": "local"}, "cfog", "ab" * 32)
+    )
     ds = open_cube(path)
     assert list(ds.time.values) == [T0, T1, T2] and index[T2] == 2
     assert list(ds.sar_item.values) == ["sar-0", "sar-1", "sar-2"]
@@ -518,8 +554,12 @@ def test_a_cube_left_uneven_by_an_unmarked_interrupted_append_is_repaired(cube):
 
 def test_check_out_path_refuses_another_method_or_tile_size_and_takes_a_tile_larger_than_the_grid(tmp_path):
     path = str(tmp_path / "small.zarr")
-    init_cube(path, _layout(_grid(40, 50), (T0,), size=512), [_prov(0)],
-              cube_attrs('{"k": 1}', {"profile": "local"}, "cfog", "ab" * 32))  # chunks clipped to (40, 50)
+    init_cube(
+        path,
+        _layout(_grid(40, 50), (T0,), size=512),
+        [_prov(0)],
+        cube_attrs('{"k": 1}', {"profile": "local"}, "cfog", "ab" * 32),
+    )  # chunks clipped to (40, 50)
     check_out_path(path, "cfog", 512)
     check_out_path(path, "cfog", 64)  # 64 px tiles clip to the same 40 x 50 chunks
     with pytest.raises(InputError, match="written with method 'cfog'; rerun with --method cfog"):

@@ -46,14 +46,23 @@ def _on_optical_grid(path: str, band: int, linear_db: bool = False) -> np.ndarra
         if linear_db:
             data = 10 ** (data / 10)
         out = np.full(grid.shape, np.nan)
-        reproject(data, out, src_transform=src.transform, src_crs=src.crs, dst_transform=grid.affine,
-                  dst_crs=src.crs, resampling=Resampling.bilinear, src_nodata=np.nan, dst_nodata=np.nan)
+        reproject(
+            data,
+            out,
+            src_transform=src.transform,
+            src_crs=src.crs,
+            dst_transform=grid.affine,
+            dst_crs=src.crs,
+            resampling=Resampling.bilinear,
+            src_nodata=np.nan,
+            dst_nodata=np.nan,
+        )
     return out.astype(np.float32)
 
 
 def _href_path(asset: pystac.Asset) -> str:
     assert asset.href.startswith("file:///")
-    return asset.href[len("file://"):]
+    return asset.href[len("file://") :]
 
 
 def test_archive_info_describes_the_catalog(archive, items):
@@ -65,8 +74,10 @@ def test_archive_info_describes_the_catalog(archive, items):
     assert ow < w < e < oe and os_ < s < n < on  # the AOI lies inside the optical footprint
     for item_id in archive.optical_item_ids + archive.sar_item_ids:
         assert archive.start <= items[item_id].datetime.date() <= archive.end
-    sar_gaps = [abs((items[s].datetime - items[o].datetime).total_seconds()) / 86400
-                for o, s in zip(archive.optical_item_ids, archive.sar_item_ids)]
+    sar_gaps = [
+        abs((items[s].datetime - items[o].datetime).total_seconds()) / 86400
+        for o, s in zip(archive.optical_item_ids, archive.sar_item_ids)
+    ]
     assert all(1 <= gap <= 2.5 for gap in sar_gaps)
 
 
@@ -76,7 +87,7 @@ def test_catalog_has_collections_extensions_and_file_hrefs(archive, items):
     assert set(collections) == {"dsmar-optical", "dsmar-sar", "dsmar-dem"}
     for collection in collections.values():
         members = list(collection.get_items())
-        (west, south, east, north), = collection.extent.spatial.bboxes
+        ((west, south, east, north),) = collection.extent.spatial.bboxes
         start, end = collection.extent.temporal.intervals[0]
         for item in members:
             assert west <= item.bbox[0] and south <= item.bbox[1] and item.bbox[2] <= east and item.bbox[3] <= north
@@ -85,7 +96,7 @@ def test_catalog_has_collections_extensions_and_file_hrefs(archive, items):
         raw = json.loads(Path(item.get_self_href()).read_text())
         assert any("projection" in uri for uri in raw["stac_extensions"])
         assert any("raster" in uri for uri in raw["stac_extensions"])
-        for key, asset in raw["assets"].items():
+        for asset in raw["assets"].values():
             assert asset["href"].startswith("file:///") and Path(asset["href"][7:]).exists()
             assert asset["proj:code"] == "EPSG:32633" and asset["proj:epsg"] == 32633
             assert len(asset["proj:shape"]) == 2 and len(asset["proj:transform"]) == 6 and len(asset["proj:bbox"]) == 4
@@ -93,7 +104,11 @@ def test_catalog_has_collections_extensions_and_file_hrefs(archive, items):
     optical = json.loads(Path(items[archive.optical_item_ids[0]].get_self_href()).read_text())
     assert "eo:cloud_cover" in optical["properties"]
     assert [optical["assets"][k]["eo:bands"][0]["common_name"] for k in ("blue", "green", "red", "nir")] == [
-        "blue", "green", "red", "nir"]
+        "blue",
+        "green",
+        "red",
+        "nir",
+    ]
     band = optical["assets"]["red"]["raster:bands"][0]
     assert (band["data_type"], band["scale"], band["nodata"]) == ("uint16", 1e-4, 0)
     sar = items[archive.sar_item_ids[0]].properties
@@ -170,10 +185,11 @@ def test_truth_undoes_the_sar_misregistration(archive, items, rendered):
             truth = src.read()
         inner = (slice(16, -16), slice(16, -16))
 
-        def residual_shift(image: np.ndarray) -> np.ndarray:
+        def residual_shift(image: np.ndarray, aligned: np.ndarray = aligned, inner: tuple = inner) -> np.ndarray:
             smooth = ndimage.gaussian_filter(10 * np.log10(image[inner]), 1.0)
-            return phase_cross_correlation(ndimage.gaussian_filter(aligned[inner], 1.0), smooth,
-                                           upsample_factor=20, normalization=None)[0]
+            return phase_cross_correlation(
+                ndimage.gaussian_filter(aligned[inner], 1.0), smooth, upsample_factor=20, normalization=None
+            )[0]
 
         before = residual_shift(moving)
         after = residual_shift(warp_image(moving, truth))

@@ -88,8 +88,10 @@ def test_changed_options_reset_the_demos_own_outputs_and_say_so(tmp_path):
     assert prepare_workdir(tmp_path, PARAMS) is None  # same options: everything kept for the re-run
     assert (tmp_path / "cube.zarr").exists() and (tmp_path / "report" / "report.md").exists()
     notice = prepare_workdir(tmp_path, {**PARAMS, "method": "mind"})
-    assert notice == (f"demo: options changed since the last demo in {tmp_path} (--method cfog -> mind); "
-                      "starting cube.zarr and report afresh")
+    assert notice == (
+        f"demo: options changed since the last demo in {tmp_path} (--method cfog -> mind); "
+        "starting cube.zarr and report afresh"
+    )
     assert not (tmp_path / "cube.zarr").exists() and not (tmp_path / "report").exists()
     assert json.loads((tmp_path / STAMP).read_text())["method"] == "mind"
 

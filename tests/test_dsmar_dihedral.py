@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.dsmar import dihedral
 from kernel.fields import random_smooth_field
 from kernel.warp import warp_image
+from models.dsmar import dihedral
 
 ALL = dihedral.symmetries(8)
 

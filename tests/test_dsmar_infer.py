@@ -63,8 +63,9 @@ def test_tiling_blends_to_the_untiled_field_in_the_interior():
     shipped, _ = load_weights()  # a trained network: a random one's matches are arbitrary
     base = ndimage.gaussian_filter(np.random.default_rng(2).random((160, 160)), 2).astype(np.float32)[None]
     whole, _ = predict_field(shipped, base, np.roll(base, 2, axis=-1), "optical", "optical", device="cpu")
-    tiled, _ = predict_field(shipped, base, np.roll(base, 2, axis=-1), "optical", "optical",
-                             tile=96, overlap=32, device="cpu")
+    tiled, _ = predict_field(
+        shipped, base, np.roll(base, 2, axis=-1), "optical", "optical", tile=96, overlap=32, device="cpu"
+    )
     assert tiled.shape == whole.shape and np.isfinite(tiled).all()
     assert abs(np.median(whole[1]) - 2.0) < 0.5
     # Tiles see less context, so they differ a little; the blend adds no seams of tile size.
@@ -98,8 +99,9 @@ def test_full_symmetry_augmentation_is_exactly_equivariant(model):
     moving = rng.random((1, 64, 96)).astype(np.float32)
     field, conf = predict_field(model, fixed, moving, "optical", "sar", device="cpu", augment=8)
     sym = (1, True)
-    turned, turned_conf = predict_field(model, dihedral.apply(fixed, sym), dihedral.apply(moving, sym),
-                                        "optical", "sar", device="cpu", augment=8)
+    turned, turned_conf = predict_field(
+        model, dihedral.apply(fixed, sym), dihedral.apply(moving, sym), "optical", "sar", device="cpu", augment=8
+    )
     assert np.allclose(turned, dihedral.apply_field(field, sym), atol=1e-4)
     assert np.allclose(turned_conf, dihedral.apply(conf, sym), atol=1e-5)
     plain, _ = predict_field(model, fixed, moving, "optical", "sar", device="cpu")

@@ -7,7 +7,12 @@ from models.dsmar import DSMAR, DSMARConfig
 from models.dsmar.attention import AttentionLevel, DeformableCrossAttention, lattice_offsets
 from models.dsmar.encoders import DualStreamEncoder, modality_index
 from models.dsmar.flow import (
-    CorrelationLevel, downsample_field, local_correlation, soft_argmax, upsample_field, warp,
+    CorrelationLevel,
+    downsample_field,
+    local_correlation,
+    soft_argmax,
+    upsample_field,
+    warp,
 )
 from models.dsmar.refinement import AdaptiveRefinement
 

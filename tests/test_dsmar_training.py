@@ -70,8 +70,9 @@ def _smooth_source(size: int) -> torch.Tensor:
 
 def test_prepared_batch_is_consistent():
     gen = torch.Generator().manual_seed(2)
-    prep = prepare_batch(_smooth_source(96), torch.zeros(1, 2, dtype=torch.long), WarpRanges(max_shift_px=4.0), gen,
-                         crop=64, augment=0.0)
+    prep = prepare_batch(
+        _smooth_source(96), torch.zeros(1, 2, dtype=torch.long), WarpRanges(max_shift_px=4.0), gen, crop=64, augment=0.0
+    )
     # Warping the moving raw image by the target brings it back onto the fixed one, everywhere.
     back = sample_at(prep.moving_raw, base_grid((64, 64), prep.target) + prep.target, padding="border")
     m = prep.mask[0, 0]
@@ -85,13 +86,27 @@ def test_validity_carries_no_trace_of_the_warp():
     """The moving stream is sampled inside its source: no no-data border follows the shift."""
     gen = torch.Generator().manual_seed(4)
     ranges = WarpRanges(max_shift_px=14.0, max_rotation_deg=2.0, elastic_px=3.0)
-    prep = prepare_batch(_smooth_source(128).expand(6, -1, -1, -1), torch.zeros(6, 2, dtype=torch.long), ranges,
-                         gen, crop=64, augment=1.0, nodata=0.0)
+    prep = prepare_batch(
+        _smooth_source(128).expand(6, -1, -1, -1),
+        torch.zeros(6, 2, dtype=torch.long),
+        ranges,
+        gen,
+        crop=64,
+        augment=1.0,
+        nodata=0.0,
+    )
     assert prep.target.abs().amax() > 3.0
     assert bool((prep.moving[:, 1] == 1).all()) and bool((prep.fixed[:, 1] == 1).all())
     # With no-data drawn, each stream gets its own half-planes, whatever the warp.
-    prep = prepare_batch(_smooth_source(128).expand(64, -1, -1, -1), torch.zeros(64, 2, dtype=torch.long), ranges,
-                         gen, crop=64, augment=1.0, nodata=0.5)
+    prep = prepare_batch(
+        _smooth_source(128).expand(64, -1, -1, -1),
+        torch.zeros(64, 2, dtype=torch.long),
+        ranges,
+        gen,
+        crop=64,
+        augment=1.0,
+        nodata=0.5,
+    )
     lost_f = (prep.fixed[:, 1] == 0).flatten(1).any(1)
     lost_m = (prep.moving[:, 1] == 0).flatten(1).any(1)
     assert 10 < int(lost_f.sum()) < 54 and 10 < int(lost_m.sum()) < 54
@@ -111,7 +126,7 @@ def test_stretch_matches_inference_normalisation():
 
 def test_config_variants_and_budget():
     cfg = TrainConfig.from_json("configs/train_gpu.json")
-    assert not apply_variant(cfg, "no-attention").model["attention"] is True
+    assert apply_variant(cfg, "no-attention").model["attention"] is not True
     assert all(s.name != "refine" for s in apply_variant(cfg, "no-refinement").stages)
     assert apply_variant(cfg, "no-jacobian").losses.jacobian == 0.0
     assert sum(s.seconds for s in with_budget(cfg, 100).stages) == pytest.approx(100)
@@ -124,10 +139,20 @@ def test_config_variants_and_budget():
 def test_tiny_run_exports_resumes_and_records(tmp_path):
     synthetic_pack(tmp_path / "pack.npz")
     data = json.loads(open("configs/train_small.json").read())
-    data.update(pack=str(tmp_path / "pack.npz"), out=str(tmp_path / "run"), crop=64, margin=16, batch=2,
-                model={"channels": [8, 16, 16, 16], "hidden": 16, "refine_hidden": 8},
-                stages=[{"name": "contrast", "steps": 1}, {"name": "field", "steps": 2},
-                        {"name": "refine", "steps": 1}, {"name": "joint", "steps": 1}])
+    data.update(
+        pack=str(tmp_path / "pack.npz"),
+        out=str(tmp_path / "run"),
+        crop=64,
+        margin=16,
+        batch=2,
+        model={"channels": [8, 16, 16, 16], "hidden": 16, "refine_hidden": 8},
+        stages=[
+            {"name": "contrast", "steps": 1},
+            {"name": "field", "steps": 2},
+            {"name": "refine", "steps": 1},
+            {"name": "joint", "steps": 1},
+        ],
+    )
     cfg = TrainConfig.from_dict(data)
     meta = Trainer(cfg, log=lambda _: None).run()
     model, info = load_weights(tmp_path / "run" / f"{cfg.name}.pt")
@@ -142,8 +167,12 @@ def test_tiny_run_exports_resumes_and_records(tmp_path):
     assert again.run()["record"]["total_steps"] == 5
     # Another run starts from the exported weights (training continued across sessions).
     logged = []
-    warm = Trainer(TrainConfig.from_dict({**data, "out": str(tmp_path / "warm"), "init": str(tmp_path / "run" / f"{cfg.name}.pt")}),
-                   log=logged.append)
+    warm = Trainer(
+        TrainConfig.from_dict(
+            {**data, "out": str(tmp_path / "warm"), "init": str(tmp_path / "run" / f"{cfg.name}.pt")}
+        ),
+        log=logged.append,
+    )
     assert any("initialised from" in line and f"{len(model.state_dict())}/" in line for line in logged)
     for name, tensor in model.state_dict().items():
         assert torch.allclose(warm.model.state_dict()[name].float(), tensor.float())
@@ -154,7 +183,9 @@ def test_a_missing_pack_says_how_to_build_it(tmp_path, capsys):
     from dsmar.cli import main
 
     config = tmp_path / "train.json"
-    config.write_text(json.dumps({**json.loads(open("configs/train_small.json").read()), "pack": str(tmp_path / "pack.npz")}))
+    config.write_text(
+        json.dumps({**json.loads(open("configs/train_small.json").read()), "pack": str(tmp_path / "pack.npz")})
+    )
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"training pack {tmp_path / 'pack.npz'} not found" in err

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import flows._env  # noqa: F401  (before prefect is imported)
-from kernel.config import ClusterConfig, RunConfig, SearchConfig, TileConfig
 from flows.backfill import split_period
+from kernel.config import ClusterConfig, RunConfig, SearchConfig, TileConfig
 
 
 def _free_port() -> int:
@@ -32,12 +32,15 @@ def prefect_api(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("prefect-home")
     port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": ""}
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": ""}
     prefect = Path(sys.executable).with_name("prefect")
     log = open(home / "server.log", "w")
-    process = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + 90
     while True:
@@ -69,9 +72,13 @@ def test_split_period_covers_the_period_once():
 
 def _region(tmp_path, url="http://127.0.0.1:1", **updates) -> RunConfig:
     values = dict(
-        bbox=(14.4, 46.0, 14.6, 46.2), start=date(2024, 6, 1), end=date(2024, 6, 30),
-        out=str(tmp_path / "cube.zarr"), search=SearchConfig(profile="local", catalog_url=url),
-        method="identity", tiles=TileConfig(size=128, halo=16),
+        bbox=(14.4, 46.0, 14.6, 46.2),
+        start=date(2024, 6, 1),
+        end=date(2024, 6, 30),
+        out=str(tmp_path / "cube.zarr"),
+        search=SearchConfig(profile="local", catalog_url=url),
+        method="identity",
+        tiles=TileConfig(size=128, halo=16),
     )
     values.update(updates)
     return RunConfig(**values)
@@ -133,9 +140,27 @@ def test_no_scene_sets_is_one_line_naming_why(prefect_api, archive, dask_address
     from dsmar.cli import main
 
     info, url = archive
-    code = main(["run", "--profile", "local", "--catalog", url, "--bbox", *map(str, info.bbox),
-                 "--start", "2020-01-01", "--end", "2020-01-31", "--out", str(tmp_path / "c.zarr"),
-                 "--dask-address", dask_address, "--method", "identity"])
+    code = main(
+        [
+            "run",
+            "--profile",
+            "local",
+            "--catalog",
+            url,
+            "--bbox",
+            *map(str, info.bbox),
+            "--start",
+            "2020-01-01",
+            "--end",
+            "2020-01-31",
+            "--out",
+            str(tmp_path / "c.zarr"),
+            "--dask-address",
+            dask_address,
+            "--method",
+            "identity",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith("dsmar run: error: no co-located scene sets") and "no optical items" in err[-1]
@@ -143,12 +168,32 @@ def test_no_scene_sets_is_one_line_naming_why(prefect_api, archive, dask_address
 
 def test_unreachable_catalog_is_one_line_without_prefect_traceback(prefect_api, dask_address, tmp_path):
     """As a user sees it: a separate `dsmar run` process, Prefect's own console logging included."""
-    argv = [sys.executable, "-m", "dsmar.cli", "run", "--profile", "local",
-            "--catalog", f"http://127.0.0.1:{_free_port()}", "--bbox", "14.4", "46.0", "14.6", "46.2",
-            "--start", "2024-06-01", "--end", "2024-06-30", "--out", str(tmp_path / "c.zarr"),
-            "--dask-address", dask_address]
-    done = subprocess.run(argv, env={**os.environ, "PREFECT_API_URL": prefect_api}, capture_output=True,
-                          text=True, timeout=120)
+    argv = [
+        sys.executable,
+        "-m",
+        "dsmar.cli",
+        "run",
+        "--profile",
+        "local",
+        "--catalog",
+        f"http://127.0.0.1:{_free_port()}",
+        "--bbox",
+        "14.4",
+        "46.0",
+        "14.6",
+        "46.2",
+        "--start",
+        "2024-06-01",
+        "--end",
+        "2024-06-30",
+        "--out",
+        str(tmp_path / "c.zarr"),
+        "--dask-address",
+        dask_address,
+    ]
+    done = subprocess.run(
+        argv, env={**os.environ, "PREFECT_API_URL": prefect_api}, capture_output=True, text=True, timeout=120
+    )
     err = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2
     assert err == [err[-1]] and err[-1].startswith("dsmar run: error: could not reach STAC API"), err

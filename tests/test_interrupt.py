@@ -25,10 +25,25 @@ from pipeline.cube import open_cube
 
 def _start_demo(workdir: Path) -> tuple[subprocess.Popen, list[str], threading.Event]:
     """`dsmar demo` with DS-MAR on 3 x 3 tiles per date: slow enough to be caught while tiles run."""
-    argv = [sys.executable, "-m", "dsmar.cli", "demo", "--workdir", str(workdir), "--size", "384",
-            "--tile-size", "128", "--halo", "32", "--workers", "2"]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "dsmar.cli",
+        "demo",
+        "--workdir",
+        str(workdir),
+        "--size",
+        "384",
+        "--tile-size",
+        "128",
+        "--halo",
+        "32",
+        "--workers",
+        "2",
+    ]
+    process = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     lines: list[str] = []
     registering = threading.Event()
 
@@ -42,10 +57,13 @@ def _start_demo(workdir: Path) -> tuple[subprocess.Popen, list[str], threading.E
     return process, lines, registering
 
 
-@pytest.mark.parametrize("signum,whole_group,code,word", [
-    (signal.SIGINT, True, 130, "interrupted"),  # Ctrl-C in a terminal
-    (signal.SIGTERM, False, 143, "terminated"),  # kill -TERM PID
-])
+@pytest.mark.parametrize(
+    "signum,whole_group,code,word",
+    [
+        (signal.SIGINT, True, 130, "interrupted"),  # Ctrl-C in a terminal
+        (signal.SIGTERM, False, 143, "terminated"),  # kill -TERM PID
+    ],
+)
 def test_signal_stops_the_demo_quickly_and_completely(tmp_path, signum, whole_group, code, word):
     process, lines, registering = _start_demo(tmp_path)
     try:
@@ -54,7 +72,9 @@ def test_signal_stops_the_demo_quickly_and_completely(tmp_path, signum, whole_gr
         assert process.poll() is None, f"the demo ended before it could be interrupted: {lines[-20:]}"
         children = psutil.Process(process.pid).children(recursive=True)
         assert any("uvicorn" in " ".join(c.cmdline()) for c in children), "Prefect's temporary API not found"
-        stac_dirs = {m.group(0) for c in children for m in re.finditer(r"/\S*dsmar-stac-[^/\s]+", " ".join(c.cmdline()))}
+        stac_dirs = {
+            m.group(0) for c in children for m in re.finditer(r"/\S*dsmar-stac-[^/\s]+", " ".join(c.cmdline()))
+        }
         assert stac_dirs, "the demo's rustac server not found"
         sent = time.monotonic()
         if whole_group:
@@ -85,8 +105,24 @@ def test_signal_stops_the_demo_quickly_and_completely(tmp_path, signum, whole_gr
 def test_sigterm_stops_a_benchmark_run_and_its_workers_at_once(pairs_dir, tmp_path):
     """`kill` of `dsmar bench accuracy`: it used to wait for every queued pair first (here the whole eval
     split, minutes; with DS-MAR, half an hour), and its workers took the signal as a pair's result."""
-    argv = [sys.executable, "-m", "dsmar.cli", "bench", "accuracy", "--pairs", str(pairs_dir), "--split", "eval",
-            "--methods", "mind", "--workers", "2", "--no-landmarks", "--out", str(tmp_path)]
+    argv = [
+        sys.executable,
+        "-m",
+        "dsmar.cli",
+        "bench",
+        "accuracy",
+        "--pairs",
+        str(pairs_dir),
+        "--split",
+        "eval",
+        "--methods",
+        "mind",
+        "--workers",
+        "2",
+        "--no-landmarks",
+        "--out",
+        str(tmp_path),
+    ]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     first = process.stderr.readline()  # the first finished pair: the pool is running
     assert first.startswith("[1/"), first

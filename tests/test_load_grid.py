@@ -8,6 +8,7 @@ from rasterio.enums import Resampling
 
 from catalogs.scenes import AssetKeys
 from kernel.errors import CatalogError
+from pipeline.load import load_stack, optical_grid
 from tests.load_cases import (
     OPTICAL_GRID,
     make_item,
@@ -18,7 +19,6 @@ from tests.load_cases import (
     source_transform,
     write_tif,
 )
-from pipeline.load import load_stack, optical_grid
 
 ROWS, COLS = np.mgrid[0 : OPTICAL_GRID.height, 0 : OPTICAL_GRID.width]
 
@@ -28,7 +28,10 @@ def ramp_item(tmp_path, epsg: int, res: float, name: str):
     transform, shape = source_transform(epsg, res)
     ramps = optical_pixel_ramps(epsg, transform, shape)
     assets = {
-        key: dict(href=write_tif(tmp_path / f"{name}_{key}.tif", ramps[b], epsg, transform, nodata=np.nan), **proj_fields(transform, shape))
+        key: dict(
+            href=write_tif(tmp_path / f"{name}_{key}.tif", ramps[b], epsg, transform, nodata=np.nan),
+            **proj_fields(transform, shape),
+        )
         for b, key in enumerate(("col", "row"))
     }
     return roundtrip(make_item(name, assets, epsg))
@@ -89,8 +92,9 @@ def test_optical_item_on_its_own_grid_is_read_unchanged(tmp_path):
 def test_optical_grid_reads_asset_or_item_level_proj_and_refuses_without(tmp_path):
     path = write_tif(tmp_path / "b.tif", np.ones(OPTICAL_GRID.shape, np.uint16), 32632, OPTICAL_GRID.affine)
     keys = AssetKeys(optical={"blue": "B02"})
-    item = make_item("item-level", {"B02": dict(href=path)}, 32632,
-                     properties=proj_fields(OPTICAL_GRID.affine, OPTICAL_GRID.shape))
+    item = make_item(
+        "item-level", {"B02": dict(href=path)}, 32632, properties=proj_fields(OPTICAL_GRID.affine, OPTICAL_GRID.shape)
+    )
     assert optical_grid(roundtrip(item), keys) == OPTICAL_GRID
     bare = make_item("bare", {"B02": dict(href=path)}, 32632)
     with pytest.raises(CatalogError, match="lacks proj:transform, proj:shape"):

@@ -95,7 +95,9 @@ class _Handler(BaseHTTPRequestHandler):
 def test_http_reads_retry_through_503s(tmp_path):
     values = np.random.default_rng(3).normal(size=OPTICAL_GRID.shape).astype(np.float32)
     path = write_tif(tmp_path / "dem.tif", values, 32632, OPTICAL_GRID.affine)
-    local = roundtrip(make_item("dem", {"data": dict(href=path, **proj_fields(OPTICAL_GRID.affine, OPTICAL_GRID.shape))}, 32632))
+    local = roundtrip(
+        make_item("dem", {"data": dict(href=path, **proj_fields(OPTICAL_GRID.affine, OPTICAL_GRID.shape))}, 32632)
+    )
     server = FlakyRangeServer(tmp_path)
     try:
         remote = pystac.Item.from_dict(local.to_dict())

@@ -64,8 +64,9 @@ def test_geographic_dem_tiles_mosaic_seamlessly(tmp_path, resampling):
     ramps = optical_pixel_ramps(4326, transform, shape)
     tiles = dem_quadrants(tmp_path, ramps[0], transform)
     out = load_stack(tiles, {"elevation": "data"}, OPTICAL_GRID, resampling=resampling, chunks=50).values[0]
-    whole = load_stack([dem_tile(tmp_path, "whole", ramps[0], transform)], {"elevation": "data"}, OPTICAL_GRID,
-                       resampling=resampling).values[0]
+    whole = load_stack(
+        [dem_tile(tmp_path, "whole", ramps[0], transform)], {"elevation": "data"}, OPTICAL_GRID, resampling=resampling
+    ).values[0]
     near_seam = seam_band(tiles[0])
     assert near_seam.sum() > 200 and (~near_seam).any()
     error = np.abs(out - COLS)
@@ -88,7 +89,12 @@ def test_nodata_hole_across_a_seam_stays_out_of_valid_pixels(tmp_path, header_no
     hole = np.isnan(out)
     col, row = optical_pixel_ramps(4326, transform, shape)[:, r, c]  # the corner where the four tiles meet
     hole_rows, hole_cols = np.nonzero(hole)
-    assert 100 < hole.sum() < 1000 and set(zip(hole_rows < row, hole_cols < col)) == {(True, True), (True, False), (False, True), (False, False)}
+    assert 100 < hole.sum() < 1000 and set(zip(hole_rows < row, hole_cols < col)) == {
+        (True, True),
+        (True, False),
+        (False, True),
+        (False, False),
+    }
     np.testing.assert_array_equal(out[~hole], 1234 * 0.5 + 10.0)
 
 
@@ -102,9 +108,21 @@ def overlapping_pair(tmp_path, lattice_shift: float) -> tuple:
     a[r - 4 : r + 4, c - 4 : c + 4] = -1.0  # and a hole there that only its catalog declares
     b_transform = transform * Affine.translation(lattice_shift, 0)
     fields_a = {**proj_fields(transform, shape), "raster:bands": [{"nodata": -1.0}]}
-    item_a = roundtrip(make_item("a", {"data": dict(href=write_tif(tmp_path / "a.tif", a, 32633, transform), **fields_a)}, 32633))
-    item_b = roundtrip(make_item("b", {"data": dict(href=write_tif(tmp_path / "b.tif", b, 32633, b_transform, nodata=np.nan),
-                                                    **proj_fields(b_transform, shape))}, 32633))
+    item_a = roundtrip(
+        make_item("a", {"data": dict(href=write_tif(tmp_path / "a.tif", a, 32633, transform), **fields_a)}, 32633)
+    )
+    item_b = roundtrip(
+        make_item(
+            "b",
+            {
+                "data": dict(
+                    href=write_tif(tmp_path / "b.tif", b, 32633, b_transform, nodata=np.nan),
+                    **proj_fields(b_transform, shape),
+                )
+            },
+            32633,
+        )
+    )
     return item_a, item_b
 
 
@@ -171,8 +189,9 @@ def test_tiles_off_the_grid_leave_the_mosaic_unchanged(tmp_path):
     np.testing.assert_array_equal(lazy.values[0], near)
 
 
-
-WGS84 = SourceGrid(CRS.from_epsg(4326).to_wkt(), 4326, Affine(ARCSEC, 0, 10.99986, 0, -ARCSEC, 46.00014), (3600, 3600), "int16")
+WGS84 = SourceGrid(
+    CRS.from_epsg(4326).to_wkt(), 4326, Affine(ARCSEC, 0, 10.99986, 0, -ARCSEC, 46.00014), (3600, 3600), "int16"
+)
 
 
 def shifted(grid: SourceGrid, cols: float, rows: float = 0.0) -> SourceGrid:

@@ -44,7 +44,16 @@ def test_a_float_file_without_any_nodata_is_read_with_nan_as_a_tile_only():
 def test_the_mosaic_grid_comes_from_the_header_read_once(tmp_path):
     path = tmp_path / "dem.tif"
     transform = Affine(1 / 3600, 0, 15.0, 0, -1 / 3600, 46.0)
-    profile = dict(driver="GTiff", width=7, height=5, count=1, dtype="int16", crs=CRS.from_epsg(4326), transform=transform, nodata=-32768)
+    profile = dict(
+        driver="GTiff",
+        width=7,
+        height=5,
+        count=1,
+        dtype="int16",
+        crs=CRS.from_epsg(4326),
+        transform=transform,
+        nodata=-32768,
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(np.zeros((1, 5, 7), "int16"))
     header = read_header(str(path))

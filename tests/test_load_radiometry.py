@@ -39,11 +39,19 @@ REFLECTANCE = DN.astype(np.float64) * 1e-4
         ("pc-baseline-05", RED_BAND, {"s2:processing_baseline": "05.00"}, REFLECTANCE - 0.1),
         ("pc-baseline-03", RED_BAND, {"s2:processing_baseline": "03.01"}, REFLECTANCE),
         # Earth Search collection 1: the offset is declared in raster:bands
-        ("c1-declared", {**RED_BAND, "raster:bands": [{"nodata": 0, "scale": 1e-4, "offset": -0.1}]},
-         {"s2:processing_baseline": "05.10"}, REFLECTANCE - 0.1),
+        (
+            "c1-declared",
+            {**RED_BAND, "raster:bands": [{"nodata": 0, "scale": 1e-4, "offset": -0.1}]},
+            {"s2:processing_baseline": "05.10"},
+            REFLECTANCE - 0.1,
+        ),
         # Earth Search v1 with harmonised DNs: its declared -0.1 is known to be wrong
-        ("e84-applied", {**RED_BAND, "raster:bands": [{"nodata": 0, "scale": 1e-4, "offset": -0.1}]},
-         {"s2:processing_baseline": "04.00", "earthsearch:boa_offset_applied": True}, REFLECTANCE),
+        (
+            "e84-applied",
+            {**RED_BAND, "raster:bands": [{"nodata": 0, "scale": 1e-4, "offset": -0.1}]},
+            {"s2:processing_baseline": "04.00", "earthsearch:boa_offset_applied": True},
+            REFLECTANCE,
+        ),
     ],
 )
 def test_sentinel2_baseline_offset_and_nodata(tmp_path, case, asset_fields, properties, expected):
@@ -84,8 +92,16 @@ POWER = RNG.gamma(1.0, 0.05, OPTICAL_GRID.shape).astype(np.float32)
 def test_sar_db_asset_is_kept_and_nan_nodata_survives(tmp_path):
     db = (10 * np.log10(POWER)).astype(np.float32)
     db[0, :] = np.nan
-    item = own_grid_item(tmp_path, "s1db", db, {"raster:bands": [{"nodata": "nan", "unit": "dB"}]}, SAR_PROPS,
-                         nodata=np.nan, key="vv", extensions=(SAR_EXT,))
+    item = own_grid_item(
+        tmp_path,
+        "s1db",
+        db,
+        {"raster:bands": [{"nodata": "nan", "unit": "dB"}]},
+        SAR_PROPS,
+        nodata=np.nan,
+        key="vv",
+        extensions=(SAR_EXT,),
+    )
     out = load_one(item, key="vv")
     np.testing.assert_array_equal(np.isnan(out), np.isnan(db))
     np.testing.assert_allclose(out[1:], db[1:], rtol=1e-6)
@@ -104,8 +120,9 @@ def test_sar_linear_power_is_converted_to_db(tmp_path):
 def test_planetary_computer_rtc_is_linear_and_its_nodata_masked(tmp_path):
     power = POWER.copy()
     power[:, :4] = -32768
-    item = own_grid_item(tmp_path, "pc-rtc", power, {"raster:bands": [{"nodata": -32768}]}, SAR_PROPS,
-                         nodata=-32768, key="vv")
+    item = own_grid_item(
+        tmp_path, "pc-rtc", power, {"raster:bands": [{"nodata": -32768}]}, SAR_PROPS, nodata=-32768, key="vv"
+    )
     item.collection_id = "sentinel-1-rtc"
     out = load_one(item, key="vv")
     assert np.isnan(out[:, :4]).all()
@@ -121,9 +138,15 @@ def test_sar_without_units_is_refused(tmp_path):
 def test_grd_without_asset_transform_is_refused(tmp_path):
     """Earth Search-like GRD: only the item carries a bbox-derived grid; the asset is radar geometry."""
     path = write_tif(tmp_path / "grd.tif", (POWER * 1000).astype(np.uint16), 32632, OPTICAL_GRID.affine)
-    item = roundtrip(make_item("S1A_GRD", {"vv": dict(href=path)}, 32632,
-                               {**SAR_PROPS, "sar:product_type": "GRD",
-                                **proj_fields(OPTICAL_GRID.affine, OPTICAL_GRID.shape)}, (SAR_EXT,)))
+    item = roundtrip(
+        make_item(
+            "S1A_GRD",
+            {"vv": dict(href=path)},
+            32632,
+            {**SAR_PROPS, "sar:product_type": "GRD", **proj_fields(OPTICAL_GRID.affine, OPTICAL_GRID.shape)},
+            (SAR_EXT,),
+        )
+    )
     with pytest.raises(CatalogError, match="GRD asset without its own proj:transform.*sentinel-1-rtc"):
         load_one(item, key="vv")
 

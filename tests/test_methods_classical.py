@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernel.errors import InputError
 from datagen.pairs import load_aligned_pair, read_pairs
 from datagen.warps import inside_mask, invert_warp
-from models import register_pair
+from kernel.errors import InputError
 from kernel.fields import affine_field
 from kernel.warp import warp_image
+from models import register_pair
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,9 @@ def test_cfog_recovers_known_warp(optical_sar, shift, rotation, scale):
     assert np.median(error) < 1.0
     # The sign: moving_warped(q) = moving(q + w(q)), so the field is about -w.
     centre = tuple(s // 2 for s in fixed.shape[1:])
-    assert np.sign(result.displacement[(slice(None), *centre)]).tolist() == np.sign(truth[(slice(None), *centre)]).tolist()
+    assert (
+        np.sign(result.displacement[(slice(None), *centre)]).tolist() == np.sign(truth[(slice(None), *centre)]).tolist()
+    )
     assert result.confidence.shape == fixed.shape[1:]
     assert 0.0 <= result.confidence.min() and result.confidence.max() <= 1.0
 

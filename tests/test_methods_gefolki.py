@@ -9,10 +9,10 @@ import pytest
 
 from datagen.pairs import load_aligned_pair, read_pairs
 from kernel.errors import InputError
-from models import register_pair
 from kernel.fields import affine_field
-from models.methods.gefolki import pyramid_levels
 from kernel.warp import warp_image
+from models import register_pair
+from models.methods.gefolki import pyramid_levels
 
 
 def test_gefolki_recovers_a_shift_with_the_contract_sign(pairs_dir):

@@ -11,8 +11,22 @@ import pytest
 
 from dsmar.cli import main
 
-RUN = ["run", "--profile", "local", "--catalog", "http://127.0.0.1:9", "--bbox", "14.4", "46.0", "14.6", "46.2",
-       "--start", "2024-06-01", "--end", "2024-06-30"]
+RUN = [
+    "run",
+    "--profile",
+    "local",
+    "--catalog",
+    "http://127.0.0.1:9",
+    "--bbox",
+    "14.4",
+    "46.0",
+    "14.6",
+    "46.2",
+    "--start",
+    "2024-06-01",
+    "--end",
+    "2024-06-30",
+]
 
 
 def _error(capsys, argv) -> str:
@@ -93,8 +107,9 @@ def _run_before_prefect(argv: list[str]) -> str:
     """`dsmar run` as a process whose Prefect API is dead: only a check made before Prefect is used
     can give the one-line error (otherwise Prefect's connection errors come first)."""
     env = {**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{_free_port()}/api"}
-    done = subprocess.run([sys.executable, "-m", "dsmar.cli", *argv], env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "dsmar.cli", *argv], env=env, capture_output=True, text=True, timeout=120
+    )
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
     return lines[0]
@@ -139,13 +154,24 @@ def test_options_run_shares_with_search_are_the_same_options():
     commands = next(a for a in build_parser()._actions if a.dest == "command").choices
 
     def options(name):
-        return {a.option_strings[0]: (a.help, a.metavar, a.default, a.choices, a.type, a.nargs, a.required)
-                for a in commands[name]._actions if a.option_strings and a.dest != "help"}
+        return {
+            a.option_strings[0]: (a.help, a.metavar, a.default, a.choices, a.type, a.nargs, a.required)
+            for a in commands[name]._actions
+            if a.option_strings and a.dest != "help"
+        }
 
     run, search = options("run"), options("search")
     shared = set(run) & set(search)
-    assert {"--profile", "--catalog", "--bbox", "--start", "--end", "--max-cloud", "--min-overlap",
-            "--orbit-state"} <= shared
+    assert {
+        "--profile",
+        "--catalog",
+        "--bbox",
+        "--start",
+        "--end",
+        "--max-cloud",
+        "--min-overlap",
+        "--orbit-state",
+    } <= shared
     assert {flag: run[flag] for flag in shared} == {flag: search[flag] for flag in shared}
 
 

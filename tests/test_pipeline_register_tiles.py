@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import xarray as xr
 from affine import Affine
-from scipy import ndimage
 from distributed import Client, LocalCluster
+from scipy import ndimage
 
 from kernel.warp import warp_image
 from pipeline.cube import CubeLayout, Provenance, ZarrChunkWriter, init_cube, open_cube
@@ -44,8 +44,11 @@ def test_tilewise_warp_matches_whole_image_warp():
             (n, TileField(field[(slice(None), *n.outer.slices)], np.ones((n.outer.height, n.outer.width), np.float32)))
             for n in plan.neighbours(tile)
         )
-        arrays = align_chunk(tile, fixed[(slice(None), *tile.outer.slices)],
-                             {"sar": ModalityInput(moving[(slice(None), *tile.outer.slices)], pieces)})
+        arrays = align_chunk(
+            tile,
+            fixed[(slice(None), *tile.outer.slices)],
+            {"sar": ModalityInput(moving[(slice(None), *tile.outer.slices)], pieces)},
+        )
         np.testing.assert_allclose(arrays["displacement_sar"], field[(slice(None), *tile.core.slices)], atol=1e-5)
         np.testing.assert_allclose(arrays["sar"], expected[(slice(None), *tile.core.slices)], atol=1e-4, equal_nan=True)
 
@@ -84,14 +87,35 @@ def test_run_tiles_writes_every_chunk_and_skips_done_ones(client, tmp_path):
     writer = ZarrChunkWriter(path)
     progress = []
     half = plan.tiles[::2]
-    results = run_tiles(client, plan, _dataarray(fixed), {"sar": _dataarray(moving)}, ConstantRegistrator(shift),
-                        writer, 0, 11, half, thumb_step=4, on_progress=lambda d, t: progress.append((d, t)))
+    results = run_tiles(
+        client,
+        plan,
+        _dataarray(fixed),
+        {"sar": _dataarray(moving)},
+        ConstantRegistrator(shift),
+        writer,
+        0,
+        11,
+        half,
+        thumb_step=4,
+        on_progress=lambda d, t: progress.append((d, t)),
+    )
     assert len(results) == len(half) and progress[-1] == (len(half), len(half))
     written = writer.written(0)
     assert sorted(zip(*np.nonzero(written == 11))) == sorted((t.i, t.j) for t in half)
     rest = [t for t in plan.tiles if written[t.i, t.j] != 11]
-    run_tiles(client, plan, _dataarray(fixed), {"sar": _dataarray(moving)}, ConstantRegistrator(shift),
-              writer, 0, 11, rest, thumb_step=4)
+    run_tiles(
+        client,
+        plan,
+        _dataarray(fixed),
+        {"sar": _dataarray(moving)},
+        ConstantRegistrator(shift),
+        writer,
+        0,
+        11,
+        rest,
+        thumb_step=4,
+    )
     assert (writer.written(0) == 11).all()
     ds = open_cube(path).isel(time=0)
     np.testing.assert_allclose(ds.displacement_sar.sel(component="dy"), 1.5)

@@ -42,10 +42,22 @@ def test_checkerboard_alternates():
 
 def test_report_links_every_quicklook(tmp_path):
     rng = np.random.default_rng(1)
-    q = {"optical": rng.random((4, 40, 40)), "sar": rng.random((2, 40, 40)), "sar_before": rng.random((2, 40, 40)),
-         "displacement_sar": rng.normal(size=(2, 40, 40)), "confidence_sar": rng.random((40, 40))}
-    time = TimeReport("2024-06-04", {"optical": "o", "sar": "s"}, 4, 0, q,
-                      {"sar": ErrorStats(0.2, 0.3, 0.5)}, {"sar": np.zeros((2, 40, 40))})
+    q = {
+        "optical": rng.random((4, 40, 40)),
+        "sar": rng.random((2, 40, 40)),
+        "sar_before": rng.random((2, 40, 40)),
+        "displacement_sar": rng.normal(size=(2, 40, 40)),
+        "confidence_sar": rng.random((40, 40)),
+    }
+    time = TimeReport(
+        "2024-06-04",
+        {"optical": "o", "sar": "s"},
+        4,
+        0,
+        q,
+        {"sar": ErrorStats(0.2, 0.3, 0.5)},
+        {"sar": np.zeros((2, 40, 40))},
+    )
     path = write_report(tmp_path, [time], title="t", cube="c.zarr", method="cfog", summary_lines=["x"], step=1)
     text = path.read_text()
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))

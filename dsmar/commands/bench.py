@@ -32,20 +32,24 @@ def split_methods(text: str) -> tuple[str, ...]:
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="measure registration methods on real pairs")
     sub = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    acc = sub.add_parser(
-        "accuracy", help="dense-track, warp-recovery and landmark scores of methods on real pairs"
+    acc = sub.add_parser("accuracy", help="dense-track, warp-recovery and landmark scores of methods on real pairs")
+    acc.add_argument(
+        "--pairs", type=Path, default=None, help=f"folder with pairs.csv (default {DEFAULT_PAIRS} when present)"
     )
-    acc.add_argument("--pairs", type=Path, default=None,
-                     help=f"folder with pairs.csv (default {DEFAULT_PAIRS} when present)")
     acc.add_argument("--split", default="eval", choices=("train", "eval"))
-    acc.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated register_pair methods, each optionally with options: dsmar:augment=4:polish=[5,3]")
+    acc.add_argument(
+        "--methods",
+        default=DEFAULT_METHODS,
+        help="comma-separated register_pair methods, each optionally with options: dsmar:augment=4:polish=[5,3]",
+    )
     acc.add_argument("--out", type=Path, required=True, help="folder for results.json, report.md, figures")
     acc.add_argument("--limit", type=int, default=None, help="evenly spaced subset of N pairs")
     acc.add_argument("--seed", type=int, default=0, help="seed of the known warps")
     acc.add_argument("--workers", type=int, default=2, help="processes (one pair each)")
     acc.add_argument("--no-landmarks", action="store_true", help="skip the landmark track")
-    acc.add_argument("--update-docs", action="store_true",
-                     help="regenerate docs/accuracy.md from this run (eval split, full run)")
+    acc.add_argument(
+        "--update-docs", action="store_true", help="regenerate docs/accuracy.md from this run (eval split, full run)"
+    )
     acc.set_defaults(func=_accuracy)
 
 
@@ -69,8 +73,13 @@ def _accuracy(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be at least 1")
     config = BenchConfig(
-        pairs_dir=pairs.resolve(), split=args.split, methods=methods, seed=args.seed, limit=args.limit,
-        workers=max(1, args.workers), landmarks=not args.no_landmarks,
+        pairs_dir=pairs.resolve(),
+        split=args.split,
+        methods=methods,
+        seed=args.seed,
+        limit=args.limit,
+        workers=max(1, args.workers),
+        landmarks=not args.no_landmarks,
     )
     result = run_benchmark(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     report = write_report(result, args.out)
@@ -81,9 +90,20 @@ def _accuracy(args) -> int:
     )
     if args.update_docs:
         command = "dsmar bench accuracy " + " ".join(
-            shlex.quote(a) for a in
-            ["--split", args.split, "--methods", ",".join(methods), "--seed", str(args.seed),
-             "--workers", str(config.workers), "--out", "bench-out", "--update-docs"]
+            shlex.quote(a)
+            for a in [
+                "--split",
+                args.split,
+                "--methods",
+                ",".join(methods),
+                "--seed",
+                str(args.seed),
+                "--workers",
+                str(config.workers),
+                "--out",
+                "bench-out",
+                "--update-docs",
+            ]
             + (["--limit", str(args.limit)] if args.limit else [])
         )
         notes = TUNING_NOTES.read_text() if TUNING_NOTES.exists() else ""

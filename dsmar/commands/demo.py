@@ -34,9 +34,14 @@ def add_parser(subparsers) -> None:
         "DIR/cube.zarr and DIR/report/.",
     )
     parser.add_argument("--workdir", default="demo-output", metavar="DIR", help="output folder (default ./demo-output)")
-    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, metavar="N",
-                        help=f"optical pixels per side of the generated scenes (default {DEFAULT_SIZE}); the cube "
-                        "covers their inner part, 4%% smaller per side (512 -> 492 px)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=DEFAULT_SIZE,
+        metavar="N",
+        help=f"optical pixels per side of the generated scenes (default {DEFAULT_SIZE}); the cube "
+        "covers their inner part, 4%% smaller per side (512 -> 492 px)",
+    )
     parser.add_argument("--dates", type=int, default=2, metavar="N", help="optical acquisitions (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the synthetic landscape")
     parser.add_argument("--method", default=DEFAULT_METHOD, help=f"registration method (default {DEFAULT_METHOD})")
@@ -47,20 +52,33 @@ def add_parser(subparsers) -> None:
 
 
 def run_demo(
-    workdir: Path, size: int = DEFAULT_SIZE, dates: int = 2, seed: int = 0, method: str = DEFAULT_METHOD,
-    tile_size: int = 512, halo: int = 64, workers: int | None = None,
+    workdir: Path,
+    size: int = DEFAULT_SIZE,
+    dates: int = 2,
+    seed: int = 0,
+    method: str = DEFAULT_METHOD,
+    tile_size: int = 512,
+    halo: int = 64,
+    workers: int | None = None,
 ):
     """Archive -> local STAC API -> `dsmar run`'s flow -> cube + report; returns the run summary."""
     from catalogs.server import serve_static_catalog
-    from dsmar.commands.run import execute
     from datagen.demo_archive import generate_archive
+    from dsmar.commands.run import execute
 
     workdir = check_writable_dir(Path(workdir), "workdir")
     method = check_method(method)
     tiles = build(TileConfig, size=tile_size, halo=halo)
     cluster = build(ClusterConfig, workers=workers)
-    params = {"size": size, "dates": dates, "seed": seed, "tile_size": tile_size, "halo": halo, "method": method,
-              "method_build": method_build(method)}
+    params = {
+        "size": size,
+        "dates": dates,
+        "seed": seed,
+        "tile_size": tile_size,
+        "halo": halo,
+        "method": method,
+        "method_build": method_build(method),
+    }
     notice = prepare_workdir(workdir, params)
     if notice:
         print(notice, file=sys.stderr)
@@ -69,9 +87,15 @@ def run_demo(
     with serve_static_catalog(archive.catalog) as server:
         config = build(
             RunConfig,
-            bbox=archive.bbox, start=archive.start, end=archive.end, out=str(cube), method=method,
+            bbox=archive.bbox,
+            start=archive.start,
+            end=archive.end,
+            out=str(cube),
+            method=method,
             search=build(SearchConfig, profile="local", catalog_url=server.url),
-            tiles=tiles, cluster=cluster, report_dir=str(report),
+            tiles=tiles,
+            cluster=cluster,
+            report_dir=str(report),
         )
         return execute(config)
 
@@ -79,8 +103,15 @@ def run_demo(
 STAMP = "demo-params.json"
 # Keys of every stamp the demo has written (the method joined them later): a file with these is the demo's.
 STAMP_KEYS = {"size", "dates", "seed", "tile_size", "halo"}
-OPTIONS = {"size": "--size", "dates": "--dates", "seed": "--seed", "tile_size": "--tile-size", "halo": "--halo",
-           "method": "--method", "method_build": "the method's weights/settings"}
+OPTIONS = {
+    "size": "--size",
+    "dates": "--dates",
+    "seed": "--seed",
+    "tile_size": "--tile-size",
+    "halo": "--halo",
+    "method": "--method",
+    "method_build": "the method's weights/settings",
+}
 REPORT_FILE = re.compile(r"report\.md|.+_(checkerboard|field|error)\.png")
 
 
@@ -114,10 +145,14 @@ def prepare_workdir(workdir: Path, params: dict) -> str | None:
     if not doomed:
         return None
     changed = ", ".join(
-        f"{OPTIONS[key]} {previous.get(key, 'unset')} -> {params[key]}" for key in params if previous.get(key) != params[key]
+        f"{OPTIONS[key]} {previous.get(key, 'unset')} -> {params[key]}"
+        for key in params
+        if previous.get(key) != params[key]
     )
-    return f"demo: options changed since the last demo in {workdir} ({changed}); starting " \
-           f"{' and '.join(path.name for path in doomed)} afresh"
+    return (
+        f"demo: options changed since the last demo in {workdir} ({changed}); starting "
+        f"{' and '.join(path.name for path in doomed)} afresh"
+    )
 
 
 def _occupied(path: Path) -> bool:
@@ -139,7 +174,9 @@ def _not_the_demos(path: Path, stamp: dict | None) -> str | None:
         return None if is_dsmar_cube(str(path)) else "it is not a dsmar cube"
     if not path.is_dir():
         return "it is not a folder"
-    foreign = sorted(child.name for child in path.iterdir() if not (child.is_file() and REPORT_FILE.fullmatch(child.name)))
+    foreign = sorted(
+        child.name for child in path.iterdir() if not (child.is_file() and REPORT_FILE.fullmatch(child.name))
+    )
     return f"it holds files the demo did not write ({', '.join(foreign[:3])})" if foreign else None
 
 
@@ -164,8 +201,9 @@ def _run(args) -> int:
     from dsmar.commands.run import print_summary
 
     started = time.perf_counter()
-    summary = run_demo(Path(args.workdir), args.size, args.dates, args.seed, args.method, args.tile_size,
-                       args.halo, args.workers)
+    summary = run_demo(
+        Path(args.workdir), args.size, args.dates, args.seed, args.method, args.tile_size, args.halo, args.workers
+    )
     print_summary(summary)
     print(f"Demo total (archive + server + flow): {time.perf_counter() - started:.1f} s")
     return 0

@@ -46,8 +46,13 @@ def add_run_arguments(parser) -> None:
     proc = parser.add_argument_group("processing")
     proc.add_argument("--method", default=DEFAULT_METHOD, help=f"registration method (default {DEFAULT_METHOD})")
     proc.add_argument("--tile-size", type=int, default=512, metavar="N", help="tile and Zarr chunk size (default 512)")
-    proc.add_argument("--halo", type=int, default=64, metavar="N",
-                      help="extra pixels per tile side; > largest displacement + method window (default 64)")
+    proc.add_argument(
+        "--halo",
+        type=int,
+        default=64,
+        metavar="N",
+        help="extra pixels per tile side; > largest displacement + method window (default 64)",
+    )
     proc.add_argument("--dask-address", metavar="ADDR", help="use this Dask scheduler instead of a local cluster")
     proc.add_argument("--workers", type=int, metavar="N", help="local cluster workers (default: one per core)")
 

@@ -32,9 +32,16 @@ def add_parser(subparsers) -> None:
 def search_config(args) -> SearchConfig:
     """The options validated as `dsmar run` validates them, so a bad value reads the same in both."""
     return build(
-        SearchConfig, profile=args.profile, catalog_url=args.catalog, optical_collection=args.optical_collection,
-        sar_collection=args.sar_collection, dem_collection=args.dem_collection, max_cloud=args.max_cloud,
-        sar_window_days=args.sar_window_days, min_overlap=args.min_overlap, orbit_state=args.orbit_state,
+        SearchConfig,
+        profile=args.profile,
+        catalog_url=args.catalog,
+        optical_collection=args.optical_collection,
+        sar_collection=args.sar_collection,
+        dem_collection=args.dem_collection,
+        max_cloud=args.max_cloud,
+        sar_window_days=args.sar_window_days,
+        min_overlap=args.min_overlap,
+        orbit_state=args.orbit_state,
     )
 
 

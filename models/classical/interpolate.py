@@ -22,8 +22,12 @@ def affine_eval(params: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def robust_affine(
-    points: np.ndarray, shifts: np.ndarray, weights: np.ndarray, rng: np.random.Generator,
-    threshold: float = 2.5, trials: int = 300,
+    points: np.ndarray,
+    shifts: np.ndarray,
+    weights: np.ndarray,
+    rng: np.random.Generator,
+    threshold: float = 2.5,
+    trials: int = 300,
 ) -> tuple[np.ndarray, np.ndarray]:
     """RANSAC then weighted least squares: affine params (3, 2) mapping (y, x) to (dy, dx), inlier mask.
 
@@ -56,9 +60,7 @@ def robust_affine(
     return params, best_inliers
 
 
-def translation_consensus(
-    shifts: np.ndarray, weights: np.ndarray, threshold: float
-) -> tuple[np.ndarray, np.ndarray]:
+def translation_consensus(shifts: np.ndarray, weights: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Weighted-median translation as affine params (3, 2), and the shifts within `threshold` of it."""
     params = np.zeros((3, 2))
     params[2] = [_weighted_median(shifts[:, i], weights) for i in range(2)]
@@ -93,11 +95,15 @@ def dense_residual(
     # weighted mean of their residuals stands unshrunk.
     smooth = lambda a: ndimage.gaussian_filter(a, sigma_cells, mode="nearest", truncate=3.0)  # noqa: E731
     support = smooth(weight)
-    cell_field = np.stack([smooth(weight * residual[..., i]) for i in range(2)]) / (np.maximum(support, prior * weight.max()) + 1e-9)
+    cell_field = np.stack([smooth(weight * residual[..., i]) for i in range(2)]) / (
+        np.maximum(support, prior * weight.max()) + 1e-9
+    )
     confidence = np.clip(support / max(float(smooth(np.ones_like(weight)).max()), 1e-9), 0.0, 1.0)
-    coords = np.stack(np.meshgrid(
-        (np.arange(shape[0]) - grid.y0) / grid.step, (np.arange(shape[1]) - grid.x0) / grid.step, indexing="ij"
-    ))
+    coords = np.stack(
+        np.meshgrid(
+            (np.arange(shape[0]) - grid.y0) / grid.step, (np.arange(shape[1]) - grid.x0) / grid.step, indexing="ij"
+        )
+    )
     dense = np.stack([ndimage.map_coordinates(c, coords, order=1, mode="nearest") for c in cell_field])
     conf = ndimage.map_coordinates(confidence, coords, order=1, mode="nearest")
     return dense.astype(np.float32), conf.astype(np.float32)

@@ -124,9 +124,7 @@ def _masked_ssd(patches, search, n_off):
         return sfft.irfft2(np.conj(a_hat) * b_hat, s=t.shape[-2:], axes=(-2, -1))[..., :n_off, :n_off]
 
     tm_hat, sm_hat = spec(tm), spec(sm)
-    cross = sfft.irfft2(
-        (np.conj(spec(t)) * spec(s)).sum(axis=1), s=t.shape[-2:], axes=(-2, -1)
-    )[..., :n_off, :n_off]
+    cross = sfft.irfft2((np.conj(spec(t)) * spec(s)).sum(axis=1), s=t.shape[-2:], axes=(-2, -1))[..., :n_off, :n_off]
     t_energy = corr(spec(te), sm_hat)
     s_energy = corr(tm_hat, spec(se))
     support = corr(tm_hat, sm_hat)
@@ -149,9 +147,7 @@ def _peaks(ssd, radius, prior, min_distinct):
     finite = np.isfinite(flat)
     median = np.array([np.median(row[ok]) if ok.any() else np.inf for row, ok in zip(flat, finite)])
     with np.errstate(invalid="ignore", divide="ignore"):
-        distinct = np.where(
-            np.isfinite(second) & (median > best_val), (second - best_val) / (median - best_val), 0.0
-        )
+        distinct = np.where(np.isfinite(second) & (median > best_val), (second - best_val) / (median - best_val), 0.0)
     inside = (iy > 0) & (iy < k - 1) & (ix > 0) & (ix < k - 1) & np.isfinite(best_val)
     ok = inside & (distinct >= min_distinct)
     iyc, ixc = np.clip(iy, 1, k - 2), np.clip(ix, 1, k - 2)
@@ -176,9 +172,7 @@ def median_test(matches: Matches, threshold: float = 2.0, noise: float = 0.5) ->
     valid = np.isfinite(shifts[..., 0])
     ny, nx = valid.shape
     padded = np.pad(shifts, ((2, 2), (2, 2), (0, 0)), constant_values=np.nan)
-    stack = np.stack(
-        [padded[dy : dy + ny, dx : dx + nx] for dy in range(5) for dx in range(5) if (dy, dx) != (2, 2)]
-    )
+    stack = np.stack([padded[dy : dy + ny, dx : dx + nx] for dy in range(5) for dx in range(5) if (dy, dx) != (2, 2)])
     with np.errstate(invalid="ignore"), _quiet_nanmedian():
         median = np.nanmedian(stack, axis=0)
         spread = np.nanmedian(np.abs(stack - median[None]), axis=0)

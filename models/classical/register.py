@@ -17,13 +17,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernel.errors import InputError
+from kernel.warp import compose, warp_image
 from models.classical.interpolate import affine_eval, dense_residual, robust_affine, translation_consensus
 from models.classical.matching import (
-    Matches, WindowGrid, match_windows, median_test, phase_correlation, window_grid,
+    Matches,
+    WindowGrid,
+    match_windows,
+    median_test,
+    phase_correlation,
+    window_grid,
 )
-from kernel.errors import InputError
 from models.preprocess import to_gray
-from kernel.warp import compose, warp_image
 
 Describe = Callable[[np.ndarray], np.ndarray]
 
@@ -92,10 +97,20 @@ def fine_residual(
     shape = fixed_gray.shape
     fixed_valid = np.isfinite(fixed_gray)
     fine_step = capped_step(shape, config.fine_step, config.max_fine_windows)
-    fine = median_test(match_windows(
-        describe(fixed_gray), describe(warped_gray), fixed_valid, np.isfinite(warped_gray),
-        config.fine_window, fine_step, config.fine_radius, (0, 0), config.min_valid, config.min_distinct,
-    ))
+    fine = median_test(
+        match_windows(
+            describe(fixed_gray),
+            describe(warped_gray),
+            fixed_valid,
+            np.isfinite(warped_gray),
+            config.fine_window,
+            fine_step,
+            config.fine_radius,
+            (0, 0),
+            config.min_valid,
+            config.min_distinct,
+        )
+    )
     residual, confidence = dense_residual(fine, np.zeros((3, 2)), shape, config.sigma_cells)
     return residual, np.where(fixed_valid, confidence, 0.0).astype(np.float32)
 
@@ -121,10 +136,20 @@ def coarse_trend(
     step = capped_step(fixed_half.shape, min(config.coarse_step // 2, max(4, window // 2)), config.max_coarse_windows)
     results = []
     for prior in priors:
-        found = median_test(match_windows(
-            fixed_desc, moving_desc, np.isfinite(fixed_half), np.isfinite(moving_half),
-            window, step, config.max_shift // 2, prior, config.min_valid, config.min_distinct,
-        ))
+        found = median_test(
+            match_windows(
+                fixed_desc,
+                moving_desc,
+                np.isfinite(fixed_half),
+                np.isfinite(moving_half),
+                window,
+                step,
+                config.max_shift // 2,
+                prior,
+                config.min_valid,
+                config.min_distinct,
+            )
+        )
         g = found.grid
         # Half-resolution pixel i covers full-resolution pixels 2i and 2i + 1: its centre is 2i + 0.5.
         grid = WindowGrid(2 * g.y0 + 0.5, 2 * g.x0 + 0.5, 2 * g.step, g.ny, g.nx)

@@ -72,8 +72,10 @@ class DeformableCrossAttention(nn.Module):
         q = self.query(q_in).reshape(b, hd, self.head_dim, h, w, 1)
         logits = (q * k_s).sum(2) / math.sqrt(self.head_dim)  # (B, H, h, w, K)
         logits = logits + self.weights(q_in).reshape(b, hd, k, h, w).permute(0, 1, 3, 4, 2)
-        raw = sample_at(F.normalize(moving.float(), dim=1), pos.reshape(b, hd, 2, h, w * k).permute(0, 2, 3, 1, 4)
-                        .reshape(b, 2, h, hd * w * k))  # (B, C, h, H*w*K): every head's points, all channels
+        raw = sample_at(
+            F.normalize(moving.float(), dim=1),
+            pos.reshape(b, hd, 2, h, w * k).permute(0, 2, 3, 1, 4).reshape(b, 2, h, hd * w * k),
+        )  # (B, C, h, H*w*K): every head's points, all channels
         cos = (F.normalize(fixed.float(), dim=1)[..., None, :, None] * raw.reshape(b, c, h, hd, w, k)).sum(1)
         logits = logits + self.sharpness * cos.permute(0, 2, 1, 3, 4).float()
         attn = torch.softmax(logits.float(), dim=-1)

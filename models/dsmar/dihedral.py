@@ -15,8 +15,12 @@ Symmetry = tuple[int, bool]
 
 def symmetries(count: int) -> list[Symmetry]:
     """The first `count` symmetries: 1 (none), 2 (half turn), 4 (rotations) or 8 (rotations and mirrors)."""
-    table = {1: [(0, False)], 2: [(0, False), (2, False)], 4: [(k, False) for k in range(4)],
-             8: [(k, f) for f in (False, True) for k in range(4)]}
+    table = {
+        1: [(0, False)],
+        2: [(0, False), (2, False)],
+        4: [(k, False) for k in range(4)],
+        8: [(k, f) for f in (False, True) for k in range(4)],
+    }
     if count not in table:
         raise ValueError(f"test-time augmentation takes 1, 2, 4 or 8 symmetries, got {count}")
     return table[count]

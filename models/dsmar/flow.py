@@ -71,10 +71,14 @@ class FieldEstimator(nn.Module):
     def __init__(self, c_in: int, hidden: int = 64):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(c_in, hidden, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2), nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(hidden, hidden // 2, 3, padding=4, dilation=4), nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(hidden // 2, hidden // 2, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(c_in, hidden, 3, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(hidden, hidden // 2, 3, padding=4, dilation=4),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(hidden // 2, hidden // 2, 3, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
         )
         self.head = nn.Conv2d(hidden // 2, 2, 3, padding=1)
         nn.init.zeros_(self.head.weight)

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from kernel.warp import compose, warp_image
 from models.api import MODALITIES
 from models.dsmar import dihedral
 from models.dsmar.network import DSMAR
 from models.preprocess import to_gray
-from kernel.warp import compose, warp_image
 
 
 def network_input(image: np.ndarray, modality: str) -> np.ndarray:
@@ -100,8 +100,9 @@ def predict_field(
     if optimise is not None:
         from models.dsmar.instance import instance_optimise
 
-        field = instance_optimise(network_input(fixed, fixed_modality), network_input(moving, moving_modality),
-                                  field, **optimise)
+        field = instance_optimise(
+            network_input(fixed, fixed_modality), network_input(moving, moving_modality), field, **optimise
+        )
     return field, conf
 
 
@@ -147,9 +148,7 @@ def _predict_once(
             sl = (slice(y0, y0 + tile), slice(x0, x0 + tile))
             t_field, t_conf = _run_tile(model, f_in[(slice(None), *sl)], m_in[(slice(None), *sl)], ids, device)
             th, tw = t_conf.shape
-            wgt = np.outer(
-                _ramp(th, overlap, y0 == 0, y0 + th >= h), _ramp(tw, overlap, x0 == 0, x0 + tw >= w)
-            )
+            wgt = np.outer(_ramp(th, overlap, y0 == 0, y0 + th >= h), _ramp(tw, overlap, x0 == 0, x0 + tw >= w))
             field[(slice(None), *sl)] += t_field * wgt
             conf[sl] += t_conf * wgt
             weight[sl] += wgt

@@ -62,19 +62,25 @@ class DSMAR(nn.Module):
         ch = config.channels
         self.encoder = DualStreamEncoder(ch, config.descriptors)
         if config.attention:
-            self.coarse = nn.ModuleList([
-                AttentionLevel(ch[3], config.radii_16, config.points, config.hidden),
-                AttentionLevel(ch[2], config.radii_8, config.points, config.hidden),
-            ])
+            self.coarse = nn.ModuleList(
+                [
+                    AttentionLevel(ch[3], config.radii_16, config.points, config.hidden),
+                    AttentionLevel(ch[2], config.radii_8, config.points, config.hidden),
+                ]
+            )
         else:
-            self.coarse = nn.ModuleList([
-                CorrelationLevel(ch[3], 4, config.hidden),
-                CorrelationLevel(ch[2], config.corr_radius, config.hidden),
-            ])
-        self.fine = nn.ModuleList([
-            CorrelationLevel(ch[1], config.corr_radius, config.hidden),
-            CorrelationLevel(ch[0], config.fine_radius, config.hidden // 2),
-        ])
+            self.coarse = nn.ModuleList(
+                [
+                    CorrelationLevel(ch[3], 4, config.hidden),
+                    CorrelationLevel(ch[2], config.corr_radius, config.hidden),
+                ]
+            )
+        self.fine = nn.ModuleList(
+            [
+                CorrelationLevel(ch[1], config.corr_radius, config.hidden),
+                CorrelationLevel(ch[0], config.fine_radius, config.hidden // 2),
+            ]
+        )
         self.refine = AdaptiveRefinement(ch[0], 1, config.refine_hidden) if config.refinement else None
 
     def forward(self, fixed, moving, fixed_modality, moving_modality) -> dict[str, torch.Tensor]:

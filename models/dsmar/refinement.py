@@ -21,10 +21,14 @@ class AdaptiveRefinement(nn.Module):
         self.radius = radius
         c_in = 2 * channels + (2 * radius + 1) ** 2 + 2
         self.body = nn.Sequential(
-            nn.Conv2d(c_in, hidden, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2), nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(hidden, hidden, 3, padding=4, dilation=4), nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(hidden, hidden, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(c_in, hidden, 3, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=4, dilation=4),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
         )
         self.residual = nn.Conv2d(hidden, 2, 3, padding=1)
         self.confidence = nn.Conv2d(hidden, 1, 3, padding=1)

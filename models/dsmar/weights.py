@@ -32,8 +32,10 @@ def save_weights(model: DSMAR, path: Path, record: dict | None = None) -> dict:
     """Write `path` (.pt) and its sidecar `path.with_suffix('.json')`; return the sidecar's content."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().to(torch.float16) if v.is_floating_point() else v.detach().cpu()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().cpu().to(torch.float16) if v.is_floating_point() else v.detach().cpu()
+        for k, v in model.state_dict().items()
+    }
     record = json.loads(json.dumps(record or {}, default=str))  # plain types: weights_only loads it
     tmp = path.with_suffix(".tmp")
     torch.save({"config": model.config.to_dict(), "state_dict": state, "record": record}, tmp)

@@ -18,7 +18,6 @@ shaped the field, else the network's own (its refinement module's).
 from __future__ import annotations
 
 import os
-
 from functools import lru_cache
 from pathlib import Path
 
@@ -47,10 +46,21 @@ def make_dsmar():
     from models.dsmar.infer import predict_field
 
     def dsmar(
-        fixed: np.ndarray, moving: np.ndarray, *, fixed_modality: str, moving_modality: str,
-        weights: str | Path | None = None, tile: int = 1024, overlap: int = 128, device: str | None = None,
-        iterations: int | None = None, optimise: dict | None = None, augment: int | None = None,
-        polish: int | list[int] | None = None, trend: str | None = None, **_,
+        fixed: np.ndarray,
+        moving: np.ndarray,
+        *,
+        fixed_modality: str,
+        moving_modality: str,
+        weights: str | Path | None = None,
+        tile: int = 1024,
+        overlap: int = 128,
+        device: str | None = None,
+        iterations: int | None = None,
+        optimise: dict | None = None,
+        augment: int | None = None,
+        polish: int | list[int] | None = None,
+        trend: str | None = None,
+        **_,
     ) -> tuple[np.ndarray, np.ndarray]:
         model, meta = _weights(weights)
         tuned = meta.get("inference", {})  # the weights' own settings (benchmarks/tuning.md)
@@ -63,16 +73,23 @@ def make_dsmar():
         if trend not in TRENDS:
             raise InputError(f"dsmar trend must be one of {', '.join(TRENDS)}, not {trend!r}")
         field, confidence = predict_field(
-            model, fixed, moving, fixed_modality, moving_modality,
-            known_modalities=meta.get("record", {}).get("modalities"), tile=tile, overlap=overlap, device=device,
-            iterations=iterations, optimise=optimise, augment=augment,
+            model,
+            fixed,
+            moving,
+            fixed_modality,
+            moving_modality,
+            known_modalities=meta.get("record", {}).get("modalities"),
+            tile=tile,
+            overlap=overlap,
+            device=device,
+            iterations=iterations,
+            optimise=optimise,
+            augment=augment,
         )
         if radii:
             # The field is now the windows' work around a trend: their support says where it holds. The
             # network's confidence is calibrated on its own dense field (about 2 px), which is not returned.
-            field, confidence = _polish(
-                fixed, moving, field, confidence, fixed_modality, moving_modality, radii, trend
-            )
+            field, confidence = _polish(fixed, moving, field, confidence, fixed_modality, moving_modality, radii, trend)
         return field, confidence
 
     return dsmar
@@ -89,8 +106,9 @@ def _radii(polish) -> tuple[int, ...]:
     return tuple(int(r) for r in radii if r)
 
 
-def _polish(fixed, moving, field, confidence, fixed_modality: str, moving_modality: str,
-            radii: tuple[int, ...], trend: str) -> tuple[np.ndarray, np.ndarray]:
+def _polish(
+    fixed, moving, field, confidence, fixed_modality: str, moving_modality: str, radii: tuple[int, ...], trend: str
+) -> tuple[np.ndarray, np.ndarray]:
     """The network's field (or its affine consensus, or the classical trend) corrected by passes of
     MIND-SSC window matching, each searched at most its radius around the field so far; with the last
     pass's window support (H, W)."""

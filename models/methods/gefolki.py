@@ -68,8 +68,11 @@ def make_gefolki():
         reference, _ = fill_nodata(fixed_gray)
         secondary, _ = fill_nodata(to_gray(moving, moving_modality))
         u, v = gefolki.GEFolki(
-            reference.astype(np.float32), secondary.astype(np.float32), iteration=int(params["iteration"]),
-            radius=list(params["radius"]), rank=int(params["rank"]),
+            reference.astype(np.float32),
+            secondary.astype(np.float32),
+            iteration=int(params["iteration"]),
+            radius=list(params["radius"]),
+            rank=int(params["rank"]),
             levels=pyramid_levels(reference.shape, int(params["levels"])),
         )
         field = np.stack([v, u]).astype(np.float32)

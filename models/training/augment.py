@@ -38,7 +38,9 @@ def random_warps(batch: int, size: int, ranges: WarpRanges, gen: torch.Generator
 
     grid = base_grid((size, size), torch.empty(0, device=device))  # (1, 2, S, S)
     canvas = uniform(*ranges.canvas_px, batch)
-    centre = (size - 1) / 2 + (torch.rand(batch, 2, generator=gen, device=device) - 0.5) * (canvas[:, None] - size).clamp_min(0)
+    centre = (size - 1) / 2 + (torch.rand(batch, 2, generator=gen, device=device) - 0.5) * (
+        canvas[:, None] - size
+    ).clamp_min(0)
     theta = torch.deg2rad(uniform(-ranges.max_rotation_deg, ranges.max_rotation_deg, batch))
     scale = 1.0 + uniform(-ranges.max_scale, ranges.max_scale, batch)
     shift = uniform(-ranges.max_shift_px, ranges.max_shift_px, batch, 2)
@@ -76,10 +78,12 @@ def _blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     kern = torch.exp(-0.5 * (x[None] / sigma[:, None].clamp_min(1e-3)) ** 2)
     kern = kern / kern.sum(1, keepdim=True)
     b = images.shape[0]
-    out = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="replicate").transpose(0, 1),
-                   kern[:, None, None, :], groups=b).transpose(0, 1)
-    out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate").transpose(0, 1),
-                   kern[:, None, :, None], groups=b).transpose(0, 1)
+    out = F.conv2d(
+        F.pad(images, (radius, radius, 0, 0), mode="replicate").transpose(0, 1), kern[:, None, None, :], groups=b
+    ).transpose(0, 1)
+    out = F.conv2d(
+        F.pad(out, (0, 0, radius, radius), mode="replicate").transpose(0, 1), kern[:, None, :, None], groups=b
+    ).transpose(0, 1)
     return out
 
 
@@ -149,8 +153,15 @@ class Prepared:
     moving_raw: torch.Tensor
 
 
-def prepare_batch(images, modalities, ranges: WarpRanges | None, gen: torch.Generator, crop: int,
-                  augment: float = 1.0, nodata: float = 0.3) -> Prepared:
+def prepare_batch(
+    images,
+    modalities,
+    ranges: WarpRanges | None,
+    gen: torch.Generator,
+    crop: int,
+    augment: float = 1.0,
+    nodata: float = 0.3,
+) -> Prepared:
     """uint8 (B, 2, T, T) aligned sources -> warped, augmented (B, *, crop, crop) inputs and the true field.
 
     Both streams are the centre `crop` of the source; the moving one is sampled from the whole
@@ -180,7 +191,12 @@ def prepare_batch(images, modalities, ranges: WarpRanges | None, gen: torch.Gene
     fixed_aug = radiometric(fixed, gen, 0.5 * augment)
     moving_aug = radiometric(moving, gen, augment)
     return Prepared(
-        fixed=stretch(fixed_aug, fixed_valid), moving=stretch(moving_aug, moving_valid),
-        target=target, mask=mask & fixed_valid, fixed_modality=modalities[:, 0], moving_modality=modalities[:, 1],
-        fixed_raw=fixed * fixed_valid, moving_raw=moving * moving_valid,
+        fixed=stretch(fixed_aug, fixed_valid),
+        moving=stretch(moving_aug, moving_valid),
+        target=target,
+        mask=mask & fixed_valid,
+        fixed_modality=modalities[:, 0],
+        moving_modality=modalities[:, 1],
+        fixed_raw=fixed * fixed_valid,
+        moving_raw=moving * moving_valid,
     )

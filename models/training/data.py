@@ -49,10 +49,16 @@ def real_pairs(pairs_dir: Path, split: str = "train") -> list[PackedPair]:
             pair = load_aligned_pair(record)
         except InputError:
             continue
-        packed.append(PackedPair(
-            _to_uint8_gray(pair.fixed), _to_uint8_gray(pair.moving), pair.fixed_modality,
-            pair.moving_modality, pair.category, pair.pair_id,
-        ))
+        packed.append(
+            PackedPair(
+                _to_uint8_gray(pair.fixed),
+                _to_uint8_gray(pair.moving),
+                pair.fixed_modality,
+                pair.moving_modality,
+                pair.category,
+                pair.pair_id,
+            )
+        )
     return packed
 
 
@@ -114,9 +120,7 @@ def read_pack(path: Path) -> list[PackedPair]:
         raise InputError(f"training pack {path} not found (build it with `dsmar train --build-pack`)")
     with np.load(path) as data:
         meta = json.loads(data["meta"].tobytes().decode())
-        return [
-            PackedPair(_decode(data[f"f{i:05d}"]), _decode(data[f"m{i:05d}"]), *row) for i, row in enumerate(meta)
-        ]
+        return [PackedPair(_decode(data[f"f{i:05d}"]), _decode(data[f"m{i:05d}"]), *row) for i, row in enumerate(meta)]
 
 
 @dataclass(frozen=True)
@@ -150,8 +154,7 @@ class BatchSampler:
     by the generic `other` so that embedding learns too.
     """
 
-    def __init__(self, pairs: list[PackedPair], size: int, seed: int, modality_dropout: float = 0.15,
-                 margin: int = 0):
+    def __init__(self, pairs: list[PackedPair], size: int, seed: int, modality_dropout: float = 0.15, margin: int = 0):
         if not pairs:
             raise InputError("the training pack holds no pairs")
         self.side = size + 2 * margin

@@ -20,8 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda or auto; overrides the config")
     parser.add_argument("--batch", type=int, help="batch size; overrides the config")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
-    parser.add_argument("--build-pack", metavar="PAIRS", help="first (re)build the config's training pack from "
-                        "the train split of this pairs folder (plus synthetic scenes)")
+    parser.add_argument(
+        "--build-pack",
+        metavar="PAIRS",
+        help="first (re)build the config's training pack from "
+        "the train split of this pairs folder (plus synthetic scenes)",
+    )
     parser.add_argument("--synthetic", type=int, default=80, help="synthetic scenes in a built pack")
     parser.add_argument("--throughput", action="store_true", help="time inference (s/MP at 1024^2) at the end")
 

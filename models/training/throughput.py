@@ -10,8 +10,9 @@ from models.dsmar.network import DSMAR
 
 
 @torch.no_grad()
-def seconds_per_megapixel(model: DSMAR, device: torch.device, size: int = 1024, repeats: int = 10,
-                          bf16: bool = False) -> float:
+def seconds_per_megapixel(
+    model: DSMAR, device: torch.device, size: int = 1024, repeats: int = 10, bf16: bool = False
+) -> float:
     """Median time of one forward pass on a (size x size) pair, divided by its megapixels."""
     model = model.eval().to(device)
     gen = torch.Generator(device=device).manual_seed(0)
@@ -49,8 +50,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     model, meta = load_weights(Path(args.weights))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    result = {"weights_sha256": meta["sha256"], "size": args.size, "device": str(device),
-              "s_per_mp_fp32": seconds_per_megapixel(model, device, args.size)}
+    result = {
+        "weights_sha256": meta["sha256"],
+        "size": args.size,
+        "device": str(device),
+        "s_per_mp_fp32": seconds_per_megapixel(model, device, args.size),
+    }
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(0)
         result["s_per_mp_bf16"] = seconds_per_megapixel(model, device, args.size, bf16=True)

@@ -98,16 +98,24 @@ def field_losses(out: dict, batch: Prepared, weights: LossWeights, stage: str) -
         parts["bending"] = L.bending_energy(out["levels"][-1])
     if stage in ("refine", "joint") and weights.confidence > 0 and out["confidence_learned"]:
         parts["confidence"] = L.confidence_calibration(
-            out["confidence_logit"], out["levels"][-1] * 2,
-            downsample_field(target, 2) * 2, F.avg_pool2d(mask.float(), 2) > 0.99,
+            out["confidence_logit"],
+            out["levels"][-1] * 2,
+            downsample_field(target, 2) * 2,
+            F.avg_pool2d(mask.float(), 2) > 0.99,
         )
     if stage == "joint" and weights.mind > 0:
         from models.dsmar.flow import warp
 
         warped = warp(batch.moving_raw, field)
         parts["mind"] = L.mind_loss(batch.fixed_raw, warped, mask)
-    scale = {"epe": weights.epe, "levels": weights.levels, "jacobian": weights.jacobian,
-             "bending": weights.bending, "confidence": weights.confidence, "mind": weights.mind}
+    scale = {
+        "epe": weights.epe,
+        "levels": weights.levels,
+        "jacobian": weights.jacobian,
+        "bending": weights.bending,
+        "confidence": weights.confidence,
+        "mind": weights.mind,
+    }
     parts["total"] = sum(scale[k] * v for k, v in parts.items())
     return parts
 
@@ -132,12 +140,16 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         pack = Path(cfg.pack)
         if not pack.is_file():  # a fresh clone has none: say how to build it rather than fail in the hash
-            raise InputError(f"training pack {pack} not found; add --build-pack PAIRS to build it "
-                             "(PAIRS: a pairs folder such as ../shared/data/pairs, or your own)")
+            raise InputError(
+                f"training pack {pack} not found; add --build-pack PAIRS to build it "
+                "(PAIRS: a pairs folder such as ../shared/data/pairs, or your own)"
+            )
         self.data_hash = sha256_file(pack)
         pairs = exclude_pairs(read_pack(pack), cfg.exclude)
         self.train_pairs, self.val_pairs = split_holdout(pairs, cfg.holdout, cfg.seed)
-        self.modalities = sorted({p.moving_modality for p in self.train_pairs} | {p.fixed_modality for p in self.train_pairs} | {"other"})
+        self.modalities = sorted(
+            {p.moving_modality for p in self.train_pairs} | {p.fixed_modality for p in self.train_pairs} | {"other"}
+        )
         self.sampler = BatchSampler(self.train_pairs, cfg.crop, cfg.seed, margin=cfg.margin)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.ranges = WarpRanges(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.warp.items()})
@@ -154,21 +166,27 @@ class Trainer:
 
     # -- data ------------------------------------------------------------------------------------
     def _to_device(self, batch):
-        return (torch.from_numpy(batch.images).to(self.device, non_blocking=True),
-                torch.from_numpy(batch.modalities).to(self.device, non_blocking=True))
+        return (
+            torch.from_numpy(batch.images).to(self.device, non_blocking=True),
+            torch.from_numpy(batch.modalities).to(self.device, non_blocking=True),
+        )
 
     def _prepare(self, batch, ranges, gen, augment: float = 1.0) -> Prepared:
-        return prepare_batch(*self._to_device(batch), ranges, gen, self.cfg.crop, augment * self.cfg.augment,
-                             self.cfg.nodata)
+        return prepare_batch(
+            *self._to_device(batch), ranges, gen, self.cfg.crop, augment * self.cfg.augment, self.cfg.nodata
+        )
 
     def _validation_batches(self) -> list[Prepared]:
         if not self.val_pairs:
             return []
-        sampler = BatchSampler(self.val_pairs, self.cfg.crop, self.cfg.seed + 1, modality_dropout=0.0,
-                               margin=self.cfg.margin)
+        sampler = BatchSampler(
+            self.val_pairs, self.cfg.crop, self.cfg.seed + 1, modality_dropout=0.0, margin=self.cfg.margin
+        )
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 1)
-        return [self._prepare(sampler.sample(self.cfg.batch), self.ranges, gen, augment=0.5)
-                for _ in range(self.cfg.val_batches)]
+        return [
+            self._prepare(sampler.sample(self.cfg.batch), self.ranges, gen, augment=0.5)
+            for _ in range(self.cfg.val_batches)
+        ]
 
     # -- checkpoints -----------------------------------------------------------------------------
     @property
@@ -208,13 +226,20 @@ class Trainer:
 
     def record(self, extra: dict | None = None) -> dict:
         return {
-            "config": self.cfg.to_dict(), "seed": self.cfg.seed, "data_sha256": self.data_hash,
-            "train_pairs": len(self.train_pairs), "val_pairs": len(self.val_pairs),
-            "modalities": self.modalities, "device": str(self.device),
+            "config": self.cfg.to_dict(),
+            "seed": self.cfg.seed,
+            "data_sha256": self.data_hash,
+            "train_pairs": len(self.train_pairs),
+            "val_pairs": len(self.val_pairs),
+            "modalities": self.modalities,
+            "device": str(self.device),
             "device_name": torch.cuda.get_device_name(0) if self.device.type == "cuda" else "cpu",
-            "torch": str(torch.__version__), "parameters": count_parameters(self.model),
-            "history": self.state["history"], "total_steps": self.state["total_steps"],
-            "finished": self.state["stage"] >= len(self.cfg.stages), **(extra or {}),
+            "torch": str(torch.__version__),
+            "parameters": count_parameters(self.model),
+            "history": self.state["history"],
+            "total_steps": self.state["total_steps"],
+            "finished": self.state["stage"] >= len(self.cfg.stages),
+            **(extra or {}),
         }
 
     # -- loops -----------------------------------------------------------------------------------
@@ -237,8 +262,12 @@ class Trainer:
         if not epes:
             return {}
         e = torch.cat(epes)
-        return {"val_epe_mean": float(e.mean()), "val_epe_median": float(e.median()),
-                "val_under_1px": float((e < 1).float().mean()), "val_folded": float(np.mean(folds))}
+        return {
+            "val_epe_mean": float(e.mean()),
+            "val_epe_median": float(e.median()),
+            "val_under_1px": float((e < 1).float().mean()),
+            "val_folded": float(np.mean(folds)),
+        }
 
     def run_stage(self, index: int, stage: StageConfig) -> None:
         params = stage_parameters(self.model, stage.name)
@@ -270,8 +299,14 @@ class Trainer:
             batch = self._prepare(self.sampler.sample(self.cfg.batch), ranges, self.gen)
             with self._autocast():
                 if stage.name == "contrast":
-                    feats_f, feats_m = self.model.encoder(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
-                    parts = {"total": contrastive_loss(feats_f, feats_m, batch.mask, self.cfg.losses.contrast_temperature, self.gen)}
+                    feats_f, feats_m = self.model.encoder(
+                        batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality
+                    )
+                    parts = {
+                        "total": contrastive_loss(
+                            feats_f, feats_m, batch.mask, self.cfg.losses.contrast_temperature, self.gen
+                        )
+                    }
                 else:
                     out = self.model(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
                     parts = field_losses(out, batch, self.cfg.losses, stage.name)
@@ -289,15 +324,23 @@ class Trainer:
             for k, v in parts.items():
                 running[k] = 0.9 * running.get(k, float(v.detach())) + 0.1 * float(v.detach())
             if self.state["step"] % 50 == 0:
-                self.log(f"{stage.name} step {self.state['step']} t={self.state['elapsed']:.0f}s "
-                         + " ".join(f"{k}={v:.3f}" for k, v in running.items()))
+                self.log(
+                    f"{stage.name} step {self.state['step']} t={self.state['elapsed']:.0f}s "
+                    + " ".join(f"{k}={v:.3f}" for k, v in running.items())
+                )
             if time.monotonic() - last_ckpt > self.cfg.checkpoint_every_s:
                 self.save_checkpoint(optimizer)
                 self.export({"partial": f"{stage.name} step {self.state['step']}"})
                 last_ckpt = time.monotonic()
         metrics = self.validate() if stage.name != "contrast" else {}
-        entry = {"stage": stage.name, "steps": self.state["step"], "seconds": round(self.state["elapsed"], 1),
-                 "lr": stage.lr, "loss": {k: round(v, 4) for k, v in running.items()}, **metrics}
+        entry = {
+            "stage": stage.name,
+            "steps": self.state["step"],
+            "seconds": round(self.state["elapsed"], 1),
+            "lr": stage.lr,
+            "loss": {k: round(v, 4) for k, v in running.items()},
+            **metrics,
+        }
         self.state["history"].append(entry)
         self.log(json.dumps(entry))
         self.state.update(stage=index + 1, step=0, elapsed=0.0)
@@ -307,8 +350,10 @@ class Trainer:
     def run(self, resume: bool = True) -> dict:
         if resume:
             self.try_resume()
-        self.log(f"training {self.cfg.name} on {self.device} ({count_parameters(self.model)} parameters, "
-                 f"{len(self.train_pairs)} train / {len(self.val_pairs)} val pairs, data {self.data_hash[:12]})")
+        self.log(
+            f"training {self.cfg.name} on {self.device} ({count_parameters(self.model)} parameters, "
+            f"{len(self.train_pairs)} train / {len(self.val_pairs)} val pairs, data {self.data_hash[:12]})"
+        )
         for index, stage in enumerate(self.cfg.stages):
             if index < self.state["stage"]:
                 continue
