@@ -31,7 +31,7 @@ import xarray as xr
 import zarr
 from pyproj import CRS
 
-from kernel.contracts import DISPLACEMENT_CONVENTION
+from kernel.contracts import DISPLACEMENT_CONVENTION, MODALITY, REFERENCE
 from kernel.errors import InputError
 from kernel.paths import check_writable_dir
 from pipeline.cube_reorder import along_time, copy_time_steps, local_dir, recover, rewrite
@@ -45,12 +45,6 @@ PROVENANCE = ("optical_item", "sar_item", "sar_time", "dem_item")
 STATE_ATTR = "dsmar_cube"  # "creating" while the layout is written, "complete" once it is whole
 APPEND_ATTR = "dsmar_appending_from"  # the time length before an append; present only while it runs
 RUNS_ATTR = "runs"  # JSON list: created, config and catalog of every run that wrote the cube
-# CF metadata of the pixel variables (the loader's physical units: docs/loading.md)
-UNITS = {
-    "optical": ("1", "optical reflectance (the reference: every other variable is on its grid)"),
-    "sar": ("dB", "SAR backscatter aligned onto the optical grid"),
-    "dem": ("m", "elevation aligned onto the optical grid"),
-}
 
 
 @dataclass(frozen=True)
@@ -64,7 +58,7 @@ class CubeLayout:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return tuple(m for m in self.bands if m != "optical")
+        return tuple(m for m in self.bands if m != REFERENCE)
 
 
 @dataclass(frozen=True)
@@ -96,12 +90,11 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
 
     data_vars = {}
     for name, bands in layout.bands.items():
-        dim = f"band_{name}"
-        units, long_name = UNITS[name]
+        modality = MODALITY[name]  # CF units: the loader's physical units (docs/loading.md)
         data_vars[name] = (
-            ("time", dim, "y", "x"),
+            ("time", modality.band_dim, "y", "x"),
             lazy((n_t, len(bands), *grid.shape), (1, len(bands), ch_y, ch_x)),
-            {"units": units, "long_name": long_name},
+            {"units": modality.units, "long_name": modality.long_name},
         )
     for m in layout.modalities:
         data_vars[f"displacement_{m}"] = (

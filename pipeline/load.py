@@ -23,6 +23,7 @@ from pyproj.exceptions import CRSError
 from rasterio.enums import Resampling
 from stackstac.rio_reader import DEFAULT_GDAL_ENV
 
+from catalogs.geocoding import RTC_ADVICE, radar_geometry_reason
 from catalogs.scenes import AssetKeys
 from kernel.errors import CatalogError, InputError
 from pipeline.grid import Grid
@@ -32,9 +33,7 @@ from pipeline.load_meta import (
     absolute_href,
     asset_dict,
     crs_of,
-    geocoding_problem,
     radiometry,
-    refuse_radar_geometry,
 )
 from pipeline.load_mosaic import Layer, asset_layers
 
@@ -150,16 +149,19 @@ def _inspect_assets(
     """Each present asset's radiometry, the href GDAL should open on its own, and its header
     (by absolute href); refuses radar geometry."""
     present = [(item, key) for item in items for key in keys if key in item.assets]
-    for item, key in present:
-        if why := geocoding_problem(item, key):
-            refuse_radar_geometry(item, key, why)
+    for item in items:
+        if reason := radar_geometry_reason(item, keys):
+            raise CatalogError(f"item {item.id!r}: {reason}")
     table = {(item.id, key): radiometry(item, key, sar_db) for item, key in present}
     headers = read_headers(absolute_href(item, key) for item, key in present)
     hrefs: dict[str, dict[str, str]] = {item.id: {} for item in items}
     for item, key in present:
         header = headers[absolute_href(item, key)]
         if header.radar_geometry:
-            refuse_radar_geometry(item, key, "is in radar geometry (GCPs, no geotransform)")
+            raise CatalogError(
+                f"item {item.id!r} asset {key!r} is in radar geometry (ground control points, no geotransform), "
+                f"which dsmar does not geocode; {RTC_ADVICE}"
+            )
         if header.count != 1:
             raise CatalogError(
                 f"asset {key!r} of item {item.id!r} has {header.count} bands; load_stack reads single-band assets"

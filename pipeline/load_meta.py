@@ -189,22 +189,3 @@ def radiometry(item: pystac.Item, key: str, sar_db: bool = True) -> Radiometry:
     scale, offset = float(band.get("scale", 1.0)), float(band.get("offset", 0.0))
     to_db = sar_db and is_sar(item) and not _sar_is_db(item, key, band)
     return Radiometry(scale, offset, nodata, to_db)
-
-
-def geocoding_problem(item: pystac.Item, key: str) -> str | None:
-    """Why a SAR asset is known from metadata alone to be in radar geometry, or None.
-
-    Earth Search's GRD items carry only a bbox-derived grid at item level; their assets are in
-    radar geometry with GCPs, so placing them with that transform would silently mis-place them.
-    """
-    product = str(item.properties.get("sar:product_type", "")).upper()
-    if is_sar(item) and product == "GRD" and "proj:transform" not in item.assets[key].to_dict():
-        return "is a GRD asset without its own proj:transform"
-    return None
-
-
-def refuse_radar_geometry(item: pystac.Item, key: str, why: str) -> None:
-    raise CatalogError(
-        f"SAR item {item.id!r} asset {key!r} {why}: dsmar does not geocode radar geometry; "
-        "use a terrain-corrected collection instead (e.g. Planetary Computer 'sentinel-1-rtc')"
-    )
