@@ -1,5 +1,5 @@
 """Catalog profiles as data: where to search, which collections, how each catalog spells its asset keys,
-and how its assets are signed.
+what its items leave unsaid, and how its assets are signed.
 
 The pipeline only sees band names (`red`, `vv`, `elevation`); the profile maps them to the catalog's
 asset keys (`red` on Earth Search, `B04` on the Planetary Computer), so no catalog spelling leaks
@@ -22,8 +22,22 @@ from kernel.errors import InputError
 
 
 @dataclass(frozen=True)
+class Quirks:
+    """What a catalog's items leave unsaid or state wrongly, read by the loader (docs/loading.md)."""
+
+    harmonised_flag: str | None = None
+    """Item property that, when true, says the Sentinel-2 DNs already had the baseline-04.00 offset
+    subtracted: the offset is then 0 and a declared one is wrong (Element84/earth-search#9)."""
+    linear_sar_collections: frozenset[str] = frozenset()
+    """SAR collections whose assets are linear power without saying so (no `unit`)."""
+
+
+NO_QUIRKS = Quirks()
+
+
+@dataclass(frozen=True)
 class CatalogProfile:
-    """One catalog: endpoint, collection ids, asset keys, and (Planetary Computer) asset signing."""
+    """One catalog: endpoint, collection ids, asset keys, quirks, and (Planetary Computer) asset signing."""
 
     name: str
     url: str  # "" where the user must give one (`--catalog`)
@@ -31,6 +45,7 @@ class CatalogProfile:
     sar_collection: str
     dem_collection: str
     asset_keys: AssetKeys
+    quirks: Quirks = NO_QUIRKS
     signing: Callable[[], PlanetaryComputerSigner] | None = None  # makes the signer of a profile that signs
     signer: PlanetaryComputerSigner | None = field(default=None, compare=False, repr=False)
 
@@ -55,6 +70,7 @@ EARTH_SEARCH = CatalogProfile(
     "sentinel-1-grd",  # radar geometry: refused with advice (catalogs/geocoding.py)
     "cop-dem-glo-30",
     AssetKeys(),  # STAC common names, as Earth Search spells them
+    Quirks(harmonised_flag="earthsearch:boa_offset_applied"),
 )
 PLANETARY_COMPUTER = CatalogProfile(
     "planetary-computer",
@@ -63,6 +79,7 @@ PLANETARY_COMPUTER = CatalogProfile(
     "sentinel-1-rtc",
     "cop-dem-glo-30",
     replace(AssetKeys(), optical={"blue": "B02", "green": "B03", "red": "B04", "nir": "B08"}),
+    Quirks(linear_sar_collections=frozenset({"sentinel-1-rtc"})),  # RTC gamma0 power, no unit field
     signing=PlanetaryComputerSigner,
 )
 LOCAL = CatalogProfile("local", "", "dsmar-optical", "dsmar-sar", "dsmar-dem", AssetKeys())  # the demo archive's

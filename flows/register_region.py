@@ -194,13 +194,13 @@ def register_scene_set(
     label = str(_utc(scene_set.optical).astype("datetime64[s]")).replace("T", " ")
     keys = scene_set.asset_keys
     size = config.tiles.size
-    fixed = load_stack([profile.resign(scene_set.optical)], keys.of(REFERENCE), cube.grid, chunks=size)
-    moving = {
-        modality: load_stack(
-            [profile.resign(i) for i in scene_set.items(modality)], keys.of(modality), cube.grid, chunks=size
+    fixed, *images = (
+        load_stack(
+            [profile.resign(i) for i in scene_set.items(m)], keys.of(m), cube.grid, chunks=size, quirks=profile.quirks
         )
-        for modality in config.modalities
-    }
+        for m in (REFERENCE, *config.modalities)
+    )
+    moving = dict(zip(config.modalities, images))
     settings = inference_settings(config.method)  # only where there are any: other cubes' chunks stay current
     fingerprint = inputs_hash(
         __version__,
