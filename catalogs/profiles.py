@@ -104,17 +104,14 @@ def get_profile(
         raise InputError(f"unknown catalog profile {name!r}; choose one of {', '.join(PROFILE_NAMES)}")
     if not base.url and not catalog_url:
         raise InputError(f"the `{name}` catalog profile needs a STAC API URL (--catalog http://HOST:PORT)")
-    overrides = {
-        "url": catalog_url,
-        "optical_collection": optical_collection,
-        "sar_collection": sar_collection,
-        "dem_collection": dem_collection,
-    }
-    for key, value in overrides.items():
-        if value is not None and not str(value).strip():
-            raise InputError(f"{key.replace('_', ' ')} must not be empty")
-    signer = base.signing() if base.signing is not None else None
-    profile = replace(base, signer=signer, **{k: v.strip() for k, v in overrides.items() if v is not None})
+    profile = replace(
+        base,
+        url=_override(base.url, catalog_url, "url"),
+        optical_collection=_override(base.optical_collection, optical_collection, "optical collection"),
+        sar_collection=_override(base.sar_collection, sar_collection, "sar collection"),
+        dem_collection=_override(base.dem_collection, dem_collection, "dem collection"),
+        signer=base.signing() if base.signing is not None else None,
+    )
     _check_url(profile.url)
     return profile
 
@@ -125,6 +122,15 @@ def profile_for(search: SearchConfig) -> CatalogProfile:
     return get_profile(
         search.profile, search.catalog_url, search.optical_collection, search.sar_collection, search.dem_collection
     )
+
+
+def _override(value: str, given: str | None, what: str) -> str:
+    """The profile's value, or the non-empty one given in its place."""
+    if given is None:
+        return value
+    if not given.strip():
+        raise InputError(f"{what} must not be empty")
+    return given.strip()
 
 
 def _check_url(url: str) -> None:

@@ -87,8 +87,8 @@ class TileConfig(_Frozen):
     """
 
     flags = {"size": "--tile-size", "halo": "--halo"}
-    size: int = Field(512, ge=64, le=8192)
-    halo: int = Field(64, ge=0)
+    size: int = Field(default=512, ge=64, le=8192)
+    halo: int = Field(default=64, ge=0)
 
     @model_validator(mode="after")
     def _halo_fits(self) -> TileConfig:
@@ -102,9 +102,9 @@ class ClusterConfig(_Frozen):
 
     flags = {"address": "--dask-address", "workers": "--workers"}
     address: str | None = None
-    workers: int | None = Field(None, ge=1, le=512)
-    threads_per_worker: int = Field(1, ge=1, le=64)
-    connect_timeout_s: float = Field(20.0, gt=0)
+    workers: int | None = Field(default=None, ge=1, le=512)
+    threads_per_worker: int = Field(default=1, ge=1, le=64)
+    connect_timeout_s: float = Field(default=20.0, gt=0)
 
 
 class SearchConfig(_Frozen):
@@ -129,9 +129,9 @@ class SearchConfig(_Frozen):
     optical_collection: str | None = None
     sar_collection: str | None = None
     dem_collection: str | None = None
-    max_cloud: float = Field(30.0, ge=0, le=100)  # highest eo:cloud_cover of an optical scene, percent
-    sar_window_days: float = Field(3.0, gt=0)  # SAR within this many days of the optical scene
-    min_overlap: float = Field(0.5, gt=0, le=1)  # least share of the AOI a scene (and its SAR) must cover
+    max_cloud: float = Field(default=30.0, ge=0, le=100)  # highest eo:cloud_cover of an optical scene, percent
+    sar_window_days: float = Field(default=3.0, gt=0)  # SAR within this many days of the optical scene
+    min_overlap: float = Field(default=0.5, gt=0, le=1)  # least share of the AOI a scene (and its SAR) must cover
     orbit_state: OrbitState | None = None  # preferred SAR orbit direction; None: the one most passes share
 
 
