@@ -194,13 +194,13 @@ def register_scene_set(
     label = str(_utc(scene_set.optical).astype("datetime64[s]")).replace("T", " ")
     keys = scene_set.asset_keys
     size = config.tiles.size
-    fixed, *images = (
-        load_stack(
-            [profile.resign(i) for i in scene_set.items(m)], keys.of(m), cube.grid, chunks=size, quirks=profile.quirks
-        )
-        for m in (REFERENCE, *config.modalities)
-    )
-    moving = dict(zip(config.modalities, images))
+
+    def load(modality: str):
+        items = [profile.resign(i) for i in scene_set.items(modality)]
+        return load_stack(items, keys.of(modality), cube.grid, chunks=size, quirks=profile.quirks)
+
+    fixed = load(REFERENCE)
+    moving = {modality: load(modality) for modality in config.modalities}
     settings = inference_settings(config.method)  # only where there are any: other cubes' chunks stay current
     fingerprint = inputs_hash(
         __version__,

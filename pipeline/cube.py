@@ -97,7 +97,7 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
             {"units": modality.units, "long_name": modality.long_name},
         )
     for m in layout.modalities:
-        data_vars[f"displacement_{m}"] = (
+        data_vars[MODALITY[m].displacement_var] = (
             ("time", "component", "y", "x"),
             lazy((n_t, 2, *grid.shape), (1, 2, ch_y, ch_x)),
             {
@@ -107,10 +107,10 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
                 "convention": "optical pixel (y, x) matches the original image at (y + dy, x + dx)",
             },
         )
-        data_vars[f"confidence_{m}"] = (
+        data_vars[MODALITY[m].confidence_var] = (
             ("time", "y", "x"),
             lazy((n_t, *grid.shape), (1, ch_y, ch_x)),
-            {"units": "1", "long_name": f"confidence of displacement_{m}", "valid_range": [0.0, 1.0]},
+            {"units": "1", "long_name": f"confidence of {MODALITY[m].displacement_var}", "valid_range": [0.0, 1.0]},
         )
     data_vars[HASH_VAR] = (
         ("time", "tile_row", "tile_col"),
@@ -126,7 +126,7 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
         "y": ("y", grid.y_coords(), {"units": "m", "standard_name": "projection_y_coordinate"}),
         "x": ("x", grid.x_coords(), {"units": "m", "standard_name": "projection_x_coordinate"}),
         "component": np.array(COMPONENTS, dtype=object),
-        **{f"band_{name}": np.array(bands, dtype=object) for name, bands in layout.bands.items()},
+        **{MODALITY[name].band_dim: np.array(bands, dtype=object) for name, bands in layout.bands.items()},
     }
     ds = xr.Dataset(data_vars, coords=coords)
     ds = ds.rio.write_crs(grid.crs_wkt).rio.write_transform(grid.affine)
@@ -231,8 +231,8 @@ def check_out_path(path: str, method: str | None = None, tile_size: int | None =
         return
     if method is not None:
         _check_method(group.attrs, method, path)
-    if tile_size is not None and "optical" in group:
-        optical = group["optical"]
+    if tile_size is not None and REFERENCE in group:
+        optical = group[REFERENCE]
         _check_tiles(optical.chunks[-2:], tuple(min(tile_size, n) for n in optical.shape[-2:]), path)
 
 
@@ -422,9 +422,9 @@ def _check_compatible(existing: xr.Dataset, layout: CubeLayout, path: str) -> No
     )
     if not same_grid:
         raise InputError(f"{path} holds a cube on another grid; write this region to a new --out path")
-    _check_tiles(existing["optical"].encoding.get("chunks", (None, None, None, None))[-2:], layout.plan.chunks, path)
+    _check_tiles(existing[REFERENCE].encoding.get("chunks", (None, None, None, None))[-2:], layout.plan.chunks, path)
     for name, bands in layout.bands.items():
-        if name not in existing or tuple(existing[f"band_{name}"].values.tolist()) != tuple(bands):
+        if name not in existing or tuple(existing[MODALITY[name].band_dim].values.tolist()) != tuple(bands):
             raise InputError(f"{path} has different {name} bands; write to a new --out path")
 
 

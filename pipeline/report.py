@@ -196,8 +196,8 @@ def write_report(
             )
             _save_field(
                 directory / f"{stem}_field.png",
-                q[f"displacement_{modality}"],
-                q[f"confidence_{modality}"],
+                q[MODALITY[modality].displacement_var],
+                q[MODALITY[modality].confidence_var],
                 step,
                 modality.upper(),
             )
@@ -213,7 +213,7 @@ def write_report(
             if modality in time.truth:
                 _save_error(
                     directory / f"{stem}_error.png",
-                    q[f"displacement_{modality}"],
+                    q[MODALITY[modality].displacement_var],
                     time.truth[modality],
                     modality.upper(),
                 )
