@@ -25,6 +25,7 @@ from catalogs.colocate import ColocationResult, find_scene_sets, item_time
 from catalogs.profiles import CatalogProfile, profile_for
 from catalogs.scenes import SceneSet
 from kernel.config import RunConfig
+from kernel.contracts import MODALITY, REFERENCE, REGISTERED
 from kernel.version import __version__
 from models.api import check_method
 from pipeline.cluster import dask_client
@@ -102,25 +103,12 @@ def _utc(item) -> np.datetime64:
 
 def _bands(profile: CatalogProfile, config: RunConfig) -> dict[str, tuple[str, ...]]:
     keys = profile.asset_keys
-    bands = {"optical": tuple(keys.optical)}
-    for modality in config.modalities:
-        bands[modality] = tuple(getattr(keys, modality))
-    return bands
+    return {modality: tuple(keys.of(modality)) for modality in (REFERENCE, *config.modalities)}
 
 
 @task(name="search", cache_policy=NO_CACHE)
 def search_scenes(config: RunConfig) -> ColocationResult:
-    s = config.search
-    return find_scene_sets(
-        profile_for(config.search),
-        config.bbox,
-        config.start,
-        config.end,
-        max_cloud=s.max_cloud,
-        sar_window_days=s.sar_window_days,
-        min_overlap=s.min_overlap,
-        orbit_state=s.orbit_state,
-    )
+    return find_scene_sets(profile_for(config.search), config, config.search)
 
 
 @dataclass(frozen=True)
@@ -171,9 +159,7 @@ def prepare_cube(cube: CubePlan, config: RunConfig, profile: CatalogProfile) -> 
     catalog = {
         "profile": profile.name,
         "url": profile.url,
-        "optical": profile.optical_collection,
-        "sar": profile.sar_collection,
-        "dem": profile.dem_collection,
+        **{modality: profile.collection(modality) for modality in (REFERENCE, *REGISTERED)},
     }
     attrs = cube_attrs(
         config.to_json(), catalog, config.method, weights_sha256(config.method), inference_settings(config.method)
@@ -208,12 +194,13 @@ def register_scene_set(
     label = str(_utc(scene_set.optical).astype("datetime64[s]")).replace("T", " ")
     keys = scene_set.asset_keys
     size = config.tiles.size
-    fixed = load_stack([profile.resign(scene_set.optical)], keys.optical, cube.grid, chunks=size)
-    moving = {}
-    if "sar" in config.modalities:
-        moving["sar"] = load_stack([profile.resign(i) for i in scene_set.sar], keys.sar, cube.grid, chunks=size)
-    if "dem" in config.modalities:
-        moving["dem"] = load_stack([profile.resign(i) for i in scene_set.dem], keys.dem, cube.grid, chunks=size)
+
+    def load(modality: str):
+        items = [profile.resign(i) for i in scene_set.items(modality)]
+        return load_stack(items, keys.of(modality), cube.grid, chunks=size, quirks=profile.quirks)
+
+    fixed = load(REFERENCE)
+    moving = {modality: load(modality) for modality in config.modalities}
     settings = inference_settings(config.method)  # only where there are any: other cubes' chunks stay current
     fingerprint = inputs_hash(
         __version__,
@@ -252,11 +239,7 @@ def register_scene_set(
     errors, truths = _score(scene_set, cube, moving, config.out, time_index, step)
     report = TimeReport(
         label,
-        {
-            "optical": scene_set.optical.id,
-            "sar": ", ".join(i.id for i in scene_set.sar),
-            "dem": ", ".join(i.id for i in scene_set.dem),
-        },
+        {modality: ", ".join(i.id for i in scene_set.items(modality)) for modality in (REFERENCE, *REGISTERED)},
         len(todo),
         len(cube.plan.tiles) - len(todo),
         assemble(results, cube.grid.shape, step),
@@ -270,7 +253,8 @@ def _thumbnails_from_cube(out: str, time_index: int, tile: Tile, moving, step: i
     """A skipped chunk's quicklooks: the aligned data from the cube, the 'before' from the source."""
     group = zarr.open_group(out, mode="r")
     ys, xs = tile.core.slices
-    names = ["optical", *moving, *(f"displacement_{m}" for m in moving), *(f"confidence_{m}" for m in moving)]
+    registered = [MODALITY[m] for m in moving]
+    names = [REFERENCE, *moving, *(m.displacement_var for m in registered), *(m.confidence_var for m in registered)]
     thumbs = {name: decimate(tile.core, group[name][(time_index, ..., ys, xs)], step) for name in names}
     for modality, image in moving.items():
         before = image.isel(y=ys, x=xs).values
@@ -283,12 +267,12 @@ def _score(scene_set: SceneSet, cube: CubePlan, modalities, out: str, time_index
     errors, truths = {}, {}
     group = zarr.open_group(out, mode="r")
     for modality in modalities:
-        items = scene_set.sar if modality == "sar" else scene_set.dem
+        items = scene_set.items(modality)
         truth = next((t for t in (load_truth(i, cube.full_grid) for i in items) if t is not None), None)
         if truth is None:
             continue
         truth = _crop(truth, cube.full_grid, cube.grid)
-        recovered = group[f"displacement_{modality}"][time_index]
+        recovered = group[MODALITY[modality].displacement_var][time_index]
         errors[modality] = ErrorStats.of(end_point_error(recovered, truth))
         truths[modality] = truth[:, ::step, ::step]
     return errors, truths
@@ -360,7 +344,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
         f"tiles written: {summary.tiles_written}, skipped (up to date): {summary.tiles_skipped}",
         f"Wall time: {summary.wall_seconds:.1f} s",
     ]
-    for modality in ("sar", "dem"):
+    for modality in REGISTERED:
         stats = summary.error(modality)
         if stats is not None:
             lines.append(

@@ -10,19 +10,60 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 DISPLACEMENT_CONVENTION = "Contract 1: (dy, dx) in optical pixels; warped[y, x] = moving(y + dy, x + dx)"
 
-MODALITIES = (
-    "optical",
-    "sar",
-    "dem",
-    "infrared",
-    "map",
-    "night",
-    "lidar-dsm",
-    "lidar-intensity",
-    "depth-render",
-    "other",
+
+# Modalities: the one registry of image kinds.
+
+
+@dataclass(frozen=True)
+class Modality:
+    """One kind of image and what every layer needs to know of it (the registry below is the only list).
+
+    The production pipeline searches, loads and writes the `reference` modality and the `registered`
+    ones; the pair API takes any of them.
+    """
+
+    name: str
+    reference: bool = False  # the grid every other modality is registered onto (exactly one)
+    registered: bool = False  # the pipeline registers it onto the reference and writes it to the cube
+    units: str = ""  # CF units of its cube variable: the loader's physical units
+    long_name: str = ""  # CF long name of its cube variable
+
+    @property
+    def band_dim(self) -> str:
+        """The cube dimension of its bands."""
+        return f"band_{self.name}"
+
+    @property
+    def displacement_var(self) -> str:
+        """The cube variable of its displacement onto the reference (Contract 1)."""
+        return f"displacement_{self.name}"
+
+    @property
+    def confidence_var(self) -> str:
+        """The cube variable of the confidence in that displacement."""
+        return f"confidence_{self.name}"
+
+
+_REGISTRY = (
+    Modality(
+        "optical",
+        reference=True,
+        units="1",
+        long_name="optical reflectance (the reference: every other variable is on its grid)",
+    ),
+    Modality("sar", registered=True, units="dB", long_name="SAR backscatter aligned onto the optical grid"),
+    Modality("dem", registered=True, units="m", long_name="elevation aligned onto the optical grid"),
+    *(Modality(name) for name in ("infrared", "map", "night", "lidar-dsm", "lidar-intensity", "depth-render", "other")),
 )
+MODALITY = {modality.name: modality for modality in _REGISTRY}
+MODALITIES = tuple(MODALITY)  # the names the pair API accepts
+REFERENCE = next(modality.name for modality in _REGISTRY if modality.reference)
+REGISTERED = tuple(modality.name for modality in _REGISTRY if modality.registered)  # what the pipeline aligns
+
+
 MIN_SIZE = 32
 DEFAULT_METHOD = "dsmar"  # the most accurate on the usable benchmark pairs (docs/accuracy.md)

@@ -31,7 +31,7 @@ import xarray as xr
 import zarr
 from pyproj import CRS
 
-from kernel.contracts import DISPLACEMENT_CONVENTION
+from kernel.contracts import DISPLACEMENT_CONVENTION, MODALITY, REFERENCE
 from kernel.errors import InputError
 from kernel.paths import check_writable_dir
 from pipeline.cube_reorder import along_time, copy_time_steps, local_dir, recover, rewrite
@@ -45,12 +45,6 @@ PROVENANCE = ("optical_item", "sar_item", "sar_time", "dem_item")
 STATE_ATTR = "dsmar_cube"  # "creating" while the layout is written, "complete" once it is whole
 APPEND_ATTR = "dsmar_appending_from"  # the time length before an append; present only while it runs
 RUNS_ATTR = "runs"  # JSON list: created, config and catalog of every run that wrote the cube
-# CF metadata of the pixel variables (the loader's physical units: docs/loading.md)
-UNITS = {
-    "optical": ("1", "optical reflectance (the reference: every other variable is on its grid)"),
-    "sar": ("dB", "SAR backscatter aligned onto the optical grid"),
-    "dem": ("m", "elevation aligned onto the optical grid"),
-}
 
 
 @dataclass(frozen=True)
@@ -64,7 +58,7 @@ class CubeLayout:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return tuple(m for m in self.bands if m != "optical")
+        return tuple(m for m in self.bands if m != REFERENCE)
 
 
 @dataclass(frozen=True)
@@ -96,15 +90,14 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
 
     data_vars = {}
     for name, bands in layout.bands.items():
-        dim = f"band_{name}"
-        units, long_name = UNITS[name]
+        modality = MODALITY[name]  # CF units: the loader's physical units (docs/loading.md)
         data_vars[name] = (
-            ("time", dim, "y", "x"),
+            ("time", modality.band_dim, "y", "x"),
             lazy((n_t, len(bands), *grid.shape), (1, len(bands), ch_y, ch_x)),
-            {"units": units, "long_name": long_name},
+            {"units": modality.units, "long_name": modality.long_name},
         )
     for m in layout.modalities:
-        data_vars[f"displacement_{m}"] = (
+        data_vars[MODALITY[m].displacement_var] = (
             ("time", "component", "y", "x"),
             lazy((n_t, 2, *grid.shape), (1, 2, ch_y, ch_x)),
             {
@@ -114,10 +107,10 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
                 "convention": "optical pixel (y, x) matches the original image at (y + dy, x + dx)",
             },
         )
-        data_vars[f"confidence_{m}"] = (
+        data_vars[MODALITY[m].confidence_var] = (
             ("time", "y", "x"),
             lazy((n_t, *grid.shape), (1, ch_y, ch_x)),
-            {"units": "1", "long_name": f"confidence of displacement_{m}", "valid_range": [0.0, 1.0]},
+            {"units": "1", "long_name": f"confidence of {MODALITY[m].displacement_var}", "valid_range": [0.0, 1.0]},
         )
     data_vars[HASH_VAR] = (
         ("time", "tile_row", "tile_col"),
@@ -133,7 +126,7 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
         "y": ("y", grid.y_coords(), {"units": "m", "standard_name": "projection_y_coordinate"}),
         "x": ("x", grid.x_coords(), {"units": "m", "standard_name": "projection_x_coordinate"}),
         "component": np.array(COMPONENTS, dtype=object),
-        **{f"band_{name}": np.array(bands, dtype=object) for name, bands in layout.bands.items()},
+        **{MODALITY[name].band_dim: np.array(bands, dtype=object) for name, bands in layout.bands.items()},
     }
     ds = xr.Dataset(data_vars, coords=coords)
     ds = ds.rio.write_crs(grid.crs_wkt).rio.write_transform(grid.affine)
@@ -238,8 +231,8 @@ def check_out_path(path: str, method: str | None = None, tile_size: int | None =
         return
     if method is not None:
         _check_method(group.attrs, method, path)
-    if tile_size is not None and "optical" in group:
-        optical = group["optical"]
+    if tile_size is not None and REFERENCE in group:
+        optical = group[REFERENCE]
         _check_tiles(optical.chunks[-2:], tuple(min(tile_size, n) for n in optical.shape[-2:]), path)
 
 
@@ -429,9 +422,9 @@ def _check_compatible(existing: xr.Dataset, layout: CubeLayout, path: str) -> No
     )
     if not same_grid:
         raise InputError(f"{path} holds a cube on another grid; write this region to a new --out path")
-    _check_tiles(existing["optical"].encoding.get("chunks", (None, None, None, None))[-2:], layout.plan.chunks, path)
+    _check_tiles(existing[REFERENCE].encoding.get("chunks", (None, None, None, None))[-2:], layout.plan.chunks, path)
     for name, bands in layout.bands.items():
-        if name not in existing or tuple(existing[f"band_{name}"].values.tolist()) != tuple(bands):
+        if name not in existing or tuple(existing[MODALITY[name].band_dim].values.tolist()) != tuple(bands):
             raise InputError(f"{path} has different {name} bands; write to a new --out path")
 
 

@@ -16,6 +16,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from kernel.contracts import MODALITY, REFERENCE
 from kernel.warp import warp_image
 from models.api import register_pair
 from pipeline.blend import blend
@@ -60,7 +61,7 @@ class MethodRegistrator:
         result = register_pair(
             fixed,
             moving,
-            fixed_modality="optical",
+            fixed_modality=REFERENCE,
             moving_modality=moving_modality,
             method=self.method,
             **dict(self.options),
@@ -104,12 +105,12 @@ def align_chunk(tile: Tile, fixed_outer: np.ndarray, inputs: Mapping[str, Modali
     """Everything the cube stores for one chunk: optical core, and per modality the aligned image,
     blended displacement and confidence. Pure: arrays in, arrays out."""
     core = tile.core.relative_to(tile.outer)
-    arrays = {"optical": fixed_outer[(slice(None), *core.slices)]}
+    arrays = {REFERENCE: fixed_outer[(slice(None), *core.slices)]}
     for modality, data in inputs.items():
         displacement, confidence = blend(tile.core, [(t, f.displacement, f.confidence) for t, f in data.pieces])
         arrays[modality] = warp_core(data.moving_outer, np.nan_to_num(displacement), core)
-        arrays[f"displacement_{modality}"] = displacement
-        arrays[f"confidence_{modality}"] = confidence
+        arrays[MODALITY[modality].displacement_var] = displacement
+        arrays[MODALITY[modality].confidence_var] = confidence
     return arrays
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kernel.contracts import MODALITY, REFERENCE, REGISTERED
 from pipeline.register_tiles import ChunkResult
 
 THUMB_MAX = 768  # longest side of a quicklook, in pixels
@@ -181,13 +182,13 @@ def write_report(
         lines += [f"## {time.label}", ""]
         lines += [f"- {name}: `{item}`" for name, item in time.items.items()]
         lines += [f"- tiles written: {time.tiles_written}, skipped (already up to date): {time.tiles_skipped}", ""]
-        for modality in ("sar", "dem"):
-            if f"displacement_{modality}" not in q:
+        for modality in REGISTERED:
+            if MODALITY[modality].displacement_var not in q:
                 continue
             stem = f"t{n:02d}_{modality}"
             _save_checkerboards(
                 directory / f"{stem}_checkerboard.png",
-                q["optical"],
+                q[REFERENCE],
                 q[f"{modality}_before"],
                 q[modality],
                 modality.upper(),
@@ -195,8 +196,8 @@ def write_report(
             )
             _save_field(
                 directory / f"{stem}_field.png",
-                q[f"displacement_{modality}"],
-                q[f"confidence_{modality}"],
+                q[MODALITY[modality].displacement_var],
+                q[MODALITY[modality].confidence_var],
                 step,
                 modality.upper(),
             )
@@ -212,7 +213,7 @@ def write_report(
             if modality in time.truth:
                 _save_error(
                     directory / f"{stem}_error.png",
-                    q[f"displacement_{modality}"],
+                    q[MODALITY[modality].displacement_var],
                     time.truth[modality],
                     modality.upper(),
                 )

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from dsmar.commands.run import add_tile_arguments, execute, print_summary
 from kernel.config import ClusterConfig, RunConfig, SearchConfig, TileConfig, build
 from kernel.contracts import DEFAULT_METHOD
 from kernel.errors import InputError
@@ -45,8 +46,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--dates", type=int, default=2, metavar="N", help="optical acquisitions (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the synthetic landscape")
     parser.add_argument("--method", default=DEFAULT_METHOD, help=f"registration method (default {DEFAULT_METHOD})")
-    parser.add_argument("--tile-size", type=int, default=512, metavar="N", help="tile and chunk size (default 512)")
-    parser.add_argument("--halo", type=int, default=64, metavar="N", help="tile halo in pixels (default 64)")
+    add_tile_arguments(parser)
     parser.add_argument("--workers", type=int, metavar="N", help="local Dask workers (default: one per core)")
     parser.set_defaults(func=_run)
 
@@ -57,14 +57,14 @@ def run_demo(
     dates: int = 2,
     seed: int = 0,
     method: str = DEFAULT_METHOD,
-    tile_size: int = 512,
-    halo: int = 64,
+    tile_size: int | None = None,
+    halo: int | None = None,
     workers: int | None = None,
 ):
-    """Archive -> local STAC API -> `dsmar run`'s flow -> cube + report; returns the run summary."""
+    """Archive -> local STAC API -> `dsmar run`'s flow -> cube + report; returns the run summary.
+    Tile size and halo left None take `TileConfig`'s defaults."""
     from catalogs.server import serve_static_catalog
     from datagen.demo_archive import generate_archive
-    from dsmar.commands.run import execute
 
     workdir = check_writable_dir(Path(workdir), "workdir")
     method = check_method(method)
@@ -74,8 +74,8 @@ def run_demo(
         "size": size,
         "dates": dates,
         "seed": seed,
-        "tile_size": tile_size,
-        "halo": halo,
+        "tile_size": tiles.size,
+        "halo": tiles.halo,
         "method": method,
         "method_build": method_build(method),
     }
@@ -198,8 +198,6 @@ def _is_demo_archive(path: Path) -> bool:
 
 
 def _run(args) -> int:
-    from dsmar.commands.run import print_summary
-
     started = time.perf_counter()
     summary = run_demo(
         Path(args.workdir), args.size, args.dates, args.seed, args.method, args.tile_size, args.halo, args.workers

@@ -10,13 +10,7 @@ import warnings
 from catalogs.profiles import profile_for
 from dsmar.commands.common_options import add_area_arguments, add_catalog_arguments, add_pairing_arguments
 from dsmar.commands.search import search_config
-from kernel.config import (
-    ClusterConfig,
-    RunConfig,
-    TileConfig,
-    build,
-    parse_date,
-)
+from kernel.config import ClusterConfig, RunConfig, TileConfig, build, default
 from kernel.contracts import DEFAULT_METHOD
 from kernel.errors import DsmarError, InputError
 from kernel.paths import check_writable_dir
@@ -45,16 +39,21 @@ def add_run_arguments(parser) -> None:
     out.add_argument("--report", metavar="DIR", help="also write report.md and PNG quicklooks here")
     proc = parser.add_argument_group("processing")
     proc.add_argument("--method", default=DEFAULT_METHOD, help=f"registration method (default {DEFAULT_METHOD})")
-    proc.add_argument("--tile-size", type=int, default=512, metavar="N", help="tile and Zarr chunk size (default 512)")
-    proc.add_argument(
-        "--halo",
-        type=int,
-        default=64,
-        metavar="N",
-        help="extra pixels per tile side; > largest displacement + method window (default 64)",
-    )
+    add_tile_arguments(proc)
     proc.add_argument("--dask-address", metavar="ADDR", help="use this Dask scheduler instead of a local cluster")
     proc.add_argument("--workers", type=int, metavar="N", help="local cluster workers (default: one per core)")
+
+
+def add_tile_arguments(group) -> None:
+    """--tile-size/--halo, shared with `dsmar demo`."""
+    size, halo = default(TileConfig, "size"), default(TileConfig, "halo")
+    group.add_argument("--tile-size", type=int, metavar="N", help=f"tile and Zarr chunk size (default {size})")
+    group.add_argument(
+        "--halo",
+        type=int,
+        metavar="N",
+        help=f"extra pixels per tile side; > largest displacement + method window (default {halo})",
+    )
 
 
 def config_from_args(args) -> RunConfig:
@@ -67,9 +66,9 @@ def config_from_args(args) -> RunConfig:
     report = str(check_writable_dir(args.report, "report directory")) if args.report else None
     return build(
         RunConfig,
-        bbox=tuple(args.bbox),
-        start=parse_date(args.start, "--start"),
-        end=parse_date(args.end, "--end"),
+        bbox=args.bbox,
+        start=args.start,
+        end=args.end,
         out=check_output(args.out),
         search=search,
         method=check_method(args.method),
