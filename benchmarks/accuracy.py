@@ -24,14 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.metrics import (
-    THRESHOLDS,
-    end_point_error,
-    folding_share,
-    landmark_errors,
-    summarise_errors,
-    warp_recovery_error,
-)
+from benchmarks.metrics import THRESHOLDS, landmark_errors, summarise_errors, warp_recovery_error
 from datagen.pairs import (
     PairRecord,
     doubtful_ground_truth,
@@ -42,6 +35,7 @@ from datagen.pairs import (
 )
 from datagen.warps import benchmark_warp, inside_mask, invert_warp
 from kernel.errors import InputError
+from kernel.field_metrics import end_point_error, folding_share
 from kernel.warp import warp_image
 from models import register_pair
 

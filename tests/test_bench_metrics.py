@@ -6,16 +6,10 @@ import numpy as np
 import pytest
 
 from benchmarks.accuracy import fit_to_shape
-from benchmarks.metrics import (
-    end_point_error,
-    folding_share,
-    jacobian_determinant,
-    landmark_errors,
-    summarise_errors,
-    warp_recovery_error,
-)
+from benchmarks.metrics import landmark_errors, summarise_errors, warp_recovery_error
 from datagen.pairs import homography_field, largest_valid_rectangle, mask_border_fill
 from datagen.warps import benchmark_warp, invert_warp, sample_field
+from kernel.field_metrics import end_point_error, folding_share, jacobian_determinant
 from kernel.fields import affine_field
 from kernel.warp import identity_grid
 

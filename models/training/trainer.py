@@ -82,7 +82,7 @@ def field_losses(out: dict, batch: Prepared, weights: LossWeights, stage: str) -
     target, mask = batch.target, batch.mask
     parts: dict[str, torch.Tensor] = {}
     field = out["field"]
-    parts["epe"] = L.end_point_error(field, target, mask)
+    parts["epe"] = L.mean_end_point_error(field, target, mask)
     if stage in ("field", "joint") and weights.levels > 0:
         level_terms = []
         size = target.shape[-1]
@@ -90,7 +90,7 @@ def field_losses(out: dict, batch: Prepared, weights: LossWeights, stage: str) -
             factor = size // lvl.shape[-1]
             t = downsample_field(target, factor)
             mk = F.avg_pool2d(mask.float(), factor) > 0.99
-            level_terms.append(L.end_point_error(lvl * factor, t * factor, mk))
+            level_terms.append(L.mean_end_point_error(lvl * factor, t * factor, mk))
         parts["levels"] = torch.stack(level_terms).mean()
     if weights.jacobian > 0:
         parts["jacobian"] = L.folding_penalty(field, weights.jacobian_margin)
@@ -257,7 +257,7 @@ class Trainer:
             field = out["field"].float()
             epe = torch.sqrt(((field - batch.target) ** 2).sum(1))[batch.mask[:, 0]]
             epes.append(epe.cpu())
-            folds.append(float(L.folded_fraction(field)))
+            folds.append(float(L.folding_share(field)))
         self.model.train()
         if not epes:
             return {}
