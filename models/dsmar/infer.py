@@ -53,8 +53,8 @@ def _run_tile(model: DSMAR, fixed: np.ndarray, moving: np.ndarray, ids: tuple[in
     fid = torch.tensor([ids[0]], device=device)
     mid = torch.tensor([ids[1]], device=device)
     out = model(f, m, fid, mid)
-    field = out["field"][0, :, :h, :w].float().cpu().numpy()
-    conf = out["confidence"][0, 0, :h, :w].float().cpu().numpy()
+    field = out.field[0, :, :h, :w].float().cpu().numpy()
+    conf = out.confidence[0, 0, :h, :w].float().cpu().numpy()
     return field, conf
 
 
