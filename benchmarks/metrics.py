@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmarks.results import ErrorSummary
 from datagen.warps import sample_field
 from kernel.field_metrics import end_point_error
 from kernel.warp import identity_grid
@@ -21,16 +22,14 @@ def warp_recovery_error(d1: np.ndarray, warp: np.ndarray, d0: np.ndarray) -> np.
     return end_point_error(composed, d0)
 
 
-def summarise_errors(errors: np.ndarray) -> dict[str, float]:
-    """Mean, median and share under each threshold of a set of per-pixel errors."""
+def summarise_errors(errors: np.ndarray) -> ErrorSummary:
+    """Mean, median and share under each threshold of a set of per-pixel errors (NaN when none is finite)."""
     errors = errors[np.isfinite(errors)]
     if errors.size == 0:
-        return {"mean": float("nan"), "median": float("nan"), **{f"under_{t:g}px": float("nan") for t in THRESHOLDS}}
-    return {
-        "mean": float(errors.mean()),
-        "median": float(np.median(errors)),
-        **{f"under_{t:g}px": float(np.mean(errors < t)) for t in THRESHOLDS},
-    }
+        return ErrorSummary(float("nan"), float("nan"), {t: float("nan") for t in THRESHOLDS})
+    return ErrorSummary(
+        float(errors.mean()), float(np.median(errors)), {t: float(np.mean(errors < t)) for t in THRESHOLDS}
+    )
 
 
 def landmark_errors(field: np.ndarray, marks: np.ndarray) -> np.ndarray:

@@ -21,8 +21,9 @@ def test_pure_shift_epe_and_summary():
     epe = end_point_error(field, truth)
     assert np.allclose(epe, 5.0)
     stats = summarise_errors(np.concatenate([epe.ravel(), np.full(epe.size, 0.5)]))
-    assert stats["mean"] == pytest.approx(2.75)
-    assert stats["under_1px"] == pytest.approx(0.5) and stats["under_3px"] == pytest.approx(0.5)
+    assert stats.mean == pytest.approx(2.75)
+    assert stats.under[1.0] == pytest.approx(0.5) and stats.under[3.0] == pytest.approx(0.5)
+    assert stats.to_dict()["under_1px"] == pytest.approx(0.5)
 
 
 def test_affine_jacobian_is_exact():
