@@ -143,7 +143,7 @@ class Case:
             pair_id=data["pair_id"],
             category=data["category"],
             methods={m: _score_from_dict(s) for m, s in data["methods"].items()},
-            shape=tuple(data["shape"]) if "shape" in data else None,  # type: ignore[arg-type]
+            shape=(data["shape"][0], data["shape"][1]) if "shape" in data else None,
             landmarks=data.get("landmarks"),
             error=data.get("error"),
             trace=data.get("trace"),
