@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from kernel.contracts import MODALITY, REFERENCE, REGISTERED
+from kernel.field_metrics import end_point_error
 from pipeline.register_tiles import ChunkResult
 
 THUMB_MAX = 768  # longest side of a quicklook, in pixels
@@ -34,11 +35,6 @@ def assemble(results: Iterable[ChunkResult], shape: tuple[int, int], step: int) 
                 mosaics[name] = np.full((*thumb.shape[:-2], *out_shape), np.nan, np.float32)
             mosaics[name][..., r : r + thumb.shape[-2], c : c + thumb.shape[-1]] = thumb
     return mosaics
-
-
-def end_point_error(displacement: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per-pixel |d - truth| (H, W), NaN where either field is undefined."""
-    return np.sqrt(((np.asarray(displacement, np.float64) - truth) ** 2).sum(axis=0)).astype(np.float32)
 
 
 @dataclass(frozen=True)

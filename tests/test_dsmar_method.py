@@ -14,11 +14,11 @@ def test_shipped_model_recovers_a_known_warp_better_than_identity(pairs_dir, cat
     """The benchmark's own dense case: warped moving image valid everywhere (no border to read); with the
     default inference settings and with the network alone (one frame, no classical polish)."""
     record = next(r for r in read_pairs(pairs_dir, "eval") if r.category == category and r.gt_kind == "similarity")
-    scores = dense_case(record, ("identity", spec), seed=11)["methods"]
-    dsmar, identity = scores[spec], scores["identity"]
-    assert dsmar["recovery"]["median"] < 0.5 * identity["recovery"]["median"]
-    assert dsmar["epe"]["median"] < 0.75 * identity["epe"]["median"]
-    assert dsmar["folding"] < 0.005
+    case = dense_case(record, ("identity", spec), seed=11)
+    dsmar, identity = case.dense(spec), case.dense("identity")
+    assert dsmar.recovery.median < 0.5 * identity.recovery.median
+    assert dsmar.epe.median < 0.75 * identity.epe.median
+    assert dsmar.folding < 0.005
 
 
 def test_dsmar_is_registered_and_handles_small_odd_inputs():

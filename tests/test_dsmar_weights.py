@@ -22,8 +22,8 @@ def test_round_trip_keeps_config_record_and_outputs(tmp_path):
     x = torch.rand(1, 2, 32, 32)
     ids = torch.zeros(1, dtype=torch.long)
     with torch.no_grad():
-        a = model(x, x, ids, ids)["field"]
-        b = loaded(x, x, ids, ids)["field"]
+        a = model(x, x, ids, ids).field
+        b = loaded(x, x, ids, ids).field
     assert torch.allclose(a, b, rtol=1e-2, atol=2e-2)  # stored in float16
 
 

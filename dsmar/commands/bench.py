@@ -85,7 +85,7 @@ def _accuracy(args) -> int:
     report = write_report(result, args.out)
     print(tables(result))
     print(
-        f"\n{result['wall_seconds']:.0f} s wall, {result['cpu_seconds']:.0f} s CPU; "
+        f"\n{result.wall_seconds:.0f} s wall, {result.cpu_seconds:.0f} s CPU; "
         f"report: {report}; results: {args.out / 'results.json'}"
     )
     if args.update_docs:
