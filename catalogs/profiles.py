@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 from urllib.parse import urlsplit
 
 import pystac
@@ -100,7 +101,8 @@ def get_profile(
     for key, value in overrides.items():
         if value is not None and not str(value).strip():
             raise InputError(f"{key.replace('_', ' ')} must not be empty")
-    profile = replace(base, **{k: v.strip() for k, v in overrides.items() if v is not None})
+    changes: dict[str, Any] = {k: v.strip() for k, v in overrides.items() if v is not None}
+    profile = replace(base, **changes)
     _check_url(profile.url)
     return profile
 
