@@ -11,7 +11,6 @@ from datetime import date, timedelta
 
 from prefect import flow
 
-import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
 from flows.register_region import RunSummary, register_region
 from kernel.config import RunConfig, check_period
 from kernel.errors import InputError

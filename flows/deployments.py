@@ -14,8 +14,8 @@ from pathlib import Path
 from prefect import flow, serve
 from prefect.deployments.runner import RunnerDeployment
 
-import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
 from flows.backfill import DEFAULT_WINDOW_DAYS, backfill
+from flows.environment import apply_defaults
 from flows.register_region import RunSummary, register_region
 from kernel.config import RunConfig, from_json
 from kernel.errors import InputError
@@ -56,6 +56,7 @@ def region_deployments(
 
 
 def main(argv: list[str]) -> int:
+    apply_defaults()
     if len(argv) != 1:
         print("usage: python -m flows.deployments REGION.json", file=sys.stderr)
         return 2

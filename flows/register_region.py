@@ -20,7 +20,6 @@ import zarr
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
 from catalogs.colocate import ColocationResult, find_scene_sets, item_time
 from catalogs.profiles import CatalogProfile, profile_for
 from catalogs.scenes import SceneSet

@@ -18,10 +18,11 @@ import hashlib
 import itertools
 import json
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal, cast
 
 import dask.array as da
 import fsspec
@@ -88,7 +89,7 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
     def lazy(shape, chunks, fill=np.nan, dtype=np.float32):
         return da.full(shape, fill, dtype=dtype, chunks=chunks)
 
-    data_vars = {}
+    data_vars: dict[str, Any] = {}
     for name, bands in layout.bands.items():
         modality = MODALITY[name]  # CF units: the loader's physical units (docs/loading.md)
         data_vars[name] = (
@@ -138,7 +139,7 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
 
 
 def _encoding(ds: xr.Dataset) -> dict:
-    enc = {}
+    enc: dict[Hashable, dict[str, Any]] = {}
     for name, var in ds.data_vars.items():
         if isinstance(var.data, da.Array):
             enc[name] = {"chunks": tuple(c[0] for c in var.data.chunks)}
@@ -161,7 +162,7 @@ def init_cube(
     inputs hash, so those chunks are recomputed). The attrs describe the latest run; `runs` keeps
     every run's config and catalog, and `created` the first run's time.
     """
-    steps = _by_time((np.datetime64(t, "ns"), p) for t, p in zip(layout.times, provenance, strict=True))
+    steps = _by_time((t.astype("datetime64[ns]"), p) for t, p in zip(layout.times, provenance, strict=True))
     root = local_dir(path)
     if root is not None:
         recover(root)
@@ -198,12 +199,17 @@ def init_cube(
     return {t: i for i, (t, _) in enumerate(stored)}
 
 
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    """A variable of the cube (zarr types a group's member as an array or a group)."""
+    return cast(zarr.Array, group[name])
+
+
 def _write_provenance(group: zarr.Group, steps: Sequence[Step]) -> None:
     """Refresh the provenance of the cube's first len(steps) times, one write per column."""
     n = len(steps)
     for name in ("optical_item", "sar_item", "dem_item"):
-        group[name][:n] = np.array([getattr(p, name) for _, p in steps], dtype=object)
-    group["sar_time"][:n] = np.array([_nanos(p.sar_time) for _, p in steps], dtype=np.int64)
+        _array(group, name)[:n] = np.array([getattr(p, name) for _, p in steps], dtype=object)
+    _array(group, "sar_time")[:n] = np.array([_nanos(p.sar_time) for _, p in steps], dtype=np.int64)
 
 
 def _merged_attrs(old: Mapping, run: Mapping) -> dict:
@@ -232,11 +238,11 @@ def check_out_path(path: str, method: str | None = None, tile_size: int | None =
     if method is not None:
         _check_method(group.attrs, method, path)
     if tile_size is not None and REFERENCE in group:
-        optical = group[REFERENCE]
+        optical = _array(group, REFERENCE)
         _check_tiles(optical.chunks[-2:], tuple(min(tile_size, n) for n in optical.shape[-2:]), path)
 
 
-def _existing_cube(path: str, mode: str = "r") -> zarr.Group | None:
+def _existing_cube(path: str, mode: Literal["r", "r+"] = "r") -> zarr.Group | None:
     """The cube's root group, or None where there is nothing yet; anything else is one InputError line."""
     try:
         group = zarr.open_group(path, mode=mode, zarr_format=3, use_consolidated=False)
@@ -302,7 +308,7 @@ def _interrupted_append(group: zarr.Group) -> int | None:
     The append mark says it; an append interrupted before the mark existed left time axes of
     different lengths, the shortest being the old one."""
     if APPEND_ATTR in group.attrs:
-        return int(group.attrs[APPEND_ATTR])
+        return int(cast(int, group.attrs[APPEND_ATTR]))
     lengths = {array.shape[0] for _, array in group.arrays() if along_time(array)}
     return min(lengths) if len(lengths) > 1 else None
 
@@ -336,7 +342,7 @@ def _increasing(steps: Sequence[Step]) -> bool:
 
 def _inserts(old: Sequence[Step], new: Sequence[Step]) -> bool:
     """Whether some of `new` (sorted) falls before the cube's last time, so appending would break the order."""
-    return bool(old and new) and new[0][0] < max(t for t, _ in old)
+    return bool(old and new) and bool(new[0][0] < max(t for t, _ in old))
 
 
 def _create(path: str, layout: CubeLayout, steps: Sequence[Step], attrs: Mapping) -> None:
@@ -378,7 +384,7 @@ def _consolidate(path: str) -> None:
 
 
 def _nanos(t: np.datetime64) -> int:
-    return int(np.datetime64(t, "ns").astype(np.int64))
+    return int(t.astype("datetime64[ns]").astype(np.int64))
 
 
 def _check_same_method(old: Mapping, new: Mapping, path: str) -> None:
@@ -438,13 +444,13 @@ class ZarrChunkWriter:
         group = zarr.open_group(self.path, mode="r+", zarr_format=3)
         ys, xs = tile.core.slices
         for name, value in arrays.items():
-            group[name][(time_index, ..., ys, xs)] = value
+            _array(group, name)[(time_index, ..., ys, xs)] = value
         # Last, so a chunk interrupted mid-write is recomputed next time.
-        group[HASH_VAR][time_index, tile.i, tile.j] = inputs_hash
+        _array(group, HASH_VAR)[time_index, tile.i, tile.j] = inputs_hash
 
     def written(self, time_index: int) -> np.ndarray:
         """(tile_row, tile_col) hashes of the chunks already written for one time step."""
-        return zarr.open_group(self.path, mode="r", zarr_format=3)[HASH_VAR][time_index]
+        return np.asarray(_array(zarr.open_group(self.path, mode="r", zarr_format=3), HASH_VAR)[time_index])
 
 
 def open_cube(path: str) -> xr.Dataset:

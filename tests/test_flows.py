@@ -3,18 +3,17 @@ appending windows to one cube (and its re-run skipping every chunk), and the no-
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from datetime import date
 from pathlib import Path
 
+import psutil
 import pytest
 
-import flows._env  # noqa: F401  (before prefect is imported)
 from flows.backfill import split_period
 from kernel.config import ClusterConfig, RunConfig, SearchConfig, TileConfig
 
@@ -27,38 +26,25 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory):
-    """A real Prefect server (own PREFECT_HOME, SQLite), used by every flow run in this module."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    """A real Prefect server, the one `dsmar run` starts where no API is configured (own PREFECT_HOME,
+    SQLite), used by every flow run in this module."""
+    from flows.api import prefect_api as api
 
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": ""}
-    prefect = Path(sys.executable).with_name("prefect")
-    log = open(home / "server.log", "w")
-    process = subprocess.Popen(
-        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    with _unconfigured(tmp_path_factory.mktemp("prefect-home")), api() as url:
+        yield url
+
+
+def _unconfigured(home: Path):
+    """Prefect settings with no API configured and an empty PREFECT_HOME; the startup limit of the CLI."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
     )
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
+
+    fresh = {PREFECT_HOME: str(home), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 90}
+    return temporary_settings(updates=fresh, restore_defaults={PREFECT_API_URL})
 
 
 def test_split_period_covers_the_period_once():
@@ -199,10 +185,56 @@ def test_unreachable_catalog_is_one_line_without_prefect_traceback(prefect_api, 
     assert err == [err[-1]] and err[-1].startswith("dsmar run: error: could not reach STAC API"), err
 
 
+def _prefect_servers() -> set[int]:
+    """Process ids of the `prefect server start` processes below this one."""
+    return {p.pid for p in psutil.Process().children(recursive=True) if "server start" in " ".join(p.cmdline())}
+
+
 def test_a_configured_api_starts_no_temporary_one(prefect_api):
-    from prefect.server.api.server import SubprocessASGIServer
+    from flows.api import prefect_api as api
 
-    from flows.api import ensure_temporary_api
+    before = _prefect_servers()
+    with api() as url:
+        assert url == prefect_api and _prefect_servers() == before
 
-    before = dict(SubprocessASGIServer._instances)
-    assert ensure_temporary_api() is None and SubprocessASGIServer._instances == before
+
+def test_the_temporary_api_serves_each_block_from_its_own_session(tmp_path):
+    """No API configured: a temporary server answers inside the block, outside the caller's process group
+    (a terminal's Ctrl-C does not reach it), and serves the next block too; it stops at interpreter exit
+    (tests/test_interrupt.py: nothing is left running after an interrupted demo)."""
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.api import prefect_api as api
+
+    before = _prefect_servers()
+    with _unconfigured(tmp_path):
+        with api() as url:
+            assert PREFECT_API_URL.value() == url
+            with get_client(sync_client=True) as client:
+                assert client.api_healthcheck() is None
+            (pid,) = _prefect_servers() - before
+            assert os.getpgid(pid) != os.getpgid(0)
+            assert (tmp_path / "prefect.db").exists()
+        assert PREFECT_API_URL.value() is None
+        with api() as again:
+            assert again == url and _prefect_servers() - before == {pid}
+
+
+def test_importing_the_flows_sets_no_environment_and_the_defaults_yield_to_the_user():
+    """A fresh interpreter: importing the flows (and Prefect) leaves the environment alone; the entry points'
+    defaults fill in what the user has not set, and the user's own value wins."""
+    script = (
+        "import logging, os\n"
+        "before = dict(os.environ)\n"
+        "import flows.deployments\n"
+        "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())\n"
+        "from flows.environment import apply_defaults\n"
+        "apply_defaults()\n"
+        "print(os.environ['PREFECT_LOGGING_LEVEL'], os.environ['DO_NOT_TRACK'], logging.getLogger('prefect').level)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "DO_NOT_TRACK"}
+    env["PREFECT_LOGGING_LEVEL"] = "ERROR"
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["ERROR", "1", str(logging.ERROR)]

@@ -198,6 +198,9 @@ def _is_demo_archive(path: Path) -> bool:
 
 
 def _run(args) -> int:
+    from flows.environment import apply_defaults
+
+    apply_defaults()
     started = time.perf_counter()
     summary = run_demo(
         Path(args.workdir), args.size, args.dates, args.seed, args.method, args.tile_size, args.halo, args.workers

@@ -113,7 +113,7 @@ def configure_logging() -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
-    # distributed imports the deprecated pynvml shim; workers get the same filter via flows._env.
+    # distributed imports the deprecated pynvml shim; workers get the same filter via flows.environment.
     warnings.filterwarnings("ignore", category=FutureWarning, module="distributed.diagnostics.nvml")
     import distributed  # noqa: F401  (configures its loggers on import; quiet them after)
 
@@ -136,12 +136,12 @@ def preflight(config: RunConfig) -> None:
 def execute(config: RunConfig):
     """Run the flow; no scene sets is an error that says why (the search's rejections)."""
     preflight(config)
-    from flows.api import ensure_temporary_api
+    from flows.api import prefect_api
     from flows.register_region import register_region  # imports Prefect: only when running
 
     configure_logging()
-    ensure_temporary_api()
-    summary = register_region(config)
+    with prefect_api():
+        summary = register_region(config)
     if summary.scene_sets == 0:
         reasons = "; ".join(f"{item}: {reason}" for item, reason in summary.rejections[:5])
         more = f" (+{len(summary.rejections) - 5} more)" if len(summary.rejections) > 5 else ""
@@ -161,6 +161,9 @@ def print_summary(summary) -> None:
 
 
 def _run(args) -> int:
+    from flows.environment import apply_defaults
+
+    apply_defaults()
     summary = execute(config_from_args(args))
     print_summary(summary)
     return 0
