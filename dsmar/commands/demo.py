@@ -141,11 +141,10 @@ def prepare_workdir(workdir: Path, params: dict) -> str | None:
     stamp.write_text(json.dumps(params, sort_keys=True))
     if not doomed:
         return None
-    changed = ", ".join(
-        f"{OPTIONS[key]} {previous.get(key, 'unset')} -> {params[key]}"
-        for key in params
-        if previous.get(key) != params[key]
-    )
+    keys = [key for key in params if previous.get(key) != params[key]]
+    if "method" in keys:  # another method has another build: saying so adds nothing
+        keys = [key for key in keys if key != "method_build"]
+    changed = ", ".join(f"{OPTIONS[key]} {previous.get(key, 'unset')} -> {params[key]}" for key in keys)
     return (
         f"demo: options changed since the last demo in {workdir} ({changed}); starting "
         f"{' and '.join(path.name for path in doomed)} afresh"
