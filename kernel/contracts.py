@@ -74,7 +74,7 @@ class MethodSpec:
     @property
     def text(self) -> str:
         """The spec as the command line takes it: `name` or `name:key=value:...` (values as JSON)."""
-        return ":".join([self.name, *(f"{key}={json.dumps(value)}" for key, value in self.options)])
+        return ":".join([self.name, *(f"{key}={json.dumps(value)}" for key, value in self.kwargs.items())])
 
     @property
     def fingerprint(self) -> str:

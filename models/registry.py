@@ -7,6 +7,7 @@ only place that turns a method name and options into a `kernel.contracts.MethodS
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -97,6 +98,12 @@ def text(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("must be a non-empty text")
     return value
+
+
+def path(value: Any) -> str:
+    if not isinstance(value, str | os.PathLike) or not str(value):
+        raise ValueError("must be a file path")
+    return str(value)
 
 
 def integers(minimum: int = 0) -> Normaliser:

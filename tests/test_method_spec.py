@@ -84,6 +84,7 @@ def test_dsmar_weights_gives_the_checksum_of_the_weights_it_names(tmp_path, monk
         and spec.fingerprint != MethodSpec("dsmar", {}, SHIPPED["sha256"], TUNED).fingerprint
     )
     assert method_spec(f"dsmar:weights={str(DEFAULT_WEIGHTS)!r}").weights_sha256 == SHIPPED["sha256"]
+    assert method_spec("dsmar", weights=DEFAULT_WEIGHTS).settings == spec.settings  # the path is not a setting
     broken = tmp_path / "broken.pt"
     shutil.copy(other, broken)
     broken.with_suffix(".json").write_text(json.dumps({"sha256": "0" * 64}))

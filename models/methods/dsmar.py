@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from models.registry import integer, integers, keywords, one_of, register_method, text
+from models.registry import integer, integers, keywords, one_of, path, register_method, text
 
 TRENDS = ("affine", "best", "field")
 OPTIONS = {
-    "weights": text,
+    "weights": path,
     "tile": integer(64),
     "overlap": integer(0),
     "device": text,
