@@ -50,7 +50,7 @@ def _entry(name: str) -> MethodEntry:
 _OPTION_START = re.compile(r":(?=[A-Za-z_][A-Za-z0-9_]*=)")
 
 
-def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
+def _parse_spec(text: str) -> tuple[str, dict[str, Any]]:
     """`name` or `name:key=value:key=value` (values as Python literals, else text) -> (name, options)."""
     name, *pairs = _OPTION_START.split(text.strip())
     if ":" in name:
@@ -72,7 +72,7 @@ def method_spec(spec: str | MethodSpec, **options: Any) -> MethodSpec:
     if isinstance(spec, MethodSpec):
         name, given = spec.name, {**spec.kwargs, **options}
     else:
-        name, parsed = parse_spec(spec)
+        name, parsed = _parse_spec(spec)
         given = {**parsed, **options}
     entry = _entry(name)
     unknown = sorted(set(given) - set(entry.options))
@@ -132,8 +132,9 @@ def register_pair(
 ) -> RegistrationResult:
     """Register `moving` onto `fixed` (same H, W) and return the field, its confidence and the warp.
 
-    `method` is a name (with `options` as keywords) or a `MethodSpec`; a spec must resolve here to the
-    weights and settings it records (a process with other DSMAR_WEIGHTS refuses rather than differ)."""
+    `method` is a name or spec text (`dsmar:augment=1`), with `options` as keywords, or a `MethodSpec`, which
+    must resolve here to the weights and settings it records (a process with other DSMAR_WEIGHTS refuses
+    rather than differ from what the cube says)."""
     spec = method_spec(method, **options)
     if isinstance(method, MethodSpec) and spec.fingerprint != method.fingerprint:
         raise InputError(
