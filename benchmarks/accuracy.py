@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import ast
 import multiprocessing
 import os
 import signal
@@ -51,7 +50,7 @@ from datagen.warps import benchmark_warp, inside_mask, invert_warp
 from kernel.errors import InputError
 from kernel.field_metrics import end_point_error, folding_share
 from kernel.warp import warp_image
-from models import register_pair
+from models import method_spec, register_pair
 
 S = TypeVar("S", DenseSummary, LandmarkSummary)
 
@@ -103,26 +102,9 @@ def select_pairs(config: BenchConfig) -> list[PairRecord]:
     return records
 
 
-def method_spec(spec: str) -> tuple[str, dict]:
-    """`name` or `name:key=value:key=value` (values as Python literals) -> (method, options).
-
-    Lets one run compare a method's options, e.g. `dsmar,dsmar:augment=4`, each labelled by its spec.
-    """
-    name, *pairs = spec.split(":")
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"method option {pair!r} in {spec!r} is not key=value")
-        try:
-            options[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            options[key] = value
-    return name, options
-
-
 def check_spec(spec: str) -> None:
-    """Run a method spec once on a small random pair, so a bad option fails before a long run (InputError)."""
+    """Run a method spec once on a small random pair, so a bad spec or a failing method fails before a long
+    run (InputError)."""
     rng = np.random.default_rng(0)
     fixed, moving = rng.random((2, 1, 64, 64), dtype=np.float32)
     try:
@@ -134,9 +116,9 @@ def check_spec(spec: str) -> None:
 
 
 def register_spec(spec: str, fixed, moving, fixed_modality: str, moving_modality: str):
-    """`register_pair` with the method and options of a method spec."""
-    method, options = method_spec(spec)
-    return register_pair(fixed, moving, fixed_modality, moving_modality, method=method, **options)
+    """`register_pair` with the method and options of a method spec (`dsmar,dsmar:augment=4` compares a
+    method's options in one run, each labelled by its spec)."""
+    return register_pair(fixed, moving, fixed_modality, moving_modality, method=method_spec(spec))
 
 
 def _timed(spec: str, fixed, moving, fixed_modality, moving_modality):

@@ -7,7 +7,6 @@ without a Prefect server every Dask worker would start its own temporary Prefect
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -24,9 +23,9 @@ from catalogs.colocate import ColocationResult, find_scene_sets, item_time
 from catalogs.profiles import CatalogProfile, profile_for
 from catalogs.scenes import SceneSet
 from kernel.config import RunConfig
-from kernel.contracts import MODALITY, REFERENCE, REGISTERED
+from kernel.contracts import MODALITY, REFERENCE, REGISTERED, MethodSpec
 from kernel.version import __version__
-from models.api import check_method
+from models.api import method_spec
 from pipeline.cluster import dask_client
 from pipeline.cube import CubeLayout, Provenance, ZarrChunkWriter, cube_attrs, init_cube, inputs_hash
 from pipeline.grid import Grid
@@ -36,7 +35,6 @@ from pipeline.report import ErrorStats, TimeReport, assemble, end_point_error, t
 from pipeline.tiles import Tile, TilePlan, plan_tiles, region_grid
 
 log = logging.getLogger("dsmar")
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights"
 
 
 @dataclass(frozen=True)
@@ -73,24 +71,6 @@ class RunSummary:
             float(np.mean([s.mean for s in stats])),
             float(np.max([s.p90 for s in stats])),
         )
-
-
-def _sidecar(method: str) -> dict:
-    """The `models/weights/<method>.json` sidecar of a method with shipped weights, else {}."""
-    sidecar = WEIGHTS_DIR / f"{method}.json"
-    return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-
-
-def weights_sha256(method: str) -> str | None:
-    """The shipped weights' checksum, if the method has any."""
-    return _sidecar(method).get("sha256")
-
-
-def inference_settings(method: str) -> dict | None:
-    """The inference defaults shipped with the weights (without the prose on how they were tuned): they
-    change a method's output as much as the weights do."""
-    settings = _sidecar(method).get("inference")
-    return {k: v for k, v in settings.items() if k != "tuned"} if settings else None
 
 
 def _utc(item) -> np.datetime64:
@@ -143,7 +123,9 @@ def plan_cube(scene_sets: Sequence[SceneSet], config: RunConfig) -> CubePlan:
 
 
 @task(name="prepare-cube", cache_policy=NO_CACHE)
-def prepare_cube(cube: CubePlan, config: RunConfig, profile: CatalogProfile) -> dict[np.datetime64, int]:
+def prepare_cube(
+    cube: CubePlan, config: RunConfig, profile: CatalogProfile, method: MethodSpec
+) -> dict[np.datetime64, int]:
     times = tuple(_utc(s.optical) for s in cube.scene_sets)
     provenance = [
         Provenance(
@@ -160,10 +142,7 @@ def prepare_cube(cube: CubePlan, config: RunConfig, profile: CatalogProfile) -> 
         "url": profile.url,
         **{modality: profile.collection(modality) for modality in (REFERENCE, *REGISTERED)},
     }
-    attrs = cube_attrs(
-        config.to_json(), catalog, config.method, weights_sha256(config.method), inference_settings(config.method)
-    )
-    return init_cube(config.out, layout, provenance, attrs)
+    return init_cube(config.out, layout, provenance, cube_attrs(config.to_json(), catalog, method))
 
 
 class _Progress:
@@ -187,7 +166,13 @@ def _crop(truth: np.ndarray, full: Grid, grid: Grid) -> np.ndarray:
 
 @task(name="register-scene-set", cache_policy=NO_CACHE)
 def register_scene_set(
-    client, scene_set: SceneSet, cube: CubePlan, time_index: int, config: RunConfig, profile: CatalogProfile
+    client,
+    scene_set: SceneSet,
+    cube: CubePlan,
+    time_index: int,
+    config: RunConfig,
+    profile: CatalogProfile,
+    method: MethodSpec,
 ) -> SceneSetOutcome:
     """Register SAR and DEM of one scene set onto its optical scene, tile by tile, into the cube."""
     label = str(_utc(scene_set.optical).astype("datetime64[s]")).replace("T", " ")
@@ -200,18 +185,15 @@ def register_scene_set(
 
     fixed = load(REFERENCE)
     moving = {modality: load(modality) for modality in config.modalities}
-    settings = inference_settings(config.method)  # only where there are any: other cubes' chunks stay current
     fingerprint = inputs_hash(
         __version__,
-        config.method,
-        weights_sha256(config.method),
+        method.fingerprint,
         size,
         config.tiles.halo,
         scene_set.optical.id,
         [i.id for i in scene_set.sar],
         [i.id for i in scene_set.dem],
         sorted(moving),
-        *([settings] if settings else []),
     )
     writer = ZarrChunkWriter(config.out)
     written = writer.written(time_index)
@@ -223,7 +205,7 @@ def register_scene_set(
         cube.plan,
         fixed,
         moving,
-        MethodRegistrator(config.method),
+        MethodRegistrator(method),
         writer,
         time_index,
         fingerprint,
@@ -295,7 +277,7 @@ def report_task(directory: str, outcomes: Sequence[SceneSetOutcome], cube: CubeP
 def register_region(config: RunConfig) -> RunSummary:
     """Search the catalog for the config's region and period and write the aligned cube (and report)."""
     started = time.perf_counter()
-    check_method(config.method)
+    method = method_spec(config.method)  # weights and settings resolved once, for the attrs, hashes and tiles
     profile = profile_for(config.search)
     found = search_scenes(config)
     rejections = tuple((r.item_id, r.reason) for r in found.rejections)
@@ -314,10 +296,10 @@ def register_region(config: RunConfig) -> RunSummary:
     outcomes = []
     with dask_client(config.cluster) as client:
         # Only once the cluster answers: an unreachable scheduler must not leave an empty cube behind.
-        index = prepare_cube(cube, config, profile)
+        index = prepare_cube(cube, config, profile, method)
         for scene_set in cube.scene_sets:
             t = index[_utc(scene_set.optical)]
-            outcomes.append(register_scene_set(client, scene_set, cube, t, config, profile))
+            outcomes.append(register_scene_set(client, scene_set, cube, t, config, profile, method))
     summary = RunSummary(
         config.out,
         None,

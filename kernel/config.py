@@ -165,7 +165,7 @@ class RunConfig(AreaPeriod):
     flags = {**AreaPeriod.flags, "out": "--out", "method": "--method", "report_dir": "--report"}
     out: str
     search: SearchConfig = SearchConfig()
-    method: str = DEFAULT_METHOD
+    method: str = DEFAULT_METHOD  # a method spec, `name[:key=value...]`: models.api.method_spec resolves it
     tiles: TileConfig = TileConfig()
     cluster: ClusterConfig = ClusterConfig()
     report_dir: str | None = None

@@ -32,7 +32,7 @@ import xarray as xr
 import zarr
 from pyproj import CRS
 
-from kernel.contracts import DISPLACEMENT_CONVENTION, MODALITY, REFERENCE
+from kernel.contracts import DISPLACEMENT_CONVENTION, MODALITY, REFERENCE, MethodSpec
 from kernel.errors import InputError
 from kernel.paths import check_writable_dir
 from pipeline.cube_reorder import along_time, copy_time_steps, local_dir, recover, rewrite
@@ -226,9 +226,10 @@ def _merged_attrs(old: Mapping, run: Mapping) -> dict:
     return merged
 
 
-def check_out_path(path: str, method: str | None = None, tile_size: int | None = None) -> None:
+def check_out_path(path: str, method: MethodSpec | None = None, tile_size: int | None = None) -> None:
     """Refuse, before anything is written, an output that holds something other than a dsmar cube,
-    or (where given) a cube of another method or tile size; the grid is known only after the search.
+    or (where given) a cube of another method, weights, settings or tile size; the grid is known only
+    after the search.
 
     Nothing there, an empty folder and a whole dsmar cube pass (an interrupted append counts as
     whole: the next run repairs it)."""
@@ -236,7 +237,7 @@ def check_out_path(path: str, method: str | None = None, tile_size: int | None =
     if group is None:
         return
     if method is not None:
-        _check_method(group.attrs, method, path)
+        _check_same_method(group.attrs, method_attrs(method), path)
     if tile_size is not None and REFERENCE in group:
         optical = _array(group, REFERENCE)
         _check_tiles(optical.chunks[-2:], tuple(min(tile_size, n) for n in optical.shape[-2:]), path)
@@ -388,16 +389,14 @@ def _nanos(t: np.datetime64) -> int:
 
 
 def _check_same_method(old: Mapping, new: Mapping, path: str) -> None:
-    """One cube, one method and one set of weights: the attrs describe every chunk, not the last run."""
+    """One cube, one method, one set of weights and settings: the attrs describe every chunk, not the last run."""
     _check_method(old, new.get("method"), path)
-    if "weights_sha256" in old and old["weights_sha256"] != new.get("weights_sha256"):
+    other_weights = "weights_sha256" in old and old["weights_sha256"] != new.get("weights_sha256")
+    if other_weights or old.get("inference") != new.get("inference"):  # no settings: absent on both sides
         raise InputError(
-            f"{path} was written with other weights (sha256 {old['weights_sha256'][:16]}...); write to a new --out"
-        )
-    if old.get("inference") != new.get("inference"):  # absent on both sides for methods without settings
-        settings = old.get("inference", "none recorded: written by an older dsmar")
-        raise InputError(
-            f"{path} was written with other {new.get('method')} settings ({settings}); write to a new --out"
+            f"{path} was written by {new.get('method')} with weights {old.get('weights_sha256', 'unrecorded')} and "
+            f"settings {old.get('inference', 'none')}, this run has weights {new.get('weights_sha256')} and settings "
+            f"{new.get('inference', 'none')}; write to a new --out"
         )
 
 
@@ -458,30 +457,33 @@ def open_cube(path: str) -> xr.Dataset:
     return xr.open_zarr(path, decode_coords="all", consolidated=False)
 
 
-def cube_attrs(
-    config_json: str,
-    catalog: Mapping[str, object],
-    method: str,
-    weights_sha256: str | None,
-    inference: Mapping[str, object] | None = None,
-) -> dict:
+def method_attrs(method: MethodSpec) -> dict[str, str]:
+    """The attrs that say which method made every chunk: its name, weights checksum, effective settings
+    (`inference`, only where it has any) and the whole spec; an append must bring the same."""
+    attrs = {
+        "method": method.name,
+        "method_spec": method.to_json(),
+        "weights_sha256": method.weights_sha256 or f"none: method {method.name} has no weights",
+    }
+    if method.settings:
+        attrs["inference"] = json.dumps(dict(method.settings), sort_keys=True)
+    return attrs
+
+
+def cube_attrs(config_json: str, catalog: Mapping[str, object], method: MethodSpec) -> dict:
     from kernel.version import __version__
 
-    attrs = {
+    return {
         "title": "dsmar aligned optical / SAR / DEM cube",
         "software": f"dsmar {__version__}",
         "dsmar_version": __version__,
-        "method": method,
         "catalog": json.dumps(dict(catalog), sort_keys=True),
         "config": config_json,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "displacement_convention": DISPLACEMENT_CONVENTION,
         "Conventions": "CF-1.8",
+        **method_attrs(method),
     }
-    attrs["weights_sha256"] = weights_sha256 or f"none: method {method} has no weights"
-    if inference:
-        attrs["inference"] = json.dumps(dict(inference), sort_keys=True)
-    return attrs
 
 
 def check_output(out: str) -> str:

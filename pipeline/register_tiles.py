@@ -16,7 +16,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from kernel.contracts import MODALITY, REFERENCE
+from kernel.contracts import MODALITY, REFERENCE, MethodSpec
 from kernel.warp import warp_image
 from models.api import register_pair
 from pipeline.blend import blend
@@ -50,10 +50,10 @@ def _enough_valid(image: np.ndarray) -> bool:
 
 @dataclass(frozen=True)
 class MethodRegistrator:
-    """The real registrator: a method of the pair API (Contract 2), named in the run config."""
+    """The real registrator: a method of the pair API (Contract 2) with the options of the run's spec
+    (`models.api.method_spec`); a worker whose weights differ from the spec's refuses the tile."""
 
-    method: str
-    options: tuple[tuple[str, object], ...] = ()
+    method: MethodSpec
 
     def __call__(self, fixed: np.ndarray, moving: np.ndarray, *, moving_modality: str) -> TileField:
         if not (_enough_valid(fixed) and _enough_valid(moving)):
@@ -64,7 +64,6 @@ class MethodRegistrator:
             fixed_modality=REFERENCE,
             moving_modality=moving_modality,
             method=self.method,
-            **dict(self.options),
         )
         return TileField(result.displacement, result.confidence)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.accuracy import HIST_EDGES, BenchConfig, data_errors, method_spec, select_pairs, set_aside, summarise
+from benchmarks.accuracy import HIST_EDGES, BenchConfig, data_errors, select_pairs, set_aside, summarise
 from benchmarks.report import load_result, tables
 from benchmarks.results import BenchResult, Case, DenseScore, ErrorSummary, MethodScore, RunSettings, Summary
 from datagen.pairs import PairRecord, doubtful_ground_truth, read_pairs
@@ -86,11 +86,6 @@ def test_pairs_with_identical_images_are_excluded_as_data_errors(pairs_dir):
     picked = {r.pair_id for r in select_pairs(BenchConfig(pairs_dir, "eval"))}
     assert not picked & set(broken)
     assert len(picked) + len(broken) == len(records)
-
-
-def test_method_specs_carry_options():
-    assert method_spec("dsmar") == ("dsmar", {})
-    assert method_spec("dsmar:augment=4:device=cpu") == ("dsmar", {"augment": 4, "device": "cpu"})
 
 
 def test_malformed_method_spec_is_one_line_error(pairs_dir, tmp_path, capsys):

@@ -11,6 +11,7 @@ from distributed import Client, LocalCluster
 from scipy import ndimage
 
 from kernel.warp import warp_image
+from models.api import method_spec
 from pipeline.cube import CubeLayout, Provenance, ZarrChunkWriter, init_cube, open_cube
 from pipeline.grid import Grid
 from pipeline.register_tiles import (
@@ -55,7 +56,7 @@ def test_tilewise_warp_matches_whole_image_warp():
 
 def test_unmatchable_tile_gets_zero_field_and_zero_confidence():
     fixed = np.full((4, 64, 64), np.nan, np.float32)
-    result = MethodRegistrator("identity")(fixed, np.ones((2, 64, 64), np.float32), moving_modality="sar")
+    result = MethodRegistrator(method_spec("identity"))(fixed, np.ones((2, 64, 64), np.float32), moving_modality="sar")
     assert (result.displacement == 0).all() and (result.confidence == 0).all()
 
 

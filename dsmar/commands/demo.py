@@ -8,7 +8,6 @@ A later demo in the same DIR keeps or replaces only what a demo wrote there (`pr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -21,7 +20,7 @@ from kernel.config import ClusterConfig, RunConfig, SearchConfig, TileConfig, bu
 from kernel.contracts import DEFAULT_METHOD
 from kernel.errors import InputError
 from kernel.paths import check_writable_dir
-from models.api import check_method
+from models.api import method_spec
 
 DEFAULT_SIZE = 1536  # optical pixels per side: 3 x 3 tiles of 512, a few minutes on 2 cores
 
@@ -45,7 +44,12 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--dates", type=int, default=2, metavar="N", help="optical acquisitions (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the synthetic landscape")
-    parser.add_argument("--method", default=DEFAULT_METHOD, help=f"registration method (default {DEFAULT_METHOD})")
+    parser.add_argument(
+        "--method",
+        default=DEFAULT_METHOD,
+        metavar="SPEC",
+        help=f"registration method, optionally with options: dsmar:augment=1 (default {DEFAULT_METHOD})",
+    )
     add_tile_arguments(parser)
     parser.add_argument("--workers", type=int, metavar="N", help="local Dask workers (default: one per core)")
     parser.set_defaults(func=_run)
@@ -67,7 +71,7 @@ def run_demo(
     from datagen.demo_archive import generate_archive
 
     workdir = check_writable_dir(Path(workdir), "workdir")
-    method = check_method(method)
+    spec = method_spec(method)
     tiles = build(TileConfig, size=tile_size, halo=halo)
     cluster = build(ClusterConfig, workers=workers)
     params = {
@@ -76,8 +80,10 @@ def run_demo(
         "seed": seed,
         "tile_size": tiles.size,
         "halo": tiles.halo,
-        "method": method,
-        "method_build": method_build(method),
+        "method": spec.text,
+        # what fixes the method's output besides its name (weights, settings): a cube holds one, so an
+        # upgrade that changes them starts the demo's cube afresh
+        "method_build": spec.fingerprint[:12],
     }
     notice = prepare_workdir(workdir, params)
     if notice:
@@ -91,7 +97,7 @@ def run_demo(
             start=archive.start,
             end=archive.end,
             out=str(cube),
-            method=method,
+            method=spec.text,
             search=build(SearchConfig, profile="local", catalog_url=server.url),
             tiles=tiles,
             cluster=cluster,
@@ -115,15 +121,6 @@ OPTIONS = {
 REPORT_FILE = re.compile(r"report\.md|.+_(checkerboard|field|error)\.png")
 
 
-def method_build(method: str) -> str:
-    """A short fingerprint of what fixes a method's output besides its name (shipped weights and inference
-    settings): a cube holds one, so an upgrade that changes them starts the demo's cube afresh."""
-    from flows.register_region import inference_settings, weights_sha256
-
-    blob = json.dumps([weights_sha256(method), inference_settings(method)], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
 def prepare_workdir(workdir: Path, params: dict) -> str | None:
     """Keep DIR/cube.zarr and DIR/report across demos with the same options (a re-run then skips every
     chunk already written: fast and idempotent); after a change of options (the grid, the chunks, or the
@@ -144,11 +141,10 @@ def prepare_workdir(workdir: Path, params: dict) -> str | None:
     stamp.write_text(json.dumps(params, sort_keys=True))
     if not doomed:
         return None
-    changed = ", ".join(
-        f"{OPTIONS[key]} {previous.get(key, 'unset')} -> {params[key]}"
-        for key in params
-        if previous.get(key) != params[key]
-    )
+    keys = [key for key in params if previous.get(key) != params[key]]
+    if "method" in keys:  # another method has another build: saying so adds nothing
+        keys = [key for key in keys if key != "method_build"]
+    changed = ", ".join(f"{OPTIONS[key]} {previous.get(key, 'unset')} -> {params[key]}" for key in keys)
     return (
         f"demo: options changed since the last demo in {workdir} ({changed}); starting "
         f"{' and '.join(path.name for path in doomed)} afresh"

@@ -14,7 +14,7 @@ from kernel.config import ClusterConfig, RunConfig, TileConfig, build, default
 from kernel.contracts import DEFAULT_METHOD
 from kernel.errors import DsmarError, InputError
 from kernel.paths import check_writable_dir
-from models.api import check_method
+from models.api import method_spec
 
 
 def add_parser(subparsers) -> None:
@@ -38,7 +38,12 @@ def add_run_arguments(parser) -> None:
     out.add_argument("--out", required=True, metavar="PATH.zarr", help="cube to create or extend")
     out.add_argument("--report", metavar="DIR", help="also write report.md and PNG quicklooks here")
     proc = parser.add_argument_group("processing")
-    proc.add_argument("--method", default=DEFAULT_METHOD, help=f"registration method (default {DEFAULT_METHOD})")
+    proc.add_argument(
+        "--method",
+        default=DEFAULT_METHOD,
+        metavar="SPEC",
+        help=f"registration method, optionally with options: dsmar:augment=1 (default {DEFAULT_METHOD})",
+    )
     add_tile_arguments(proc)
     proc.add_argument("--dask-address", metavar="ADDR", help="use this Dask scheduler instead of a local cluster")
     proc.add_argument("--workers", type=int, metavar="N", help="local cluster workers (default: one per core)")
@@ -71,7 +76,7 @@ def config_from_args(args) -> RunConfig:
         end=args.end,
         out=check_output(args.out),
         search=search,
-        method=check_method(args.method),
+        method=method_spec(args.method).text,
         tiles=build(TileConfig, size=args.tile_size, halo=args.halo),
         cluster=build(ClusterConfig, address=args.dask_address, workers=args.workers),
         report_dir=report,
@@ -122,12 +127,12 @@ def configure_logging() -> None:
 
 def preflight(config: RunConfig) -> None:
     """What can fail in seconds fails before Prefect and Dask start (10-15 s): the catalog answers,
-    the scheduler listens, an existing cube takes this method and tile size."""
+    the scheduler listens, an existing cube takes this method (weights, settings) and tile size."""
     from catalogs.stac_search import CatalogSearcher
     from pipeline.cluster import check_scheduler
     from pipeline.cube import check_out_path
 
-    check_out_path(config.out, config.method, config.tiles.size)
+    check_out_path(config.out, method_spec(config.method), config.tiles.size)
     if config.cluster.address:
         check_scheduler(config.cluster.address)
     CatalogSearcher(profile_for(config.search))
