@@ -26,11 +26,12 @@ from kernel.config import RunConfig
 from kernel.contracts import MODALITY, REFERENCE, REGISTERED, MethodSpec
 from kernel.version import __version__
 from models.api import method_spec
+from models.tile_registrator import MethodRegistrator
 from pipeline.cluster import dask_client
 from pipeline.cube import CubeLayout, Provenance, ZarrChunkWriter, cube_attrs, init_cube, inputs_hash
 from pipeline.grid import Grid
 from pipeline.load import load_stack, load_truth, optical_grid
-from pipeline.register_tiles import ChunkResult, MethodRegistrator, decimate, run_tiles
+from pipeline.register_tiles import ChunkResult, decimate, run_tiles
 from pipeline.report import ErrorStats, TimeReport, assemble, end_point_error, thumb_step, write_report
 from pipeline.tiles import Tile, TilePlan, plan_tiles, region_grid
 

@@ -12,11 +12,11 @@ from scipy import ndimage
 
 from kernel.warp import warp_image
 from models.api import method_spec
+from models.tile_registrator import MethodRegistrator
 from pipeline.cube import CubeLayout, Provenance, ZarrChunkWriter, init_cube, open_cube
 from pipeline.grid import Grid
 from pipeline.register_tiles import (
     ConstantRegistrator,
-    MethodRegistrator,
     ModalityInput,
     TileField,
     align_chunk,
