@@ -15,7 +15,6 @@ from datetime import UTC
 from pathlib import Path
 
 import numpy as np
-import zarr
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
@@ -28,11 +27,11 @@ from kernel.version import __version__
 from models.api import method_spec
 from models.tile_registrator import MethodRegistrator
 from pipeline.cluster import dask_client
-from pipeline.cube import CubeLayout, Provenance, ZarrChunkWriter, cube_attrs, init_cube, inputs_hash
 from pipeline.grid import Grid
 from pipeline.load import load_stack, load_truth, optical_grid
 from pipeline.register_tiles import ChunkResult, decimate, run_tiles
 from pipeline.report import ErrorStats, TimeReport, assemble, end_point_error, thumb_step, write_report
+from pipeline.store import CubeLayout, CubeStore, Provenance, cube_attrs, inputs_hash, open_store
 from pipeline.tiles import Tile, TilePlan, plan_tiles, region_grid
 
 log = logging.getLogger("dsmar")
@@ -125,7 +124,7 @@ def plan_cube(scene_sets: Sequence[SceneSet], config: RunConfig) -> CubePlan:
 
 @task(name="prepare-cube", cache_policy=NO_CACHE)
 def prepare_cube(
-    cube: CubePlan, config: RunConfig, profile: CatalogProfile, method: MethodSpec
+    store: CubeStore, cube: CubePlan, config: RunConfig, profile: CatalogProfile, method: MethodSpec
 ) -> dict[np.datetime64, int]:
     times = tuple(_utc(s.optical) for s in cube.scene_sets)
     provenance = [
@@ -143,7 +142,7 @@ def prepare_cube(
         "url": profile.url,
         **{modality: profile.collection(modality) for modality in (REFERENCE, *REGISTERED)},
     }
-    return init_cube(config.out, layout, provenance, cube_attrs(config.to_json(), catalog, method))
+    return store.init(layout, provenance, cube_attrs(config.to_json(), catalog, method))
 
 
 class _Progress:
@@ -168,6 +167,7 @@ def _crop(truth: np.ndarray, full: Grid, grid: Grid) -> np.ndarray:
 @task(name="register-scene-set", cache_policy=NO_CACHE)
 def register_scene_set(
     client,
+    store: CubeStore,
     scene_set: SceneSet,
     cube: CubePlan,
     time_index: int,
@@ -196,8 +196,7 @@ def register_scene_set(
         [i.id for i in scene_set.dem],
         sorted(moving),
     )
-    writer = ZarrChunkWriter(config.out)
-    written = writer.written(time_index)
+    written = store.written(time_index)
     todo = [t for t in cube.plan.tiles if written[t.i, t.j] != fingerprint]
     step = thumb_step(cube.grid.shape)
     log.info("%s: %d tiles to register (%d up to date)", label, len(todo), len(cube.plan.tiles) - len(todo))
@@ -207,7 +206,7 @@ def register_scene_set(
         fixed,
         moving,
         MethodRegistrator(method),
-        writer,
+        store,
         time_index,
         fingerprint,
         todo,
@@ -217,8 +216,8 @@ def register_scene_set(
     if config.report_dir:
         done = {(t.i, t.j) for t in todo}
         skipped = [t for t in cube.plan.tiles if (t.i, t.j) not in done]
-        results += [_thumbnails_from_cube(config.out, time_index, tile, moving, step) for tile in skipped]
-    errors, truths = _score(scene_set, cube, moving, config.out, time_index, step)
+        results += [_thumbnails_from_cube(store, time_index, tile, moving, step) for tile in skipped]
+    errors, truths = _score(store, scene_set, cube, moving, time_index, step)
     report = TimeReport(
         label,
         {modality: ", ".join(i.id for i in scene_set.items(modality)) for modality in (REFERENCE, *REGISTERED)},
@@ -231,30 +230,28 @@ def register_scene_set(
     return SceneSetOutcome(label, len(todo), len(cube.plan.tiles) - len(todo), errors, report)
 
 
-def _thumbnails_from_cube(out: str, time_index: int, tile: Tile, moving, step: int) -> ChunkResult:
+def _thumbnails_from_cube(store: CubeStore, time_index: int, tile: Tile, moving, step: int) -> ChunkResult:
     """A skipped chunk's quicklooks: the aligned data from the cube, the 'before' from the source."""
-    group = zarr.open_group(out, mode="r")
     ys, xs = tile.core.slices
     registered = [MODALITY[m] for m in moving]
     names = [REFERENCE, *moving, *(m.displacement_var for m in registered), *(m.confidence_var for m in registered)]
-    thumbs = {name: decimate(tile.core, group[name][(time_index, ..., ys, xs)], step) for name in names}
+    thumbs = {name: decimate(tile.core, store.read(name, time_index, tile.core), step) for name in names}
     for modality, image in moving.items():
         before = image.isel(y=ys, x=xs).values
         thumbs[f"{modality}_before"] = decimate(tile.core, before, step)
     return ChunkResult(tile, thumbs)
 
 
-def _score(scene_set: SceneSet, cube: CubePlan, modalities, out: str, time_index: int, step: int):
+def _score(store: CubeStore, scene_set: SceneSet, cube: CubePlan, modalities, time_index: int, step: int):
     """End-point error of the cube's fields against the items' `truth_displacement`, where they carry one."""
     errors, truths = {}, {}
-    group = zarr.open_group(out, mode="r")
     for modality in modalities:
         items = scene_set.items(modality)
         truth = next((t for t in (load_truth(i, cube.full_grid) for i in items) if t is not None), None)
         if truth is None:
             continue
         truth = _crop(truth, cube.full_grid, cube.grid)
-        recovered = group[MODALITY[modality].displacement_var][time_index]
+        recovered = store.read(MODALITY[modality].displacement_var, time_index)
         errors[modality] = ErrorStats.of(end_point_error(recovered, truth))
         truths[modality] = truth[:, ::step, ::step]
     return errors, truths
@@ -295,12 +292,13 @@ def register_region(config: RunConfig) -> RunSummary:
         config.tiles.halo,
     )
     outcomes = []
-    with dask_client(config.cluster) as client:
+    store = open_store(config.out)
+    with dask_client(config.cluster) as client, store.lock():
         # Only once the cluster answers: an unreachable scheduler must not leave an empty cube behind.
-        index = prepare_cube(cube, config, profile, method)
+        index = prepare_cube(store, cube, config, profile, method)
         for scene_set in cube.scene_sets:
             t = index[_utc(scene_set.optical)]
-            outcomes.append(register_scene_set(client, scene_set, cube, t, config, profile, method))
+            outcomes.append(register_scene_set(client, store, scene_set, cube, t, config, profile, method))
     summary = RunSummary(
         config.out,
         None,

@@ -14,13 +14,14 @@ grows each array in turn: a run that finds the mark cuts every time axis back an
 
 from __future__ import annotations
 
-import hashlib
+import fcntl
 import itertools
 import json
+import logging
 import warnings
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -32,12 +33,12 @@ import xarray as xr
 import zarr
 from pyproj import CRS
 
-from kernel.contracts import DISPLACEMENT_CONVENTION, MODALITY, REFERENCE, MethodSpec
+from kernel.contracts import MODALITY, REFERENCE, MethodSpec
 from kernel.errors import InputError
 from kernel.paths import check_writable_dir
 from pipeline.cube_reorder import along_time, copy_time_steps, local_dir, recover, rewrite
-from pipeline.grid import Grid
-from pipeline.tiles import Tile, TilePlan
+from pipeline.store import CubeLayout, Provenance, method_attrs
+from pipeline.tiles import Tile, Window
 
 COMPONENTS = ("dy", "dx")
 HASH_VAR = "tile_inputs_hash"
@@ -45,40 +46,11 @@ TIME_UNITS = "nanoseconds since 1970-01-01"
 PROVENANCE = ("optical_item", "sar_item", "sar_time", "dem_item")
 STATE_ATTR = "dsmar_cube"  # "creating" while the layout is written, "complete" once it is whole
 APPEND_ATTR = "dsmar_appending_from"  # the time length before an append; present only while it runs
+log = logging.getLogger("dsmar")
 RUNS_ATTR = "runs"  # JSON list: created, config and catalog of every run that wrote the cube
 
 
-@dataclass(frozen=True)
-class CubeLayout:
-    """Shape of a cube: its grid, tiling, acquisition times and the band names of each modality."""
-
-    grid: Grid
-    plan: TilePlan
-    times: tuple[np.datetime64, ...]
-    bands: Mapping[str, tuple[str, ...]]  # "optical", "sar", "dem" -> band names
-
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        return tuple(m for m in self.bands if m != REFERENCE)
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """Which items one time step was made from."""
-
-    optical_item: str
-    sar_item: str
-    sar_time: np.datetime64
-    dem_item: str
-
-
 Step = tuple[np.datetime64, Provenance]  # one time of the cube and what it was made from
-
-
-def inputs_hash(*parts: object) -> int:
-    """A positive int64 fingerprint of everything a chunk's content depends on (0 means 'not written')."""
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1 or 1
 
 
 def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Sequence[Provenance]) -> xr.Dataset:
@@ -434,10 +406,31 @@ def _check_compatible(existing: xr.Dataset, layout: CubeLayout, path: str) -> No
 
 
 @dataclass(frozen=True)
-class ZarrChunkWriter:
-    """Writes whole chunks with plain zarr (picklable: it holds the path, not an open store)."""
+class ZarrCubeStore:
+    """The Zarr v3 cube store (`pipeline.store.CubeStore`) at a local path or any fsspec URL.
+
+    Picklable: it holds the location, not an open store, so Dask workers reopen the cube themselves.
+    Build it with `at`, which makes a local path absolute before it leaves for workers in other folders.
+    """
 
     path: str
+
+    @classmethod
+    def at(cls, url: str) -> ZarrCubeStore:
+        root = local_dir(url)
+        return cls(str(root.resolve()) if root is not None else url)
+
+    @property
+    def url(self) -> str:
+        return self.path
+
+    def check_target(self, method: MethodSpec | None = None, tile_size: int | None = None) -> None:
+        check_out_path(self.path, method, tile_size)
+
+    def init(
+        self, layout: CubeLayout, provenance: Sequence[Provenance], attrs: Mapping[str, str]
+    ) -> dict[np.datetime64, int]:
+        return init_cube(self.path, layout, provenance, attrs)
 
     def write(self, time_index: int, tile: Tile, arrays: Mapping[str, np.ndarray], inputs_hash: int) -> None:
         group = zarr.open_group(self.path, mode="r+", zarr_format=3)
@@ -448,42 +441,39 @@ class ZarrChunkWriter:
         _array(group, HASH_VAR)[time_index, tile.i, tile.j] = inputs_hash
 
     def written(self, time_index: int) -> np.ndarray:
-        """(tile_row, tile_col) hashes of the chunks already written for one time step."""
         return np.asarray(_array(zarr.open_group(self.path, mode="r", zarr_format=3), HASH_VAR)[time_index])
+
+    def read(self, name: str, time_index: int, window: Window | None = None) -> np.ndarray:
+        array = _array(zarr.open_group(self.path, mode="r", zarr_format=3), name)
+        ys, xs = window.slices if window is not None else (slice(None), slice(None))
+        return np.asarray(array[(time_index, ..., ys, xs)])
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """An advisory lock on a hidden file beside a local cube (released by the kernel if the run dies).
+
+        A remote cube has no lock: object stores offer no primitive for one, so it says so once."""
+        root = local_dir(self.path)
+        if root is None:
+            log.warning("%s is remote: concurrent runs on it are not prevented; run one writer at a time", self.path)
+            yield
+            return
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with open(root.parent / f".{root.name}.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("%s is being written by another run; waiting for it to finish", self.path)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def open_cube(path: str) -> xr.Dataset:
     """Open a cube per Contract 3 (the CRS comes back through `decode_coords="all"`)."""
     return xr.open_zarr(path, decode_coords="all", consolidated=False)
-
-
-def method_attrs(method: MethodSpec) -> dict[str, str]:
-    """The attrs that say which method made every chunk: its name, weights checksum, effective settings
-    (`inference`, only where it has any) and the whole spec; an append must bring the same."""
-    attrs = {
-        "method": method.name,
-        "method_spec": method.to_json(),
-        "weights_sha256": method.weights_sha256 or f"none: method {method.name} has no weights",
-    }
-    if method.settings:
-        attrs["inference"] = json.dumps(dict(method.settings), sort_keys=True)
-    return attrs
-
-
-def cube_attrs(config_json: str, catalog: Mapping[str, object], method: MethodSpec) -> dict:
-    from kernel.version import __version__
-
-    return {
-        "title": "dsmar aligned optical / SAR / DEM cube",
-        "software": f"dsmar {__version__}",
-        "dsmar_version": __version__,
-        "catalog": json.dumps(dict(catalog), sort_keys=True),
-        "config": config_json,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "displacement_convention": DISPLACEMENT_CONVENTION,
-        "Conventions": "CF-1.8",
-        **method_attrs(method),
-    }
 
 
 def check_output(out: str) -> str:

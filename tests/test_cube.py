@@ -6,8 +6,11 @@ import itertools
 import json
 import os
 import re
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -25,20 +28,17 @@ from kernel.errors import InputError
 from pipeline.cube import (
     APPEND_ATTR,
     STATE_ATTR,
-    CubeLayout,
-    Provenance,
-    ZarrChunkWriter,
+    ZarrCubeStore,
     _consolidate,
     _template,
     check_out_path,
     check_output,
-    cube_attrs,
     init_cube,
-    inputs_hash,
     open_cube,
 )
 from pipeline.cube_reorder import along_time
 from pipeline.grid import Grid
+from pipeline.store import CubeLayout, Provenance, cube_attrs, inputs_hash
 from pipeline.tiles import plan_tiles
 
 BANDS = {"optical": ("blue", "green", "red", "nir"), "sar": ("vv", "vh"), "dem": ("elevation",)}
@@ -82,7 +82,7 @@ def cube(tmp_path):
 
 def test_round_trip_keeps_crs_transform_and_contract_variables(cube):
     path, layout = cube
-    writer = ZarrChunkWriter(path)
+    writer = ZarrCubeStore(path)
     for tile in layout.plan.tiles:
         writer.write(1, tile, _arrays(tile, tile.i * 10 + tile.j), 7)
     ds = open_cube(path)
@@ -137,7 +137,7 @@ def test_users_plain_open_is_quiet_and_sees_appended_times(tmp_path):
 def test_each_write_touches_exactly_one_chunk_per_variable(cube, tmp_path):
     path, layout = cube
     tile = layout.plan.tile(1, 1)
-    ZarrChunkWriter(path).write(0, tile, _arrays(tile, 1.0), 3)
+    ZarrCubeStore(path).write(0, tile, _arrays(tile, 1.0), 3)
     for name in ("optical", "sar", "displacement_dem", "confidence_sar", "tile_inputs_hash"):
         chunk_files = [p for p in (tmp_path / "cube.zarr" / name / "c").rglob("*") if p.is_file()]
         assert len(chunk_files) == 1, (name, chunk_files)
@@ -145,7 +145,7 @@ def test_each_write_touches_exactly_one_chunk_per_variable(cube, tmp_path):
 
 def test_concurrent_chunk_writers_never_lose_each_others_data(cube):
     path, layout = cube
-    writer = ZarrChunkWriter(path)
+    writer = ZarrCubeStore(path)
     threads = [
         threading.Thread(target=writer.write, args=(0, t, _arrays(t, t.i * 10 + t.j), 5)) for t in layout.plan.tiles
     ]
@@ -163,7 +163,7 @@ def test_concurrent_chunk_writers_never_lose_each_others_data(cube):
 def test_reinit_appends_new_times_and_refreshes_provenance(cube):
     path, layout = cube
     tile = layout.plan.tile(0, 0)
-    ZarrChunkWriter(path).write(1, tile, _arrays(tile, 4.0), 9)
+    ZarrCubeStore(path).write(1, tile, _arrays(tile, 4.0), 9)
     created = open_cube(path).attrs["created"]
     changed = Provenance("opt-1b", "sar-1b", np.datetime64("2024-06-15T05:00", "ns"), "dem-0")
     index = init_cube(
@@ -178,7 +178,7 @@ def test_reinit_appends_new_times_and_refreshes_provenance(cube):
     assert list(ds.optical_item.values) == ["opt-0", "opt-1b", "opt-2"]
     assert ds.attrs["created"] == created
     assert float(ds.sar.isel(time=1, x=0, y=0, band_sar=0)) == 4.0  # existing data kept
-    assert ZarrChunkWriter(path).written(2).sum() == 0
+    assert ZarrCubeStore(path).written(2).sum() == 0
 
 
 def test_reinit_on_another_grid_is_refused(cube):
@@ -278,7 +278,7 @@ def _init(path, grid, times, size=64):
 def _stamp(path, index, tile, t):
     """Write one tile for time t with values and an inputs hash derived from t."""
     value = float(t.astype("datetime64[D]").astype(int) % 1000)
-    ZarrChunkWriter(path).write(index[t], tile, _arrays(tile, value), int(value) + 1)
+    ZarrCubeStore(path).write(index[t], tile, _arrays(tile, value), int(value) + 1)
     return value
 
 
@@ -313,10 +313,10 @@ def test_an_earlier_period_is_inserted_in_order_and_written_tiles_follow_their_t
     assert ds.sel(time=slice(DAYS[1], DAYS[3])).sizes["time"] == 2
     for t, tile in tiles.items():
         _assert_tile(ds, tile, t, values[t])
-        hashes = ZarrChunkWriter(path).written(index[t])
+        hashes = ZarrCubeStore(path).written(index[t])
         assert hashes[tile.i, tile.j] == int(values[t]) + 1 and np.count_nonzero(hashes) == 1
     for t in (DAYS[0], DAYS[3]):
-        assert np.isnan(ds.optical.sel(time=t).values).all() and not ZarrChunkWriter(path).written(index[t]).any()
+        assert np.isnan(ds.optical.sel(time=t).values).all() and not ZarrCubeStore(path).written(index[t]).any()
         assert str(ds.optical_item.sel(time=t).values) == _dated_prov(t).optical_item
     assert ds.attrs["created"] == created and ds.rio.crs is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cube.zarr"]  # no sibling left behind
@@ -348,7 +348,7 @@ def test_a_reorder_that_died_between_its_renames_leaves_the_old_cube_whole(tmp_p
 
     assert index == {DAYS[0]: 0, DAYS[2]: 1, DAYS[3]: 2}
     _assert_tile(open_cube(str(path)), tile, DAYS[3], value)
-    assert ZarrChunkWriter(str(path)).written(2)[0, 0] == int(value) + 1
+    assert ZarrCubeStore(str(path)).written(2)[0, 0] == int(value) + 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cube.zarr"]
 
 
@@ -388,7 +388,7 @@ def test_a_cube_written_out_of_order_before_the_fix_is_put_in_order_on_the_next_
     ds = open_cube(path)
     assert list(ds.time.values) == [DAYS[1], DAYS[3]]
     _assert_tile(ds, tile, DAYS[3], value)
-    assert ZarrChunkWriter(path).written(1)[2, 0] == int(value) + 1
+    assert ZarrCubeStore(path).written(1)[2, 0] == int(value) + 1
 
 
 @settings(max_examples=6, deadline=None)
@@ -410,7 +410,7 @@ def test_periods_arriving_in_any_order_give_sorted_time_with_data_on_its_time(or
         assert list(ds.time.values) == sorted(DAYS)
         for i, t in enumerate(sorted(DAYS)):
             _assert_tile(ds, tile, t, values[t])
-            assert ZarrChunkWriter(path).written(i).tolist() == [[0, 0], [int(values[t]) + 1, 0]]
+            assert ZarrCubeStore(path).written(i).tolist() == [[0, 0], [int(values[t]) + 1, 0]]
             assert np.isnan(ds.sar.sel(time=t).values[:, :32, :]).all()
 
 
@@ -449,10 +449,10 @@ def test_an_append_interrupted_between_array_resizes_is_undone_by_the_next_run(t
     ds = open_cube(path)
     assert list(ds.time.values) == list(DAYS[:4]) and APPEND_ATTR not in ds.attrs
     _assert_tile(ds, tile, DAYS[1], value)
-    assert ZarrChunkWriter(path).written(1)[1, 1] == int(value) + 1
+    assert ZarrCubeStore(path).written(1)[1, 1] == int(value) + 1
     for t in DAYS[2:4]:
         assert str(ds.optical_item.sel(time=t).values) == _dated_prov(t).optical_item
-        assert not ZarrChunkWriter(path).written(index[t]).any()
+        assert not ZarrCubeStore(path).written(index[t]).any()
 
 
 def _files(path):
@@ -572,7 +572,7 @@ def test_a_cube_from_before_the_state_attr_is_still_extended(cube):
 def test_a_cube_left_uneven_by_an_unmarked_interrupted_append_is_repaired(cube):
     """Older dsmar versions appended without a marker: some time arrays grew, others did not."""
     path, layout = cube
-    writer = ZarrChunkWriter(path)
+    writer = ZarrCubeStore(path)
     tile = layout.plan.tiles[0]
     writer.write(1, tile, _arrays(tile, 5.0), 7)
     group = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
@@ -588,7 +588,7 @@ def test_a_cube_left_uneven_by_an_unmarked_interrupted_append_is_repaired(cube):
     ds = open_cube(path)
     assert list(ds.time.values) == [T0, T1, T2] and index[T2] == 2
     assert list(ds.sar_item.values) == ["sar-0", "sar-1", "sar-2"]
-    assert bool(ZarrChunkWriter(path).written(1)[tile.i, tile.j])
+    assert bool(ZarrCubeStore(path).written(1)[tile.i, tile.j])
 
 
 def test_check_out_path_refuses_another_method_or_tile_size_and_takes_a_tile_larger_than_the_grid(tmp_path):
@@ -604,3 +604,38 @@ def test_check_out_path_refuses_another_method_or_tile_size_and_takes_a_tile_lar
         check_out_path(path, MethodSpec("cfog", {"fine_radius": 3}, None, {"fine_radius": 3}), 512)
     with pytest.raises(InputError, match="written with 50 px tiles; rerun with --tile-size 50"):
         check_out_path(path, cfog, 32)
+
+
+def test_a_second_writer_waits_for_the_cube_lock_until_the_first_run_ends(tmp_path):
+    path = str(tmp_path / "cube.zarr")
+    held = tmp_path / "held"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, pathlib\n"
+            "from pipeline.cube import ZarrCubeStore\n"
+            f"with ZarrCubeStore.at({path!r}).lock():\n"
+            f"    pathlib.Path({str(held)!r}).write_text(str(time.time()))\n"
+            "    time.sleep(1.5)\n"
+            "    released = time.time()\n"
+            "print(released)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while not held.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert held.exists(), "the holder never took the lock"
+    with ZarrCubeStore.at(path).lock():
+        acquired = time.time()
+    out, _ = holder.communicate(timeout=60)
+    assert acquired >= float(out) - 0.05  # the second writer got in only once the first let go
+
+
+def test_the_store_resolves_a_relative_path_before_it_leaves_for_workers(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = ZarrCubeStore.at("runs/c.zarr")
+    assert store.url == str(tmp_path / "runs" / "c.zarr")
+    assert ZarrCubeStore.at("s3://bucket/c.zarr").url == "s3://bucket/c.zarr"

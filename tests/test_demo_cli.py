@@ -19,7 +19,8 @@ from dsmar.cli import main
 from dsmar.commands.demo import STAMP, prepare_workdir, run_demo
 from kernel.contracts import MethodSpec
 from kernel.errors import InputError
-from pipeline.cube import STATE_ATTR, cube_attrs, open_cube
+from pipeline.cube import STATE_ATTR, open_cube
+from pipeline.store import cube_attrs
 
 PARAMS = {"size": 256, "dates": 1, "seed": 0, "tile_size": 256, "halo": 64, "method": "cfog"}
 

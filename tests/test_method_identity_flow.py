@@ -17,7 +17,8 @@ from dsmar.cli import build_parser, main
 from kernel.contracts import MethodSpec
 from models.api import method_spec, register_pair
 from models.dsmar.weights import WEIGHTS_ENV, sha256_file
-from pipeline.cube import method_attrs, open_cube
+from pipeline.cube import open_cube
+from pipeline.store import method_attrs
 from tests.test_method_spec import SHIPPED, TUNED, resaved_weights
 
 METHOD = "dsmar:augment=1:polish=0"  # polish=0: the network alone, visibly not the default

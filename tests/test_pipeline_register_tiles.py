@@ -13,7 +13,7 @@ from scipy import ndimage
 from kernel.warp import warp_image
 from models.api import method_spec
 from models.tile_registrator import MethodRegistrator
-from pipeline.cube import CubeLayout, Provenance, ZarrChunkWriter, init_cube, open_cube
+from pipeline.cube import ZarrCubeStore, init_cube, open_cube
 from pipeline.grid import Grid
 from pipeline.register_tiles import (
     ConstantRegistrator,
@@ -22,7 +22,9 @@ from pipeline.register_tiles import (
     align_chunk,
     run_tiles,
 )
+from pipeline.store import CubeLayout, Provenance
 from pipeline.tiles import plan_tiles
+from tests.memory_store import MemoryCubeStore
 
 SHAPE = (200, 260)
 
@@ -85,7 +87,7 @@ def test_run_tiles_writes_every_chunk_and_skips_done_ones(client, tmp_path):
     bands = {"optical": ("b", "g", "r", "n"), "sar": ("vv", "vh")}
     prov = [Provenance("o", "s", np.datetime64("2024-01-01", "ns"), "d")]
     init_cube(path, CubeLayout(grid, plan, (np.datetime64("2024-01-01", "ns"),), bands), prov, {})
-    writer = ZarrChunkWriter(path)
+    writer = ZarrCubeStore(path)
     progress = []
     half = plan.tiles[::2]
     results = run_tiles(
@@ -124,3 +126,36 @@ def test_run_tiles_writes_every_chunk_and_skips_done_ones(client, tmp_path):
     np.testing.assert_array_equal(ds.optical.values, fixed)
     inner = (slice(None), slice(8, -8), slice(8, -8))
     np.testing.assert_allclose(ds.sar.values[inner], fixed[:2][inner], atol=0.05)
+
+
+def test_run_tiles_writes_through_the_store_seam_alone(client):
+    """The tile map knows only the CubeStore protocol: an in-memory store takes every chunk, warped right."""
+    rng = np.random.default_rng(5)
+    fixed = _image(rng, 4)
+    shift = (-1.0, 2.5)
+    field = np.empty((2, *SHAPE), np.float32)
+    field[0], field[1] = shift
+    moving = warp_image(fixed[:2], -field)
+    grid = Grid.from_affine(32633, Affine(10, 0, 459960, 0, -10, 5110020), *SHAPE)
+    plan = plan_tiles(SHAPE, 64, 16)
+    store = MemoryCubeStore("memory://seam-test")
+    bands = {"optical": ("b", "g", "r", "n"), "sar": ("vv", "vh")}
+    t0 = np.datetime64("2024-01-01", "ns")
+    index = store.init(CubeLayout(grid, plan, (t0,), bands), [Provenance("o", "s", t0, "d")], {})
+    run_tiles(
+        client,
+        plan,
+        _dataarray(fixed),
+        {"sar": _dataarray(moving)},
+        ConstantRegistrator(shift),
+        store,
+        index[t0],
+        7,
+        plan.tiles,
+        thumb_step=4,
+    )
+    assert sorted(store.content.writes) == sorted((0, t.i, t.j) for t in plan.tiles)
+    assert (store.written(0) == 7).all()
+    np.testing.assert_allclose(store.read("displacement_sar", 0)[:, 8:-8, 8:-8], field[:, 8:-8, 8:-8])
+    inner = (slice(None), slice(8, -8), slice(8, -8))
+    np.testing.assert_allclose(store.read("sar", 0)[inner], warp_image(moving, field)[inner], atol=1e-4)
