@@ -4,61 +4,16 @@ appending windows to one cube (and its re-run skipping every chunk), and the no-
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from datetime import date
-from pathlib import Path
 
 import pytest
 
 import flows._env  # noqa: F401  (before prefect is imported)
 from flows.backfill import split_period
 from kernel.config import ClusterConfig, RunConfig, SearchConfig, TileConfig
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory):
-    """A real Prefect server (own PREFECT_HOME, SQLite), used by every flow run in this module."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": ""}
-    prefect = Path(sys.executable).with_name("prefect")
-    log = open(home / "server.log", "w")
-    process = subprocess.Popen(
-        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
+from tests.conftest import free_port
 
 
 def test_split_period_covers_the_period_once():
@@ -176,7 +131,7 @@ def test_unreachable_catalog_is_one_line_without_prefect_traceback(prefect_api, 
         "--profile",
         "local",
         "--catalog",
-        f"http://127.0.0.1:{_free_port()}",
+        f"http://127.0.0.1:{free_port()}",
         "--bbox",
         "14.4",
         "46.0",
