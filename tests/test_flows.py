@@ -161,3 +161,60 @@ def test_a_configured_api_starts_no_temporary_one(prefect_api):
 
     before = dict(SubprocessASGIServer._instances)
     assert ensure_temporary_api() is None and SubprocessASGIServer._instances == before
+
+
+def test_scheduled_region_registers_only_its_look_back(prefect_api, archive, dask_address, tmp_path):
+    """The archive holds optical scenes on 4 and 14 June: a 5-day look-back from the 14th takes the second only."""
+    from flows.deployments import scheduled_region
+    from pipeline.cube import open_cube
+
+    info, url = archive
+    region = _region(tmp_path, url, bbox=info.bbox, cluster=ClusterConfig(address=dask_address))
+    summary = scheduled_region(region, lookback_days=5, today=date(2024, 6, 14))
+    assert summary.scene_sets == 1 and summary.tiles_written == summary.tiles_per_scene
+    assert list(open_cube(region.out).optical_item.values) == ["synthetic-optical-20240614T100631"]
+
+
+def _scene_sets(archive):
+    from catalogs.colocate import find_scene_sets
+    from catalogs.profiles import profile_for
+
+    info, url = archive
+    found = find_scene_sets(
+        profile_for(SearchConfig(profile="local", catalog_url=url)), info.bbox, info.start, info.end
+    )
+    assert len(found.scene_sets) == 2
+    return found.scene_sets
+
+
+def _with_optical(scene_set, item_id: str, when=None, shift_m: float = 0.0):
+    """The scene set with a copy of its optical item: another id, optionally another time or grid origin."""
+    from dataclasses import replace
+
+    optical = scene_set.optical.clone()
+    optical.id = item_id
+    if when is not None:
+        optical.datetime = when
+    for asset in optical.assets.values():
+        transform = asset.extra_fields.get("proj:transform")
+        if transform is not None:
+            asset.extra_fields["proj:transform"] = [*transform[:2], transform[2] + shift_m, *transform[3:]]
+    return replace(scene_set, optical=optical)
+
+
+def test_plan_cube_keeps_one_scene_per_time_and_grid(archive, tmp_path):
+    from flows.register_region import plan_cube
+
+    info, url = archive
+    first, second = _scene_sets(archive)
+    again = _with_optical(second, "reprocessed", when=first.optical.datetime)
+    moved = _with_optical(second, "other-tile", shift_m=5.0)  # half a pixel: another lattice
+    config = _region(tmp_path, url, bbox=info.bbox)
+    cube = plan_cube([first, again, moved, second], config)
+    assert [s.optical.id for s in cube.scene_sets] == [first.optical.id, second.optical.id]
+    assert cube.skipped == (
+        f"reprocessed: same acquisition time as {first.optical.id}, which is kept",
+        f"other-tile: optical grid differs from {first.optical.id}'s (another tile or CRS); run it into another --out",
+    )
+    alone = plan_cube([first], config)
+    assert cube.grid == alone.grid and cube.plan == alone.plan and alone.skipped == ()
