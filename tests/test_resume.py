@@ -92,13 +92,25 @@ def _chunk_variables(ds) -> list[str]:
 
 @pytest.fixture(scope="module")
 def reference(archive, prefect_api, tmp_path_factory):
-    """The cube written without interruption, and the chunks that run wrote."""
+    """The cube written without interruption, the chunks that run wrote, and what it printed."""
     root = tmp_path_factory.mktemp("reference")
-    done = _run(archive, prefect_api, root / "cube.zarr", root / "writes")
+    done = _run(archive, prefect_api, root / "cube.zarr", root / "writes", "--report", str(root / "report"))
     assert done.returncode == 0, done.stderr[-3000:]
     writes = _writes(root / "writes")
     assert len(writes) == len(set(writes)) == 2 * 16  # two dates, 4 x 4 tiles
-    return root / "cube.zarr", set(writes)
+    return root / "cube.zarr", set(writes), done.stdout
+
+
+def test_a_run_prints_its_summary_and_writes_its_report(reference):
+    """`dsmar run`'s success path as a user sees it: exit 0 (checked by the fixture), the summary, the report."""
+    cube, _, stdout = reference
+    lines = stdout.strip().splitlines()
+    assert lines[0] == "Scene sets: 2; tiles per scene: 16; tiles written: 32, skipped (up to date): 0"
+    assert any(line.startswith("SAR field vs injected truth: median EPE ") for line in lines)
+    assert lines[-2:] == [f"Cube: {cube}", f"Report: {cube.parent / 'report' / 'report.md'}"]
+    report = (cube.parent / "report" / "report.md").read_text()
+    assert lines[0] in report and "t01_sar_checkerboard.png" in report
+    assert (cube.parent / "report" / "t01_sar_checkerboard.png").stat().st_size > 1000
 
 
 def _assert_same_cube(path: Path, reference: Path) -> None:
@@ -122,7 +134,7 @@ def _assert_same_cube(path: Path, reference: Path) -> None:
 def test_a_killed_run_resumes_with_exactly_the_missing_chunks(
     archive, prefect_api, reference, tmp_path, crash_at, stores, label
 ):
-    ref_path, all_chunks = reference
+    ref_path, all_chunks, _ = reference
     out = tmp_path / "cube.zarr"
     crash = {"at": crash_at}
     if stores is not None:
@@ -144,7 +156,7 @@ def test_a_killed_run_resumes_with_exactly_the_missing_chunks(
 
 def test_a_changed_halo_redoes_every_chunk(archive, prefect_api, reference, tmp_path):
     """The halo shapes every tile's field: a rerun with another one rewrites every chunk."""
-    ref_path, all_chunks = reference
+    ref_path, all_chunks, _ = reference
     out = tmp_path / "cube.zarr"
     shutil.copytree(ref_path, out)
     before = zarr.open_group(str(out), mode="r")[HASH_VAR][...]
@@ -156,7 +168,7 @@ def test_a_changed_halo_redoes_every_chunk(archive, prefect_api, reference, tmp_
 
 
 def test_a_changed_tile_size_is_refused_in_one_line_and_the_cube_kept(archive, prefect_api, reference, tmp_path):
-    ref_path, _ = reference
+    ref_path, _, _ = reference
     out = tmp_path / "cube.zarr"
     shutil.copytree(ref_path, out)
     refused = _run(archive, prefect_api, out, tmp_path / "writes", "--tile-size", str(2 * TILE))
