@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import ast
 import multiprocessing
 import os
 import signal
@@ -19,18 +18,25 @@ import traceback
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
-from benchmarks.metrics import (
-    THRESHOLDS,
-    end_point_error,
-    folding_share,
-    landmark_errors,
-    summarise_errors,
-    warp_recovery_error,
+from benchmarks.metrics import THRESHOLDS, landmark_errors, summarise_errors, warp_recovery_error
+from benchmarks.results import (
+    TRACKS,
+    BenchResult,
+    Case,
+    DenseScore,
+    DenseSummary,
+    LandmarkScore,
+    LandmarkSummary,
+    MethodFailure,
+    MethodScore,
+    RunSettings,
+    Summary,
 )
 from datagen.pairs import (
     PairRecord,
@@ -42,8 +48,11 @@ from datagen.pairs import (
 )
 from datagen.warps import benchmark_warp, inside_mask, invert_warp
 from kernel.errors import InputError
+from kernel.field_metrics import end_point_error, folding_share
 from kernel.warp import warp_image
-from models import register_pair
+from models import method_spec, register_pair
+
+S = TypeVar("S", DenseSummary, LandmarkSummary)
 
 HIST_EDGES = np.concatenate([np.arange(0.0, 20.0, 0.05), np.arange(20.0, 200.0, 1.0), [np.inf]])
 
@@ -93,26 +102,9 @@ def select_pairs(config: BenchConfig) -> list[PairRecord]:
     return records
 
 
-def method_spec(spec: str) -> tuple[str, dict]:
-    """`name` or `name:key=value:key=value` (values as Python literals) -> (method, options).
-
-    Lets one run compare a method's options, e.g. `dsmar,dsmar:augment=4`, each labelled by its spec.
-    """
-    name, *pairs = spec.split(":")
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"method option {pair!r} in {spec!r} is not key=value")
-        try:
-            options[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            options[key] = value
-    return name, options
-
-
 def check_spec(spec: str) -> None:
-    """Run a method spec once on a small random pair, so a bad option fails before a long run (InputError)."""
+    """Run a method spec once on a small random pair, so a bad spec or a failing method fails before a long
+    run (InputError)."""
     rng = np.random.default_rng(0)
     fixed, moving = rng.random((2, 1, 64, 64), dtype=np.float32)
     try:
@@ -124,9 +116,9 @@ def check_spec(spec: str) -> None:
 
 
 def register_spec(spec: str, fixed, moving, fixed_modality: str, moving_modality: str):
-    """`register_pair` with the method and options of a method spec."""
-    method, options = method_spec(spec)
-    return register_pair(fixed, moving, fixed_modality, moving_modality, method=method, **options)
+    """`register_pair` with the method and options of a method spec (`dsmar,dsmar:augment=4` compares a
+    method's options in one run, each labelled by its spec)."""
+    return register_pair(fixed, moving, fixed_modality, moving_modality, method=method_spec(spec))
 
 
 def _timed(spec: str, fixed, moving, fixed_modality, moving_modality):
@@ -135,7 +127,7 @@ def _timed(spec: str, fixed, moving, fixed_modality, moving_modality):
     return result.displacement, time.perf_counter() - start
 
 
-def dense_case(record: PairRecord, methods: Sequence[str], seed: int) -> dict:
+def dense_case(record: PairRecord, methods: Sequence[str], seed: int) -> Case:
     """Scores of every method on one pair's dense track (a failure is recorded, not raised)."""
     pair = load_aligned_pair(record)
     full = pair.fixed.shape[-2:]
@@ -150,25 +142,25 @@ def dense_case(record: PairRecord, methods: Sequence[str], seed: int) -> dict:
     truth = invert_warp(warp)
     inside = inside_mask(truth)
     megapixels = shape[0] * shape[1] / 1e6
-    out = {"pair_id": record.pair_id, "category": record.category, "shape": list(shape), "methods": {}}
+    scores: dict[str, MethodScore] = {}
     for method in methods:
         try:
             d1, t1 = _timed(method, fixed, warped, pair.fixed_modality, pair.moving_modality)
             d0, t0 = _timed(method, fixed, moving, pair.fixed_modality, pair.moving_modality)
         except Exception as err:  # noqa: BLE001  (a method's failure is a result to report)
-            out["methods"][method] = {"error": f"{type(err).__name__}: {err}"}
+            scores[method] = MethodFailure(f"{type(err).__name__}: {err}")
             continue
         epe = end_point_error(d1, truth)[inside]
         recovery = warp_recovery_error(d1, warp, d0)[inside]
-        out["methods"][method] = {
-            "epe": summarise_errors(epe),
-            "epe_hist": np.histogram(epe, HIST_EDGES)[0].tolist(),
-            "recovery": summarise_errors(recovery),
-            "folding": folding_share(d1, inside),
-            "seconds": t0 + t1,
-            "megapixels": 2 * megapixels,
-        }
-    return out
+        scores[method] = DenseScore(
+            epe=summarise_errors(epe),
+            epe_hist=np.histogram(epe, HIST_EDGES)[0].tolist(),
+            recovery=summarise_errors(recovery),
+            folding=folding_share(d1, inside),
+            seconds=t0 + t1,
+            megapixels=2 * megapixels,
+        )
+    return Case(record.pair_id, record.category, scores, shape=(int(shape[0]), int(shape[1])))
 
 
 def fit_to_shape(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -179,37 +171,35 @@ def fit_to_shape(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def landmark_case(record: PairRecord, methods: Sequence[str]) -> dict:
+def landmark_case(record: PairRecord, methods: Sequence[str]) -> Case:
     """Scores of every method at the manual landmarks of the original (unaligned) pair."""
     marks = read_ground_truth(record).landmarks
     fixed = read_image(record.fixed_path)
     moving = fit_to_shape(read_image(record.moving_path), fixed.shape[-2:])
-    out = {"pair_id": record.pair_id, "category": record.category, "landmarks": len(marks), "methods": {}}
+    scores: dict[str, MethodScore] = {}
     for method in methods:
         try:
             field, seconds = _timed(method, fixed, moving, record.fixed_modality, record.moving_modality)
         except Exception as err:  # noqa: BLE001
-            out["methods"][method] = {"error": f"{type(err).__name__}: {err}"}
+            scores[method] = MethodFailure(f"{type(err).__name__}: {err}")
             continue
-        errors = landmark_errors(field, marks)
-        out["methods"][method] = {"errors": summarise_errors(errors), "seconds": seconds}
-    return out
+        scores[method] = LandmarkScore(summarise_errors(landmark_errors(field, marks)), seconds)
+    return Case(record.pair_id, record.category, scores, landmarks=len(marks))
 
 
-def _run_case(kind: str, record: PairRecord, methods: tuple[str, ...], seed: int) -> dict:
+def _run_case(kind: str, record: PairRecord, methods: tuple[str, ...], seed: int) -> Case:
     cpu = time.process_time()
     try:
         case = dense_case(record, methods, seed) if kind == "dense" else landmark_case(record, methods)
     except Exception as err:  # noqa: BLE001  (an unreadable pair is reported, the run goes on)
-        case = {
-            "pair_id": record.pair_id,
-            "category": record.category,
-            "methods": {},
-            "error": f"{type(err).__name__}: {err}",
-            "trace": traceback.format_exc(limit=3),
-        }
-    case["cpu_seconds"] = time.process_time() - cpu
-    return case
+        case = Case(
+            record.pair_id,
+            record.category,
+            {},
+            error=f"{type(err).__name__}: {err}",
+            trace=traceback.format_exc(limit=3),
+        )
+    return replace(case, cpu_seconds=time.process_time() - cpu)
 
 
 def _init_worker() -> None:
@@ -226,19 +216,19 @@ def _init_worker() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
-def run_benchmark(config: BenchConfig, progress: Callable[[str], None] = lambda _: None) -> dict:
+def run_benchmark(config: BenchConfig, progress: Callable[[str], None] = lambda _: None) -> BenchResult:
     """Run both tracks over the selected pairs (a process pool over pairs) and return raw results."""
     records = select_pairs(config)
     jobs = [("dense", r) for r in records]
     if config.landmarks:
         jobs += [("landmarks", r) for r in records if read_ground_truth(r).landmarks is not None]
-    results: dict[str, list[dict]] = {"dense": [], "landmarks": []}
+    results: dict[str, list[Case]] = {track: [] for track in TRACKS}
     start = time.perf_counter()
     if config.workers <= 1:
         done = ((kind, _run_case(kind, r, config.methods, config.seed)) for kind, r in jobs)
         for i, (kind, case) in enumerate(done, 1):
             results[kind].append(case)
-            progress(f"[{i}/{len(jobs)}] {kind} {case['pair_id']}")
+            progress(f"[{i}/{len(jobs)}] {kind} {case.pair_id}")
     else:
         pool = ProcessPoolExecutor(config.workers, initializer=_init_worker)
         try:
@@ -246,7 +236,7 @@ def run_benchmark(config: BenchConfig, progress: Callable[[str], None] = lambda 
             for i, future in enumerate(as_completed(futures), 1):
                 case = future.result()
                 results[futures[future]].append(case)
-                progress(f"[{i}/{len(jobs)}] {futures[future]} {case['pair_id']}")
+                progress(f"[{i}/{len(jobs)}] {futures[future]} {case.pair_id}")
         except BaseException:
             # Ctrl-C, SIGTERM or a failure: the queued pairs are dropped and the workers stopped now,
             # not after every remaining pair has run (a plain `with` waits for all of them).
@@ -256,26 +246,21 @@ def run_benchmark(config: BenchConfig, progress: Callable[[str], None] = lambda 
             raise
         pool.shutdown()
     for cases in results.values():
-        cases.sort(key=lambda c: c["pair_id"])
+        cases.sort(key=lambda c: c.pair_id)
     aside = set_aside(records)
-    return {
-        "excluded": data_errors(read_pairs(config.pairs_dir, config.split)),
-        "set_aside": aside,
-        "config": {
-            "pairs_dir": str(config.pairs_dir),
-            "split": config.split,
-            "methods": list(config.methods),
-            "seed": config.seed,
-            "limit": config.limit,
-            "workers": config.workers,
-        },
-        "wall_seconds": time.perf_counter() - start,
+    return BenchResult(
+        excluded=data_errors(read_pairs(config.pairs_dir, config.split)),
+        set_aside=aside,
+        config=RunSettings(
+            str(config.pairs_dir), config.split, tuple(config.methods), config.seed, config.limit, config.workers
+        ),
+        wall_seconds=time.perf_counter() - start,
         # CPU time of the workers: wall time on an otherwise idle machine is about this / workers.
-        "cpu_seconds": sum(c.get("cpu_seconds", 0.0) for cases in results.values() for c in cases),
-        "cases": results,
-        "summary": summarise(results, config.methods, aside),
-        "gpu_speed": dsmar_gpu_speed() if "dsmar" in config.methods else None,
-    }
+        cpu_seconds=sum(c.cpu_seconds for cases in results.values() for c in cases),
+        cases=results,
+        summary=summarise(results, config.methods, aside),
+        gpu_speed=dsmar_gpu_speed() if "dsmar" in config.methods else None,
+    )
 
 
 def dsmar_gpu_speed() -> dict | None:
@@ -287,70 +272,72 @@ def dsmar_gpu_speed() -> dict | None:
     return speed if speed and speed.get("weights_sha256") == meta["sha256"] else None
 
 
-def _dense_summary(cases: list[dict], method: str) -> dict:
-    scored = [c["methods"][method] for c in cases if "epe" in c["methods"].get(method, {})]
+def _dense_summary(cases: list[Case], method: str) -> DenseSummary:
+    scored = [s for c in cases if (s := c.dense(method)) is not None]
     failed = len(cases) - len(scored)
     if not scored:
-        return {"pairs": len(cases), "failed": failed}
-    medians = np.array([s["epe"]["median"] for s in scored])
-    hist = np.sum([s["epe_hist"] for s in scored], axis=0)
+        return DenseSummary(len(cases), failed)
+    medians = np.array([s.epe.median for s in scored])
+    hist = np.sum([s.epe_hist for s in scored], axis=0)
     cum = np.cumsum(hist) / max(hist.sum(), 1)
-    pixel_under = {f"pixels_under_{t:g}px": float(cum[np.searchsorted(HIST_EDGES, t) - 1]) for t in THRESHOLDS}
-    # A failed pair counts as not under any threshold.
-    pair_under = {f"pairs_under_{t:g}px": float((medians < t).sum() / len(cases)) for t in THRESHOLDS}
-    return {
-        "pairs": len(cases),
-        "failed": failed,
-        "epe_mean": float(np.mean([s["epe"]["mean"] for s in scored])),
-        "epe_median": float(np.median(medians)),
-        **pixel_under,
-        **pair_under,
-        "recovery_median": float(np.median([s["recovery"]["median"] for s in scored])),
-        "recovery_mean": float(np.mean([s["recovery"]["mean"] for s in scored])),
-        "folding": float(np.mean([s["folding"] for s in scored])),
-        "seconds_per_mp": float(sum(s["seconds"] for s in scored) / sum(s["megapixels"] for s in scored)),
-    }
+    return DenseSummary(
+        pairs=len(cases),
+        failed=failed,
+        epe_mean=float(np.mean([s.epe.mean for s in scored])),
+        epe_median=float(np.median(medians)),
+        pixels_under={t: float(cum[np.searchsorted(HIST_EDGES, t) - 1]) for t in THRESHOLDS},
+        # A failed pair counts as not under any threshold.
+        pairs_under={t: float((medians < t).sum() / len(cases)) for t in THRESHOLDS},
+        recovery_median=float(np.median([s.recovery.median for s in scored])),
+        recovery_mean=float(np.mean([s.recovery.mean for s in scored])),
+        folding=float(np.mean([s.folding for s in scored])),
+        seconds_per_mp=float(sum(s.seconds for s in scored) / sum(s.megapixels for s in scored)),
+    )
 
 
-def _landmark_summary(cases: list[dict], method: str) -> dict:
-    scored = [c["methods"][method] for c in cases if "errors" in c["methods"].get(method, {})]
+def _landmark_summary(cases: list[Case], method: str) -> LandmarkSummary:
+    scored = [s for c in cases if (s := c.landmark(method)) is not None]
     if not scored:
-        return {"pairs": len(cases), "failed": len(cases)}
-    medians = np.array([s["errors"]["median"] for s in scored])
-    return {
-        "pairs": len(cases),
-        "failed": len(cases) - len(scored),
-        "median": float(np.nanmedian(medians)),
-        "mean": float(np.nanmean([s["errors"]["mean"] for s in scored])),
-        **{f"pairs_under_{t:g}px": float((medians < t).sum() / len(cases)) for t in THRESHOLDS},
-    }
+        return LandmarkSummary(len(cases), len(cases))
+    medians = np.array([s.errors.median for s in scored])
+    return LandmarkSummary(
+        pairs=len(cases),
+        failed=len(cases) - len(scored),
+        median=float(np.nanmedian(medians)),
+        mean=float(np.nanmean([s.errors.mean for s in scored])),
+        pairs_under={t: float((medians < t).sum() / len(cases)) for t in THRESHOLDS},
+    )
 
 
 def _per_category(
-    cases: list[dict], methods: Sequence[str], reduce: Callable[[list[dict], str], dict], categories: Sequence[str]
-) -> dict:
+    cases: list[Case], methods: Sequence[str], reduce: Callable[[list[Case], str], S], categories: Sequence[str]
+) -> dict[str, dict[str, S]]:
     """Per method: `reduce` over each of `categories` and over all `cases` ("overall")."""
     return {
         method: {
-            **{cat: reduce([c for c in cases if c["category"] == cat], method) for cat in categories},
+            **{cat: reduce([c for c in cases if c.category == cat], method) for cat in categories},
             "overall": reduce(cases, method),
         }
         for method in methods
     }
 
 
-def summarise(results: dict[str, list[dict]], methods: Sequence[str], aside: Mapping[str, str] | None = None) -> dict:
-    """Per method, per category and overall, for both tracks; and "dense_usable": the dense track without the
-    pairs in `aside` (ground truth known not to align them), overall and for each category they came from
-    ({} when none of the dense pairs is set aside)."""
-    summary: dict[str, dict] = {}
-    for track, reduce in (("dense", _dense_summary), ("landmarks", _landmark_summary)):
-        cases = results.get(track, [])
-        categories = sorted({c["category"] for c in cases})
-        summary[track] = _per_category(cases, methods, reduce, categories) if cases else {}
+def summarise(
+    results: Mapping[str, list[Case]], methods: Sequence[str], aside: Mapping[str, str] | None = None
+) -> Summary:
+    """Per method, per category and overall, for both tracks; and the dense track without the pairs in
+    `aside` (ground truth known not to align them), overall and for each category they came from (empty
+    when none of the dense pairs is set aside)."""
+
+    def table(cases: list[Case], reduce: Callable[[list[Case], str], S]) -> dict[str, dict[str, S]]:
+        return _per_category(cases, methods, reduce, sorted({c.category for c in cases})) if cases else {}
+
     dense = results.get("dense", [])
     aside = aside or {}
-    touched = sorted({c["category"] for c in dense if c["pair_id"] in aside})
-    usable = [c for c in dense if c["pair_id"] not in aside]
-    summary["dense_usable"] = _per_category(usable, methods, _dense_summary, touched) if touched else {}
-    return summary
+    touched = sorted({c.category for c in dense if c.pair_id in aside})
+    usable = [c for c in dense if c.pair_id not in aside]
+    return Summary(
+        dense=table(dense, _dense_summary),
+        landmarks=table(results.get("landmarks", []), _landmark_summary),
+        dense_usable=_per_category(usable, methods, _dense_summary, touched) if touched else {},
+    )

@@ -1,30 +1,18 @@
-"""Scores of a displacement field (Contract 1): end-point error, folding, warp recovery, landmarks."""
+"""Benchmark scores of a displacement field (Contract 1): warp recovery, landmarks, error summaries.
+
+The per-pixel field maths (end-point error, Jacobian, folding) is `kernel.field_metrics`.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from benchmarks.results import ErrorSummary
 from datagen.warps import sample_field
+from kernel.field_metrics import end_point_error
 from kernel.warp import identity_grid
 
 THRESHOLDS = (1.0, 2.0, 3.0)
-
-
-def end_point_error(field: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per-pixel Euclidean distance (H, W) between two fields."""
-    return np.hypot(field[0] - truth[0], field[1] - truth[1])
-
-
-def jacobian_determinant(field: np.ndarray) -> np.ndarray:
-    """det of the Jacobian of p -> p + d(p), by central differences; <= 0 means a fold."""
-    dyy, dyx = np.gradient(field[0].astype(np.float64))
-    dxy, dxx = np.gradient(field[1].astype(np.float64))
-    return (1.0 + dyy) * (1.0 + dxx) - dyx * dxy
-
-
-def folding_share(field: np.ndarray, mask: np.ndarray | None = None) -> float:
-    det = jacobian_determinant(field)
-    return float(np.mean(det[mask] <= 0) if mask is not None else np.mean(det <= 0))
 
 
 def warp_recovery_error(d1: np.ndarray, warp: np.ndarray, d0: np.ndarray) -> np.ndarray:
@@ -34,16 +22,14 @@ def warp_recovery_error(d1: np.ndarray, warp: np.ndarray, d0: np.ndarray) -> np.
     return end_point_error(composed, d0)
 
 
-def summarise_errors(errors: np.ndarray) -> dict[str, float]:
-    """Mean, median and share under each threshold of a set of per-pixel errors."""
+def summarise_errors(errors: np.ndarray) -> ErrorSummary:
+    """Mean, median and share under each threshold of a set of per-pixel errors (NaN when none is finite)."""
     errors = errors[np.isfinite(errors)]
     if errors.size == 0:
-        return {"mean": float("nan"), "median": float("nan"), **{f"under_{t:g}px": float("nan") for t in THRESHOLDS}}
-    return {
-        "mean": float(errors.mean()),
-        "median": float(np.median(errors)),
-        **{f"under_{t:g}px": float(np.mean(errors < t)) for t in THRESHOLDS},
-    }
+        return ErrorSummary(float("nan"), float("nan"), {t: float("nan") for t in THRESHOLDS})
+    return ErrorSummary(
+        float(errors.mean()), float(np.median(errors)), {t: float(np.mean(errors < t)) for t in THRESHOLDS}
+    )
 
 
 def landmark_errors(field: np.ndarray, marks: np.ndarray) -> np.ndarray:

@@ -5,44 +5,47 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
+from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from benchmarks.accuracy import HIST_EDGES, pair_seed, register_spec
+from benchmarks.metrics import THRESHOLDS
+from benchmarks.results import BenchResult, DenseTable, LandmarkTable, Summary
 from datagen.pairs import load_aligned_pair, read_pairs
 from datagen.warps import benchmark_warp
 from kernel.warp import warp_image
 
-DENSE_COLUMNS = (
-    ("pairs", "pairs", "{:d}"),
-    ("failed", "failed", "{:d}"),
-    ("epe_mean", "EPE mean", "{:.2f}"),
-    ("epe_median", "EPE median", "{:.2f}"),
-    ("pixels_under_1px", "px<1", "{:.0%}"),
-    ("pixels_under_2px", "px<2", "{:.0%}"),
-    ("pixels_under_3px", "px<3", "{:.0%}"),
-    ("pairs_under_1px", "pairs<1", "{:.0%}"),
-    ("pairs_under_2px", "pairs<2", "{:.0%}"),
-    ("pairs_under_3px", "pairs<3", "{:.0%}"),
-    ("recovery_median", "recovery median", "{:.2f}"),
-    ("folding", "folded", "{:.2%}"),
-    ("seconds_per_mp", "s/MP", "{:.2f}"),
+# (label, value of a summary, format) per table column.
+Column = tuple[str, Callable[[Any], Any], str]
+DENSE_COLUMNS: tuple[Column, ...] = (
+    ("pairs", attrgetter("pairs"), "{:d}"),
+    ("failed", attrgetter("failed"), "{:d}"),
+    ("EPE mean", attrgetter("epe_mean"), "{:.2f}"),
+    ("EPE median", attrgetter("epe_median"), "{:.2f}"),
+    *((f"px<{t:g}", lambda s, t=t: s.pixels_under.get(t), "{:.0%}") for t in THRESHOLDS),
+    *((f"pairs<{t:g}", lambda s, t=t: s.pairs_under.get(t), "{:.0%}") for t in THRESHOLDS),
+    ("recovery median", attrgetter("recovery_median"), "{:.2f}"),
+    ("folded", attrgetter("folding"), "{:.2%}"),
+    ("s/MP", attrgetter("seconds_per_mp"), "{:.2f}"),
 )
-USABLE_CATEGORY_COLUMNS = (
-    ("pairs", "pairs", "{:d}"),
-    ("failed", "failed", "{:d}"),
-    ("epe_median", "EPE median", "{:.2f}"),
-    ("epe_mean", "EPE mean", "{:.2f}"),
-    ("pairs_under_2px", "pairs<2", "{:.0%}"),
-    ("recovery_median", "recovery median", "{:.2f}"),
+USABLE_CATEGORY_COLUMNS: tuple[Column, ...] = (
+    ("pairs", attrgetter("pairs"), "{:d}"),
+    ("failed", attrgetter("failed"), "{:d}"),
+    ("EPE median", attrgetter("epe_median"), "{:.2f}"),
+    ("EPE mean", attrgetter("epe_mean"), "{:.2f}"),
+    ("pairs<2", lambda s: s.pairs_under.get(2.0), "{:.0%}"),
+    ("recovery median", attrgetter("recovery_median"), "{:.2f}"),
 )
-LANDMARK_COLUMNS = (
-    ("pairs", "pairs", "{:d}"),
-    ("failed", "failed", "{:d}"),
-    ("median", "median px", "{:.1f}"),
-    ("mean", "mean px", "{:.1f}"),
-    ("pairs_under_3px", "pairs<3", "{:.0%}"),
+LANDMARK_COLUMNS: tuple[Column, ...] = (
+    ("pairs", attrgetter("pairs"), "{:d}"),
+    ("failed", attrgetter("failed"), "{:d}"),
+    ("median px", attrgetter("median"), "{:.1f}"),
+    ("mean px", attrgetter("mean"), "{:.1f}"),
+    ("pairs<3", lambda s: s.pairs_under.get(3.0), "{:.0%}"),
 )
 
 
@@ -58,36 +61,37 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def overall_table(summary: dict, columns=DENSE_COLUMNS, group: str = "overall") -> str:
-    """Methods as rows, `columns` of one group of the summary ("overall" or a category)."""
+def overall_table(
+    table: DenseTable | LandmarkTable, columns: tuple[Column, ...] = DENSE_COLUMNS, group: str = "overall"
+) -> str:
+    """Methods as rows, `columns` of one group of the table ("overall" or a category)."""
     rows = [
-        [method] + [_cell(stats[group].get(key), fmt) for key, _, fmt in columns] for method, stats in summary.items()
+        [method] + [_cell(value(stats[group]), fmt) for _, value, fmt in columns] for method, stats in table.items()
     ]
-    return markdown_table(["method"] + [label for _, label, _ in columns], rows)
+    return markdown_table(["method"] + [label for label, _, _ in columns], rows)
 
 
-def category_table(summary: dict, key: str, fmt: str) -> str:
+def category_table(table: DenseTable | LandmarkTable, value: Callable[[Any], Any], fmt: str) -> str:
     """Categories as rows, methods as columns, one statistic per cell."""
-    methods = list(summary)
+    methods = list(table)
     if not methods:
         return ""
-    categories = [c for c in summary[methods[0]] if c != "overall"] + ["overall"]
+    categories = [c for c in table[methods[0]] if c != "overall"] + ["overall"]
     rows = [
-        [f"{cat} ({summary[methods[0]][cat].get('pairs', 0)})"]
-        + [_cell(summary[m][cat].get(key), fmt) for m in methods]
+        [f"{cat} ({table[methods[0]][cat].pairs})"] + [_cell(value(table[m][cat]), fmt) for m in methods]
         for cat in categories
     ]
     return markdown_table(["category (pairs)"] + methods, rows)
 
 
-def tables(result: dict) -> str:
+def tables(result: BenchResult) -> str:
     """The whole result as markdown tables (also what the terminal shows)."""
-    dense, marks = result["summary"].get("dense", {}), result["summary"].get("landmarks", {})
+    dense, marks = result.summary.dense, result.summary.landmarks
     parts = [
         "### Dense track, overall (EPE in px against the known warp on aligned pairs)",
         overall_table(dense),
     ]
-    gpu = result.get("gpu_speed")
+    gpu = result.gpu_speed
     if gpu:
         parts.append(
             f"dsmar on a GPU ({gpu['gpu']}, {gpu['size']} x {gpu['size']} px, fp32, measured by "
@@ -96,11 +100,11 @@ def tables(result: dict) -> str:
     parts += usable_section(result)
     parts += [
         "### Dense track, median EPE (px) per category",
-        category_table(dense, "epe_median", "{:.2f}"),
+        category_table(dense, attrgetter("epe_median"), "{:.2f}"),
         "### Warp recovery, median |d1(p) + w(p + d1(p)) - d0(p)| (px) per category",
-        category_table(dense, "recovery_median", "{:.2f}"),
+        category_table(dense, attrgetter("recovery_median"), "{:.2f}"),
         "### Dense track, share of pairs with median EPE under 2 px, per category",
-        category_table(dense, "pairs_under_2px", "{:.0%}"),
+        category_table(dense, lambda s: s.pairs_under.get(2.0), "{:.0%}"),
     ]
     if marks:
         parts += [
@@ -108,24 +112,20 @@ def tables(result: dict) -> str:
             "to the fixed size, no ground truth used)",
             overall_table(marks, LANDMARK_COLUMNS),
             "### Landmark track, median landmark error (px) per category",
-            category_table(marks, "median", "{:.1f}"),
+            category_table(marks, attrgetter("median"), "{:.1f}"),
         ]
-    verdict = verdict_lines(result)
+    verdict = verdict_lines(result.summary)
     if verdict:
         parts += ["### Verdict (generated)", verdict]
     failures = [
-        f"- {track} {case['pair_id']}: "
-        + "; ".join(
-            [f"{m}: {v['error']}" for m, v in case["methods"].items() if "error" in v]
-            + ([case["error"]] if "error" in case else [])
-        )
-        for track, cases in result["cases"].items()
+        f"- {track} {case.pair_id}: " + "; ".join(case.failures())
+        for track, cases in result.cases.items()
         for case in cases
-        if "error" in case or any("error" in v for v in case["methods"].values())
+        if case.failures()
     ]
     if failures:
         parts += ["### Failures", "\n".join(failures)]
-    excluded = result.get("excluded", {})
+    excluded = result.excluded
     if excluded:
         parts += [
             f"### Excluded: {len(excluded)} pairs with an error in the data (not scored)",
@@ -134,17 +134,17 @@ def tables(result: dict) -> str:
     return "\n\n".join(parts)
 
 
-def usable_section(result: dict) -> list[str]:
+def usable_section(result: BenchResult) -> list[str]:
     """The dense track without the pairs set aside for a ground truth known not to align them (the scores to
     compare methods on): overall, and for each category they came from; [] when none was set aside."""
-    usable = result["summary"].get("dense_usable", {})
+    usable = result.summary.dense_usable
     if not usable:
         return []
-    dense_ids = {c["pair_id"] for c in result["cases"]["dense"]}
-    labels = Counter(reason.partition(":")[0] for pid, reason in result["set_aside"].items() if pid in dense_ids)
+    dense_ids = {c.pair_id for c in result.cases["dense"]}
+    labels = Counter(reason.partition(":")[0] for pid, reason in result.set_aside.items() if pid in dense_ids)
     first = next(iter(usable.values()))
     parts = [
-        f"### Dense track on the {first['overall']['pairs']} pairs with a usable ground truth (the "
+        f"### Dense track on the {first['overall'].pairs} pairs with a usable ground truth (the "
         + " and ".join(f"{n} {label}" for label, n in sorted(labels.items()))
         + " pairs set aside, see Known data problem in benchmarks/tuning.md)",
         overall_table(usable),
@@ -154,22 +154,22 @@ def usable_section(result: dict) -> list[str]:
     ]
     for category in (c for c in first if c != "overall"):
         parts += [
-            f"#### {category} on its {first[category]['pairs']} pairs with a usable ground truth",
+            f"#### {category} on its {first[category].pairs} pairs with a usable ground truth",
             overall_table(usable, USABLE_CATEGORY_COLUMNS, category),
         ]
     return parts
 
 
-def verdict_lines(result: dict, ratio: float = 0.5) -> str:
+def verdict_lines(summary: Summary, ratio: float = 0.5) -> str:
     """Per category, whether the best method recovers the warp clearly better than identity (its median
     warp-recovery error at most `ratio` times identity's), said plainly either way."""
-    dense = result["summary"].get("dense", {})
-    method = best_method(result)
+    dense = summary.dense
+    method = best_method(summary)
     if method is None or "identity" not in dense:
         return ""
     lines = []
     for category, stats in dense[method].items():
-        ours, base = stats.get("recovery_median"), dense["identity"][category].get("recovery_median")
+        ours, base = stats.recovery_median, dense["identity"][category].recovery_median
         if ours is None or base is None:
             continue
         clearly = ours <= ratio * base
@@ -177,23 +177,21 @@ def verdict_lines(result: dict, ratio: float = 0.5) -> str:
             f"- {category}: `{method}` recovers the warp to {ours:.2f} px median against identity's {base:.2f} px"
             + (" - clearly better." if clearly else f" - NOT clearly better (more than {ratio:.0%} of identity's).")
         )
-    basis = "on the pairs with a usable ground truth" if result["summary"].get("dense_usable") else "overall"
+    basis = "on the pairs with a usable ground truth" if summary.dense_usable else "overall"
     return f"Best method by median EPE {basis}: `{method}`.\n" + "\n".join(lines)
 
 
-def best_method(result: dict) -> str | None:
+def best_method(summary: Summary) -> str | None:
     """The non-identity method with the lowest overall median EPE on the dense track, counting only the
     pairs with a usable ground truth where some were set aside (elsewhere every method scores alike)."""
-    dense = result["summary"].get("dense_usable") or result["summary"].get("dense", {})
+    dense = summary.dense_usable or summary.dense
     ranked = [
-        (stats["overall"]["epe_median"], m)
-        for m, stats in dense.items()
-        if m != "identity" and "epe_median" in stats["overall"]
+        (epe, m) for m, stats in dense.items() if m != "identity" and (epe := stats["overall"].epe_median) is not None
     ]
     return min(ranked)[1] if ranked else None
 
 
-def _cdf_figure(result: dict, path: Path) -> None:
+def _cdf_figure(result: BenchResult, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,15 +199,15 @@ def _cdf_figure(result: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     edges = HIST_EDGES[:-1]
-    for method in result["config"]["methods"]:
-        scored = [c["methods"][method] for c in result["cases"]["dense"] if "epe" in c["methods"].get(method, {})]
+    for method in result.config.methods:
+        scored = [s for c in result.cases["dense"] if (s := c.dense(method)) is not None]
         if not scored:
             continue
-        hist = np.sum([s["epe_hist"] for s in scored], axis=0)
+        hist = np.sum([s.epe_hist for s in scored], axis=0)
         cdf = np.cumsum(hist) / max(hist.sum(), 1)
         axes[0].plot(edges + np.diff(HIST_EDGES)[0], cdf, label=method)
         axes[1].hist(
-            np.clip([s["epe"]["median"] for s in scored], 0, 20), bins=40, range=(0, 20), histtype="step", label=method
+            np.clip([s.epe.median for s in scored], 0, 20), bins=40, range=(0, 20), histtype="step", label=method
         )
     axes[0].set(xlim=(0, 10), xlabel="end-point error (px)", ylabel="share of pixels", title="EPE, all pixels")
     axes[1].set(xlabel="median EPE per pair (px, clipped at 20)", ylabel="pairs", title="EPE per pair")
@@ -227,7 +225,7 @@ def _checkerboard(a: np.ndarray, b: np.ndarray, tile: int = 32) -> np.ndarray:
     return np.where(((yy // tile) + (xx // tile)) % 2 == 0, a, b)
 
 
-def _checkerboard_figure(result: dict, pair_id: str, method: str, path: Path) -> None:
+def _checkerboard_figure(result: BenchResult, pair_id: str, method: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,10 +233,10 @@ def _checkerboard_figure(result: dict, pair_id: str, method: str, path: Path) ->
 
     from models.preprocess import to_gray
 
-    config = result["config"]
-    record = next(r for r in read_pairs(config["pairs_dir"], config["split"]) if r.pair_id == pair_id)
+    config = result.config
+    record = next(r for r in read_pairs(config.pairs_dir, config.split) if r.pair_id == pair_id)
     pair = load_aligned_pair(record)
-    warp = benchmark_warp(pair.fixed.shape[-2:], pair_seed(config["seed"], pair_id))
+    warp = benchmark_warp(pair.fixed.shape[-2:], pair_seed(config.seed, pair_id))
     warped = warp_image(pair.moving, warp)
     registered = register_spec(method, pair.fixed, warped, pair.fixed_modality, pair.moving_modality)
     fixed = to_gray(pair.fixed, pair.fixed_modality)
@@ -255,18 +253,18 @@ def _checkerboard_figure(result: dict, pair_id: str, method: str, path: Path) ->
     plt.close(fig)
 
 
-def write_report(result: dict, out: Path) -> Path:
+def write_report(result: BenchResult, out: Path) -> Path:
     """DIR/results.json, DIR/report.md and its PNG figures."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1))
+    (out / "results.json").write_text(json.dumps(result.to_dict(), indent=1))
     _cdf_figure(result, out / "epe_distribution.png")
     lines = [
         "# Accuracy benchmark report",
         "",
-        f"Split `{result['config']['split']}`, methods {', '.join(result['config']['methods'])}, "
-        f"seed {result['config']['seed']}, {len(result['cases']['dense'])} dense pairs, "
-        f"{len(result['cases']['landmarks'])} landmark pairs, {result['wall_seconds']:.0f} s wall, "
-        f"{result.get('cpu_seconds', float('nan')):.0f} s CPU.",
+        f"Split `{result.config.split}`, methods {', '.join(result.config.methods)}, "
+        f"seed {result.config.seed}, {len(result.cases['dense'])} dense pairs, "
+        f"{len(result.cases['landmarks'])} landmark pairs, {result.wall_seconds:.0f} s wall, "
+        f"{result.cpu_seconds:.0f} s CPU.",
         "",
         tables(result),
         "",
@@ -275,13 +273,9 @@ def write_report(result: dict, out: Path) -> Path:
         "![EPE distributions](epe_distribution.png)",
         "",
     ]
-    method = best_method(result)
+    method = best_method(result.summary)
     if method is not None:
-        scored = [
-            (c["methods"][method]["epe"]["median"], c["pair_id"])
-            for c in result["cases"]["dense"]
-            if "epe" in c["methods"].get(method, {})
-        ]
+        scored = [(s.epe.median, c.pair_id) for c in result.cases["dense"] if (s := c.dense(method)) is not None]
         scored.sort()
         picks = {"best": scored[:2], "worst": scored[-2:][::-1]}
         lines += [f"## Checkerboards of `{method}` (the best method here): best and worst pairs", ""]
@@ -324,19 +318,19 @@ PROTOCOL = """\
 """
 
 
-def write_docs(result: dict, path: Path, command: str, notes: str) -> None:
+def write_docs(result: BenchResult, path: Path, command: str, notes: str) -> None:
     """Regenerate docs/accuracy.md: protocol, the table, the baselines' settings and the rerun command."""
-    config = result["config"]
+    config = result.config
     text = [
         "# Accuracy",
         "",
         "Generated by `dsmar bench accuracy`; do not edit by hand (the table is regenerated by the command).",
         "",
         PROTOCOL,
-        f"## Results on split `{config['split']}` (seed {config['seed']}; "
-        f"{len(result['cases']['dense'])} dense pairs, {len(result['cases']['landmarks'])} landmark pairs; "
-        f"{result['wall_seconds']:.0f} s wall with {config['workers']} workers, "
-        f"{result.get('cpu_seconds', float('nan')):.0f} s CPU in the workers)",
+        f"## Results on split `{config.split}` (seed {config.seed}; "
+        f"{len(result.cases['dense'])} dense pairs, {len(result.cases['landmarks'])} landmark pairs; "
+        f"{result.wall_seconds:.0f} s wall with {config.workers} workers, "
+        f"{result.cpu_seconds:.0f} s CPU in the workers)",
         "",
         tables(result),
         "",
@@ -353,5 +347,5 @@ def write_docs(result: dict, path: Path, command: str, notes: str) -> None:
     path.write_text("\n".join(text))
 
 
-def load_result(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+def load_result(path: Path) -> BenchResult:
+    return BenchResult.from_dict(json.loads(Path(path).read_text()))

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.accuracy import pair_seed
-from benchmarks.metrics import end_point_error, warp_recovery_error
+from benchmarks.metrics import warp_recovery_error
 from datagen.pairs import PairRecord, load_aligned_pair, read_pairs
 from datagen.warps import benchmark_warp, inside_mask, invert_warp
+from kernel.field_metrics import end_point_error
 from kernel.warp import warp_image
 from models.classical.features import cfog, mind_ssc
 from models.classical.register import WindowConfig, register_windows

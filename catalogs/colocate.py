@@ -7,29 +7,31 @@ Rules, in order, each rejection saying why:
   `sar_window_days` of the optical time whose slices cover at least `min_overlap` of the scene's part
   of the AOI; the preferred orbit direction first (given, else the one most passes share, so a time
   series keeps one viewing geometry), then the nearest in time. Sentinel-1 GRD items in radar
-  geometry are refused: placing them by their bounding box would put every pixel in the wrong place.
+  geometry are refused (catalogs/geocoding.py): placing them by their bounding box would put every
+  pixel in the wrong place.
 - DEM: every tile meeting the optical footprint; a scene is refused when none covers its part of the AOI.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pystac
 
 from catalogs.footprints import Rect, clipped_bounds, coverage, polygons
+from catalogs.geocoding import RTC_ADVICE, radar_geometry_reason
 from catalogs.http import RetryEvent, RetryLog, RetryPolicy
 from catalogs.profiles import CatalogProfile
 from catalogs.scenes import AssetKeys, SceneSet
 from catalogs.stac_search import CatalogSearcher, SearchLimits
+from kernel.config import AreaPeriod, SearchConfig
+from kernel.contracts import REFERENCE, REGISTERED
 from kernel.errors import InputError
 
 PASS_GAP = timedelta(minutes=10)  # slices of one Sentinel-1 pass are seconds apart; passes are 6+ days apart
-RTC_ADVICE = "use a terrain-corrected (RTC) collection, e.g. --profile planetary-computer (sentinel-1-rtc)"
 
 
 @dataclass(frozen=True)
@@ -47,14 +49,6 @@ class ColocationResult:
 
 
 @dataclass(frozen=True)
-class PairingRules:
-    max_cloud: float = 30.0
-    sar_window_days: float = 3.0
-    min_overlap: float = 0.5
-    orbit_state: str | None = None  # "ascending" / "descending"; None: the direction most passes share
-
-
-@dataclass(frozen=True)
 class SarPass:
     """Slices of one Sentinel-1 (or similar) pass: mosaicked together onto the optical grid."""
 
@@ -66,36 +60,30 @@ class SarPass:
 
 def find_scene_sets(
     profile: CatalogProfile,
-    bbox: tuple[float, float, float, float],
-    start: date,
-    end: date,
-    max_cloud: float = 30,
-    sar_window_days: float = 3,
-    min_overlap: float = 0.5,
+    area: AreaPeriod,
+    rules: SearchConfig | None = None,
     *,
-    orbit_state: str | None = None,
     policy: RetryPolicy | None = None,
     limits: SearchLimits | None = None,
 ) -> ColocationResult:
-    """Search the profile's catalog and pair each usable optical scene with SAR and DEM items."""
-    bbox = validate_bbox(bbox)
-    if start > end:
-        raise InputError(f"start {start} is after end {end}")
-    rules = PairingRules(float(max_cloud), float(sar_window_days), float(min_overlap), orbit_state)
-    _validate_rules(rules)
+    """Search the profile's catalog over a validated area and period, and pair each usable optical scene
+    with SAR and DEM items by the search config's pairing rules (its defaults when None)."""
+    rules = rules or SearchConfig()
+    bbox = area.bbox
     log = RetryLog()
     searcher = CatalogSearcher(profile, policy, limits, log)
-    for collection_id in (profile.optical_collection, profile.sar_collection, profile.dem_collection):
-        searcher.check_collection(collection_id)
+    for modality in (REFERENCE, *REGISTERED):
+        searcher.check_collection(profile.collection(modality))
 
-    optical = searcher.items(profile.optical_collection, bbox, start, end)
+    optical = searcher.items(profile.optical_collection, bbox, area.start, area.end)
     placed = [item for item in optical if item.geometry and acquired(item) is not None]
     sar: list[pystac.Item] = []
     dem: list[pystac.Item] = []
     if placed:  # one SAR and one DEM search for all scenes: fewer requests than one per scene
         window = timedelta(days=rules.sar_window_days)
         times = [item_time(item) for item in placed]
-        sar = searcher.items(profile.sar_collection, bbox, (min(times) - window).date(), (max(times) + window).date())
+        first, last = (min(times) - window).date(), (max(times) + window).date()
+        sar = searcher.items(profile.sar_collection, bbox, first, last)
         dem = searcher.items(profile.dem_collection, _union_bounds([_bounds(item) for item in placed]))
     scene_sets, rejections = pair_scenes(optical, sar, dem, bbox, rules, profile.asset_keys)
     return ColocationResult(scene_sets, rejections, log.events, log.summary())
@@ -106,15 +94,15 @@ def pair_scenes(
     sar: Sequence[pystac.Item],
     dem: Sequence[pystac.Item],
     bbox: Rect,
-    rules: PairingRules,
+    rules: SearchConfig,
     asset_keys: AssetKeys,
 ) -> tuple[list[SceneSet], list[Rejection]]:
-    """The pairing rules on items already fetched (pure: no I/O)."""
+    """The search config's pairing rules on items already fetched (pure: no I/O)."""
     rejections: list[Rejection] = []
     usable_sar: list[pystac.Item] = []
     radar_geometry: list[pystac.Item] = []
     for item in sar:
-        in_radar_geometry = radar_geometry_reason(item, asset_keys)
+        in_radar_geometry = radar_geometry_reason(item, asset_keys.sar.values())
         reason = in_radar_geometry or _unusable(item, asset_keys.sar.values(), "SAR", timed=True)
         if reason:
             rejections.append(Rejection(item.id, reason))
@@ -199,27 +187,6 @@ def _pair_one(
     return None, SceneSet(item, tuple(slices), tiles, overlap, gap_hours, asset_keys, reasons)
 
 
-def radar_geometry_reason(item: pystac.Item, asset_keys: AssetKeys) -> str | None:
-    """Why a SAR item cannot be placed by its metadata (GRD in radar geometry), or None when it can.
-
-    A GRD counts as placed only when each SAR asset carries its own `proj:transform` and it is not in
-    a `*grd*` collection: Earth Search's GRD items have at most an item-level grid derived from the
-    bounding box, while their files are in radar geometry with ground control points. The loader
-    (pipeline/load_meta.py) applies the same rule, and checks the file headers too.
-    """
-    product = str(item.properties.get("sar:product_type", "")).upper()
-    if product != "GRD":
-        return None
-    assets = [item.assets[key] for key in asset_keys.sar.values() if key in item.assets]
-    own_grid = bool(assets) and all(asset.extra_fields.get("proj:transform") is not None for asset in assets)
-    if own_grid and "grd" not in (item.collection_id or "").lower():
-        return None
-    return (
-        "Sentinel-1 GRD item in radar geometry (its assets carry no map grid of their own, only ground "
-        f"control points), so placing it by its bounding box would mis-place every pixel; {RTC_ADVICE}"
-    )
-
-
 def group_passes(items: Sequence[pystac.Item]) -> list[SarPass]:
     """Slices of one platform and orbit direction acquired within PASS_GAP of each other form one pass."""
     passes: list[list[pystac.Item]] = []
@@ -251,32 +218,6 @@ def item_time(item: pystac.Item) -> datetime:
     if when is None:
         raise InputError(f"item {item.id!r} has no datetime")
     return when
-
-
-def validate_bbox(bbox: Sequence[float]) -> Rect:
-    """A lon/lat (W, S, E, N) box, or a one-line InputError saying what is wrong."""
-    values = tuple(float(v) for v in bbox)
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise InputError(f"bbox must be four finite numbers W S E N, got {list(bbox)}")
-    west, south, east, north = values
-    if not (-180 <= west < east <= 180):
-        raise InputError(
-            f"bbox west {west:g} must be below east {east:g}, both within -180..180 (antimeridian boxes are not supported)"
-        )
-    if not (-90 <= south < north <= 90):
-        raise InputError(f"bbox south {south:g} must be below north {north:g}, both within -90..90")
-    return values  # type: ignore[return-value]
-
-
-def _validate_rules(rules: PairingRules) -> None:
-    if not 0 <= rules.max_cloud <= 100:
-        raise InputError(f"max cloud cover must be within 0..100, got {rules.max_cloud:g}")
-    if not rules.sar_window_days > 0:
-        raise InputError(f"the SAR window must be positive, got {rules.sar_window_days:g} days")
-    if not 0 < rules.min_overlap <= 1:
-        raise InputError(f"minimum overlap must be within (0, 1], got {rules.min_overlap:g}")
-    if rules.orbit_state not in (None, "ascending", "descending"):
-        raise InputError(f"orbit state must be ascending or descending, got {rules.orbit_state!r}")
 
 
 def _unusable(item: pystac.Item, keys, kind: str, timed: bool) -> str | None:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import pystac
 
+from kernel.contracts import MODALITY, REFERENCE, REGISTERED
+
 
 @dataclass(frozen=True)
 class AssetKeys:
@@ -20,6 +22,10 @@ class AssetKeys:
     sar: dict[str, str] = field(default_factory=lambda: {"vv": "vv", "vh": "vh"})
     dem: dict[str, str] = field(default_factory=lambda: {"elevation": "data"})
 
+    def of(self, modality: str) -> dict[str, str]:
+        """Band name -> asset key of one modality of `kernel.contracts.MODALITY` the pipeline uses."""
+        return getattr(self, MODALITY[modality].name)
+
 
 @dataclass(frozen=True)
 class SceneSet:
@@ -33,12 +39,16 @@ class SceneSet:
     asset_keys: AssetKeys
     reasons: tuple[str, ...] = ()  # why these items were chosen, for reports
 
+    def items(self, modality: str) -> tuple[pystac.Item, ...]:
+        """The items of one modality of `kernel.contracts.MODALITY` the pipeline uses (the reference: one)."""
+        found = getattr(self, MODALITY[modality].name)
+        return (found,) if isinstance(found, pystac.Item) else found
+
     def to_summary(self) -> dict:
         """The JSON object `dsmar search --json` prints for this scene set."""
         return {
-            "optical": self.optical.id,
-            "sar": [item.id for item in self.sar],
-            "dem": [item.id for item in self.dem],
+            REFERENCE: self.optical.id,
+            **{modality: [item.id for item in self.items(modality)] for modality in REGISTERED},
             "overlap": round(self.overlap, 4),
             "time_gap_hours": round(self.time_gap_hours, 3),
         }

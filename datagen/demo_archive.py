@@ -28,7 +28,9 @@ from pystac.extensions.sat import OrbitState, SatExtension
 from pystac.extensions.view import ViewExtension
 from scipy import ndimage
 
+from catalogs.profiles import LOCAL
 from datagen import synthetic
+from kernel.contracts import REFERENCE, REGISTERED
 from kernel.errors import InputError
 from kernel.fields import elastic_field
 from kernel.paths import check_writable_dir
@@ -43,7 +45,7 @@ MAX_FIELD_PX = 10.0  # bound on |u|: shift <= 4, elastic <= 2, terrain <= 1.5 (w
 MIN_SIZE = 256
 FIRST_DATE = date(2024, 6, 4)
 REVISIT_DAYS = 10
-COLLECTIONS = {"optical": "dsmar-optical", "sar": "dsmar-sar", "dem": "dsmar-dem"}
+COLLECTIONS = {modality: LOCAL.collection(modality) for modality in (REFERENCE, *REGISTERED)}  # the local profile's
 TRUTH_KEY = "truth_displacement"
 # (asset key, Sentinel-2 band name, centre wavelength um, FWHM um) of the optical assets.
 OPTICAL_ASSETS = (

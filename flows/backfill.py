@@ -11,9 +11,8 @@ from datetime import date, timedelta
 
 from prefect import flow
 
-import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
 from flows.register_region import RunSummary, register_region
-from kernel.config import RunConfig
+from kernel.config import RunConfig, check_period
 from kernel.errors import InputError
 
 
@@ -21,8 +20,7 @@ def split_period(start: date, end: date, window_days: int) -> list[tuple[date, d
     """Consecutive inclusive windows [a, b] of at most `window_days` days covering start..end exactly."""
     if window_days < 1:
         raise InputError(f"window_days must be at least 1, got {window_days}")
-    if start > end:
-        raise InputError(f"start {start} is after end {end}")
+    check_period(start, end)
     windows, a = [], start
     while a <= end:
         b = min(end, a + timedelta(days=window_days - 1))
@@ -31,8 +29,11 @@ def split_period(start: date, end: date, window_days: int) -> list[tuple[date, d
     return windows
 
 
+DEFAULT_WINDOW_DAYS = 30  # a month of acquisitions per subflow: a failure costs little, the overhead stays small
+
+
 @flow(name="backfill")
-def backfill(region: RunConfig, start: date, end: date, window_days: int = 30) -> list[RunSummary]:
+def backfill(region: RunConfig, start: date, end: date, window_days: int = DEFAULT_WINDOW_DAYS) -> list[RunSummary]:
     """Process `region` (its bbox, catalog, cube and method; its own dates are ignored) over start..end."""
     return [
         register_region(region.model_copy(update={"start": a, "end": b}))

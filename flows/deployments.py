@@ -14,10 +14,11 @@ from pathlib import Path
 from prefect import flow, serve
 from prefect.deployments.runner import RunnerDeployment
 
-import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
-from flows.backfill import backfill
+from flows.backfill import DEFAULT_WINDOW_DAYS, backfill
+from flows.environment import apply_defaults
 from flows.register_region import RunSummary, register_region
-from kernel.config import RunConfig
+from kernel.config import RunConfig, from_json
+from kernel.errors import InputError
 
 DEFAULT_CRON = "0 6 * * *"  # daily, after the night's acquisitions are catalogued
 DEFAULT_LOOKBACK_DAYS = 12  # one Sentinel-1 repeat cycle plus slack: late-catalogued scenes are caught
@@ -47,7 +48,7 @@ def region_deployments(
         ),
         backfill.to_deployment(
             name=f"{name}-backfill",
-            parameters={"region": params, "window_days": 30},
+            parameters={"region": params, "window_days": DEFAULT_WINDOW_DAYS},
             description=f"Backfill {list(region.bbox)} into {region.out}: give start and end",
             tags=["dsmar", "backfill"],
         ),
@@ -55,15 +56,15 @@ def region_deployments(
 
 
 def main(argv: list[str]) -> int:
+    apply_defaults()
     if len(argv) != 1:
         print("usage: python -m flows.deployments REGION.json", file=sys.stderr)
         return 2
     path = Path(argv[0])
     try:
-        region = RunConfig.model_validate_json(path.read_text())
-    except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0]
-        print(f"flows.deployments: error: cannot read a RunConfig from {path}: {first}", file=sys.stderr)
+        region = from_json(RunConfig, path.read_text())
+    except (OSError, InputError) as err:
+        print(f"flows.deployments: error: cannot read a RunConfig from {path}: {err}", file=sys.stderr)
         return 2
     serve(*region_deployments(region, name=path.stem))
     return 0

@@ -7,7 +7,6 @@ without a Prefect server every Dask worker would start its own temporary Prefect
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -20,23 +19,23 @@ import zarr
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-import flows._env  # noqa: F401  (Prefect environment defaults, before prefect is imported)
 from catalogs.colocate import ColocationResult, find_scene_sets, item_time
 from catalogs.profiles import CatalogProfile, profile_for
 from catalogs.scenes import SceneSet
 from kernel.config import RunConfig
+from kernel.contracts import MODALITY, REFERENCE, REGISTERED, MethodSpec
 from kernel.version import __version__
-from models.api import check_method
+from models.api import method_spec
+from models.tile_registrator import MethodRegistrator
 from pipeline.cluster import dask_client
 from pipeline.cube import CubeLayout, Provenance, ZarrChunkWriter, cube_attrs, init_cube, inputs_hash
 from pipeline.grid import Grid
 from pipeline.load import load_stack, load_truth, optical_grid
-from pipeline.register_tiles import ChunkResult, MethodRegistrator, decimate, run_tiles
+from pipeline.register_tiles import ChunkResult, decimate, run_tiles
 from pipeline.report import ErrorStats, TimeReport, assemble, end_point_error, thumb_step, write_report
 from pipeline.tiles import Tile, TilePlan, plan_tiles, region_grid
 
 log = logging.getLogger("dsmar")
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights"
 
 
 @dataclass(frozen=True)
@@ -75,24 +74,6 @@ class RunSummary:
         )
 
 
-def _sidecar(method: str) -> dict:
-    """The `models/weights/<method>.json` sidecar of a method with shipped weights, else {}."""
-    sidecar = WEIGHTS_DIR / f"{method}.json"
-    return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-
-
-def weights_sha256(method: str) -> str | None:
-    """The shipped weights' checksum, if the method has any."""
-    return _sidecar(method).get("sha256")
-
-
-def inference_settings(method: str) -> dict | None:
-    """The inference defaults shipped with the weights (without the prose on how they were tuned): they
-    change a method's output as much as the weights do."""
-    settings = _sidecar(method).get("inference")
-    return {k: v for k, v in settings.items() if k != "tuned"} if settings else None
-
-
 def _utc(item) -> np.datetime64:
     moment = item_time(item)
     if moment.tzinfo is not None:
@@ -102,25 +83,12 @@ def _utc(item) -> np.datetime64:
 
 def _bands(profile: CatalogProfile, config: RunConfig) -> dict[str, tuple[str, ...]]:
     keys = profile.asset_keys
-    bands = {"optical": tuple(keys.optical)}
-    for modality in config.modalities:
-        bands[modality] = tuple(getattr(keys, modality))
-    return bands
+    return {modality: tuple(keys.of(modality)) for modality in (REFERENCE, *config.modalities)}
 
 
 @task(name="search", cache_policy=NO_CACHE)
 def search_scenes(config: RunConfig) -> ColocationResult:
-    s = config.search
-    return find_scene_sets(
-        profile_for(config.search),
-        config.bbox,
-        config.start,
-        config.end,
-        max_cloud=s.max_cloud,
-        sar_window_days=s.sar_window_days,
-        min_overlap=s.min_overlap,
-        orbit_state=s.orbit_state,
-    )
+    return find_scene_sets(profile_for(config.search), config, config.search)
 
 
 @dataclass(frozen=True)
@@ -156,7 +124,9 @@ def plan_cube(scene_sets: Sequence[SceneSet], config: RunConfig) -> CubePlan:
 
 
 @task(name="prepare-cube", cache_policy=NO_CACHE)
-def prepare_cube(cube: CubePlan, config: RunConfig, profile: CatalogProfile) -> dict[np.datetime64, int]:
+def prepare_cube(
+    cube: CubePlan, config: RunConfig, profile: CatalogProfile, method: MethodSpec
+) -> dict[np.datetime64, int]:
     times = tuple(_utc(s.optical) for s in cube.scene_sets)
     provenance = [
         Provenance(
@@ -171,14 +141,9 @@ def prepare_cube(cube: CubePlan, config: RunConfig, profile: CatalogProfile) -> 
     catalog = {
         "profile": profile.name,
         "url": profile.url,
-        "optical": profile.optical_collection,
-        "sar": profile.sar_collection,
-        "dem": profile.dem_collection,
+        **{modality: profile.collection(modality) for modality in (REFERENCE, *REGISTERED)},
     }
-    attrs = cube_attrs(
-        config.to_json(), catalog, config.method, weights_sha256(config.method), inference_settings(config.method)
-    )
-    return init_cube(config.out, layout, provenance, attrs)
+    return init_cube(config.out, layout, provenance, cube_attrs(config.to_json(), catalog, method))
 
 
 class _Progress:
@@ -202,30 +167,34 @@ def _crop(truth: np.ndarray, full: Grid, grid: Grid) -> np.ndarray:
 
 @task(name="register-scene-set", cache_policy=NO_CACHE)
 def register_scene_set(
-    client, scene_set: SceneSet, cube: CubePlan, time_index: int, config: RunConfig, profile: CatalogProfile
+    client,
+    scene_set: SceneSet,
+    cube: CubePlan,
+    time_index: int,
+    config: RunConfig,
+    profile: CatalogProfile,
+    method: MethodSpec,
 ) -> SceneSetOutcome:
     """Register SAR and DEM of one scene set onto its optical scene, tile by tile, into the cube."""
     label = str(_utc(scene_set.optical).astype("datetime64[s]")).replace("T", " ")
     keys = scene_set.asset_keys
     size = config.tiles.size
-    fixed = load_stack([profile.resign(scene_set.optical)], keys.optical, cube.grid, chunks=size)
-    moving = {}
-    if "sar" in config.modalities:
-        moving["sar"] = load_stack([profile.resign(i) for i in scene_set.sar], keys.sar, cube.grid, chunks=size)
-    if "dem" in config.modalities:
-        moving["dem"] = load_stack([profile.resign(i) for i in scene_set.dem], keys.dem, cube.grid, chunks=size)
-    settings = inference_settings(config.method)  # only where there are any: other cubes' chunks stay current
+
+    def load(modality: str):
+        items = [profile.resign(i) for i in scene_set.items(modality)]
+        return load_stack(items, keys.of(modality), cube.grid, chunks=size, quirks=profile.quirks)
+
+    fixed = load(REFERENCE)
+    moving = {modality: load(modality) for modality in config.modalities}
     fingerprint = inputs_hash(
         __version__,
-        config.method,
-        weights_sha256(config.method),
+        method.fingerprint,
         size,
         config.tiles.halo,
         scene_set.optical.id,
         [i.id for i in scene_set.sar],
         [i.id for i in scene_set.dem],
         sorted(moving),
-        *([settings] if settings else []),
     )
     writer = ZarrChunkWriter(config.out)
     written = writer.written(time_index)
@@ -237,7 +206,7 @@ def register_scene_set(
         cube.plan,
         fixed,
         moving,
-        MethodRegistrator(config.method),
+        MethodRegistrator(method),
         writer,
         time_index,
         fingerprint,
@@ -252,11 +221,7 @@ def register_scene_set(
     errors, truths = _score(scene_set, cube, moving, config.out, time_index, step)
     report = TimeReport(
         label,
-        {
-            "optical": scene_set.optical.id,
-            "sar": ", ".join(i.id for i in scene_set.sar),
-            "dem": ", ".join(i.id for i in scene_set.dem),
-        },
+        {modality: ", ".join(i.id for i in scene_set.items(modality)) for modality in (REFERENCE, *REGISTERED)},
         len(todo),
         len(cube.plan.tiles) - len(todo),
         assemble(results, cube.grid.shape, step),
@@ -270,7 +235,8 @@ def _thumbnails_from_cube(out: str, time_index: int, tile: Tile, moving, step: i
     """A skipped chunk's quicklooks: the aligned data from the cube, the 'before' from the source."""
     group = zarr.open_group(out, mode="r")
     ys, xs = tile.core.slices
-    names = ["optical", *moving, *(f"displacement_{m}" for m in moving), *(f"confidence_{m}" for m in moving)]
+    registered = [MODALITY[m] for m in moving]
+    names = [REFERENCE, *moving, *(m.displacement_var for m in registered), *(m.confidence_var for m in registered)]
     thumbs = {name: decimate(tile.core, group[name][(time_index, ..., ys, xs)], step) for name in names}
     for modality, image in moving.items():
         before = image.isel(y=ys, x=xs).values
@@ -283,12 +249,12 @@ def _score(scene_set: SceneSet, cube: CubePlan, modalities, out: str, time_index
     errors, truths = {}, {}
     group = zarr.open_group(out, mode="r")
     for modality in modalities:
-        items = scene_set.sar if modality == "sar" else scene_set.dem
+        items = scene_set.items(modality)
         truth = next((t for t in (load_truth(i, cube.full_grid) for i in items) if t is not None), None)
         if truth is None:
             continue
         truth = _crop(truth, cube.full_grid, cube.grid)
-        recovered = group[f"displacement_{modality}"][time_index]
+        recovered = group[MODALITY[modality].displacement_var][time_index]
         errors[modality] = ErrorStats.of(end_point_error(recovered, truth))
         truths[modality] = truth[:, ::step, ::step]
     return errors, truths
@@ -312,7 +278,7 @@ def report_task(directory: str, outcomes: Sequence[SceneSetOutcome], cube: CubeP
 def register_region(config: RunConfig) -> RunSummary:
     """Search the catalog for the config's region and period and write the aligned cube (and report)."""
     started = time.perf_counter()
-    check_method(config.method)
+    method = method_spec(config.method)  # weights and settings resolved once, for the attrs, hashes and tiles
     profile = profile_for(config.search)
     found = search_scenes(config)
     rejections = tuple((r.item_id, r.reason) for r in found.rejections)
@@ -331,10 +297,10 @@ def register_region(config: RunConfig) -> RunSummary:
     outcomes = []
     with dask_client(config.cluster) as client:
         # Only once the cluster answers: an unreachable scheduler must not leave an empty cube behind.
-        index = prepare_cube(cube, config, profile)
+        index = prepare_cube(cube, config, profile, method)
         for scene_set in cube.scene_sets:
             t = index[_utc(scene_set.optical)]
-            outcomes.append(register_scene_set(client, scene_set, cube, t, config, profile))
+            outcomes.append(register_scene_set(client, scene_set, cube, t, config, profile, method))
     summary = RunSummary(
         config.out,
         None,
@@ -360,7 +326,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
         f"tiles written: {summary.tiles_written}, skipped (up to date): {summary.tiles_skipped}",
         f"Wall time: {summary.wall_seconds:.1f} s",
     ]
-    for modality in ("sar", "dem"):
+    for modality in REGISTERED:
         stats = summary.error(modality)
         if stats is not None:
             lines.append(

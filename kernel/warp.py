@@ -1,4 +1,4 @@
-"""Warping by a dense displacement field, Contract 1 of docs/DESIGN (written once, tested once).
+"""Warping by a dense displacement field, Contract 1 of docs/architecture.md (written once, tested once).
 
 A field `d` of shape (2, H, W) holds (dy, dx) in pixels of the fixed grid: the fixed pixel centre
 (y, x) corresponds to the moving location (y + dy, x + dx), and

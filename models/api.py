@@ -1,16 +1,22 @@
-"""The pair API (Contract 2): one door for every registration method."""
+"""The pair API (Contract 2): one door for every registration method, and the only producer of a
+`MethodSpec` (a method's name, options, weights checksum and effective settings)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ast
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any
 
 import numpy as np
 
-from kernel.contracts import DEFAULT_METHOD, MIN_SIZE, MODALITIES
+from kernel.contracts import DEFAULT_METHOD, MIN_SIZE, MODALITIES, MethodSpec
 from kernel.errors import InputError
 from kernel.warp import warp_image
+from models.registry import MethodEntry, Registrator, register_method, registered
+
+__all__ = ["RegistrationResult", "Registrator", "available_methods", "method_spec", "register_method", "register_pair"]
 
 
 @dataclass(frozen=True)
@@ -23,34 +29,64 @@ class RegistrationResult:
     method: str
 
 
-class Registrator(Protocol):
-    """A method: float32 (C, H, W) images with NaN as no-data in; (displacement, confidence) out."""
+def _methods() -> Mapping[str, MethodEntry]:
+    import models.methods  # noqa: F401  (registers the shipped methods)
 
-    def __call__(
-        self, fixed: np.ndarray, moving: np.ndarray, *, fixed_modality: str, moving_modality: str, **options
-    ) -> tuple[np.ndarray, np.ndarray]: ...
-
-
-_METHODS: dict[str, Callable[[], Registrator]] = {}
-
-
-def register_method(name: str) -> Callable[[Callable[[], Registrator]], Callable[[], Registrator]]:
-    """Declare a method by a factory, so heavy imports (torch, weights) happen only when it is used."""
-
-    def decorate(factory: Callable[[], Registrator]) -> Callable[[], Registrator]:
-        _METHODS[name] = factory
-        return factory
-
-    return decorate
+    return registered()
 
 
 def available_methods() -> list[str]:
-    _load_builtin_methods()
-    return sorted(_METHODS)
+    return sorted(_methods())
 
 
-def _load_builtin_methods() -> None:
-    import models.methods  # noqa: F401  (registers the shipped methods)
+def _entry(name: str) -> MethodEntry:
+    methods = _methods()
+    if name not in methods:
+        raise InputError(f"unknown method {name!r}; choose one of {', '.join(sorted(methods))}")
+    return methods[name]
+
+
+# An option starts at a colon followed by `key=`: a colon inside a value (device=cuda:0) stays in it.
+_OPTION_START = re.compile(r":(?=[A-Za-z_][A-Za-z0-9_]*=)")
+
+
+def _parse_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """`name` or `name:key=value:key=value` (values as Python literals, else text) -> (name, options)."""
+    name, *pairs = _OPTION_START.split(text.strip())
+    if ":" in name:
+        raise InputError(f"method option {name.partition(':')[2]!r} in {text!r} is not key=value")
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return name, options
+
+
+def method_spec(spec: str | MethodSpec, **options: Any) -> MethodSpec:
+    """The `MethodSpec` of a method spec text (`dsmar:augment=1:polish=[5,3]`), or of a name with
+    keyword options: name and options checked once (an unknown method or option, or a bad value, is
+    one InputError line), the weights and settings resolved as the method will load them."""
+    if isinstance(spec, MethodSpec):
+        name, given = spec.name, {**spec.kwargs, **options}
+    else:
+        name, parsed = _parse_spec(spec)
+        given = {**parsed, **options}
+    entry = _entry(name)
+    unknown = sorted(set(given) - set(entry.options))
+    if unknown:
+        known = ", ".join(sorted(entry.options)) or "none"
+        raise InputError(f"unknown option(s) {', '.join(unknown)} for method {name}; known: {known}")
+    normalised = {}
+    for key, value in given.items():
+        try:
+            normalised[key] = entry.options[key](value)
+        except ValueError as err:
+            raise InputError(f"method {name} option {key}={value!r}: {err}") from None
+    weights_sha256, settings = entry.resolve(normalised)
+    return MethodSpec(name, normalised, weights_sha256, settings)
 
 
 def _as_chw(name: str, image: np.ndarray) -> np.ndarray:
@@ -91,30 +127,29 @@ def register_pair(
     moving: np.ndarray,
     fixed_modality: str = "optical",
     moving_modality: str = "other",
-    method: str = DEFAULT_METHOD,
+    method: str | MethodSpec = DEFAULT_METHOD,
     **options,
 ) -> RegistrationResult:
-    """Register `moving` onto `fixed` (same H, W) and return the field, its confidence and the warp."""
-    _load_builtin_methods()
-    if method not in _METHODS:
-        raise InputError(f"unknown method {method!r}; choose one of {', '.join(sorted(_METHODS))}")
+    """Register `moving` onto `fixed` (same H, W) and return the field, its confidence and the warp.
+
+    `method` is a name or spec text (`dsmar:augment=1`), with `options` as keywords, or a `MethodSpec`, which
+    must resolve here to the weights and settings it records (a process with other DSMAR_WEIGHTS refuses
+    rather than differ from what the cube says)."""
+    spec = method_spec(method, **options)
+    if isinstance(method, MethodSpec) and spec.fingerprint != method.fingerprint:
+        raise InputError(
+            f"method {method.text} resolves here to weights {spec.weights_sha256} and settings {dict(spec.settings)}, "
+            f"not the run's {method.weights_sha256} and {dict(method.settings)}: give every process the same weights"
+        )
     f, m = validate_pair(fixed, moving, fixed_modality, moving_modality)
-    registrator = _METHODS[method]()
+    registrator: Registrator = _entry(spec.name).factory()
     displacement, confidence = registrator(
-        f, m, fixed_modality=fixed_modality, moving_modality=moving_modality, **options
+        f, m, fixed_modality=fixed_modality, moving_modality=moving_modality, **spec.kwargs
     )
     displacement = np.ascontiguousarray(displacement, dtype=np.float32)
     confidence = np.clip(np.nan_to_num(np.asarray(confidence, dtype=np.float32), nan=0.0), 0.0, 1.0)
     expected = (2, *f.shape[-2:])
     if displacement.shape != expected or confidence.shape != expected[1:]:
-        raise RuntimeError(f"method {method!r} returned shapes {displacement.shape}, {confidence.shape}")
+        raise RuntimeError(f"method {spec.name!r} returned shapes {displacement.shape}, {confidence.shape}")
     warped = warp_image(np.asarray(moving, dtype=np.float32), displacement)
-    return RegistrationResult(displacement, confidence, warped, method)
-
-
-def check_method(method: str) -> str:
-    """The method must be one the pair API knows; checked before any work starts."""
-    methods = available_methods()
-    if method not in methods:
-        raise InputError(f"unknown method {method!r}; choose one of {', '.join(methods)}")
-    return method
+    return RegistrationResult(displacement, confidence, warped, spec.name)

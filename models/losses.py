@@ -1,17 +1,22 @@
 """Loss terms of DS-MAR's composite objective; fields are (B, 2, H, W) (dy, dx) in pixels (Contract 1).
 
-- `end_point_error`: supervised, where the true field is known.
+- `mean_end_point_error`: supervised, where the true field is known.
 - `mind_ssc` / `mind_loss`: modality-robust similarity (MIND self-similarity context) for
   unsupervised fine-tuning, comparing descriptors instead of intensities.
 - `bending_energy`: second-order smoothness.
-- `jacobian_determinant` / `folding_penalty`: the map p -> p + d(p) must not fold (det J <= 0).
+- `jacobian_determinant` / `folding_penalty` / `folding_share`: the map p -> p + d(p) must not fold (det J <= 0).
 - `confidence_calibration`: the confidence should predict how close the field is to the truth.
+
+The field scores are the differentiable torch twins of `kernel.field_metrics` (the numpy definitions
+that evaluation uses), tested to agree with them on the same field.
 """
 
 from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
+
+from models.classical.features import ssc_pairs
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -21,8 +26,8 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def end_point_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean Euclidean distance between predicted and true vectors over `mask` (B, 1, H, W)."""
+def mean_end_point_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of `kernel.field_metrics.end_point_error` over `mask` (B, 1, H, W); smoothed at 0 for its gradient."""
     epe = torch.sqrt(((pred - target) ** 2).sum(1, keepdim=True) + 1e-6)
     return _masked_mean(epe, mask)
 
@@ -35,7 +40,7 @@ def _grad_central(field: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def jacobian_determinant(field: torch.Tensor) -> torch.Tensor:
-    """det of the Jacobian of p -> p + d(p) on the interior, (B, H-2, W-2); 1 for the zero field."""
+    """`kernel.field_metrics.jacobian_determinant` on the interior, (B, H-2, W-2); 1 for the zero field."""
     d_y, d_x = _grad_central(field)
     # Rows of J: the (y, x) components of the map; columns: derivatives along y, x.
     j11 = 1.0 + d_y[:, 0]
@@ -50,8 +55,8 @@ def folding_penalty(field: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
     return F.relu(margin - jacobian_determinant(field)).mean()
 
 
-def folded_fraction(field: torch.Tensor) -> torch.Tensor:
-    """Share of interior pixels with det J <= 0."""
+def folding_share(field: torch.Tensor) -> torch.Tensor:
+    """`kernel.field_metrics.folding_share` on the interior: share of pixels with det J <= 0."""
     return (jacobian_determinant(field) <= 0).float().mean()
 
 
@@ -66,13 +71,12 @@ def bending_energy(field: torch.Tensor) -> torch.Tensor:
 def mind_ssc(image: torch.Tensor, radius: int = 2, dilation: int = 2) -> torch.Tensor:
     """MIND-SSC descriptor (Heinrich et al. 2013) of (B, 1, H, W) images -> (B, 6, H, W).
 
-    Self-similarity of the patches around the 4 axis neighbours, compared pairwise (the 2-D
-    analogue of the 3-D six-neighbourhood's 12 edges), normalised by their mean: the same structure
-    gives the same descriptor whatever the radiometry.
+    Self-similarity of the patches around the 4 axis neighbours, compared pairwise
+    (`ssc_pairs(dilation, centre=False)`, the neighbourhood the numpy descriptor shares), normalised
+    by their mean: the same structure gives the same descriptor whatever the radiometry.
     """
     d = dilation
-    shifts = [(0, d), (d, 0), (0, -d), (-d, 0)]
-    pairs = [(a, b) for i, a in enumerate(shifts) for b in shifts[i + 1 :]]
+    pairs = ssc_pairs(d, centre=False)
     pad = F.pad(image, (d, d, d, d), mode="replicate")
     h, w = image.shape[-2:]
 

@@ -1,7 +1,7 @@
 """Blend overlapping tile fields into one seamless field, chunk by chunk.
 
-Each tile's field is weighted by a raised-cosine taper that fades it out across the overlap with its
-neighbour (and not at the grid's edge, where no neighbour takes over), times its confidence, so a
+Each tile's field is weighted by a raised-cosine taper (`kernel.taper`) that fades it out across the
+overlap with its neighbour (and not at the grid's edge, where no neighbour takes over), times its confidence, so a
 tile that matched poorly near its border yields to the one that matched well. Weights are
 normalised per pixel, so any blend of identical fields returns that field exactly.
 """
@@ -12,31 +12,24 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kernel.taper import tile_taper
 from pipeline.tiles import Tile, Window
 
 # Keeps zero-confidence pixels defined (then the taper alone decides) without letting them compete.
 CONFIDENCE_FLOOR = 1e-3
 
 
-def _ramp(length: int, before: int, after: int) -> np.ndarray:
-    """1-D taper over `length` pixels: sin^2 up across 2*`before`, down across 2*`after`, 1 elsewhere."""
-    w = np.ones(length, np.float64)
-    k = np.arange(length) + 0.5
-    if before:
-        span = min(2 * before, length)
-        w[:span] *= np.sin(0.5 * np.pi * k[:span] / span) ** 2
-    if after:
-        span = min(2 * after, length)
-        w[length - span :] *= np.sin(0.5 * np.pi * k[:span][::-1] / span) ** 2
-    return w
-
-
 def taper(tile: Tile) -> np.ndarray:
-    """The (h, w) taper of a tile's outer window; it fades only where the window extends past the core."""
+    """The (h, w) taper of a tile's outer window: raised cosine across twice its halo on each side where
+    the window extends past the core (its neighbour's window overlaps it there), none at the grid's edge."""
     core, outer = tile.core, tile.outer
-    rows = _ramp(outer.height, core.row - outer.row, (outer.row + outer.height) - (core.row + core.height))
-    cols = _ramp(outer.width, core.col - outer.col, (outer.col + outer.width) - (core.col + core.width))
-    return np.outer(rows, cols)
+    halos = (
+        core.row - outer.row,
+        (outer.row + outer.height) - (core.row + core.height),
+        core.col - outer.col,
+        (outer.col + outer.width) - (core.col + core.width),
+    )
+    return tile_taper((outer.height, outer.width), tuple(2 * h for h in halos), "cosine")
 
 
 def blend(core: Window, pieces: Sequence[tuple[Tile, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

@@ -18,10 +18,11 @@ import hashlib
 import itertools
 import json
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal, cast
 
 import dask.array as da
 import fsspec
@@ -31,7 +32,7 @@ import xarray as xr
 import zarr
 from pyproj import CRS
 
-from kernel.contracts import DISPLACEMENT_CONVENTION
+from kernel.contracts import DISPLACEMENT_CONVENTION, MODALITY, REFERENCE, MethodSpec
 from kernel.errors import InputError
 from kernel.paths import check_writable_dir
 from pipeline.cube_reorder import along_time, copy_time_steps, local_dir, recover, rewrite
@@ -45,12 +46,6 @@ PROVENANCE = ("optical_item", "sar_item", "sar_time", "dem_item")
 STATE_ATTR = "dsmar_cube"  # "creating" while the layout is written, "complete" once it is whole
 APPEND_ATTR = "dsmar_appending_from"  # the time length before an append; present only while it runs
 RUNS_ATTR = "runs"  # JSON list: created, config and catalog of every run that wrote the cube
-# CF metadata of the pixel variables (the loader's physical units: docs/loading.md)
-UNITS = {
-    "optical": ("1", "optical reflectance (the reference: every other variable is on its grid)"),
-    "sar": ("dB", "SAR backscatter aligned onto the optical grid"),
-    "dem": ("m", "elevation aligned onto the optical grid"),
-}
 
 
 @dataclass(frozen=True)
@@ -64,7 +59,7 @@ class CubeLayout:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return tuple(m for m in self.bands if m != "optical")
+        return tuple(m for m in self.bands if m != REFERENCE)
 
 
 @dataclass(frozen=True)
@@ -94,17 +89,16 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
     def lazy(shape, chunks, fill=np.nan, dtype=np.float32):
         return da.full(shape, fill, dtype=dtype, chunks=chunks)
 
-    data_vars = {}
+    data_vars: dict[str, Any] = {}
     for name, bands in layout.bands.items():
-        dim = f"band_{name}"
-        units, long_name = UNITS[name]
+        modality = MODALITY[name]  # CF units: the loader's physical units (docs/loading.md)
         data_vars[name] = (
-            ("time", dim, "y", "x"),
+            ("time", modality.band_dim, "y", "x"),
             lazy((n_t, len(bands), *grid.shape), (1, len(bands), ch_y, ch_x)),
-            {"units": units, "long_name": long_name},
+            {"units": modality.units, "long_name": modality.long_name},
         )
     for m in layout.modalities:
-        data_vars[f"displacement_{m}"] = (
+        data_vars[MODALITY[m].displacement_var] = (
             ("time", "component", "y", "x"),
             lazy((n_t, 2, *grid.shape), (1, 2, ch_y, ch_x)),
             {
@@ -114,10 +108,10 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
                 "convention": "optical pixel (y, x) matches the original image at (y + dy, x + dx)",
             },
         )
-        data_vars[f"confidence_{m}"] = (
+        data_vars[MODALITY[m].confidence_var] = (
             ("time", "y", "x"),
             lazy((n_t, *grid.shape), (1, ch_y, ch_x)),
-            {"units": "1", "long_name": f"confidence of displacement_{m}", "valid_range": [0.0, 1.0]},
+            {"units": "1", "long_name": f"confidence of {MODALITY[m].displacement_var}", "valid_range": [0.0, 1.0]},
         )
     data_vars[HASH_VAR] = (
         ("time", "tile_row", "tile_col"),
@@ -133,7 +127,7 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
         "y": ("y", grid.y_coords(), {"units": "m", "standard_name": "projection_y_coordinate"}),
         "x": ("x", grid.x_coords(), {"units": "m", "standard_name": "projection_x_coordinate"}),
         "component": np.array(COMPONENTS, dtype=object),
-        **{f"band_{name}": np.array(bands, dtype=object) for name, bands in layout.bands.items()},
+        **{MODALITY[name].band_dim: np.array(bands, dtype=object) for name, bands in layout.bands.items()},
     }
     ds = xr.Dataset(data_vars, coords=coords)
     ds = ds.rio.write_crs(grid.crs_wkt).rio.write_transform(grid.affine)
@@ -145,7 +139,7 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
 
 
 def _encoding(ds: xr.Dataset) -> dict:
-    enc = {}
+    enc: dict[Hashable, dict[str, Any]] = {}
     for name, var in ds.data_vars.items():
         if isinstance(var.data, da.Array):
             enc[name] = {"chunks": tuple(c[0] for c in var.data.chunks)}
@@ -168,7 +162,7 @@ def init_cube(
     inputs hash, so those chunks are recomputed). The attrs describe the latest run; `runs` keeps
     every run's config and catalog, and `created` the first run's time.
     """
-    steps = _by_time((np.datetime64(t, "ns"), p) for t, p in zip(layout.times, provenance, strict=True))
+    steps = _by_time((t.astype("datetime64[ns]"), p) for t, p in zip(layout.times, provenance, strict=True))
     root = local_dir(path)
     if root is not None:
         recover(root)
@@ -205,12 +199,17 @@ def init_cube(
     return {t: i for i, (t, _) in enumerate(stored)}
 
 
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    """A variable of the cube (zarr types a group's member as an array or a group)."""
+    return cast(zarr.Array, group[name])
+
+
 def _write_provenance(group: zarr.Group, steps: Sequence[Step]) -> None:
     """Refresh the provenance of the cube's first len(steps) times, one write per column."""
     n = len(steps)
     for name in ("optical_item", "sar_item", "dem_item"):
-        group[name][:n] = np.array([getattr(p, name) for _, p in steps], dtype=object)
-    group["sar_time"][:n] = np.array([_nanos(p.sar_time) for _, p in steps], dtype=np.int64)
+        _array(group, name)[:n] = np.array([getattr(p, name) for _, p in steps], dtype=object)
+    _array(group, "sar_time")[:n] = np.array([_nanos(p.sar_time) for _, p in steps], dtype=np.int64)
 
 
 def _merged_attrs(old: Mapping, run: Mapping) -> dict:
@@ -227,9 +226,10 @@ def _merged_attrs(old: Mapping, run: Mapping) -> dict:
     return merged
 
 
-def check_out_path(path: str, method: str | None = None, tile_size: int | None = None) -> None:
+def check_out_path(path: str, method: MethodSpec | None = None, tile_size: int | None = None) -> None:
     """Refuse, before anything is written, an output that holds something other than a dsmar cube,
-    or (where given) a cube of another method or tile size; the grid is known only after the search.
+    or (where given) a cube of another method, weights, settings or tile size; the grid is known only
+    after the search.
 
     Nothing there, an empty folder and a whole dsmar cube pass (an interrupted append counts as
     whole: the next run repairs it)."""
@@ -237,13 +237,13 @@ def check_out_path(path: str, method: str | None = None, tile_size: int | None =
     if group is None:
         return
     if method is not None:
-        _check_method(group.attrs, method, path)
-    if tile_size is not None and "optical" in group:
-        optical = group["optical"]
+        _check_same_method(group.attrs, method_attrs(method), path)
+    if tile_size is not None and REFERENCE in group:
+        optical = _array(group, REFERENCE)
         _check_tiles(optical.chunks[-2:], tuple(min(tile_size, n) for n in optical.shape[-2:]), path)
 
 
-def _existing_cube(path: str, mode: str = "r") -> zarr.Group | None:
+def _existing_cube(path: str, mode: Literal["r", "r+"] = "r") -> zarr.Group | None:
     """The cube's root group, or None where there is nothing yet; anything else is one InputError line."""
     try:
         group = zarr.open_group(path, mode=mode, zarr_format=3, use_consolidated=False)
@@ -309,7 +309,7 @@ def _interrupted_append(group: zarr.Group) -> int | None:
     The append mark says it; an append interrupted before the mark existed left time axes of
     different lengths, the shortest being the old one."""
     if APPEND_ATTR in group.attrs:
-        return int(group.attrs[APPEND_ATTR])
+        return int(cast(int, group.attrs[APPEND_ATTR]))
     lengths = {array.shape[0] for _, array in group.arrays() if along_time(array)}
     return min(lengths) if len(lengths) > 1 else None
 
@@ -343,7 +343,7 @@ def _increasing(steps: Sequence[Step]) -> bool:
 
 def _inserts(old: Sequence[Step], new: Sequence[Step]) -> bool:
     """Whether some of `new` (sorted) falls before the cube's last time, so appending would break the order."""
-    return bool(old and new) and new[0][0] < max(t for t, _ in old)
+    return bool(old and new) and bool(new[0][0] < max(t for t, _ in old))
 
 
 def _create(path: str, layout: CubeLayout, steps: Sequence[Step], attrs: Mapping) -> None:
@@ -385,20 +385,18 @@ def _consolidate(path: str) -> None:
 
 
 def _nanos(t: np.datetime64) -> int:
-    return int(np.datetime64(t, "ns").astype(np.int64))
+    return int(t.astype("datetime64[ns]").astype(np.int64))
 
 
 def _check_same_method(old: Mapping, new: Mapping, path: str) -> None:
-    """One cube, one method and one set of weights: the attrs describe every chunk, not the last run."""
+    """One cube, one method, one set of weights and settings: the attrs describe every chunk, not the last run."""
     _check_method(old, new.get("method"), path)
-    if "weights_sha256" in old and old["weights_sha256"] != new.get("weights_sha256"):
+    other_weights = "weights_sha256" in old and old["weights_sha256"] != new.get("weights_sha256")
+    if other_weights or old.get("inference") != new.get("inference"):  # no settings: absent on both sides
         raise InputError(
-            f"{path} was written with other weights (sha256 {old['weights_sha256'][:16]}...); write to a new --out"
-        )
-    if old.get("inference") != new.get("inference"):  # absent on both sides for methods without settings
-        settings = old.get("inference", "none recorded: written by an older dsmar")
-        raise InputError(
-            f"{path} was written with other {new.get('method')} settings ({settings}); write to a new --out"
+            f"{path} was written by {new.get('method')} with weights {old.get('weights_sha256', 'unrecorded')} and "
+            f"settings {old.get('inference', 'none')}, this run has weights {new.get('weights_sha256')} and settings "
+            f"{new.get('inference', 'none')}; write to a new --out"
         )
 
 
@@ -429,9 +427,9 @@ def _check_compatible(existing: xr.Dataset, layout: CubeLayout, path: str) -> No
     )
     if not same_grid:
         raise InputError(f"{path} holds a cube on another grid; write this region to a new --out path")
-    _check_tiles(existing["optical"].encoding.get("chunks", (None, None, None, None))[-2:], layout.plan.chunks, path)
+    _check_tiles(existing[REFERENCE].encoding.get("chunks", (None, None, None, None))[-2:], layout.plan.chunks, path)
     for name, bands in layout.bands.items():
-        if name not in existing or tuple(existing[f"band_{name}"].values.tolist()) != tuple(bands):
+        if name not in existing or tuple(existing[MODALITY[name].band_dim].values.tolist()) != tuple(bands):
             raise InputError(f"{path} has different {name} bands; write to a new --out path")
 
 
@@ -445,13 +443,13 @@ class ZarrChunkWriter:
         group = zarr.open_group(self.path, mode="r+", zarr_format=3)
         ys, xs = tile.core.slices
         for name, value in arrays.items():
-            group[name][(time_index, ..., ys, xs)] = value
+            _array(group, name)[(time_index, ..., ys, xs)] = value
         # Last, so a chunk interrupted mid-write is recomputed next time.
-        group[HASH_VAR][time_index, tile.i, tile.j] = inputs_hash
+        _array(group, HASH_VAR)[time_index, tile.i, tile.j] = inputs_hash
 
     def written(self, time_index: int) -> np.ndarray:
         """(tile_row, tile_col) hashes of the chunks already written for one time step."""
-        return zarr.open_group(self.path, mode="r", zarr_format=3)[HASH_VAR][time_index]
+        return np.asarray(_array(zarr.open_group(self.path, mode="r", zarr_format=3), HASH_VAR)[time_index])
 
 
 def open_cube(path: str) -> xr.Dataset:
@@ -459,30 +457,33 @@ def open_cube(path: str) -> xr.Dataset:
     return xr.open_zarr(path, decode_coords="all", consolidated=False)
 
 
-def cube_attrs(
-    config_json: str,
-    catalog: Mapping[str, object],
-    method: str,
-    weights_sha256: str | None,
-    inference: Mapping[str, object] | None = None,
-) -> dict:
+def method_attrs(method: MethodSpec) -> dict[str, str]:
+    """The attrs that say which method made every chunk: its name, weights checksum, effective settings
+    (`inference`, only where it has any) and the whole spec; an append must bring the same."""
+    attrs = {
+        "method": method.name,
+        "method_spec": method.to_json(),
+        "weights_sha256": method.weights_sha256 or f"none: method {method.name} has no weights",
+    }
+    if method.settings:
+        attrs["inference"] = json.dumps(dict(method.settings), sort_keys=True)
+    return attrs
+
+
+def cube_attrs(config_json: str, catalog: Mapping[str, object], method: MethodSpec) -> dict:
     from kernel.version import __version__
 
-    attrs = {
+    return {
         "title": "dsmar aligned optical / SAR / DEM cube",
         "software": f"dsmar {__version__}",
         "dsmar_version": __version__,
-        "method": method,
         "catalog": json.dumps(dict(catalog), sort_keys=True),
         "config": config_json,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "displacement_convention": DISPLACEMENT_CONVENTION,
         "Conventions": "CF-1.8",
+        **method_attrs(method),
     }
-    attrs["weights_sha256"] = weights_sha256 or f"none: method {method} has no weights"
-    if inference:
-        attrs["inference"] = json.dumps(dict(inference), sort_keys=True)
-    return attrs
 
 
 def check_output(out: str) -> str:

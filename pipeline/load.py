@@ -23,7 +23,10 @@ from pyproj.exceptions import CRSError
 from rasterio.enums import Resampling
 from stackstac.rio_reader import DEFAULT_GDAL_ENV
 
+from catalogs.geocoding import RTC_ADVICE, radar_geometry_reason
+from catalogs.profiles import NO_QUIRKS, Quirks
 from catalogs.scenes import AssetKeys
+from kernel.config import TileConfig, default
 from kernel.errors import CatalogError, InputError
 from pipeline.grid import Grid
 from pipeline.load_assets import READ_RETRY_ENV, AssetHeader, gdal_href, read_headers
@@ -32,9 +35,7 @@ from pipeline.load_meta import (
     absolute_href,
     asset_dict,
     crs_of,
-    geocoding_problem,
     radiometry,
-    refuse_radar_geometry,
 )
 from pipeline.load_mosaic import Layer, asset_layers
 
@@ -73,15 +74,17 @@ def load_stack(
     resampling: str = "bilinear",
     dtype: np.dtype | type = np.float32,
     *,
-    chunks: int = 512,
+    chunks: int = default(TileConfig, "size"),
     sar_db: bool = True,
+    quirks: Quirks = NO_QUIRKS,
 ) -> xr.DataArray:
     """Items' assets resampled onto exactly `grid`: lazy (band, y, x), physical units, NaN = nodata.
 
     `bands` maps output band names to asset keys. Several items are mosaicked with the first
     valid pixel winning in the order given (put the preferred item first); consecutive items on one
     pixel lattice are mosaicked before resampling, so their seams interpolate like one file. SAR assets come out in
-    dB when `sar_db` (linear power is converted). Chunks are `chunks` x `chunks` pixels.
+    dB when `sar_db` (linear power is converted); `quirks` are the items' catalog's (`CatalogProfile.quirks`).
+    Chunks are `chunks` x `chunks` pixels.
     """
     items = list(items)
     if not items:
@@ -100,7 +103,7 @@ def load_stack(
     for key in keys:
         if not any(key in item.assets for item in items):
             raise CatalogError(f"no item has asset {key!r} (items: {[i.id for i in items]})")
-    table, hrefs, headers = _inspect_assets(items, keys, sar_db)
+    table, hrefs, headers = _inspect_assets(items, keys, sar_db, quirks)
     layers = [asset_layers(items, key, table, hrefs, headers) for key in keys]
     mosaic = xr.concat(
         [_load_asset(ls, key, grid, resampling, dtype, chunks) for ls, key in zip(layers, keys)], dim="band"
@@ -145,21 +148,24 @@ def _load_asset(
 
 
 def _inspect_assets(
-    items: list[pystac.Item], keys: list[str], sar_db: bool
+    items: list[pystac.Item], keys: list[str], sar_db: bool, quirks: Quirks
 ) -> tuple[dict[tuple[str, str], Radiometry], dict[str, dict[str, str]], dict[str, AssetHeader]]:
     """Each present asset's radiometry, the href GDAL should open on its own, and its header
     (by absolute href); refuses radar geometry."""
     present = [(item, key) for item in items for key in keys if key in item.assets]
-    for item, key in present:
-        if why := geocoding_problem(item, key):
-            refuse_radar_geometry(item, key, why)
-    table = {(item.id, key): radiometry(item, key, sar_db) for item, key in present}
+    for item in items:
+        if reason := radar_geometry_reason(item, keys):
+            raise CatalogError(f"item {item.id!r}: {reason}")
+    table = {(item.id, key): radiometry(item, key, sar_db, quirks) for item, key in present}
     headers = read_headers(absolute_href(item, key) for item, key in present)
     hrefs: dict[str, dict[str, str]] = {item.id: {} for item in items}
     for item, key in present:
         header = headers[absolute_href(item, key)]
         if header.radar_geometry:
-            refuse_radar_geometry(item, key, "is in radar geometry (GCPs, no geotransform)")
+            raise CatalogError(
+                f"item {item.id!r} asset {key!r} is in radar geometry (ground control points, no geotransform), "
+                f"which dsmar does not geocode; {RTC_ADVICE}"
+            )
         if header.count != 1:
             raise CatalogError(
                 f"asset {key!r} of item {item.id!r} has {header.count} bands; load_stack reads single-band assets"

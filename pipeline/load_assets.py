@@ -12,17 +12,28 @@ import math
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio._path import _parse_path
 
 from kernel.errors import CatalogError
 
 # Remote reads retry like catalog searches do (catalogs/http.py): GDAL retries 429/5xx with
 # exponential backoff from RETRY_DELAY seconds. Local files never touch these settings.
 READ_RETRY_ENV = {"GDAL_HTTP_MAX_RETRY": "5", "GDAL_HTTP_RETRY_DELAY": "0.5", "GDAL_HTTP_TIMEOUT": "60"}
+
+# URL schemes whose files GDAL reads through a virtual file system, and that system's prefix.
+VSI_PREFIXES = {
+    "http": "/vsicurl/",
+    "https": "/vsicurl/",
+    "ftp": "/vsicurl/",
+    "s3": "/vsis3/",
+    "gs": "/vsigs/",
+    "az": "/vsiaz/",
+    "oss": "/vsioss/",
+}
 
 
 @dataclass(frozen=True)
@@ -83,13 +94,29 @@ def effective_nodata(header: AssetHeader, declared: float | None) -> float | Non
     return header.nodata
 
 
+def vsi_path(href: str) -> str:
+    """The GDAL file name of an asset href, for places where GDAL reads it itself (a `vrt://` connection, a
+    VRT source): URLs through their virtual file system (`https://h/a.tif` -> `/vsicurl/https://h/a.tif`,
+    `s3://b/a.tif` -> `/vsis3/b/a.tif`), `file://` URLs as paths; anything else is already a GDAL name."""
+    parts = urlsplit(href)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        return parts.path
+    if scheme in ("http", "https", "ftp"):
+        return VSI_PREFIXES[scheme] + href
+    if scheme in VSI_PREFIXES:
+        query = f"?{parts.query}" if parts.query else ""
+        return f"{VSI_PREFIXES[scheme]}{parts.netloc}{parts.path}{query}"
+    return href
+
+
 def gdal_href(href: str, header: AssetHeader, declared_nodata: float | None) -> str:
     """The href GDAL should open: wrapped in a `vrt://` connection that sets the catalog's nodata
     when the file's header lacks it or disagrees, so resampling excludes those pixels."""
     nodata = effective_nodata(header, declared_nodata)
     if _same(nodata, header.nodata):
         return href
-    path = _parse_path(href).as_vsi()
+    path = vsi_path(href)
     if "?" in path:
         # a signed URL: vrt:// cannot carry a second query string; the exact-value mask applied after
         # resampling still removes pure nodata pixels, only their bilinear fringe stays blended

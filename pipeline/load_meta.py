@@ -1,6 +1,6 @@
 """What an item's metadata says about how to read its assets: CRS, radiometry, geocoding.
 
-Pure functions over pystac items, no I/O. Conventions are documented in docs/loading.md.
+Pure functions over pystac items and their catalog's quirks, no I/O. Conventions are documented in docs/loading.md.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 import pystac
 
+from catalogs.profiles import NO_QUIRKS, Quirks
 from kernel.errors import CatalogError
 
 # Sentinel-2 reflectance assets, by band name (eo:bands / bands) or common name.
@@ -33,7 +34,6 @@ _S2_QUANTIFICATION = 1e-4  # L2A DN -> reflectance when the catalog declares no 
 _S2_BOA_ADD_OFFSET_DN = -1000.0  # processing baseline >= 04.00
 _DB_UNITS = {"db", "decibel", "decibels"}
 _LINEAR_UNITS = {"linear", "power", "linear power", "1", ""}
-_LINEAR_SAR_COLLECTIONS = {"sentinel-1-rtc"}  # Planetary Computer RTC: gamma0 linear power, no unit field
 
 
 @dataclass(frozen=True)
@@ -144,15 +144,15 @@ def _is_s2_reflectance(item: pystac.Item, asset: dict[str, Any]) -> bool:
     return False
 
 
-def _s2_offset(item: pystac.Item, band: dict[str, Any], scale: float) -> float:
+def _s2_offset(item: pystac.Item, band: dict[str, Any], scale: float, quirks: Quirks) -> float:
     """The additive offset of a Sentinel-2 L2A reflectance asset, in physical units.
 
-    Order: Earth Search's `earthsearch:boa_offset_applied: true` means the DNs were already
-    harmonised (its raster:bands offset is then known to be wrong: Element84/earth-search#9), so 0;
-    else a declared raster:bands offset; else baseline >= 04.00 -> BOA_ADD_OFFSET -1000 DN.
+    Order: the catalog's harmonised flag (`Quirks.harmonised_flag`, Earth Search's
+    `earthsearch:boa_offset_applied`) true -> 0; else a declared raster:bands offset; else
+    baseline >= 04.00 -> BOA_ADD_OFFSET -1000 DN.
     """
     props = item.properties
-    if props.get("earthsearch:boa_offset_applied") is True:
+    if quirks.harmonised_flag is not None and props.get(quirks.harmonised_flag) is True:
         return 0.0
     if "offset" in band:
         return float(band["offset"])
@@ -164,13 +164,13 @@ def _s2_offset(item: pystac.Item, band: dict[str, Any], scale: float) -> float:
     return _S2_BOA_ADD_OFFSET_DN * scale if new_baseline else 0.0
 
 
-def _sar_is_db(item: pystac.Item, key: str, band: dict[str, Any]) -> bool:
+def _sar_is_db(item: pystac.Item, key: str, band: dict[str, Any], quirks: Quirks) -> bool:
     unit = band.get("unit")
     if unit is not None and str(unit).strip().lower() in _DB_UNITS:
         return True
     if unit is not None and str(unit).strip().lower() in _LINEAR_UNITS:
         return False
-    if item.collection_id in _LINEAR_SAR_COLLECTIONS:
+    if item.collection_id in quirks.linear_sar_collections:
         return False
     raise CatalogError(
         f"SAR item {item.id!r} asset {key!r} does not say whether it is dB or linear power: "
@@ -178,33 +178,14 @@ def _sar_is_db(item: pystac.Item, key: str, band: dict[str, Any]) -> bool:
     )
 
 
-def radiometry(item: pystac.Item, key: str, sar_db: bool = True) -> Radiometry:
-    """Scale, offset, nodata and dB conversion of one asset, from the item's metadata alone."""
+def radiometry(item: pystac.Item, key: str, sar_db: bool = True, quirks: Quirks = NO_QUIRKS) -> Radiometry:
+    """Scale, offset, nodata and dB conversion of one asset, from the item's metadata and its catalog's quirks."""
     asset = asset_dict(item, key)
     band = _band_fields(asset)
     nodata = _nodata(band, asset)
     if _is_s2_reflectance(item, asset):
         scale = float(band.get("scale", _S2_QUANTIFICATION))
-        return Radiometry(scale, _s2_offset(item, band, scale), nodata)
+        return Radiometry(scale, _s2_offset(item, band, scale, quirks), nodata)
     scale, offset = float(band.get("scale", 1.0)), float(band.get("offset", 0.0))
-    to_db = sar_db and is_sar(item) and not _sar_is_db(item, key, band)
+    to_db = sar_db and is_sar(item) and not _sar_is_db(item, key, band, quirks)
     return Radiometry(scale, offset, nodata, to_db)
-
-
-def geocoding_problem(item: pystac.Item, key: str) -> str | None:
-    """Why a SAR asset is known from metadata alone to be in radar geometry, or None.
-
-    Earth Search's GRD items carry only a bbox-derived grid at item level; their assets are in
-    radar geometry with GCPs, so placing them with that transform would silently mis-place them.
-    """
-    product = str(item.properties.get("sar:product_type", "")).upper()
-    if is_sar(item) and product == "GRD" and "proj:transform" not in item.assets[key].to_dict():
-        return "is a GRD asset without its own proj:transform"
-    return None
-
-
-def refuse_radar_geometry(item: pystac.Item, key: str, why: str) -> None:
-    raise CatalogError(
-        f"SAR item {item.id!r} asset {key!r} {why}: dsmar does not geocode radar geometry; "
-        "use a terrain-corrected collection instead (e.g. Planetary Computer 'sentinel-1-rtc')"
-    )

@@ -21,9 +21,8 @@ import numpy as np
 import pystac
 import rasterio.dtypes
 from affine import Affine
-from rasterio._path import _parse_path
 
-from pipeline.load_assets import AssetHeader, effective_nodata
+from pipeline.load_assets import AssetHeader, effective_nodata, vsi_path
 from pipeline.load_meta import Radiometry, absolute_href, plain_item
 
 # Tiles whose origins sit within this fraction of a pixel of the first tile's lattice are placed on it.
@@ -213,9 +212,7 @@ def asset_layers(
             layers.append(Layer(plain_item(first, hrefs[first.id]), rads[run[0]]))
             continue
         tiles = [
-            Tile(
-                _parse_path(sources[i]).as_vsi(), grids[sources[i]], source_nodata(headers[sources[i]], rads[i].nodata)
-            )
+            Tile(vsi_path(sources[i]), grids[sources[i]], source_nodata(headers[sources[i]], rads[i].nodata))
             for i in run
         ]
         item_id = "+".join(present[i].id for i in run)

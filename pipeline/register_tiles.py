@@ -2,8 +2,9 @@
 
 The core (`TileRegistrator`, `align_chunk`, `warp_core`) is pure numpy and knows nothing of Dask or
 Prefect; `run_tiles` at the bottom is the only place that talks to a `distributed.Client`. Any
-callable matching `TileRegistrator` plugs in: `MethodRegistrator` runs a real method through the
-pair API; `ConstantRegistrator` returns a fixed field instantly, to test or time the plumbing alone.
+callable matching `TileRegistrator` plugs in: `models.tile_registrator.MethodRegistrator` runs a real
+method through the pair API; `ConstantRegistrator` returns a fixed field instantly, to test or time the
+plumbing alone.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from kernel.contracts import MODALITY, REFERENCE
 from kernel.warp import warp_image
-from models.api import register_pair
 from pipeline.blend import blend
 from pipeline.tiles import Tile, TilePlan, Window
 
@@ -43,29 +44,9 @@ class TileRegistrator(Protocol):
     def __call__(self, fixed: np.ndarray, moving: np.ndarray, *, moving_modality: str) -> TileField: ...
 
 
-def _enough_valid(image: np.ndarray) -> bool:
+def enough_valid(image: np.ndarray) -> bool:
+    """Whether an image has enough valid pixels to be matched at all (`MIN_VALID_SHARE`)."""
     return bool(np.isfinite(image).all(axis=0).mean() >= MIN_VALID_SHARE)
-
-
-@dataclass(frozen=True)
-class MethodRegistrator:
-    """The real registrator: a method of the pair API (Contract 2), named in the run config."""
-
-    method: str
-    options: tuple[tuple[str, object], ...] = ()
-
-    def __call__(self, fixed: np.ndarray, moving: np.ndarray, *, moving_modality: str) -> TileField:
-        if not (_enough_valid(fixed) and _enough_valid(moving)):
-            return TileField.unmatched(fixed.shape[-2:])
-        result = register_pair(
-            fixed,
-            moving,
-            fixed_modality="optical",
-            moving_modality=moving_modality,
-            method=self.method,
-            **dict(self.options),
-        )
-        return TileField(result.displacement, result.confidence)
 
 
 @dataclass(frozen=True)
@@ -104,12 +85,12 @@ def align_chunk(tile: Tile, fixed_outer: np.ndarray, inputs: Mapping[str, Modali
     """Everything the cube stores for one chunk: optical core, and per modality the aligned image,
     blended displacement and confidence. Pure: arrays in, arrays out."""
     core = tile.core.relative_to(tile.outer)
-    arrays = {"optical": fixed_outer[(slice(None), *core.slices)]}
+    arrays = {REFERENCE: fixed_outer[(slice(None), *core.slices)]}
     for modality, data in inputs.items():
         displacement, confidence = blend(tile.core, [(t, f.displacement, f.confidence) for t, f in data.pieces])
         arrays[modality] = warp_core(data.moving_outer, np.nan_to_num(displacement), core)
-        arrays[f"displacement_{modality}"] = displacement
-        arrays[f"confidence_{modality}"] = confidence
+        arrays[MODALITY[modality].displacement_var] = displacement
+        arrays[MODALITY[modality].confidence_var] = confidence
     return arrays
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kernel.contracts import MODALITY, REFERENCE, REGISTERED
+from kernel.field_metrics import end_point_error
 from pipeline.register_tiles import ChunkResult
 
 THUMB_MAX = 768  # longest side of a quicklook, in pixels
@@ -33,11 +35,6 @@ def assemble(results: Iterable[ChunkResult], shape: tuple[int, int], step: int) 
                 mosaics[name] = np.full((*thumb.shape[:-2], *out_shape), np.nan, np.float32)
             mosaics[name][..., r : r + thumb.shape[-2], c : c + thumb.shape[-1]] = thumb
     return mosaics
-
-
-def end_point_error(displacement: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per-pixel |d - truth| (H, W), NaN where either field is undefined."""
-    return np.sqrt(((np.asarray(displacement, np.float64) - truth) ** 2).sum(axis=0)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -181,13 +178,13 @@ def write_report(
         lines += [f"## {time.label}", ""]
         lines += [f"- {name}: `{item}`" for name, item in time.items.items()]
         lines += [f"- tiles written: {time.tiles_written}, skipped (already up to date): {time.tiles_skipped}", ""]
-        for modality in ("sar", "dem"):
-            if f"displacement_{modality}" not in q:
+        for modality in REGISTERED:
+            if MODALITY[modality].displacement_var not in q:
                 continue
             stem = f"t{n:02d}_{modality}"
             _save_checkerboards(
                 directory / f"{stem}_checkerboard.png",
-                q["optical"],
+                q[REFERENCE],
                 q[f"{modality}_before"],
                 q[modality],
                 modality.upper(),
@@ -195,8 +192,8 @@ def write_report(
             )
             _save_field(
                 directory / f"{stem}_field.png",
-                q[f"displacement_{modality}"],
-                q[f"confidence_{modality}"],
+                q[MODALITY[modality].displacement_var],
+                q[MODALITY[modality].confidence_var],
                 step,
                 modality.upper(),
             )
@@ -212,7 +209,7 @@ def write_report(
             if modality in time.truth:
                 _save_error(
                     directory / f"{stem}_error.png",
-                    q[f"displacement_{modality}"],
+                    q[MODALITY[modality].displacement_var],
                     time.truth[modality],
                     modality.upper(),
                 )

@@ -32,7 +32,7 @@ def score(weights: Path, args) -> dict:
         workers=args.workers,
         landmarks=False,
     )
-    result = run_benchmark(config)
+    result = run_benchmark(config).to_dict()  # the results.json form, as --json writes it
     return {"summary": result["summary"]["dense"]["dsmar"], "config": result["config"]}
 
 

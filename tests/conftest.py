@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -46,38 +42,25 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory):
-    """A real Prefect server (own PREFECT_HOME, SQLite), used by every flow run of the session that asks for it."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    """A real Prefect server, the one `dsmar run` starts where no API is configured (own PREFECT_HOME, SQLite),
+    used by every flow run of the session that asks for it, in this process and in `dsmar run` subprocesses."""
+    from flows.api import prefect_api as api
 
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": ""}
-    prefect = Path(sys.executable).with_name("prefect")
-    log = open(home / "server.log", "w")
-    process = subprocess.Popen(
-        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    with unconfigured(tmp_path_factory.mktemp("prefect-home")), api() as url:
+        yield url
+
+
+def unconfigured(home: Path):
+    """Prefect settings with no API configured and an empty PREFECT_HOME; the startup limit of the CLI."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
     )
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
+
+    fresh = {PREFECT_HOME: str(home), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 90}
+    return temporary_settings(updates=fresh, restore_defaults={PREFECT_API_URL})
 
 
 def default_method() -> str:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.accuracy import HIST_EDGES, BenchConfig, data_errors, method_spec, select_pairs, set_aside, summarise
-from benchmarks.report import tables
+from benchmarks.accuracy import HIST_EDGES, BenchConfig, data_errors, select_pairs, set_aside, summarise
+from benchmarks.report import load_result, tables
+from benchmarks.results import BenchResult, Case, DenseScore, ErrorSummary, MethodScore, RunSettings, Summary
 from datagen.pairs import PairRecord, doubtful_ground_truth, read_pairs
 from dsmar.cli import main
 
@@ -49,16 +50,19 @@ def test_bench_accuracy_end_to_end(pairs_dir, tmp_path, capsys):
         ]
     )
     assert code == 0
-    result = json.loads((out / "results.json").read_text())
-    assert len(result["cases"]["dense"]) == 3
-    dense = result["summary"]["dense"]
-    assert dense["cfog"]["overall"]["failed"] == 0
-    assert dense["cfog"]["overall"]["recovery_median"] < 0.5 * dense["identity"]["overall"]["recovery_median"]
-    assert dense["cfog"]["overall"]["folding"] < 0.001  # measured 0.0 on these 3 pairs
+    on_disk = json.loads((out / "results.json").read_text())
+    assert "pixels_under_1px" in on_disk["summary"]["dense"]["cfog"]["overall"]  # results.json keeps its keys
+    result = load_result(out / "results.json")
+    assert result.to_dict() == on_disk
+    assert len(result.cases["dense"]) == 3
+    dense = result.summary.dense
+    assert dense["cfog"]["overall"].failed == 0
+    assert dense["cfog"]["overall"].recovery_median < 0.5 * dense["identity"]["overall"].recovery_median
+    assert dense["cfog"]["overall"].folding < 0.001  # measured 0.0 on these 3 pairs
     report = (out / "report.md").read_text()
     assert "epe_distribution.png" in report and (out / "epe_distribution.png").exists()
-    assert list(result["set_aside"]) == ["srif-sar-141"]  # the 3 evenly spread eval pairs hold one
-    assert result["summary"]["dense_usable"]["cfog"]["overall"]["pairs"] == 2
+    assert list(result.set_aside) == ["srif-sar-141"]  # the 3 evenly spread eval pairs hold one
+    assert result.summary.dense_usable["cfog"]["overall"].pairs == 2
     assert "### Dense track on the 2 pairs with a usable ground truth" in report
     assert any(p.name.startswith("checker_best_") for p in out.iterdir())
     assert "Dense track" in capsys.readouterr().out
@@ -82,11 +86,6 @@ def test_pairs_with_identical_images_are_excluded_as_data_errors(pairs_dir):
     picked = {r.pair_id for r in select_pairs(BenchConfig(pairs_dir, "eval"))}
     assert not picked & set(broken)
     assert len(picked) + len(broken) == len(records)
-
-
-def test_method_specs_carry_options():
-    assert method_spec("dsmar") == ("dsmar", {})
-    assert method_spec("dsmar:augment=4:device=cpu") == ("dsmar", {"augment": 4, "device": "cpu"})
 
 
 def test_malformed_method_spec_is_one_line_error(pairs_dir, tmp_path, capsys):
@@ -126,20 +125,25 @@ def test_the_eval_split_sets_aside_its_30_srif_optical_sar_pairs(pairs_dir):
     assert len(aside) == 30 and all(pair_id.startswith("srif-sar") for pair_id in aside)
 
 
-def _fake_case(pair_id: str, category: str, epe: dict[str, float]) -> dict:
-    """A dense case as dense_case writes it, each method with a constant error `epe[method]` on 100 pixels."""
-    methods = {
-        m: {
-            "epe": {"median": e, "mean": e},
-            "epe_hist": np.histogram(np.full(100, e), HIST_EDGES)[0].tolist(),
-            "recovery": {"median": e / 2, "mean": e / 2},
-            "folding": 0.0,
-            "seconds": 1.0,
-            "megapixels": 1.0,
-        }
+def _fake_case(pair_id: str, category: str, epe: dict[str, float]) -> Case:
+    """A dense case as dense_case makes it, each method with a constant error `epe[method]` on 100 pixels."""
+    methods: dict[str, MethodScore] = {
+        m: DenseScore(
+            epe=ErrorSummary(e, e),
+            epe_hist=np.histogram(np.full(100, e), HIST_EDGES)[0].tolist(),
+            recovery=ErrorSummary(e / 2, e / 2),
+            folding=0.0,
+            seconds=1.0,
+            megapixels=1.0,
+        )
         for m, e in epe.items()
     }
-    return {"pair_id": pair_id, "category": category, "shape": [10, 10], "methods": methods}
+    return Case(pair_id, category, methods, shape=(10, 10))
+
+
+def _result(summary: Summary, cases: list[Case], aside: dict[str, str]) -> BenchResult:
+    settings = RunSettings("pairs", "eval", ("identity", "cfog"), 0, None, 1)
+    return BenchResult({}, aside, settings, 1.0, 1.0, {"dense": cases, "landmarks": []}, summary)
 
 
 def test_summary_and_report_show_the_pairs_with_a_usable_ground_truth():
@@ -151,17 +155,19 @@ def test_summary_and_report_show_the_pairs_with_a_usable_ground_truth():
         _fake_case("jm-MO2", "optical-map", {"identity": 3.0, "cfog": 1.0}),
     ]
     results, methods = {"dense": cases, "landmarks": []}, ("identity", "cfog")
-    aside = {c["pair_id"]: doubtful_ground_truth(SRIF_SAR) for c in cases[:2]}
+    aside = {c.pair_id: doubtful_ground_truth(SRIF_SAR) or "" for c in cases[:2]}
     summary = summarise(results, methods, aside)
-    assert summary["dense"] == summarise(results, methods)["dense"]  # the full tables stay as they are
-    assert summary["dense"]["cfog"]["overall"]["epe_median"] == 1.5
-    usable = summary["dense_usable"]["cfog"]
+    assert summary.dense == summarise(results, methods).dense  # the full tables stay as they are
+    assert summary.dense["cfog"]["overall"].epe_median == 1.5
+    usable = summary.dense_usable["cfog"]
     assert set(usable) == {"optical-sar", "overall"}
-    assert usable["overall"]["pairs"] == 3 and usable["overall"]["epe_median"] == 1.0
-    assert usable["optical-sar"]["pairs"] == 1 and usable["optical-sar"]["recovery_median"] == 0.25
-    assert summarise(results, methods, {})["dense_usable"] == {}
+    assert usable["overall"].pairs == 3 and usable["overall"].epe_median == 1.0
+    assert usable["optical-sar"].pairs == 1 and usable["optical-sar"].recovery_median == 0.25
+    assert summarise(results, methods, {}).dense_usable == {}
 
-    text = tables({"summary": summary, "cases": results, "set_aside": aside, "excluded": {}})
+    result = _result(summary, cases, aside)
+    assert BenchResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    text = tables(result)
     heading = (
         "### Dense track on the 3 pairs with a usable ground truth "
         "(the 2 SRIF optical-SAR pairs set aside, see Known data problem in benchmarks/tuning.md)"
@@ -182,9 +188,9 @@ def test_best_method_is_ranked_on_the_pairs_with_a_usable_ground_truth():
         _fake_case("jm-MO1", "optical-map", {"identity": 4.0, "cfog": 1.0, "mind": 1.2}),
     ]
     results, methods = {"dense": cases, "landmarks": []}, ("identity", "cfog", "mind")
-    aside = {c["pair_id"]: doubtful_ground_truth(SRIF_SAR) for c in cases[:2]}
-    assert best_method({"summary": summarise(results, methods)}) == "mind"
-    assert best_method({"summary": summarise(results, methods, aside)}) == "cfog"
+    aside = {c.pair_id: doubtful_ground_truth(SRIF_SAR) or "" for c in cases[:2]}
+    assert best_method(summarise(results, methods)) == "mind"
+    assert best_method(summarise(results, methods, aside)) == "cfog"
 
 
 def test_method_list_splits_only_on_commas_outside_brackets():
@@ -209,7 +215,7 @@ def test_update_docs_regenerates_the_accuracy_page_from_the_run(pairs_dir, tmp_p
     assert main([*argv, "--workers", "1", "--no-landmarks", "--out", str(tmp_path / "out"), "--update-docs"]) == 0
     assert f"docs: {docs}" in capsys.readouterr().out
     page = docs.read_text()
-    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    result = load_result(tmp_path / "out" / "results.json")
     assert page.startswith("# Accuracy\n") and tables(result) in page
     assert "## Results on split `eval` (seed 0; 1 dense pairs, 0 landmark pairs;" in page
     rerun = "dsmar bench accuracy --split eval --methods identity --seed 0 --workers 1 --out bench-out --update-docs --limit 1"

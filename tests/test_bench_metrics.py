@@ -6,16 +6,10 @@ import numpy as np
 import pytest
 
 from benchmarks.accuracy import fit_to_shape
-from benchmarks.metrics import (
-    end_point_error,
-    folding_share,
-    jacobian_determinant,
-    landmark_errors,
-    summarise_errors,
-    warp_recovery_error,
-)
+from benchmarks.metrics import landmark_errors, summarise_errors, warp_recovery_error
 from datagen.pairs import homography_field, largest_valid_rectangle, mask_border_fill
 from datagen.warps import benchmark_warp, invert_warp, sample_field
+from kernel.field_metrics import end_point_error, folding_share, jacobian_determinant
 from kernel.fields import affine_field
 from kernel.warp import identity_grid
 
@@ -27,8 +21,9 @@ def test_pure_shift_epe_and_summary():
     epe = end_point_error(field, truth)
     assert np.allclose(epe, 5.0)
     stats = summarise_errors(np.concatenate([epe.ravel(), np.full(epe.size, 0.5)]))
-    assert stats["mean"] == pytest.approx(2.75)
-    assert stats["under_1px"] == pytest.approx(0.5) and stats["under_3px"] == pytest.approx(0.5)
+    assert stats.mean == pytest.approx(2.75)
+    assert stats.under[1.0] == pytest.approx(0.5) and stats.under[3.0] == pytest.approx(0.5)
+    assert stats.to_dict()["under_1px"] == pytest.approx(0.5)
 
 
 def test_affine_jacobian_is_exact():

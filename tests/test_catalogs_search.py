@@ -14,12 +14,14 @@ from pathlib import Path
 import pystac
 import pytest
 
-from catalogs.colocate import PairingRules, find_scene_sets, pair_scenes, radar_geometry_reason
+from catalogs.colocate import find_scene_sets, pair_scenes
+from catalogs.geocoding import radar_geometry_reason
 from catalogs.http import RetryPolicy
 from catalogs.profiles import get_profile
 from catalogs.server import serve_items
 from catalogs.stac_search import SearchLimits
 from dsmar.cli import main
+from kernel.config import AreaPeriod, SearchConfig, build
 from kernel.errors import CatalogError, InputError
 from tests import catalog_fixtures as fx
 
@@ -30,6 +32,8 @@ AOI_NO_DEM = (17.0, 43.0, 17.4, 43.3)
 TILE_NO_DEM = (16.9, 42.9, 17.6, 43.6)
 JUNE = (date(2024, 6, 1), date(2024, 6, 30))
 JULY = (date(2024, 7, 1), date(2024, 7, 31))
+IN_JUNE = AreaPeriod(bbox=AOI, start=JUNE[0], end=JUNE[1])
+IN_JULY = AreaPeriod(bbox=AOI, start=JULY[0], end=JULY[1])
 
 
 def utc(text: str) -> datetime:
@@ -135,7 +139,7 @@ def reasons(result) -> dict[str, str]:
 
 
 def test_pairs_each_usable_scene_and_says_why_others_are_rejected(pc_server):
-    result = find_scene_sets(pc_profile(pc_server.url), AOI, *JUNE)
+    result = find_scene_sets(pc_profile(pc_server.url), IN_JUNE)
     assert [s.to_summary() for s in result.scene_sets] == [
         {
             "optical": OPTICAL_IDS["good1"],
@@ -165,15 +169,16 @@ def test_pairs_each_usable_scene_and_says_why_others_are_rejected(pc_server):
 
 
 def test_orbit_direction_preference_beats_nearer_pass_and_can_be_chosen(pc_server):
-    result = find_scene_sets(
-        pc_profile(pc_server.url), AOI, date(2024, 6, 1), date(2024, 6, 1), orbit_state="ascending"
-    )
+    one_day = AreaPeriod(bbox=AOI, start=date(2024, 6, 1), end=date(2024, 6, 1))
+    result = find_scene_sets(pc_profile(pc_server.url), one_day, SearchConfig(orbit_state="ascending"))
     assert [s.to_summary()["sar"] for s in result.scene_sets] == [[S["asc1"]]]
     assert result.scene_sets[0].time_gap_hours == pytest.approx(6.99, abs=0.01)
 
 
 def test_rules_are_configurable(pc_server):
-    result = find_scene_sets(pc_profile(pc_server.url), AOI, *JUNE, max_cloud=90, sar_window_days=1, min_overlap=0.2)
+    result = find_scene_sets(
+        pc_profile(pc_server.url), IN_JUNE, SearchConfig(max_cloud=90, sar_window_days=1, min_overlap=0.2)
+    )
     why = reasons(result)
     assert [s.optical.id for s in result.scene_sets] == [OPTICAL_IDS["good1"]]  # within a day: only the first passes
     for name in ("cloudy", "edge", "good2", "nosar"):  # past the cloud and overlap rules now, stopped by the window
@@ -182,13 +187,13 @@ def test_rules_are_configurable(pc_server):
 
 
 def test_scene_without_dem_is_rejected(pc_server):
-    result = find_scene_sets(pc_profile(pc_server.url), AOI_NO_DEM, *JUNE)
+    result = find_scene_sets(pc_profile(pc_server.url), AreaPeriod(bbox=AOI_NO_DEM, start=JUNE[0], end=JUNE[1]))
     assert result.scene_sets == []
     assert reasons(result) == {OPTICAL_IDS["nodem"]: "no DEM tile covers the footprint"}
 
 
 def test_earth_search_grd_is_refused_with_rtc_advice(es_server):
-    result = find_scene_sets(get_profile("earth-search", catalog_url=es_server.url), AOI, *JUNE)
+    result = find_scene_sets(get_profile("earth-search", catalog_url=es_server.url), IN_JUNE)
     assert result.scene_sets == []
     why = reasons(result)
     grd = "S1A_IW_GRDH_1SDV_20240602T053000_20240602T053025_054321_069F3A"
@@ -198,7 +203,7 @@ def test_earth_search_grd_is_refused_with_rtc_advice(es_server):
 
 def test_earth_search_optical_with_an_overridden_sar_collection(es_server):
     profile = get_profile("earth-search", catalog_url=es_server.url, sar_collection="sentinel-1-rtc")
-    result = find_scene_sets(profile, AOI, *JUNE)
+    result = find_scene_sets(profile, IN_JUNE)
     assert [s.to_summary() for s in result.scene_sets] == [
         {
             "optical": "S2A_33TWL_20240601_0_L2A",
@@ -216,7 +221,7 @@ def test_earth_search_optical_with_an_overridden_sar_collection(es_server):
 
 def test_pagination_over_several_pages(pc_server):
     with fx.FaultyProxy(pc_server.url) as proxy:
-        result = find_scene_sets(pc_profile(proxy.url), AOI, *JULY, limits=SearchLimits(page_size=10))
+        result = find_scene_sets(pc_profile(proxy.url), IN_JULY, limits=SearchLimits(page_size=10))
     assert len(result.scene_sets) == 30 and result.rejections == []
     assert all(s.time_gap_hours <= 72 for s in result.scene_sets)
     searches = [path for method, path, _ in proxy.log if method == "POST" and path == "/search"]
@@ -225,14 +230,14 @@ def test_pagination_over_several_pages(pc_server):
 
 def test_too_many_results_fail_with_advice(pc_server):
     with pytest.raises(CatalogError, match="more than 20 items of 'sentinel-2-l2a' match; narrow"):
-        find_scene_sets(pc_profile(pc_server.url), AOI, *JULY, limits=SearchLimits(page_size=10, max_items=20))
+        find_scene_sets(pc_profile(pc_server.url), IN_JULY, limits=SearchLimits(page_size=10, max_items=20))
 
 
 def test_search_survives_throttling_errors_and_slow_answers(pc_server):
-    direct = find_scene_sets(pc_profile(pc_server.url), AOI, *JUNE)
+    direct = find_scene_sets(pc_profile(pc_server.url), IN_JUNE)
     with fx.FaultyProxy(pc_server.url, ["429:1", "503", "slow:2.5", "ok", "503"]) as proxy:
         began = time.monotonic()
-        result = find_scene_sets(pc_profile(proxy.url), AOI, *JUNE, policy=FAST)
+        result = find_scene_sets(pc_profile(proxy.url), IN_JUNE, policy=FAST)
         elapsed = time.monotonic() - began
     assert [s.to_summary() for s in result.scene_sets] == [s.to_summary() for s in direct.scene_sets]
     seen = Counter(e.reason for e in result.retries)
@@ -250,7 +255,7 @@ def test_persistent_failure_gives_up_in_bounded_time(pc_server):
         with pytest.raises(
             CatalogError, match=r"could not reach STAC API at .*failed after 3 attempts; last: HTTP 503"
         ):
-            find_scene_sets(pc_profile(proxy.url), AOI, *JUNE, policy=RetryPolicy(max_attempts=3, backoff_base_s=0.05))
+            find_scene_sets(pc_profile(proxy.url), IN_JUNE, policy=RetryPolicy(max_attempts=3, backoff_base_s=0.05))
         assert time.monotonic() - began < 3
 
 
@@ -258,14 +263,14 @@ def test_retry_after_beyond_the_time_budget_fails_at_once(pc_server):
     with fx.FaultyProxy(pc_server.url, ["429:60"]) as proxy:
         began = time.monotonic()
         with pytest.raises(CatalogError, match="budget would be exceeded"):
-            find_scene_sets(pc_profile(proxy.url), AOI, *JUNE, policy=RetryPolicy(total_timeout_s=5))
+            find_scene_sets(pc_profile(proxy.url), IN_JUNE, policy=RetryPolicy(total_timeout_s=5))
         assert time.monotonic() - began < 2
 
 
 def test_missing_collection_is_named(pc_server):
     profile = get_profile("planetary-computer", catalog_url=pc_server.url, sar_collection="sentinel-1-grd")
     with pytest.raises(CatalogError, match="collection 'sentinel-1-grd' is not available"):
-        find_scene_sets(profile, AOI, *JUNE)
+        find_scene_sets(profile, IN_JUNE)
 
 
 @pytest.mark.parametrize(
@@ -276,9 +281,9 @@ def test_missing_collection_is_named(pc_server):
         (AOI, date(2024, 6, 2), date(2024, 6, 1), "start 2024-06-02 is after end 2024-06-01"),
     ],
 )
-def test_bad_input_is_refused_before_any_request(bbox, start, end, message):
+def test_bad_area_or_period_is_refused_before_any_request(bbox, start, end, message):
     with pytest.raises(InputError, match=message):
-        find_scene_sets(get_profile("local", "http://127.0.0.1:9"), bbox, start, end)
+        find_scene_sets(get_profile("local", "http://127.0.0.1:9"), build(AreaPeriod, bbox=bbox, start=start, end=end))
 
 
 def cli(*args: str) -> list[str]:
@@ -372,7 +377,7 @@ def test_unusable_items_are_rejected_not_crashed_on(tmp_path):
     del no_vh["assets"]["vh"]
     dem = pystac.Item.from_dict(fx.cop_dem(cogs, 15, 45))
     scene_sets, rejections = pair_scenes(
-        [optical, point], [pystac.Item.from_dict(no_vh)], [dem], AOI, PairingRules(), keys
+        [optical, point], [pystac.Item.from_dict(no_vh)], [dem], AOI, SearchConfig(), keys
     )
     assert scene_sets == []
     assert {r.item_id: r.reason for r in rejections} == {
@@ -395,7 +400,9 @@ def test_grd_is_placed_only_with_its_own_asset_grid_outside_grd_collections(
     for asset in record["assets"].values():
         if asset_grid:
             asset["proj:transform"] = record["properties"]["proj:transform"]
-    reason = radar_geometry_reason(pystac.Item.from_dict(record), get_profile("planetary-computer").asset_keys)
+    reason = radar_geometry_reason(
+        pystac.Item.from_dict(record), get_profile("planetary-computer").asset_keys.sar.values()
+    )
     assert (reason is not None) == refused
 
 

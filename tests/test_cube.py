@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyproj import CRS
 
+from kernel.contracts import MethodSpec
 from kernel.errors import InputError
 from pipeline.cube import (
     APPEND_ATTR,
@@ -70,7 +71,12 @@ def _arrays(tile, value):
 def cube(tmp_path):
     path = str(tmp_path / "cube.zarr")
     layout = _layout(_grid(), (T0, T1))
-    init_cube(path, layout, [_prov(0), _prov(1)], cube_attrs('{"k": 1}', {"profile": "local"}, "cfog", "ab" * 32))
+    init_cube(
+        path,
+        layout,
+        [_prov(0), _prov(1)],
+        cube_attrs('{"k": 1}', {"profile": "local"}, MethodSpec("cfog", weights_sha256="ab" * 32)),
+    )
     return path, layout
 
 
@@ -118,7 +124,7 @@ def test_users_plain_open_is_quiet_and_sees_appended_times(tmp_path):
     import xarray as xr
 
     path = str(tmp_path / "cube.zarr")
-    attrs = cube_attrs("{}", {}, "identity", None)
+    attrs = cube_attrs("{}", {}, MethodSpec("identity"))
     init_cube(path, _layout(_grid(), (T0, T1)), [_prov(0), _prov(1)], attrs)
     init_cube(path, _layout(_grid(), (T0, T1, T2)), [_prov(0), _prov(1), _prov(2)], attrs)
     with warnings.catch_warnings():
@@ -160,7 +166,12 @@ def test_reinit_appends_new_times_and_refreshes_provenance(cube):
     ZarrChunkWriter(path).write(1, tile, _arrays(tile, 4.0), 9)
     created = open_cube(path).attrs["created"]
     changed = Provenance("opt-1b", "sar-1b", np.datetime64("2024-06-15T05:00", "ns"), "dem-0")
-    index = init_cube(path, _layout(_grid(), (T1, T2)), [changed, _prov(2)], cube_attrs("{}", {}, "cfog", "ab" * 32))
+    index = init_cube(
+        path,
+        _layout(_grid(), (T1, T2)),
+        [changed, _prov(2)],
+        cube_attrs("{}", {}, MethodSpec("cfog", weights_sha256="ab" * 32)),
+    )
     assert index == {T0: 0, T1: 1, T2: 2}
     ds = open_cube(path)
     assert list(ds.time.values) == [T0, T1, T2]
@@ -189,7 +200,7 @@ def test_rerun_keeps_fractional_sar_times(tmp_path):
     layout = _layout(_grid(), (T0,))
     prov = [Provenance("opt-0", "sar-0", np.datetime64("2024-06-05T05:00:19.523", "ns"), "dem-0")]
     for _ in range(2):  # the second run rewrites provenance into the existing store
-        init_cube(path, layout, prov, cube_attrs("{}", {}, "cfog", None))
+        init_cube(path, layout, prov, cube_attrs("{}", {}, MethodSpec("cfog")))
     assert open_cube(path).sar_time.values[0] == np.datetime64("2024-06-05T05:00:19.523", "ns")
 
 
@@ -200,32 +211,54 @@ def test_a_cube_keeps_one_method(cube):
             path,
             _layout(_grid(), (T0, T1, T2)),
             [_prov(0), _prov(1), _prov(2)],
-            cube_attrs("{}", {}, "dsmar", "cd" * 32),
+            cube_attrs("{}", {}, MethodSpec("dsmar", weights_sha256="cd" * 32)),
         )
 
 
 def test_a_cube_keeps_one_set_of_weights_and_inference_settings(tmp_path):
     path, layout = str(tmp_path / "cube.zarr"), _layout(_grid(), (T0, T1))
     tuned = {"augment": 4, "polish": [5, 3], "trend": "affine"}
-    init_cube(path, layout, [_prov(0), _prov(1)], cube_attrs("{}", {}, "dsmar", "cd" * 32, tuned))
+    init_cube(
+        path,
+        layout,
+        [_prov(0), _prov(1)],
+        cube_attrs("{}", {}, MethodSpec("dsmar", weights_sha256="cd" * 32, settings=tuned)),
+    )
     assert json.loads(zarr.open_group(path, mode="r").attrs["inference"]) == tuned
     grown = _layout(_grid(), (T0, T1, T2))
-    with pytest.raises(InputError, match="other weights"):
-        init_cube(path, grown, [_prov(0), _prov(1), _prov(2)], cube_attrs("{}", {}, "dsmar", "ef" * 32, tuned))
-    with pytest.raises(InputError, match=r"other dsmar settings \(\{.*write to a new --out"):
+    with pytest.raises(InputError, match=f"weights {'cd' * 32} and settings .*this run has weights {'ef' * 32} and"):
         init_cube(
             path,
             grown,
             [_prov(0), _prov(1), _prov(2)],
-            cube_attrs("{}", {}, "dsmar", "cd" * 32, {**tuned, "polish": 5}),
+            cube_attrs("{}", {}, MethodSpec("dsmar", weights_sha256="ef" * 32, settings=tuned)),
         )
-    init_cube(path, grown, [_prov(0), _prov(1), _prov(2)], cube_attrs("{}", {}, "dsmar", "cd" * 32, dict(tuned)))
+    with pytest.raises(
+        InputError, match=r"settings \{.*\[5, 3\].*this run has .* settings \{.*\"polish\": 5.*new --out"
+    ):
+        init_cube(
+            path,
+            grown,
+            [_prov(0), _prov(1), _prov(2)],
+            cube_attrs("{}", {}, MethodSpec("dsmar", weights_sha256="cd" * 32, settings={**tuned, "polish": 5})),
+        )
+    init_cube(
+        path,
+        grown,
+        [_prov(0), _prov(1), _prov(2)],
+        cube_attrs("{}", {}, MethodSpec("dsmar", weights_sha256="cd" * 32, settings=dict(tuned))),
+    )
     assert open_cube(path).sizes["time"] == 3
 
     older = str(tmp_path / "older.zarr")  # a dsmar cube from before the settings were recorded
-    init_cube(older, layout, [_prov(0), _prov(1)], cube_attrs("{}", {}, "dsmar", "cd" * 32))
-    with pytest.raises(InputError, match="none recorded: written by an older dsmar"):
-        init_cube(older, grown, [_prov(0), _prov(1), _prov(2)], cube_attrs("{}", {}, "dsmar", "cd" * 32, tuned))
+    init_cube(older, layout, [_prov(0), _prov(1)], cube_attrs("{}", {}, MethodSpec("dsmar", weights_sha256="cd" * 32)))
+    with pytest.raises(InputError, match="and settings none, this run has"):
+        init_cube(
+            older,
+            grown,
+            [_prov(0), _prov(1), _prov(2)],
+            cube_attrs("{}", {}, MethodSpec("dsmar", weights_sha256="cd" * 32, settings=tuned)),
+        )
 
 
 DAYS = tuple(np.datetime64(f"2024-05-{d:02d}T10:00", "ns") for d in (3, 9, 15, 21, 27))
@@ -239,7 +272,7 @@ def _dated_prov(t):
 
 def _init(path, grid, times, size=64):
     layout = _layout(grid, tuple(times), size)
-    return init_cube(path, layout, [_dated_prov(t) for t in times], cube_attrs("{}", {}, "cfog", None)), layout
+    return init_cube(path, layout, [_dated_prov(t) for t in times], cube_attrs("{}", {}, MethodSpec("cfog"))), layout
 
 
 def _stamp(path, index, tile, t):
@@ -475,7 +508,7 @@ def test_a_creation_interrupted_part_way_is_never_taken_for_a_cube_on_another_gr
 def test_attrs_describe_the_latest_run_and_keep_every_run_in_runs(tmp_path):
     path = str(tmp_path / "cube.zarr")
     runs = [
-        {**cube_attrs(json.dumps({"start": start}), {"profile": profile}, "cfog", None), "created": created}
+        {**cube_attrs(json.dumps({"start": start}), {"profile": profile}, MethodSpec("cfog")), "created": created}
         for start, profile, created in (
             ("2024-05-15", "a", "2026-01-01T00:00:00+00:00"),
             ("2024-05-27", "b", "2026-01-02T00:00:00+00:00"),
@@ -527,7 +560,10 @@ def test_a_cube_from_before_the_state_attr_is_still_extended(cube):
     check_out_path(path)
     later = _layout(_grid(), (T0, T1, T2))
     index = init_cube(
-        path, later, [_prov(0), _prov(1), _prov(2)], cube_attrs('{"k": 2}', {"profile": "local"}, "cfog", "ab" * 32)
+        path,
+        later,
+        [_prov(0), _prov(1), _prov(2)],
+        cube_attrs('{"k": 2}', {"profile": "local"}, MethodSpec("cfog", weights_sha256="ab" * 32)),
     )
     assert len(index) == 3
     assert zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False).attrs[STATE_ATTR] == "complete"
@@ -544,7 +580,10 @@ def test_a_cube_left_uneven_by_an_unmarked_interrupted_append_is_repaired(cube):
     group["time"].resize((3,))
     later = _layout(_grid(), (T0, T1, T2))
     index = init_cube(
-        path, later, [_prov(0), _prov(1), _prov(2)], cube_attrs('{"k": 1}', {"profile": "local"}, "cfog", "ab" * 32)
+        path,
+        later,
+        [_prov(0), _prov(1), _prov(2)],
+        cube_attrs('{"k": 1}', {"profile": "local"}, MethodSpec("cfog", weights_sha256="ab" * 32)),
     )
     ds = open_cube(path)
     assert list(ds.time.values) == [T0, T1, T2] and index[T2] == 2
@@ -553,16 +592,15 @@ def test_a_cube_left_uneven_by_an_unmarked_interrupted_append_is_repaired(cube):
 
 
 def test_check_out_path_refuses_another_method_or_tile_size_and_takes_a_tile_larger_than_the_grid(tmp_path):
-    path = str(tmp_path / "small.zarr")
+    path, cfog = str(tmp_path / "small.zarr"), MethodSpec("cfog")
     init_cube(
-        path,
-        _layout(_grid(40, 50), (T0,), size=512),
-        [_prov(0)],
-        cube_attrs('{"k": 1}', {"profile": "local"}, "cfog", "ab" * 32),
+        path, _layout(_grid(40, 50), (T0,), size=512), [_prov(0)], cube_attrs('{"k": 1}', {"profile": "local"}, cfog)
     )  # chunks clipped to (40, 50)
-    check_out_path(path, "cfog", 512)
-    check_out_path(path, "cfog", 64)  # 64 px tiles clip to the same 40 x 50 chunks
+    check_out_path(path, cfog, 512)
+    check_out_path(path, cfog, 64)  # 64 px tiles clip to the same 40 x 50 chunks
     with pytest.raises(InputError, match="written with method 'cfog'; rerun with --method cfog"):
-        check_out_path(path, "identity", 512)
+        check_out_path(path, MethodSpec("identity"), 512)
+    with pytest.raises(InputError, match=r"settings none, this run has .* settings \{\"fine_radius\": 3\}"):
+        check_out_path(path, MethodSpec("cfog", {"fine_radius": 3}, None, {"fine_radius": 3}), 512)
     with pytest.raises(InputError, match="written with 50 px tiles; rerun with --tile-size 50"):
-        check_out_path(path, "cfog", 32)
+        check_out_path(path, cfog, 32)

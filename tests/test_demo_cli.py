@@ -17,6 +17,7 @@ import zarr
 
 from dsmar.cli import main
 from dsmar.commands.demo import STAMP, prepare_workdir, run_demo
+from kernel.contracts import MethodSpec
 from kernel.errors import InputError
 from pipeline.cube import STATE_ATTR, cube_attrs, open_cube
 
@@ -26,7 +27,7 @@ PARAMS = {"size": 256, "dates": 1, "seed": 0, "tile_size": 256, "halo": 64, "met
 def _demo_outputs(workdir, stamp: dict) -> None:
     """What an earlier demo leaves: its stamp, a cube with dsmar's attrs, report.md and quicklooks."""
     (workdir / STAMP).write_text(json.dumps(stamp))
-    attrs = {**cube_attrs("{}", {}, stamp.get("method", "cfog"), None), STATE_ATTR: "complete"}
+    attrs = {**cube_attrs("{}", {}, MethodSpec(stamp.get("method", "cfog"))), STATE_ATTR: "complete"}
     zarr.open_group(str(workdir / "cube.zarr"), mode="w").attrs.update(attrs)
     (workdir / "report").mkdir()
     for name in ("report.md", "t00_sar_checkerboard.png", "t00_dem_field.png", "t01_sar_error.png"):
@@ -53,7 +54,7 @@ def test_a_users_report_folder_stops_the_demo_untouched(tmp_path, capsys):
 def test_a_cube_without_the_demos_stamp_is_not_deleted(tmp_path, dsmar_cube):
     group = zarr.open_group(str(tmp_path / "cube.zarr"), mode="w")  # a `dsmar run` cube is the user's too
     if dsmar_cube:
-        group.attrs.update(cube_attrs("{}", {}, "cfog", None))
+        group.attrs.update(cube_attrs("{}", {}, MethodSpec("cfog")))
     with pytest.raises(InputError, match=f"no {STAMP} says an earlier demo wrote it"):
         prepare_workdir(tmp_path, PARAMS)
     assert (tmp_path / "cube.zarr" / "zarr.json").is_file() and not (tmp_path / STAMP).exists()
@@ -104,10 +105,9 @@ def test_a_stamp_from_before_the_method_counts_as_the_demos(tmp_path):
 
 
 def test_new_weights_or_settings_of_the_method_reset_the_demos_cube(tmp_path):
-    from dsmar.commands.demo import method_build
+    from models.api import method_spec
 
-    shipped = {**PARAMS, "method": "dsmar", "method_build": method_build("dsmar")}
-    assert method_build("dsmar") != method_build("cfog") and len(shipped["method_build"]) == 12
+    shipped = {**PARAMS, "method": "dsmar", "method_build": method_spec("dsmar").fingerprint[:12]}
     _demo_outputs(tmp_path, {**shipped, "method_build": "0123456789ab"})  # a demo of an older release
     notice = prepare_workdir(tmp_path, shipped)
     assert f"the method's weights/settings 0123456789ab -> {shipped['method_build']}" in notice

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks.accuracy import dense_case
+from benchmarks.results import DenseScore
 from datagen.pairs import read_pairs
 from models import register_pair
 from tests.conftest import default_method
@@ -16,22 +17,23 @@ from tests.untrained_weights import write_untrained
 
 NETWORK_ALONE = "dsmar:polish=0:augment=1"  # one frame, no classical polish: only the weights shape the field
 MARGIN = 1.15  # the default may be this much worse than `mind` (15 %): seeds and BLAS threads move scores ~5 %
-_scores: dict[tuple[str, tuple[str, ...]], dict] = {}
+_scores: dict[tuple[str, tuple[str, ...]], dict[str, DenseScore]] = {}
 
 
 def _record(pairs_dir, category):
     return next(r for r in read_pairs(pairs_dir, "eval") if r.category == category and r.gt_kind == "similarity")
 
 
-def _scores_of(pairs_dir, category, methods) -> dict:
+def _scores_of(pairs_dir, category, methods) -> dict[str, DenseScore]:
     """Scores per method spec on the category's similarity eval pair, computed once per session."""
     key = (category, methods)
     if key not in _scores:
-        _scores[key] = dense_case(_record(pairs_dir, category), methods, seed=11)["methods"]
+        case = dense_case(_record(pairs_dir, category), methods, seed=11)
+        _scores[key] = {m: case.dense(m) for m in methods}
     return _scores[key]
 
 
-def _shipped(pairs_dir, category) -> dict:
+def _shipped(pairs_dir, category) -> dict[str, DenseScore]:
     return _scores_of(pairs_dir, category, ("identity", "mind", default_method(), NETWORK_ALONE))
 
 
@@ -57,8 +59,8 @@ def _shipped(pairs_dir, category) -> dict:
 def test_default_is_not_worse_than_mind(pairs_dir, category, metric):
     scores = _shipped(pairs_dir, category)
     default, mind = scores[default_method()], scores["mind"]
-    assert default[metric]["median"] <= MARGIN * mind[metric]["median"], (default[metric], mind[metric])
-    assert default["folding"] < 0.005  # measured 0.0
+    assert getattr(default, metric).median <= MARGIN * getattr(mind, metric).median, (default, mind)
+    assert default.folding < 0.005  # measured 0.0
 
 
 # The network alone, measured (EPE / recovery medians, px): infrared 2.56 / 1.72, map 3.38 / 1.31; with untrained
@@ -66,8 +68,8 @@ def test_default_is_not_worse_than_mind(pairs_dir, category, metric):
 @pytest.mark.parametrize("category,epe,recovery", [("optical-infrared", 3.2, 2.15), ("optical-map", 4.2, 1.65)])
 def test_the_network_alone_recovers_a_known_warp(pairs_dir, category, epe, recovery):
     scores = _shipped(pairs_dir, category)[NETWORK_ALONE]
-    assert scores["epe"]["median"] < epe and scores["recovery"]["median"] < recovery, scores
-    assert scores["folding"] < 0.005  # measured 0.0
+    assert scores.epe.median < epe and scores.recovery.median < recovery, scores
+    assert scores.folding < 0.005  # measured 0.0
 
 
 @pytest.mark.xfail(
@@ -84,7 +86,7 @@ def test_untrained_weights_score_clearly_worse_than_the_shipped_ones(pairs_dir, 
     trained = _shipped(pairs_dir, category)[default_method()]
     fresh = _scores_of(pairs_dir, category, (spec,))[spec]
     for metric in ("epe", "recovery"):
-        assert fresh[metric]["median"] >= 1.5 * trained[metric]["median"], (metric, fresh[metric], trained[metric])
+        assert getattr(fresh, metric).median >= 1.5 * getattr(trained, metric).median, (metric, fresh, trained)
 
 
 def test_dsmar_is_registered_and_handles_small_odd_inputs():

@@ -153,11 +153,11 @@ def test_network_shapes_and_gradients(config):
     x = rand(2, 2, 64, 48)
     ids = torch.tensor([0, 1])
     out = net(x, x, ids, ids)
-    assert out["field"].shape == (2, 2, 64, 48)
-    assert out["confidence"].shape == (2, 1, 64, 48)
-    assert 0 <= out["confidence"].min() and out["confidence"].max() <= 1
-    assert len(out["levels"]) == 4 + int(config.refinement)
-    (out["field"].sum() + out["confidence"].sum()).backward()
+    assert out.field.shape == (2, 2, 64, 48)
+    assert out.confidence.shape == (2, 1, 64, 48)
+    assert 0 <= out.confidence.min() and out.confidence.max() <= 1
+    assert len(out.levels) == 4 + int(config.refinement)
+    (out.field.sum() + out.confidence.sum()).backward()
     dead = [n for n, p in net.named_parameters() if p.grad is None]
     # Only heads initialised at zero behind a zero head may see no gradient in one step.
     assert all("offsets" not in n for n in dead)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,15 @@ from models.dsmar.flow import base_grid, sample_at
 from models.dsmar.weights import load_weights
 from models.training.augment import WarpRanges, invert_warps, prepare_batch, random_warps, stretch
 from models.training.config import TrainConfig, apply_variant, with_budget
-from models.training.data import BatchSampler, PackedPair, exclude_pairs, read_pack, split_holdout, write_pack
+from models.training.data import (
+    BatchSampler,
+    PackedPair,
+    read_pack,
+    real_pairs,
+    split_holdout,
+    trusted_pairs,
+    write_pack,
+)
 from models.training.trainer import Trainer
 
 
@@ -22,7 +31,8 @@ def synthetic_pack(path, n=6, size=80):
     pairs = []
     for i in range(n):
         img = (rng.random((size, size)) * 255).astype(np.uint8)
-        pairs.append(PackedPair(img, 255 - img, "optical", "sar" if i % 2 else "map", "test", f"p{i}"))
+        doubtful = "misaligned ground truth" if i == 5 else ""
+        pairs.append(PackedPair(img, 255 - img, "optical", "sar" if i % 2 else "map", "test", f"p{i}", doubtful))
     return pairs, write_pack(pairs, path)
 
 
@@ -37,7 +47,8 @@ def test_pack_round_trip_and_sampler(tmp_path):
     # Pairs smaller than a source crop are upscaled, never padded: no blank band to leak a warp.
     assert (batch.images.reshape(3, 2, -1).std(axis=2) > 20).all()
     assert (batch.images[:, :, -4:, :].std(axis=(2, 3)) > 20).all()
-    assert len(exclude_pairs(back, ("p1", "p2"))) == 4
+    assert back[5].doubtful and not back[0].doubtful
+    assert [p.pair_id for p in trusted_pairs(back, ("p1", "p2"))] == ["p0", "p3", "p4"]
     train, val = split_holdout(back, 0.2, 0)
     assert len(val) == 1 and len(train) == 5
     with pytest.raises(InputError):
@@ -125,9 +136,43 @@ def test_stretch_matches_inference_normalisation():
     assert np.abs(ref - got).max() < 0.02
 
 
+def test_packed_real_pairs_carry_the_one_doubtful_ground_truth_rule(tmp_path):
+    """The pack records `datagen.pairs.doubtful_ground_truth` per pair; packs without it are refused."""
+    import csv
+
+    from datagen.pairs import doubtful_ground_truth, read_pairs
+
+    real = "../shared/data/pairs"
+    rows = list(csv.DictReader(open(f"{real}/pairs.csv")))
+    picked = [
+        next(r for r in rows if r["pair_id"].startswith(p) and r["split"] == "train") for p in ("srif-sar", "srif-map")
+    ]
+    root = tmp_path / "pairs"
+    root.mkdir()
+    with open(root / "pairs.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in picked:
+            writer.writerow({**row, **{k: str(Path(real, row[k]).resolve()) for k in ("fixed", "moving", "gt")}})
+    packed = real_pairs(root)
+    expected = {r.pair_id: doubtful_ground_truth(r) or "" for r in read_pairs(root)}
+    assert {p.pair_id: p.doubtful for p in packed} == expected
+    assert [bool(p.doubtful) for p in packed] == [True, False]
+    assert [p.pair_id for p in trusted_pairs(packed)] == [picked[1]["pair_id"]]
+    write_pack(packed, tmp_path / "pack.npz")
+    assert [p.doubtful for p in read_pack(tmp_path / "pack.npz")] == [p.doubtful for p in packed]
+    old = dict(np.load(tmp_path / "pack.npz"))
+    old["meta"] = np.frombuffer(
+        json.dumps([[*row[:4]] for row in json.loads(old["meta"].tobytes())]).encode(), np.uint8
+    )
+    np.savez(tmp_path / "old.npz", **old)
+    with pytest.raises(InputError, match="rebuild it"):
+        read_pack(tmp_path / "old.npz")
+
+
 def test_config_variants_and_budget():
     cfg = TrainConfig.from_json("configs/train_gpu.json")
-    assert apply_variant(cfg, "no-attention").model == {**cfg.model, "attention": False}
+    assert apply_variant(cfg, "no-attention").model.attention is False
     assert all(s.name != "refine" for s in apply_variant(cfg, "no-refinement").stages)
     assert apply_variant(cfg, "no-jacobian").losses.jacobian == 0.0
     assert sum(s.seconds for s in with_budget(cfg, 100).stages) == pytest.approx(100)
@@ -135,6 +180,25 @@ def test_config_variants_and_budget():
         apply_variant(cfg, "no-everything")
     with pytest.raises(InputError):
         TrainConfig.from_dict({"stages": [{"name": "dream", "steps": 1}]})
+
+
+def test_typed_config_reads_the_shipped_records_and_configs():
+    """The JSON configs and the configs stored with the shipped weights load into typed model and warp parts."""
+    import glob
+
+    from models.dsmar.network import DSMARConfig
+
+    for path in glob.glob("models/weights/**/*.json", recursive=True):
+        stored = json.loads(open(path).read()).get("record", {}).get("config")
+        if stored:
+            cfg = TrainConfig.from_dict(stored)
+            assert cfg.warp.max_shift_px == stored["warp"]["max_shift_px"]
+            assert cfg.model == DSMARConfig.from_dict(stored["model"])
+            assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    small = TrainConfig.from_json("configs/train_small.json")
+    assert small.warp.canvas_px == (128.0, 512.0) and small.model == DSMARConfig()
+    with pytest.raises(InputError, match="'warp'"):
+        TrainConfig.from_dict({"warp": {"max_shift": 3.0}})
 
 
 def test_tiny_run_exports_resumes_and_records(tmp_path):

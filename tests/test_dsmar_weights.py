@@ -24,8 +24,8 @@ def test_round_trip_keeps_config_record_and_outputs(tmp_path):
     x = torch.rand(1, 2, 32, 32)
     ids = torch.zeros(1, dtype=torch.long)
     with torch.no_grad():
-        a = model(x, x, ids, ids)["field"]
-        b = loaded(x, x, ids, ids)["field"]
+        a = model(x, x, ids, ids).field
+        b = loaded(x, x, ids, ids).field
     assert torch.allclose(a, b, rtol=1e-2, atol=2e-2)  # stored in float16
 
 
@@ -65,14 +65,14 @@ def _pair():
 
 def test_dsmar_defaults_are_the_weights_sidecar_inference_settings(tmp_path):
     """No option given, `dsmar` runs with the "inference" of its weights' sidecar: the shipped ones for the shipped
-    weights (the cube records the same), and another sidecar's for a copy of the weights that carries other ones."""
-    from flows.register_region import inference_settings
+    weights (what the cube records), and another sidecar's for a copy of the weights that carries other ones."""
     from models import register_pair
+    from models.api import method_spec
     from models.dsmar.weights import DEFAULT_WEIGHTS
 
     shipped = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())["inference"]
     settings = {k: v for k, v in shipped.items() if k != "tuned"}
-    assert inference_settings("dsmar") == settings
+    assert dict(method_spec("dsmar").settings) == settings  # what the cube records and fingerprints
     fixed, moving = _pair()
     default = register_pair(fixed, moving, "optical", "sar", method="dsmar").displacement
     explicit = register_pair(fixed, moving, "optical", "sar", method="dsmar", **settings).displacement

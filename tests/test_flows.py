@@ -3,17 +3,18 @@ appending windows to one cube (and its re-run skipping every chunk), and the no-
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 from datetime import date
 
+import psutil
 import pytest
 
-import flows._env  # noqa: F401  (before prefect is imported)
 from flows.backfill import split_period
 from kernel.config import ClusterConfig, RunConfig, SearchConfig, TileConfig
-from tests.conftest import free_port
+from tests.conftest import free_port, unconfigured
 
 
 def test_split_period_covers_the_period_once():
@@ -154,13 +155,59 @@ def test_unreachable_catalog_is_one_line_without_prefect_traceback(prefect_api, 
     assert err == [err[-1]] and err[-1].startswith("dsmar run: error: could not reach STAC API"), err
 
 
+def _prefect_servers() -> set[int]:
+    """Process ids of the `prefect server start` processes below this one."""
+    return {p.pid for p in psutil.Process().children(recursive=True) if "server start" in " ".join(p.cmdline())}
+
+
 def test_a_configured_api_starts_no_temporary_one(prefect_api):
-    from prefect.server.api.server import SubprocessASGIServer
+    from flows.api import prefect_api as api
 
-    from flows.api import ensure_temporary_api
+    before = _prefect_servers()
+    with api() as url:
+        assert url == prefect_api and _prefect_servers() == before
 
-    before = dict(SubprocessASGIServer._instances)
-    assert ensure_temporary_api() is None and SubprocessASGIServer._instances == before
+
+def test_the_temporary_api_serves_each_block_from_its_own_session(tmp_path):
+    """No API configured: a temporary server answers inside the block, outside the caller's process group
+    (a terminal's Ctrl-C does not reach it), and serves the next block too; it stops at interpreter exit
+    (tests/test_interrupt.py: nothing is left running after an interrupted demo)."""
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.api import prefect_api as api
+
+    before = _prefect_servers()
+    with unconfigured(tmp_path):
+        with api() as url:
+            assert PREFECT_API_URL.value() == url
+            with get_client(sync_client=True) as client:
+                assert client.api_healthcheck() is None
+            (pid,) = _prefect_servers() - before
+            assert os.getpgid(pid) != os.getpgid(0)
+            assert (tmp_path / "prefect.db").exists()
+        assert PREFECT_API_URL.value() is None
+        with api() as again:
+            assert again == url and _prefect_servers() - before == {pid}
+
+
+def test_importing_the_flows_sets_no_environment_and_the_defaults_yield_to_the_user():
+    """A fresh interpreter: importing the flows (and Prefect) leaves the environment alone; the entry points'
+    defaults fill in what the user has not set, and the user's own value wins."""
+    script = (
+        "import logging, os\n"
+        "before = dict(os.environ)\n"
+        "import flows.deployments\n"
+        "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())\n"
+        "from flows.environment import apply_defaults\n"
+        "apply_defaults()\n"
+        "print(os.environ['PREFECT_LOGGING_LEVEL'], os.environ['DO_NOT_TRACK'], logging.getLogger('prefect').level)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "DO_NOT_TRACK"}
+    env["PREFECT_LOGGING_LEVEL"] = "ERROR"
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["ERROR", "1", str(logging.ERROR)]
 
 
 def test_scheduled_region_registers_only_its_look_back(prefect_api, archive, dask_address, tmp_path):
@@ -175,14 +222,11 @@ def test_scheduled_region_registers_only_its_look_back(prefect_api, archive, das
     assert list(open_cube(region.out).optical_item.values) == ["synthetic-optical-20240614T100631"]
 
 
-def _scene_sets(archive):
+def _scene_sets(config: RunConfig):
     from catalogs.colocate import find_scene_sets
     from catalogs.profiles import profile_for
 
-    info, url = archive
-    found = find_scene_sets(
-        profile_for(SearchConfig(profile="local", catalog_url=url)), info.bbox, info.start, info.end
-    )
+    found = find_scene_sets(profile_for(config.search), config, config.search)
     assert len(found.scene_sets) == 2
     return found.scene_sets
 
@@ -206,10 +250,10 @@ def test_plan_cube_keeps_one_scene_per_time_and_grid(archive, tmp_path):
     from flows.register_region import plan_cube
 
     info, url = archive
-    first, second = _scene_sets(archive)
+    config = _region(tmp_path, url, bbox=info.bbox)
+    first, second = _scene_sets(config)
     again = _with_optical(second, "reprocessed", when=first.optical.datetime)
     moved = _with_optical(second, "other-tile", shift_m=5.0)  # half a pixel: another lattice
-    config = _region(tmp_path, url, bbox=info.bbox)
     cube = plan_cube([first, again, moved, second], config)
     assert [s.optical.id for s in cube.scene_sets] == [first.optical.id, second.optical.id]
     assert cube.skipped == (

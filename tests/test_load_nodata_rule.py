@@ -1,5 +1,6 @@
 """One look at each file (`read_header`): one nodata rule for a file read alone (`gdal_href`) and the
-same file as a mosaic tile (`source_nodata`), and the tile's grid from the same header."""
+same file as a mosaic tile (`source_nodata`), the tile's grid from the same header, and the GDAL name of
+each href (`vsi_path`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from pipeline.load_assets import AssetHeader, effective_nodata, gdal_href, read_header
+from pipeline.load_assets import AssetHeader, effective_nodata, gdal_href, read_header, vsi_path
 from pipeline.load_mosaic import SourceGrid, source_grid, source_nodata
 
 HREF = "/data/tile.tif"
@@ -59,3 +60,32 @@ def test_the_mosaic_grid_comes_from_the_header_read_once(tmp_path):
     header = read_header(str(path))
     assert (header.nodata, header.count, header.dtype) == (-32768, 1, "int16")
     assert source_grid(header) == SourceGrid(CRS.from_epsg(4326).to_wkt(), 4326, transform, (5, 7), "int16")
+
+
+@pytest.mark.parametrize(
+    ("href", "gdal_name"),
+    [
+        ("https://host/a/b.tif?se=2026&sig=a%2Bb", "/vsicurl/https://host/a/b.tif?se=2026&sig=a%2Bb"),
+        ("http://127.0.0.1:8080/b.tif", "/vsicurl/http://127.0.0.1:8080/b.tif"),
+        ("s3://bucket/key/b.tif", "/vsis3/bucket/key/b.tif"),
+        ("gs://bucket/b.tif", "/vsigs/bucket/b.tif"),
+        ("az://container/b.tif", "/vsiaz/container/b.tif"),
+        ("file:///data/b.tif", "/data/b.tif"),
+        ("/data/b.tif", "/data/b.tif"),
+        ("/vsicurl/https://host/b.tif", "/vsicurl/https://host/b.tif"),
+    ],
+)
+def test_vsi_path_names_each_href_as_gdal_reads_it(href, gdal_name):
+    assert vsi_path(href) == gdal_name
+
+
+def test_a_file_url_is_read_through_vrt_with_the_catalog_nodata(tmp_path):
+    path = tmp_path / "sar.tif"
+    profile = dict(driver="GTiff", width=4, height=3, count=1, dtype="uint16", transform=Affine(10, 0, 0, 0, -10, 30))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.arange(12, dtype="uint16").reshape(1, 3, 4))
+    href = path.as_uri()
+    wrapped = gdal_href(href, read_header(href), 0.0)
+    assert wrapped == f"vrt://{path}?a_nodata=0.0"
+    with rasterio.open(wrapped) as src:
+        assert src.nodata == 0 and src.read(1, masked=True).mask.sum() == 1

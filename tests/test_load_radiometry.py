@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from catalogs.profiles import EARTH_SEARCH, NO_QUIRKS, PLANETARY_COMPUTER
 from kernel.errors import CatalogError
 from pipeline.load import load_stack
 from pipeline.load_assets import AssetHeader, gdal_href
@@ -56,7 +57,7 @@ REFLECTANCE = DN.astype(np.float64) * 1e-4
 )
 def test_sentinel2_baseline_offset_and_nodata(tmp_path, case, asset_fields, properties, expected):
     item = own_grid_item(tmp_path, case, DN, asset_fields, {**S2_PROPS, **properties}, nodata=0, key="B04")
-    out = load_one(item, key="B04")
+    out = load_one(item, key="B04", quirks=EARTH_SEARCH.quirks if case.startswith("e84") else NO_QUIRKS)
     assert np.isnan(out[:10, :20]).all() and not np.isnan(out[10:, :]).any()
     np.testing.assert_allclose(out[10:], expected[10:], atol=1e-6)
 
@@ -124,9 +125,19 @@ def test_planetary_computer_rtc_is_linear_and_its_nodata_masked(tmp_path):
         tmp_path, "pc-rtc", power, {"raster:bands": [{"nodata": -32768}]}, SAR_PROPS, nodata=-32768, key="vv"
     )
     item.collection_id = "sentinel-1-rtc"
-    out = load_one(item, key="vv")
+    out = load_one(item, key="vv", quirks=PLANETARY_COMPUTER.quirks)
     assert np.isnan(out[:, :4]).all()
     np.testing.assert_allclose(out[:, 4:], 10 * np.log10(POWER[:, 4:]), atol=1e-4)
+    with pytest.raises(CatalogError, match="dB or linear"):  # the quirk is the Planetary Computer's alone
+        load_one(item, key="vv", quirks=EARTH_SEARCH.quirks)
+
+
+def test_earth_search_harmonised_flag_is_its_quirk_alone(tmp_path):
+    """Without Earth Search's quirk the flag is just a property: the declared offset applies."""
+    fields = {**RED_BAND, "raster:bands": [{"nodata": 0, "scale": 1e-4, "offset": -0.1}]}
+    props = {**S2_PROPS, "s2:processing_baseline": "04.00", "earthsearch:boa_offset_applied": True}
+    item = own_grid_item(tmp_path, "flag", DN, fields, props, nodata=0, key="B04")
+    np.testing.assert_allclose(load_one(item, key="B04")[10:], REFLECTANCE[10:] - 0.1, atol=1e-6)
 
 
 def test_sar_without_units_is_refused(tmp_path):
@@ -149,6 +160,22 @@ def test_grd_without_asset_transform_is_refused(tmp_path):
     )
     with pytest.raises(CatalogError, match="GRD asset without its own proj:transform.*sentinel-1-rtc"):
         load_one(item, key="vv")
+
+
+@pytest.mark.parametrize(("collection_id", "refused"), [("sentinel-1-grd", True), ("my-geocoded-sar", False)])
+def test_grd_of_a_grd_collection_is_refused_even_with_an_asset_transform(tmp_path, collection_id, refused):
+    """The search's radar-geometry rule, applied by the loader too: an asset grid in a GRD collection is
+    bbox-derived (Earth Search), so the item is refused before any read."""
+    path = write_tif(tmp_path / "grd.tif", POWER, 32632, OPTICAL_GRID.affine)
+    fields = {**proj_fields(OPTICAL_GRID.affine, OPTICAL_GRID.shape), "raster:bands": [{"unit": "linear"}]}
+    item = roundtrip(make_item("S1A_GRD", {"vv": dict(href=path, **fields)}, 32632, SAR_PROPS, (SAR_EXT,)))
+    item.properties["sar:product_type"] = "GRD"
+    item.collection_id = collection_id
+    if refused:
+        with pytest.raises(CatalogError, match="GRD product of collection 'sentinel-1-grd'.*sentinel-1-rtc"):
+            load_one(item, key="vv")
+    else:
+        np.testing.assert_allclose(load_one(item, key="vv"), 10 * np.log10(POWER), atol=1e-4)
 
 
 def test_gcp_geotiff_is_refused_even_with_a_transform_in_the_item(tmp_path):

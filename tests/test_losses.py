@@ -27,11 +27,11 @@ def test_jacobian_of_identity_and_similarity():
 
 def test_folding_penalty_counts_a_mirror_only():
     mirror = field_from(lambda y, x: 0 * y, lambda y, x: -2 * x)  # x -> -x: det = -1 everywhere
-    assert L.folded_fraction(mirror) == 1.0
+    assert L.folding_share(mirror) == 1.0
     assert L.folding_penalty(mirror).item() == pytest.approx(1.0)
     assert L.folding_penalty(mirror, margin=0.5).item() == pytest.approx(1.5)
     smooth = field_from(lambda y, x: 0.05 * x, lambda y, x: 0.02 * y)
-    assert L.folded_fraction(smooth) == 0.0
+    assert L.folding_share(smooth) == 0.0
     assert L.folding_penalty(smooth).item() == 0.0
 
 
@@ -51,11 +51,11 @@ def test_end_point_error_and_mask():
     target = torch.zeros(1, 2, 4, 4)
     target[:, 0] = 3.0
     target[:, 1] = 4.0
-    assert L.end_point_error(pred, target).item() == pytest.approx(5.0, rel=1e-4)
+    assert L.mean_end_point_error(pred, target).item() == pytest.approx(5.0, rel=1e-4)
     mask = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
     mask[..., 0, 0] = True
     target[..., 1:, :] = 0
-    assert L.end_point_error(pred, target, mask).item() == pytest.approx(5.0, rel=1e-4)
+    assert L.mean_end_point_error(pred, target, mask).item() == pytest.approx(5.0, rel=1e-4)
 
 
 def test_mind_is_radiometry_invariant_and_structure_sensitive():
@@ -79,6 +79,43 @@ def test_confidence_calibration_prefers_honest_confidence():
 
 def test_losses_have_gradients():
     field = torch.randn(1, 2, 16, 16, requires_grad=True)
-    total = L.bending_energy(field) + L.folding_penalty(field * 5) + L.end_point_error(field, torch.zeros_like(field))
+    total = (
+        L.bending_energy(field) + L.folding_penalty(field * 5) + L.mean_end_point_error(field, torch.zeros_like(field))
+    )
     total.backward()
     assert field.grad is not None and torch.isfinite(field.grad).all() and field.grad.abs().sum() > 0
+
+
+def test_torch_field_scores_agree_with_the_kernel_ones():
+    """The training twins and the numpy definitions evaluation uses give the same numbers on one field."""
+    import numpy as np
+
+    from kernel import field_metrics as K
+    from kernel.fields import random_smooth_field
+
+    rng = np.random.default_rng(3)
+    field = random_smooth_field((48, 56), rng, max_shift_px=4.0, elastic_px=6.0, elastic_smoothness_px=6.0)
+    field[:, 20:28, 20:28] *= -3.0  # a patch that folds
+    truth = random_smooth_field((48, 56), rng)
+    t_field, t_truth = torch.from_numpy(field)[None].double(), torch.from_numpy(truth)[None].double()
+
+    det = K.jacobian_determinant(field)
+    assert np.allclose(L.jacobian_determinant(t_field)[0].numpy(), det[1:-1, 1:-1], atol=1e-6)
+    assert (det <= 0).any()
+    interior = np.zeros(det.shape, bool)
+    interior[1:-1, 1:-1] = True
+    assert L.folding_share(t_field).item() == pytest.approx(K.folding_share(field, interior))
+    epe = K.end_point_error(field, truth)
+    assert L.mean_end_point_error(t_field, t_truth).item() == pytest.approx(float(epe.mean()), rel=1e-5)
+
+
+def test_mind_ssc_channels_follow_the_shared_neighbourhood():
+    import numpy as np
+
+    from models.classical import features
+
+    assert len(features.ssc_pairs(2, centre=False)) == 6
+    assert len(features.ssc_pairs(2, centre=True)) == 10
+    image = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    assert features.mind_ssc(image).shape == (10, 40, 40)
+    assert L.mind_ssc(torch.from_numpy(image)[None, None]).shape == (1, 6, 40, 40)

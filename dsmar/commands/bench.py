@@ -54,20 +54,16 @@ def add_parser(subparsers) -> None:
 
 
 def _accuracy(args) -> int:
-    from benchmarks.accuracy import BenchConfig, check_spec, method_spec, run_benchmark
+    from benchmarks.accuracy import BenchConfig, check_spec, run_benchmark
     from benchmarks.report import tables, write_docs, write_report
-    from models.api import available_methods
+    from models.api import method_spec
 
     pairs = args.pairs if args.pairs is not None else DEFAULT_PAIRS
     if not (pairs / "pairs.csv").exists():
         raise InputError(f"no pairs.csv in {pairs}: give --pairs the folder of the real pairs")
     methods = split_methods(args.methods)
-    try:
-        unknown = [m for m in methods if method_spec(m)[0] not in available_methods()]
-    except ValueError as err:
-        raise InputError(str(err)) from err
-    if unknown:
-        raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available_methods())}")
+    for spec in methods:  # every spec is checked before any runs
+        method_spec(spec)
     for spec in methods:
         check_spec(spec)
     if args.limit is not None and args.limit < 1:
@@ -85,7 +81,7 @@ def _accuracy(args) -> int:
     report = write_report(result, args.out)
     print(tables(result))
     print(
-        f"\n{result['wall_seconds']:.0f} s wall, {result['cpu_seconds']:.0f} s CPU; "
+        f"\n{result.wall_seconds:.0f} s wall, {result.cpu_seconds:.0f} s CPU; "
         f"report: {report}; results: {args.out / 'results.json'}"
     )
     if args.update_docs:

@@ -1,7 +1,8 @@
 """Options shared by `dsmar search` and `dsmar run`, defined once so a search can be repeated by a run
 with the same flags and both `--help` pages say the same thing.
 
-Dates stay strings here: each command validates them into one error line (`kernel.config.parse_date`).
+Values stay as typed here: `kernel.config` validates them into one error line, and its fields' defaults
+are the ones shown.
 """
 
 from __future__ import annotations
@@ -9,16 +10,14 @@ from __future__ import annotations
 import argparse
 
 from catalogs.profiles import PROFILE_NAMES
-
-ORBIT_STATES = ("ascending", "descending")
+from kernel.config import ORBIT_STATES, SearchConfig, default
 
 
 def add_catalog_arguments(parser: argparse.ArgumentParser) -> None:
     """--profile/--catalog/--*-collection."""
     cat = parser.add_argument_group("catalog")
-    cat.add_argument(
-        "--profile", default="earth-search", choices=PROFILE_NAMES, help="catalog profile (default earth-search)"
-    )
+    profile = default(SearchConfig, "profile")
+    cat.add_argument("--profile", default=profile, choices=PROFILE_NAMES, help=f"catalog profile (default {profile})")
     cat.add_argument(
         "--catalog", metavar="URL", help="STAC API URL; required for the local profile, overrides the others' endpoint"
     )
@@ -46,21 +45,22 @@ def add_pairing_arguments(parser: argparse.ArgumentParser) -> argparse._Argument
     """How strictly optical, SAR and DEM scenes must co-locate, and which SAR orbit direction to prefer."""
     pairing = parser.add_argument_group("pairing")
     pairing.add_argument(
-        "--max-cloud", type=float, default=30.0, metavar="PCT", help="highest eo:cloud_cover, percent (default 30)"
+        "--max-cloud",
+        type=float,
+        metavar="PCT",
+        help=f"highest eo:cloud_cover, percent (default {default(SearchConfig, 'max_cloud'):g})",
     )
     pairing.add_argument(
         "--sar-window-days",
         type=float,
-        default=3.0,
         metavar="N",
-        help="SAR within this many days of the optical scene (default 3)",
+        help=f"SAR within this many days of the optical scene (default {default(SearchConfig, 'sar_window_days'):g})",
     )
     pairing.add_argument(
         "--min-overlap",
         type=float,
-        default=0.5,
         metavar="F",
-        help="least share of the AOI a scene must cover (default 0.5)",
+        help=f"least share of the AOI a scene must cover (default {default(SearchConfig, 'min_overlap'):g})",
     )
     pairing.add_argument(
         "--orbit-state", choices=ORBIT_STATES, help="preferred SAR orbit direction (default: the one most passes share)"

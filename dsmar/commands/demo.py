@@ -8,7 +8,6 @@ A later demo in the same DIR keeps or replaces only what a demo wrote there (`pr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -16,11 +15,12 @@ import sys
 import time
 from pathlib import Path
 
+from dsmar.commands.run import add_tile_arguments, execute, print_summary
 from kernel.config import ClusterConfig, RunConfig, SearchConfig, TileConfig, build
 from kernel.contracts import DEFAULT_METHOD
 from kernel.errors import InputError
 from kernel.paths import check_writable_dir
-from models.api import check_method
+from models.api import method_spec
 
 DEFAULT_SIZE = 1536  # optical pixels per side: 3 x 3 tiles of 512, a few minutes on 2 cores
 
@@ -44,9 +44,13 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--dates", type=int, default=2, metavar="N", help="optical acquisitions (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the synthetic landscape")
-    parser.add_argument("--method", default=DEFAULT_METHOD, help=f"registration method (default {DEFAULT_METHOD})")
-    parser.add_argument("--tile-size", type=int, default=512, metavar="N", help="tile and chunk size (default 512)")
-    parser.add_argument("--halo", type=int, default=64, metavar="N", help="tile halo in pixels (default 64)")
+    parser.add_argument(
+        "--method",
+        default=DEFAULT_METHOD,
+        metavar="SPEC",
+        help=f"registration method, optionally with options: dsmar:augment=1 (default {DEFAULT_METHOD})",
+    )
+    add_tile_arguments(parser)
     parser.add_argument("--workers", type=int, metavar="N", help="local Dask workers (default: one per core)")
     parser.set_defaults(func=_run)
 
@@ -57,27 +61,29 @@ def run_demo(
     dates: int = 2,
     seed: int = 0,
     method: str = DEFAULT_METHOD,
-    tile_size: int = 512,
-    halo: int = 64,
+    tile_size: int | None = None,
+    halo: int | None = None,
     workers: int | None = None,
 ):
-    """Archive -> local STAC API -> `dsmar run`'s flow -> cube + report; returns the run summary."""
+    """Archive -> local STAC API -> `dsmar run`'s flow -> cube + report; returns the run summary.
+    Tile size and halo left None take `TileConfig`'s defaults."""
     from catalogs.server import serve_static_catalog
     from datagen.demo_archive import generate_archive
-    from dsmar.commands.run import execute
 
     workdir = check_writable_dir(Path(workdir), "workdir")
-    method = check_method(method)
+    spec = method_spec(method)
     tiles = build(TileConfig, size=tile_size, halo=halo)
     cluster = build(ClusterConfig, workers=workers)
     params = {
         "size": size,
         "dates": dates,
         "seed": seed,
-        "tile_size": tile_size,
-        "halo": halo,
-        "method": method,
-        "method_build": method_build(method),
+        "tile_size": tiles.size,
+        "halo": tiles.halo,
+        "method": spec.text,
+        # what fixes the method's output besides its name (weights, settings): a cube holds one, so an
+        # upgrade that changes them starts the demo's cube afresh
+        "method_build": spec.fingerprint[:12],
     }
     notice = prepare_workdir(workdir, params)
     if notice:
@@ -91,7 +97,7 @@ def run_demo(
             start=archive.start,
             end=archive.end,
             out=str(cube),
-            method=method,
+            method=spec.text,
             search=build(SearchConfig, profile="local", catalog_url=server.url),
             tiles=tiles,
             cluster=cluster,
@@ -115,15 +121,6 @@ OPTIONS = {
 REPORT_FILE = re.compile(r"report\.md|.+_(checkerboard|field|error)\.png")
 
 
-def method_build(method: str) -> str:
-    """A short fingerprint of what fixes a method's output besides its name (shipped weights and inference
-    settings): a cube holds one, so an upgrade that changes them starts the demo's cube afresh."""
-    from flows.register_region import inference_settings, weights_sha256
-
-    blob = json.dumps([weights_sha256(method), inference_settings(method)], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
 def prepare_workdir(workdir: Path, params: dict) -> str | None:
     """Keep DIR/cube.zarr and DIR/report across demos with the same options (a re-run then skips every
     chunk already written: fast and idempotent); after a change of options (the grid, the chunks, or the
@@ -144,11 +141,10 @@ def prepare_workdir(workdir: Path, params: dict) -> str | None:
     stamp.write_text(json.dumps(params, sort_keys=True))
     if not doomed:
         return None
-    changed = ", ".join(
-        f"{OPTIONS[key]} {previous.get(key, 'unset')} -> {params[key]}"
-        for key in params
-        if previous.get(key) != params[key]
-    )
+    keys = [key for key in params if previous.get(key) != params[key]]
+    if "method" in keys:  # another method has another build: saying so adds nothing
+        keys = [key for key in keys if key != "method_build"]
+    changed = ", ".join(f"{OPTIONS[key]} {previous.get(key, 'unset')} -> {params[key]}" for key in keys)
     return (
         f"demo: options changed since the last demo in {workdir} ({changed}); starting "
         f"{' and '.join(path.name for path in doomed)} afresh"
@@ -198,8 +194,9 @@ def _is_demo_archive(path: Path) -> bool:
 
 
 def _run(args) -> int:
-    from dsmar.commands.run import print_summary
+    from flows.environment import apply_defaults
 
+    apply_defaults()
     started = time.perf_counter()
     summary = run_demo(
         Path(args.workdir), args.size, args.dates, args.seed, args.method, args.tile_size, args.halo, args.workers

@@ -10,17 +10,11 @@ import warnings
 from catalogs.profiles import profile_for
 from dsmar.commands.common_options import add_area_arguments, add_catalog_arguments, add_pairing_arguments
 from dsmar.commands.search import search_config
-from kernel.config import (
-    ClusterConfig,
-    RunConfig,
-    TileConfig,
-    build,
-    parse_date,
-)
+from kernel.config import ClusterConfig, RunConfig, TileConfig, build, default
 from kernel.contracts import DEFAULT_METHOD
 from kernel.errors import DsmarError, InputError
 from kernel.paths import check_writable_dir
-from models.api import check_method
+from models.api import method_spec
 
 
 def add_parser(subparsers) -> None:
@@ -44,17 +38,27 @@ def add_run_arguments(parser) -> None:
     out.add_argument("--out", required=True, metavar="PATH.zarr", help="cube to create or extend")
     out.add_argument("--report", metavar="DIR", help="also write report.md and PNG quicklooks here")
     proc = parser.add_argument_group("processing")
-    proc.add_argument("--method", default=DEFAULT_METHOD, help=f"registration method (default {DEFAULT_METHOD})")
-    proc.add_argument("--tile-size", type=int, default=512, metavar="N", help="tile and Zarr chunk size (default 512)")
     proc.add_argument(
-        "--halo",
-        type=int,
-        default=64,
-        metavar="N",
-        help="extra pixels per tile side; > largest displacement + method window (default 64)",
+        "--method",
+        default=DEFAULT_METHOD,
+        metavar="SPEC",
+        help=f"registration method, optionally with options: dsmar:augment=1 (default {DEFAULT_METHOD})",
     )
+    add_tile_arguments(proc)
     proc.add_argument("--dask-address", metavar="ADDR", help="use this Dask scheduler instead of a local cluster")
     proc.add_argument("--workers", type=int, metavar="N", help="local cluster workers (default: one per core)")
+
+
+def add_tile_arguments(group) -> None:
+    """--tile-size/--halo, shared with `dsmar demo`."""
+    size, halo = default(TileConfig, "size"), default(TileConfig, "halo")
+    group.add_argument("--tile-size", type=int, metavar="N", help=f"tile and Zarr chunk size (default {size})")
+    group.add_argument(
+        "--halo",
+        type=int,
+        metavar="N",
+        help=f"extra pixels per tile side; > largest displacement + method window (default {halo})",
+    )
 
 
 def config_from_args(args) -> RunConfig:
@@ -67,12 +71,12 @@ def config_from_args(args) -> RunConfig:
     report = str(check_writable_dir(args.report, "report directory")) if args.report else None
     return build(
         RunConfig,
-        bbox=tuple(args.bbox),
-        start=parse_date(args.start, "--start"),
-        end=parse_date(args.end, "--end"),
+        bbox=args.bbox,
+        start=args.start,
+        end=args.end,
         out=check_output(args.out),
         search=search,
-        method=check_method(args.method),
+        method=method_spec(args.method).text,
         tiles=build(TileConfig, size=args.tile_size, halo=args.halo),
         cluster=build(ClusterConfig, address=args.dask_address, workers=args.workers),
         report_dir=report,
@@ -114,7 +118,7 @@ def configure_logging() -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
-    # distributed imports the deprecated pynvml shim; workers get the same filter via flows._env.
+    # distributed imports the deprecated pynvml shim; workers get the same filter via flows.environment.
     warnings.filterwarnings("ignore", category=FutureWarning, module="distributed.diagnostics.nvml")
     import distributed  # noqa: F401  (configures its loggers on import; quiet them after)
 
@@ -123,12 +127,12 @@ def configure_logging() -> None:
 
 def preflight(config: RunConfig) -> None:
     """What can fail in seconds fails before Prefect and Dask start (10-15 s): the catalog answers,
-    the scheduler listens, an existing cube takes this method and tile size."""
+    the scheduler listens, an existing cube takes this method (weights, settings) and tile size."""
     from catalogs.stac_search import CatalogSearcher
     from pipeline.cluster import check_scheduler
     from pipeline.cube import check_out_path
 
-    check_out_path(config.out, config.method, config.tiles.size)
+    check_out_path(config.out, method_spec(config.method), config.tiles.size)
     if config.cluster.address:
         check_scheduler(config.cluster.address)
     CatalogSearcher(profile_for(config.search))
@@ -137,12 +141,12 @@ def preflight(config: RunConfig) -> None:
 def execute(config: RunConfig):
     """Run the flow; no scene sets is an error that says why (the search's rejections)."""
     preflight(config)
-    from flows.api import ensure_temporary_api
+    from flows.api import prefect_api
     from flows.register_region import register_region  # imports Prefect: only when running
 
     configure_logging()
-    ensure_temporary_api()
-    summary = register_region(config)
+    with prefect_api():
+        summary = register_region(config)
     if summary.scene_sets == 0:
         reasons = "; ".join(f"{item}: {reason}" for item, reason in summary.rejections[:5])
         more = f" (+{len(summary.rejections) - 5} more)" if len(summary.rejections) > 5 else ""
@@ -162,6 +166,9 @@ def print_summary(summary) -> None:
 
 
 def _run(args) -> int:
+    from flows.environment import apply_defaults
+
+    apply_defaults()
     summary = execute(config_from_args(args))
     print_summary(summary)
     return 0

@@ -12,7 +12,7 @@ from dsmar.commands.common_options import (
     add_catalog_arguments,
     add_pairing_arguments,
 )
-from kernel.config import SearchConfig, build, parse_date
+from kernel.config import AreaPeriod, SearchConfig, build
 
 
 def add_parser(subparsers) -> None:
@@ -45,19 +45,15 @@ def search_config(args) -> SearchConfig:
     )
 
 
+def area_period(args) -> AreaPeriod:
+    """--bbox/--start/--end validated as `dsmar run` validates them."""
+    return build(AreaPeriod, bbox=args.bbox, start=args.start, end=args.end)
+
+
 def _run(args) -> int:
-    start, end = parse_date(args.start, "--start"), parse_date(args.end, "--end")
+    area = area_period(args)
     search = search_config(args)
-    result = find_scene_sets(
-        profile_for(search),
-        tuple(args.bbox),
-        start,
-        end,
-        max_cloud=search.max_cloud,
-        sar_window_days=search.sar_window_days,
-        min_overlap=search.min_overlap,
-        orbit_state=search.orbit_state,
-    )
+    result = find_scene_sets(profile_for(search), area, search)
     report_to_stderr(result)
     if args.json:
         json.dump([s.to_summary() for s in result.scene_sets], sys.stdout, indent=2)

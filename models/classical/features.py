@@ -33,25 +33,32 @@ def cfog(gray: np.ndarray, orientations: int = 9, sigma: float = 0.8) -> np.ndar
     return _normalise(channels)
 
 
-# MIND-SSC: the 12 pairs of the six-neighbourhood whose patch distances describe local self-similarity.
-_SSC_OFFSETS = np.array([[0, 1], [1, 0], [0, -1], [-1, 0]])
-_SSC_PAIRS = [(a, b) for a in range(4) for b in range(a + 1, 4)] + [(a, a) for a in range(4)]
+# MIND-SSC in 2-D (Heinrich et al. 2013): the 4 axis neighbours of a pixel, at distance `dilation`.
+SSC_NEIGHBOURS = ((0, 1), (1, 0), (0, -1), (-1, 0))
+
+
+def ssc_pairs(dilation: int, centre: bool) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """The (offset, offset) pairs whose patch distances are the MIND-SSC channels, in channel order.
+
+    The 6 unordered pairs of the 4 axis neighbours (the 2-D analogue of the 3-D six-neighbourhood's
+    12 edges), then with `centre` each neighbour paired with the pixel itself (10 pairs in all). The
+    numpy descriptor here uses all 10, the torch one in `models.losses` (the network's input) the 6.
+    """
+    shifts = [(dy * dilation, dx * dilation) for dy, dx in SSC_NEIGHBOURS]
+    pairs = [(a, b) for i, a in enumerate(shifts) for b in shifts[i + 1 :]]
+    if centre:
+        pairs += [(a, (0, 0)) for a in shifts]
+    return pairs
 
 
 def mind_ssc(gray: np.ndarray, radius: int = 1, dilation: int = 2, sigma: float = 0.8) -> np.ndarray:
-    """MIND-SSC (Heinrich et al. 2013) in 2-D: exp(-patch distance / local variance) between the
-    neighbours of each pixel, on the 6 unordered neighbour pairs plus each neighbour with the centre
-    (12 channels), normalised by their maximum.
+    """MIND-SSC (Heinrich et al. 2013) in 2-D: exp(-patch distance / local variance) on the 10 pairs
+    of `ssc_pairs(dilation, centre=True)` (10 channels), normalised by their maximum.
     """
     image, _ = fill_nodata(gray)
-    offsets = _SSC_OFFSETS * dilation
-    shifted = [_shift(image, o) for o in offsets]
-    channels = []
-    for a, b in _SSC_PAIRS[:6]:
-        channels.append((shifted[a] - shifted[b]) ** 2)
-    for a in range(4):
-        channels.append((shifted[a] - image) ** 2)
-    dist = np.stack(channels)
+    pairs = ssc_pairs(dilation, centre=True)
+    shifted = {offset: _shift(image, offset) for pair in pairs for offset in pair}
+    dist = np.stack([(shifted[a] - shifted[b]) ** 2 for a, b in pairs])
     size = 2 * radius + 1
     dist = ndimage.uniform_filter(dist, size=(1, size, size), mode="reflect")
     if sigma > 0:
@@ -65,9 +72,9 @@ def mind_ssc(gray: np.ndarray, radius: int = 1, dilation: int = 2, sigma: float 
     return mind.astype(np.float32)
 
 
-def _shift(image: np.ndarray, offset: np.ndarray) -> np.ndarray:
+def _shift(image: np.ndarray, offset: tuple[int, int]) -> np.ndarray:
     """image(p + offset) with edge replication."""
-    dy, dx = int(offset[0]), int(offset[1])
+    dy, dx = offset
     padded = np.pad(image, ((abs(dy), abs(dy)), (abs(dx), abs(dx))), mode="edge")
     h, w = image.shape
     return padded[abs(dy) + dy : abs(dy) + dy + h, abs(dx) + dx : abs(dx) + dx + w]

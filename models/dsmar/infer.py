@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from kernel.taper import tile_taper
 from kernel.warp import compose, warp_image
 from models.api import MODALITIES
 from models.dsmar import dihedral
@@ -27,17 +28,6 @@ def modality_id(name: str, known: Iterable[str] | None) -> int:
     if known is not None and name not in set(known):
         name = "other"
     return MODALITIES.index(name)
-
-
-def _ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
-    """1-D blending weight: rises over `overlap` pixels at tile edges that are not image edges."""
-    w = np.ones(length, np.float32)
-    ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
-    if not at_start and overlap:
-        w[:overlap] = np.minimum(w[:overlap], ramp)
-    if not at_end and overlap:
-        w[-overlap:] = np.minimum(w[-overlap:], ramp[::-1])
-    return w
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -63,8 +53,8 @@ def _run_tile(model: DSMAR, fixed: np.ndarray, moving: np.ndarray, ids: tuple[in
     fid = torch.tensor([ids[0]], device=device)
     mid = torch.tensor([ids[1]], device=device)
     out = model(f, m, fid, mid)
-    field = out["field"][0, :, :h, :w].float().cpu().numpy()
-    conf = out["confidence"][0, 0, :h, :w].float().cpu().numpy()
+    field = out.field[0, :, :h, :w].float().cpu().numpy()
+    conf = out.confidence[0, 0, :h, :w].float().cpu().numpy()
     return field, conf
 
 
@@ -148,7 +138,10 @@ def _predict_once(
             sl = (slice(y0, y0 + tile), slice(x0, x0 + tile))
             t_field, t_conf = _run_tile(model, f_in[(slice(None), *sl)], m_in[(slice(None), *sl)], ids, device)
             th, tw = t_conf.shape
-            wgt = np.outer(_ramp(th, overlap, y0 == 0, y0 + th >= h), _ramp(tw, overlap, x0 == 0, x0 + tw >= w))
+            top, bottom, left, right = (
+                0 if edge else overlap for edge in (y0 == 0, y0 + th >= h, x0 == 0, x0 + tw >= w)
+            )
+            wgt = tile_taper((th, tw), (top, bottom, left, right), "linear", np.float32)
             field[(slice(None), *sl)] += t_field * wgt
             conf[sl] += t_conf * wgt
             weight[sl] += wgt

@@ -48,12 +48,21 @@ class DSMARConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known})
 
 
+@dataclass(frozen=True)
+class DSMAROutput:
+    """One forward pass: the full-resolution field and confidence, and what training supervises."""
+
+    field: torch.Tensor  # (B, 2, H, W) in full-resolution pixels (Contract 1)
+    confidence: torch.Tensor  # (B, 1, H, W) in [0, 1]
+    confidence_logit: torch.Tensor  # (B, 1, H/2, W/2): the confidence before the sigmoid and upsampling
+    confidence_learned: bool  # False without the refinement module: the confidence is feature agreement
+    levels: list[torch.Tensor]  # the field of every level, coarsest first, in its own pixels
+
+
 class DSMAR(nn.Module):
-    """(fixed (B,2,H,W), moving (B,2,H,W), modality ids) -> dict of full-res field, confidence, pyramid.
+    """(fixed (B,2,H,W), moving (B,2,H,W), modality ids) -> `DSMAROutput`.
 
     Inputs are [normalised gray, validity mask] per stream; H and W multiples of `config.stride`.
-    Output "field" is (B, 2, H, W) in full-resolution pixels (Contract 1), "confidence" (B, 1, H, W),
-    "levels" the fields of every level (coarsest first) in their own pixels, for deep supervision.
     """
 
     def __init__(self, config: DSMARConfig = DSMARConfig()):
@@ -83,7 +92,7 @@ class DSMAR(nn.Module):
         )
         self.refine = AdaptiveRefinement(ch[0], 1, config.refine_hidden) if config.refinement else None
 
-    def forward(self, fixed, moving, fixed_modality, moving_modality) -> dict[str, torch.Tensor]:
+    def forward(self, fixed, moving, fixed_modality, moving_modality) -> DSMAROutput:
         feats_f, feats_m = self.encoder(fixed, moving, fixed_modality, moving_modality)
         levels = []
         b = fixed.shape[0]
@@ -106,14 +115,13 @@ class DSMAR(nn.Module):
             logit = torch.logit(agreement.clamp(1e-4, 1 - 1e-4))
             confidence = agreement.clamp(0, 1)
         full = fixed.shape[-2:]
-        return {
-            "field": upsample_field(field, full),
-            "confidence": F.interpolate(confidence, size=full, mode="bilinear", align_corners=False),
-            "confidence_logit": logit,
-            "confidence_learned": self.refine is not None,
-            "levels": levels,
-            "features": (feats_f, feats_m),
-        }
+        return DSMAROutput(
+            field=upsample_field(field, full),
+            confidence=F.interpolate(confidence, size=full, mode="bilinear", align_corners=False),
+            confidence_logit=logit,
+            confidence_learned=self.refine is not None,
+            levels=levels,
+        )
 
 
 def count_parameters(model: nn.Module) -> int:

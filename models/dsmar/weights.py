@@ -2,13 +2,15 @@
 (plus "inference": defaults of the method tuned on the train split, such as `iterations`).
 
 Loading always checks the checksum and uses `torch.load(weights_only=True)`, so a wrong or
-tampered file fails with a one-line WeightsError instead of a half-loaded network.
+tampered file fails with a one-line WeightsError instead of a half-loaded network. `weights_path` is the
+one rule for which file the `dsmar` method uses; `checked_metadata` is what its identity records.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -18,6 +20,12 @@ from models.dsmar.network import DSMAR, DSMARConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "dsmar.pt"
+WEIGHTS_ENV = "DSMAR_WEIGHTS"  # an environment variable reaches every worker process a run starts
+
+
+def weights_path(weights: str | Path | None = None) -> Path:
+    """The weights file `dsmar` uses: `weights` if given, else $DSMAR_WEIGHTS, else the shipped file."""
+    return Path(weights or os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS)
 
 
 def sha256_file(path: Path) -> str:
@@ -63,8 +71,9 @@ def write_sidecar(path: Path) -> dict:
     return meta
 
 
-def load_weights(path: Path = DEFAULT_WEIGHTS, expected_sha256: str | None = None) -> tuple[DSMAR, dict]:
-    """Rebuild the network from `path`; the checksum comes from the sidecar .json unless given."""
+def checked_metadata(path: Path, expected_sha256: str | None = None) -> dict:
+    """The sidecar metadata of `path` with the file's own sha256, once it matches the recorded (or given)
+    checksum; a missing file or checksum, or a mismatch, is one WeightsError line."""
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"DS-MAR weights not found at {path}; reinstall dsmar or run `dsmar train`")
@@ -76,6 +85,13 @@ def load_weights(path: Path = DEFAULT_WEIGHTS, expected_sha256: str | None = Non
     actual = sha256_file(path)
     if actual != expected:
         raise WeightsError(f"checksum mismatch for {path}: sha256 {actual[:12]}..., expected {expected[:12]}...")
+    return {**meta, "sha256": actual}
+
+
+def load_weights(path: Path = DEFAULT_WEIGHTS, expected_sha256: str | None = None) -> tuple[DSMAR, dict]:
+    """Rebuild the network from `path`; the checksum comes from the sidecar .json unless given."""
+    path = Path(path)
+    meta = checked_metadata(path, expected_sha256)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         model = DSMAR(DSMARConfig.from_dict(blob["config"]))
@@ -83,4 +99,4 @@ def load_weights(path: Path = DEFAULT_WEIGHTS, expected_sha256: str | None = Non
     except (RuntimeError, KeyError, TypeError) as err:
         raise WeightsError(f"DS-MAR weights at {path} do not fit the network: {err}") from err
     model.eval()
-    return model, {**meta, "sha256": actual, "record": blob.get("record", meta.get("record", {}))}
+    return model, {**meta, "record": blob.get("record", meta.get("record", {}))}

@@ -1,4 +1,4 @@
-"""The shipped methods. Every module here registers itself with the pair API on import."""
+"""The shipped methods. Every module here registers its methods in `models.registry` on import."""
 
 import importlib
 import pkgutil

@@ -12,19 +12,33 @@ alone, dense, and `trend="field"` polishes the network's dense field). Each defa
 "inference" in the weights' sidecar (tuned on the train split; `trend="best"` was adopted for the eval
 landmark track's large offsets, which the train split lacks: benchmarks/tuning.md), else 1 frame,
 1 iteration, no polish. The confidence (Contract 2) is the last window pass's support where windows
-shaped the field, else the network's own (its refinement module's).
+shaped the field, else the network's own (its refinement module's). The method's identity (`resolve`)
+is the checksum of the weights file it loads and those settings merged with the options given.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from kernel.errors import InputError
-from models.api import register_method
+from models.registry import integer, integers, keywords, one_of, path, register_method, text
+
+TRENDS = ("affine", "best", "field")
+OPTIONS = {
+    "weights": path,
+    "tile": integer(64),
+    "overlap": integer(0),
+    "device": text,
+    "iterations": integer(1),
+    "optimise": keywords,
+    "augment": integer(1, choices=(1, 2, 4, 8)),
+    "polish": integers(0),
+    "trend": one_of(*TRENDS),
+}
 
 
 @lru_cache(maxsize=4)
@@ -35,13 +49,33 @@ def _load(path: str):
 
 
 def _weights(weights: str | Path | None = None):
-    """(model, sidecar metadata) of `weights`, else DSMAR_WEIGHTS, else the shipped file; loaded once."""
-    from models.dsmar.weights import DEFAULT_WEIGHTS
+    """(model, sidecar metadata) of the weights `dsmar` uses (`weights_path`); loaded once per process."""
+    from models.dsmar.weights import weights_path
 
-    return _load(str(weights or os.environ.get("DSMAR_WEIGHTS") or DEFAULT_WEIGHTS))
+    return _load(str(weights_path(weights)))
 
 
-@register_method("dsmar")
+@lru_cache(maxsize=8)
+def _metadata(path: str, mtime_ns: int, size: int) -> dict:
+    from models.dsmar.weights import checked_metadata
+
+    return checked_metadata(Path(path))
+
+
+def resolve(options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The checksum of the weights file `dsmar` will load with these options, and its effective settings:
+    the weights' tuned "inference" settings (without the prose on how they were tuned) merged with the
+    options (the weights path is identified by the checksum, not named)."""
+    from models.dsmar.weights import weights_path
+
+    path = weights_path(options.get("weights"))
+    stat = path.stat() if path.exists() else None  # a changed file is checked again
+    meta = _metadata(str(path), *((stat.st_mtime_ns, stat.st_size) if stat else (0, 0)))
+    tuned = {k: v for k, v in meta.get("inference", {}).items() if k != "tuned"}
+    return meta["sha256"], {**tuned, **{k: v for k, v in options.items() if k != "weights"}}
+
+
+@register_method("dsmar", options=OPTIONS, resolve=resolve)
 def make_dsmar():
     from models.dsmar.infer import predict_field
 
@@ -70,8 +104,6 @@ def make_dsmar():
         polish = tuned.get("polish", 0) if polish is None else polish
         trend = tuned.get("trend", "field") if trend is None else trend
         radii = _radii(polish)
-        if trend not in TRENDS:
-            raise InputError(f"dsmar trend must be one of {', '.join(TRENDS)}, not {trend!r}")
         field, confidence = predict_field(
             model,
             fixed,
@@ -95,14 +127,10 @@ def make_dsmar():
     return dsmar
 
 
-TRENDS = ("affine", "best", "field")
-
-
-def _radii(polish) -> tuple[int, ...]:
-    """`polish` as the search radii of its passes: 5 -> (5,), [5, 3] -> (5, 3), 0 -> ()."""
+def _radii(polish: int | list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    """`polish` (checked by its option normaliser) as the search radii of its passes: 5 -> (5,), [5, 3] -> (5, 3),
+    0 -> ()."""
     radii = polish if isinstance(polish, list | tuple) else [polish]
-    if not all(isinstance(r, int | np.integer) and not isinstance(r, bool) and r >= 0 for r in radii):
-        raise InputError(f"dsmar polish must be a radius in px or a list of them (integers >= 0), not {polish!r}")
     return tuple(int(r) for r in radii if r)
 
 
@@ -142,8 +170,3 @@ def _polish(
 def weights_metadata(weights: str | Path | None = None) -> dict:
     """The sidecar metadata (checksum, record, measured speeds) of the weights `dsmar` uses."""
     return _weights(weights)[1]
-
-
-def weights_sha256(weights: str | Path | None = None) -> str:
-    """The checksum of the weights `dsmar` uses (for Zarr attrs and reports)."""
-    return weights_metadata(weights)["sha256"]

@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from kernel.errors import InputError
-from models.api import register_method
 from models.classical.features import fill_nodata
 from models.preprocess import to_gray
+from models.registry import integer, integers, register_method
 
 DOCUMENTED = {"iteration": 2, "radius": tuple(range(32, 4, -4)), "rank": 4, "levels": 6}
 MIN_TOP_LEVEL_PX = 16
@@ -55,15 +55,14 @@ def pyramid_levels(shape: tuple[int, int], wanted: int = DOCUMENTED["levels"]) -
     return max(0, min(wanted, fit))
 
 
-@register_method("gefolki")
+@register_method(
+    "gefolki", options={"iteration": integer(1), "radius": integers(1), "rank": integer(), "levels": integer()}
+)
 def make_gefolki():
     gefolki = _load_gefolki()
 
     def run(fixed, moving, *, fixed_modality, moving_modality, **options):
         params = {**DOCUMENTED, **options}
-        unknown = set(params) - set(DOCUMENTED)
-        if unknown:
-            raise InputError(f"unknown option(s) for gefolki: {', '.join(sorted(unknown))}")
         fixed_gray = to_gray(fixed, fixed_modality)
         reference, _ = fill_nodata(fixed_gray)
         secondary, _ = fill_nodata(to_gray(moving, moving_modality))
@@ -71,7 +70,7 @@ def make_gefolki():
             reference.astype(np.float32),
             secondary.astype(np.float32),
             iteration=int(params["iteration"]),
-            radius=list(params["radius"]),
+            radius=np.ravel(params["radius"]).tolist(),
             rank=int(params["rank"]),
             levels=pyramid_levels(reference.shape, int(params["levels"])),
         )

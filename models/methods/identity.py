@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from models.api import register_method
+from models.registry import register_method
 
 
 @register_method("identity")

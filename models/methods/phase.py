@@ -7,21 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernel.errors import InputError
-from models.api import register_method
 from models.classical.features import cfog
 from models.classical.matching import phase_correlation
 from models.preprocess import to_gray
+from models.registry import number, register_method
 
 DEFAULTS = {"max_shift": 32.0, "whitening": 0.5}
 
 
-@register_method("phase")
+@register_method("phase", options={"max_shift": number(), "whitening": number()})
 def make_phase():
     def run(fixed, moving, *, fixed_modality, moving_modality, **options):
-        unknown = set(options) - set(DEFAULTS)
-        if unknown:
-            raise InputError(f"unknown option(s) for phase: {', '.join(sorted(unknown))}; known: max_shift, whitening")
         settings = {**DEFAULTS, **options}
         fixed_gray, moving_gray = to_gray(fixed, fixed_modality), to_gray(moving, moving_modality)
         shift, strength = phase_correlation(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from kernel.errors import InputError
+from models.dsmar.network import DSMARConfig
+from models.training.augment import WarpRanges
 
 STAGES = ("contrast", "field", "refine", "joint")
 
@@ -43,7 +45,7 @@ class TrainConfig:
     margin: int = 64  # source crops are crop + 2 * margin: the warp samples inside them (no border leak)
     augment: float = 1.0  # strength of the radiometric augmentation (0 = none)
     nodata: float = 0.3  # chance of a random no-data half-plane per stream and sample
-    exclude: tuple[str, ...] = ()  # pair-id prefixes left out of training (untrusted ground truth)
+    exclude: tuple[str, ...] = ()  # pair-id prefixes left out of training, besides those with doubtful ground truth
     init: str = ""  # weights (.pt) to start from: training goes on across sessions and machines
     batch: int = 8
     holdout: float = 0.05
@@ -52,10 +54,10 @@ class TrainConfig:
     threads: int = 0
     checkpoint_every_s: float = 60.0
     val_batches: int = 2
-    model: dict = field(default_factory=dict)
+    model: DSMARConfig = DSMARConfig()
     losses: LossWeights = LossWeights()
     stages: tuple[StageConfig, ...] = ()
-    warp: dict = field(default_factory=dict)
+    warp: WarpRanges = WarpRanges()
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -73,9 +75,11 @@ class TrainConfig:
                 raise InputError(f"stage {s.name!r} is not one of {', '.join(STAGES)}")
             if s.steps <= 0 and s.seconds <= 0:
                 raise InputError(f"stage {s.name!r} needs steps or seconds")
-        losses = LossWeights(**data.pop("losses", {}))
+        losses = LossWeights(**_known(LossWeights, data.pop("losses", {}), "losses"))
+        warp = WarpRanges(**_known(WarpRanges, data.pop("warp", {}), "warp"))
+        model = DSMARConfig.from_dict(_known(DSMARConfig, data.pop("model", {}), "model"))
         exclude = tuple(data.pop("exclude", ()))
-        return cls(stages=stages, losses=losses, exclude=exclude, **data)
+        return cls(stages=stages, losses=losses, warp=warp, model=model, exclude=exclude, **data)
 
     @classmethod
     def from_json(cls, path: Path | str, **overrides) -> TrainConfig:
@@ -88,6 +92,15 @@ class TrainConfig:
             raise InputError(f"training config {path} is not valid JSON: {err}") from err
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(data)
+
+
+def _known(kind: type, data: dict, key: str) -> dict:
+    """`data` with JSON lists as tuples, refusing keys that `kind` does not have."""
+    names = {f.name for f in fields(kind)}
+    unknown = set(data) - names
+    if unknown:
+        raise InputError(f"unknown training config keys under {key!r}: {', '.join(sorted(unknown))}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
 
 
 VARIANTS = ("full", "no-attention", "no-refinement", "no-jacobian")

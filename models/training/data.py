@@ -2,7 +2,9 @@
 
 A pack holds, per pair, the fixed and moving images on one grid as 8-bit gray (the mean of their
 bands, as `models.preprocess.to_gray` takes it; JPEG-coded at quality 90 like most sources, so the
-whole train split fits in a few MiB), at most `max_side` pixels a side, their modalities and category. Real pairs come
+whole train split fits in a few MiB), at most `max_side` pixels a side, their modalities and category, and why
+their ground truth is doubtful (`datagen.pairs.doubtful_ground_truth`, decided when the pack is built; such pairs
+are packed but never trained on). Real pairs come
 from the `train` split through `datagen.pairs.load_aligned_pair`; synthetic ones from
 `datagen.synthetic.render_scene` (optical vs SAR and optical vs DEM of one scene). Packing once keeps
 the trainer free of image decoding and of any dependency beyond numpy and torch, so it runs as is
@@ -32,6 +34,11 @@ class PackedPair:
     moving_modality: str
     category: str
     pair_id: str
+    doubtful: str = ""  # why the ground truth is known not to align the pair; empty when it is trusted
+
+
+# What the pack stores of each pair besides its images, in this order.
+META_FIELDS = ("fixed_modality", "moving_modality", "category", "pair_id", "doubtful")
 
 
 def _to_uint8_gray(image: np.ndarray) -> np.ndarray:
@@ -41,7 +48,7 @@ def _to_uint8_gray(image: np.ndarray) -> np.ndarray:
 
 def real_pairs(pairs_dir: Path, split: str = "train") -> list[PackedPair]:
     """The aligned real pairs of one split (8-bit sources) as uint8 gray."""
-    from datagen.pairs import load_aligned_pair, read_pairs
+    from datagen.pairs import doubtful_ground_truth, load_aligned_pair, read_pairs
 
     packed = []
     for record in read_pairs(pairs_dir, split):
@@ -57,6 +64,7 @@ def real_pairs(pairs_dir: Path, split: str = "train") -> list[PackedPair]:
                 pair.moving_modality,
                 pair.category,
                 pair.pair_id,
+                doubtful_ground_truth(record) or "",
             )
         )
     return packed
@@ -107,7 +115,7 @@ def write_pack(pairs: list[PackedPair], path: Path, max_side: int = 384, quality
     for i, p in enumerate(pairs):
         arrays[f"f{i:05d}"] = _encode(_centre_crop(p.fixed, max_side), quality)
         arrays[f"m{i:05d}"] = _encode(_centre_crop(p.moving, max_side), quality)
-        meta.append([p.fixed_modality, p.moving_modality, p.category, p.pair_id])
+        meta.append([getattr(p, name) for name in META_FIELDS])
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     with open(path, "wb") as handle:
         np.savez(handle, **arrays)
@@ -120,6 +128,11 @@ def read_pack(path: Path) -> list[PackedPair]:
         raise InputError(f"training pack {path} not found (build it with `dsmar train --build-pack`)")
     with np.load(path) as data:
         meta = json.loads(data["meta"].tobytes().decode())
+        if any(len(row) != len(META_FIELDS) for row in meta):
+            raise InputError(
+                f"training pack {path} does not say which pairs have doubtful ground truth; "
+                "rebuild it with `dsmar train --build-pack PAIRS`"
+            )
         return [PackedPair(_decode(data[f"f{i:05d}"]), _decode(data[f"m{i:05d}"]), *row) for i, row in enumerate(meta)]
 
 
@@ -185,9 +198,10 @@ class BatchSampler:
         return Batch(images, mods)
 
 
-def exclude_pairs(pairs: list[PackedPair], prefixes: tuple[str, ...]) -> list[PackedPair]:
-    """Pairs whose id starts with none of `prefixes` (sources whose ground truth is not trusted)."""
-    return [p for p in pairs if not any(p.pair_id.startswith(x) for x in prefixes)]
+def trusted_pairs(pairs: list[PackedPair], prefixes: tuple[str, ...] = ()) -> list[PackedPair]:
+    """The pairs to train on: those whose ground truth is not doubtful and whose id starts with none of
+    `prefixes` (a run's own further exclusions)."""
+    return [p for p in pairs if not p.doubtful and not any(p.pair_id.startswith(x) for x in prefixes)]
 
 
 def split_holdout(pairs: list[PackedPair], fraction: float, seed: int) -> tuple[list[PackedPair], list[PackedPair]]:

@@ -21,11 +21,11 @@ from torch.nn import functional as F
 from kernel.errors import InputError
 from models import losses as L
 from models.dsmar.flow import downsample_field
-from models.dsmar.network import DSMAR, DSMARConfig, count_parameters
+from models.dsmar.network import DSMAR, DSMAROutput, count_parameters
 from models.dsmar.weights import save_weights, sha256_file
-from models.training.augment import Prepared, WarpRanges, prepare_batch
+from models.training.augment import Prepared, prepare_batch
 from models.training.config import LossWeights, StageConfig, TrainConfig
-from models.training.data import BatchSampler, exclude_pairs, read_pack, split_holdout
+from models.training.data import BatchSampler, read_pack, split_holdout, trusted_pairs
 
 
 def pick_device(name: str) -> torch.device:
@@ -77,29 +77,29 @@ def contrastive_loss(feats_f, feats_m, mask, temperature: float, gen: torch.Gene
     return total / (len(feats_f) - 1)
 
 
-def field_losses(out: dict, batch: Prepared, weights: LossWeights, stage: str) -> dict[str, torch.Tensor]:
+def field_losses(out: DSMAROutput, batch: Prepared, weights: LossWeights, stage: str) -> dict[str, torch.Tensor]:
     """The composite loss of one batch, by term (weighted sum under 'total')."""
     target, mask = batch.target, batch.mask
     parts: dict[str, torch.Tensor] = {}
-    field = out["field"]
-    parts["epe"] = L.end_point_error(field, target, mask)
+    field = out.field
+    parts["epe"] = L.mean_end_point_error(field, target, mask)
     if stage in ("field", "joint") and weights.levels > 0:
         level_terms = []
         size = target.shape[-1]
-        for lvl in out["levels"]:
+        for lvl in out.levels:
             factor = size // lvl.shape[-1]
             t = downsample_field(target, factor)
             mk = F.avg_pool2d(mask.float(), factor) > 0.99
-            level_terms.append(L.end_point_error(lvl * factor, t * factor, mk))
+            level_terms.append(L.mean_end_point_error(lvl * factor, t * factor, mk))
         parts["levels"] = torch.stack(level_terms).mean()
     if weights.jacobian > 0:
         parts["jacobian"] = L.folding_penalty(field, weights.jacobian_margin)
     if weights.bending > 0:
-        parts["bending"] = L.bending_energy(out["levels"][-1])
-    if stage in ("refine", "joint") and weights.confidence > 0 and out["confidence_learned"]:
+        parts["bending"] = L.bending_energy(out.levels[-1])
+    if stage in ("refine", "joint") and weights.confidence > 0 and out.confidence_learned:
         parts["confidence"] = L.confidence_calibration(
-            out["confidence_logit"],
-            out["levels"][-1] * 2,
+            out.confidence_logit,
+            out.levels[-1] * 2,
             downsample_field(target, 2) * 2,
             F.avg_pool2d(mask.float(), 2) > 0.99,
         )
@@ -145,15 +145,15 @@ class Trainer:
                 "(PAIRS: a pairs folder such as ../shared/data/pairs, or your own)"
             )
         self.data_hash = sha256_file(pack)
-        pairs = exclude_pairs(read_pack(pack), cfg.exclude)
+        pairs = trusted_pairs(read_pack(pack), cfg.exclude)
         self.train_pairs, self.val_pairs = split_holdout(pairs, cfg.holdout, cfg.seed)
         self.modalities = sorted(
             {p.moving_modality for p in self.train_pairs} | {p.fixed_modality for p in self.train_pairs} | {"other"}
         )
         self.sampler = BatchSampler(self.train_pairs, cfg.crop, cfg.seed, margin=cfg.margin)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.ranges = WarpRanges(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.warp.items()})
-        self.model = DSMAR(DSMARConfig.from_dict(cfg.model))
+        self.ranges = cfg.warp
+        self.model = DSMAR(cfg.model)
         if cfg.init:
             self.log(f"initialised from {cfg.init}: {warm_start(self.model, Path(cfg.init))}")
         self.model = self.model.to(self.device)
@@ -210,7 +210,7 @@ class Trainer:
         if not self.checkpoint_path.exists():
             return False
         blob = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
-        if json.loads(blob["config"]) != self.cfg.to_dict():
+        if TrainConfig.from_dict(json.loads(blob["config"])) != self.cfg:
             self.log(f"checkpoint {self.checkpoint_path} belongs to another config; starting afresh")
             return False
         self.model.load_state_dict(blob["model"])
@@ -254,10 +254,10 @@ class Trainer:
         for batch in self._val:
             with self._autocast():
                 out = self.model(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
-            field = out["field"].float()
+            field = out.field.float()
             epe = torch.sqrt(((field - batch.target) ** 2).sum(1))[batch.mask[:, 0]]
             epes.append(epe.cpu())
-            folds.append(float(L.folded_fraction(field)))
+            folds.append(float(L.folding_share(field)))
         self.model.train()
         if not epes:
             return {}

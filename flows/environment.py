@@ -1,7 +1,11 @@
-"""Prefect settings that must be in the environment before `prefect` is first imported."""
+"""The environment dsmar's Prefect runs start with, applied by each entry point (`dsmar run`, `dsmar demo`,
+`python -m flows.deployments`). Prefect reads its settings once, when it is first imported, so the CLI applies
+them before importing it; child processes (Dask workers, the temporary API, the flow runs of served
+deployments) inherit them from the environment."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 DEFAULTS = {
@@ -16,10 +20,9 @@ DEFAULTS = {
 }
 
 
-def prefect_defaults() -> None:
-    """Set the defaults the user has not set (their own settings always win)."""
+def apply_defaults() -> None:
+    """Set the defaults the user has not set (their own settings always win). Where Prefect has already
+    set up its logging in this process, its top logger takes the level too."""
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
-
-
-prefect_defaults()
+    logging.getLogger("prefect").setLevel(os.environ["PREFECT_LOGGING_LEVEL"].upper())
