@@ -423,8 +423,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 class SasTokenServer(_Server):
     """The Planetary Computer token API's shape: GET /api/sas/v1/token/{collection}."""
 
-    def __init__(self, lifetime_s: float = 3600.0):
+    def __init__(self, lifetime_s: float = 3600.0, faults: tuple[int, ...] = ()):
         self.lifetime_s = lifetime_s
+        self.faults = list(faults)  # HTTP statuses answered, in order, before the first token
         self.requests: list[str] = []
         super().__init__(_TokenHandler)
 
@@ -445,6 +446,9 @@ class _TokenHandler(BaseHTTPRequestHandler):
             return
         collection_id = self.path[len(prefix) :]
         server.requests.append(collection_id)
+        if server.faults:
+            self.send_error(server.faults.pop(0))
+            return
         expiry = datetime.now(UTC) + timedelta(seconds=server.lifetime_s)
         body = json.dumps(
             {

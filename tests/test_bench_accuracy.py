@@ -51,14 +51,14 @@ def test_bench_accuracy_end_to_end(pairs_dir, tmp_path, capsys):
     )
     assert code == 0
     on_disk = json.loads((out / "results.json").read_text())
-    assert on_disk["summary"]["dense"]["cfog"]["overall"]["pixels_under_1px"] >= 0.0  # results.json keeps its keys
+    assert "pixels_under_1px" in on_disk["summary"]["dense"]["cfog"]["overall"]  # results.json keeps its keys
     result = load_result(out / "results.json")
     assert result.to_dict() == on_disk
     assert len(result.cases["dense"]) == 3
     dense = result.summary.dense
     assert dense["cfog"]["overall"].failed == 0
     assert dense["cfog"]["overall"].recovery_median < 0.5 * dense["identity"]["overall"].recovery_median
-    assert 0.0 <= dense["cfog"]["overall"].folding <= 1.0
+    assert dense["cfog"]["overall"].folding < 0.001  # measured 0.0 on these 3 pairs
     report = (out / "report.md").read_text()
     assert "epe_distribution.png" in report and (out / "epe_distribution.png").exists()
     assert list(result.set_aside) == ["srif-sar-141"]  # the 3 evenly spread eval pairs hold one
@@ -202,3 +202,22 @@ def test_method_list_splits_only_on_commas_outside_brackets():
         "x:pair=(1,2)",
         "y:o={'a':1,'b':2}",
     )
+
+
+def test_update_docs_regenerates_the_accuracy_page_from_the_run(pairs_dir, tmp_path, monkeypatch, capsys):
+    """`--update-docs` writes the page the command names (dsmar.commands.bench.DOCS, here moved into tmp)."""
+    from dsmar.commands import bench
+
+    shipped = bench.DOCS.read_bytes()
+    docs = tmp_path / "docs" / "accuracy.md"
+    monkeypatch.setattr(bench, "DOCS", docs)
+    argv = ["bench", "accuracy", "--pairs", str(pairs_dir), "--methods", "identity", "--limit", "1"]
+    assert main([*argv, "--workers", "1", "--no-landmarks", "--out", str(tmp_path / "out"), "--update-docs"]) == 0
+    assert f"docs: {docs}" in capsys.readouterr().out
+    page = docs.read_text()
+    result = load_result(tmp_path / "out" / "results.json")
+    assert page.startswith("# Accuracy\n") and tables(result) in page
+    assert "## Results on split `eval` (seed 0; 1 dense pairs, 0 landmark pairs;" in page
+    rerun = "dsmar bench accuracy --split eval --methods identity --seed 0 --workers 1 --out bench-out --update-docs --limit 1"
+    assert page.rstrip().endswith(f"## Rerun\n\n```\n{rerun}\n```")
+    assert bench.DOCS == docs and (bench.REPO / "docs" / "accuracy.md").read_bytes() == shipped

@@ -89,6 +89,22 @@ def test_signer_touches_nothing_without_blob_hrefs():
         assert item.assets["B04"].href == "file:///data/B04.tif" and tokens.requests == []
 
 
+def test_token_api_answers_429_and_503_are_retried():
+    with fx.SasTokenServer(faults=(429, 503)) as tokens:
+        signer = PlanetaryComputerSigner(tokens.token_url, policy=RetryPolicy(backoff_base_s=0.01))
+        item = signer.resign(pc_item())
+        assert tokens.requests == ["sentinel-2-l2a"] * 3
+        assert item.assets["B04"].href.endswith("sig=n3")
+
+
+def test_token_api_that_keeps_answering_503_is_a_catalog_error():
+    with fx.SasTokenServer(faults=(503,) * 3) as tokens:
+        signer = PlanetaryComputerSigner(tokens.token_url, policy=RetryPolicy(max_attempts=3, backoff_base_s=0.01))
+        with pytest.raises(CatalogError, match="could not get a Planetary Computer SAS token"):
+            signer.resign(pc_item())
+        assert len(tokens.requests) == 3
+
+
 def test_unreachable_token_api_is_a_catalog_error():
     signer = PlanetaryComputerSigner("http://127.0.0.1:9/api/sas/v1/token", policy=RetryPolicy(max_connect_attempts=1))
     with pytest.raises(CatalogError, match="could not get a Planetary Computer SAS token from http://127.0.0.1:9"):

@@ -1,6 +1,9 @@
-"""End to end, as `dsmar demo` runs it: generated archive -> rustac STAC API -> Prefect flow (temporary
-API) -> real 2-worker Dask LocalCluster -> cube and report; scored against the archive's truth asset,
-read here with rasterio, not through the pipeline."""
+"""End to end, as `dsmar demo` runs it with the default method: generated archive -> rustac STAC API ->
+Prefect flow (temporary API) -> real 2-worker Dask LocalCluster -> cube and report; SAR and DEM fields
+scored against the archive's truth assets, read here with rasterio, not through the pipeline.
+
+Limits are the values measured on 2026-12-05 (default method, this size and tiling) plus 25 %, written beside
+them; DSMAR_TEST_DEFAULT_METHOD runs another method in the default's place (scripts/check_tests_bite.sh)."""
 
 from __future__ import annotations
 
@@ -11,8 +14,10 @@ import rasterio
 from pyproj import CRS
 
 from pipeline.cube import open_cube
+from tests.conftest import default_method
 
 SIZE = 384
+METHOD = default_method()
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +25,12 @@ def demo(tmp_path_factory):
     from dsmar.commands.demo import run_demo
 
     workdir = tmp_path_factory.mktemp("demo")
-    summary = run_demo(workdir, size=SIZE, dates=2, method="cfog", tile_size=256, halo=64, workers=2)
+    summary = run_demo(workdir, size=SIZE, dates=2, method=METHOD, tile_size=256, halo=64, workers=2)
     return workdir, summary
 
 
 def _truth_on_cube(workdir, item_id, ds) -> np.ndarray:
-    """The SAR item's truth_displacement, cut to the cube's grid by the test's own arithmetic."""
+    """An item's truth_displacement, cut to the cube's grid by the test's own arithmetic."""
     catalog = pystac.Catalog.from_file(str(workdir / "archive" / "catalog.json"))
     item = next(i for i in catalog.get_items(recursive=True) if i.id == item_id)
     with rasterio.open(item.assets["truth_displacement"].get_absolute_href()) as src:
@@ -48,26 +53,53 @@ def test_cube_follows_contract_3(demo):
         assert ds[name].dims[0] == "time" and ds[name].dims[-2:] == ("y", "x")
         assert ds[name].encoding["grid_mapping"] == "spatial_ref"
         assert np.isfinite(ds[name].isel(time=0).values).mean() > 0.9, name
-    assert ds.attrs["method"] == "cfog" and "config" in ds.attrs
+    assert ds.attrs["method"] == METHOD and "config" in ds.attrs
     conf = ds.confidence_sar.values
     assert conf.min() >= 0 and conf.max() <= 1
     assert (workdir / "report" / "report.md").is_file()
     assert (workdir / "report" / "t00_sar_checkerboard.png").stat().st_size > 10_000
 
 
-def test_recovered_sar_field_matches_injected_truth(demo):
+def _errors(workdir, ds, modality: str, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """End-point errors of the cube's field and of no registration at all (the truth's length), valid pixels."""
+    item_id = str(ds[f"{modality}_item"].values[t]).split(",")[0]
+    truth = _truth_on_cube(workdir, item_id, ds)
+    recovered = ds[f"displacement_{modality}"].isel(time=t).values
+    epe = np.sqrt(((recovered - truth) ** 2).sum(axis=0))
+    return epe[np.isfinite(epe)], np.sqrt((truth**2).sum(axis=0))[np.isfinite(epe)]
+
+
+# (median, p90, share of pixels above 5 px) per time step, measured: SAR (0.24, 0.59, 0) and (0.35, 0.69, 0);
+# DEM (1.29, 22.9, 19 %) and (1.11, 2.28, 0); no registration: SAR medians 2.37 and 3.64 px, DEM 2.10 px.
+LIMITS = {"sar": (0.45, 0.85, 0.001), "dem": (1.4, 2.9, 0.01)}
+
+
+@pytest.mark.parametrize(
+    "modality",
+    [
+        "sar",
+        pytest.param(
+            "dem",
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=AssertionError,
+                reason="one 256 px DEM tile of the first time step is warped far off (p90 22.9 px, 19 % of "
+                "pixels above 5 px; the second time step: p90 2.28 px): DEM registration depends on the tile",
+            ),
+        ),
+    ],
+)
+def test_recovered_fields_match_injected_truth(demo, modality):
     workdir, summary = demo
     ds = open_cube(str(workdir / "cube.zarr"))
+    median_limit, p90_limit, share_limit = LIMITS[modality]
     for t in range(ds.sizes["time"]):
-        item_id = str(ds.sar_item.values[t]).split(",")[0]
-        truth = _truth_on_cube(workdir, item_id, ds)
-        recovered = ds.displacement_sar.isel(time=t).values
-        epe = np.sqrt(((recovered - truth) ** 2).sum(axis=0))
-        median = float(np.nanmedian(epe))
-        assert median < 1.5, f"time {t}: median EPE {median:.2f} px"
-        # Sanity: the truth is a real misregistration, so the identity would have failed this check.
-        assert float(np.nanmedian(np.sqrt((truth**2).sum(axis=0)))) > 1.5
-    assert summary.error("sar").median < 1.5
+        epe, unregistered = _errors(workdir, ds, modality, t)
+        # The truth is a real misregistration: no registration would fail the median limit.
+        assert float(np.median(unregistered)) > median_limit
+        stats = (float(np.median(epe)), float(np.percentile(epe, 90)), float((epe > 5).mean()))
+        assert stats[0] < median_limit and stats[1] < p90_limit and stats[2] < share_limit, (modality, t, stats)
+    assert summary.error(modality).median < median_limit
 
 
 def test_rerun_skips_every_chunk_and_rebuilds_the_report(demo):
@@ -75,7 +107,7 @@ def test_rerun_skips_every_chunk_and_rebuilds_the_report(demo):
 
     workdir, first = demo
     (workdir / "report" / "t00_sar_field.png").unlink()
-    again = run_demo(workdir, size=SIZE, dates=2, method="cfog", tile_size=256, halo=64, workers=2)
+    again = run_demo(workdir, size=SIZE, dates=2, method=METHOD, tile_size=256, halo=64, workers=2)
     assert again.tiles_written == 0 and again.tiles_skipped == first.tiles_written > 0
     assert (workdir / "report" / "t00_sar_field.png").is_file()
     assert again.error("sar").median == pytest.approx(first.error("sar").median)

@@ -1,24 +1,92 @@
-"""The shipped DS-MAR through the pair API: a known warp on real eval pairs, recovered."""
+"""The shipped DS-MAR through the pair API, scored on real eval pairs against the best classical method.
+
+The benchmark's own dense case (benchmarks.accuracy.dense_case, seed 11): a known smooth warp on the aligned
+pair, the warped moving image valid everywhere; EPE against the warp's inverse and warp recovery, medians
+in px. Limits sit at the values measured on 2026-12-05 (written beside each) with the margin stated there.
+"""
 
 import numpy as np
 import pytest
 
 from benchmarks.accuracy import dense_case
+from benchmarks.results import DenseScore
 from datagen.pairs import read_pairs
 from models import register_pair
+from tests.conftest import default_method
+from tests.untrained_weights import write_untrained
+
+NETWORK_ALONE = "dsmar:polish=0:augment=1"  # one frame, no classical polish: only the weights shape the field
+MARGIN = 1.15  # the default may be this much worse than `mind` (15 %): seeds and BLAS threads move scores ~5 %
+_scores: dict[tuple[str, tuple[str, ...]], dict[str, DenseScore]] = {}
 
 
-@pytest.mark.parametrize("category", ["optical-infrared", "optical-map"])
-@pytest.mark.parametrize("spec", ["dsmar", "dsmar:polish=0:augment=1"])
-def test_shipped_model_recovers_a_known_warp_better_than_identity(pairs_dir, category, spec):
-    """The benchmark's own dense case: warped moving image valid everywhere (no border to read); with the
-    default inference settings and with the network alone (one frame, no classical polish)."""
-    record = next(r for r in read_pairs(pairs_dir, "eval") if r.category == category and r.gt_kind == "similarity")
-    case = dense_case(record, ("identity", spec), seed=11)
-    dsmar, identity = case.dense(spec), case.dense("identity")
-    assert dsmar.recovery.median < 0.5 * identity.recovery.median
-    assert dsmar.epe.median < 0.75 * identity.epe.median
-    assert dsmar.folding < 0.005
+def _record(pairs_dir, category):
+    return next(r for r in read_pairs(pairs_dir, "eval") if r.category == category and r.gt_kind == "similarity")
+
+
+def _scores_of(pairs_dir, category, methods) -> dict[str, DenseScore]:
+    """Scores per method spec on the category's similarity eval pair, computed once per session."""
+    key = (category, methods)
+    if key not in _scores:
+        case = dense_case(_record(pairs_dir, category), methods, seed=11)
+        _scores[key] = {m: case.dense(m) for m in methods}
+    return _scores[key]
+
+
+def _shipped(pairs_dir, category) -> dict[str, DenseScore]:
+    return _scores_of(pairs_dir, category, ("identity", "mind", default_method(), NETWORK_ALONE))
+
+
+# Measured medians (EPE / recovery, px): infrared (srif-infrared-141): identity 7.32 / 7.42, mind 0.99 / 0.64,
+# dsmar 1.03 / 0.46; map (srif-map-141): identity 4.88 / 4.96, mind 2.02 / 0.88, dsmar 3.34 / 0.81.
+@pytest.mark.parametrize(
+    "category,metric",
+    [
+        ("optical-infrared", "epe"),
+        ("optical-infrared", "recovery"),
+        pytest.param(
+            "optical-map",
+            "epe",
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=AssertionError,
+                reason="the default's median EPE on srif-map-141 is 3.34 px against mind's 2.02 px (1.65x)",
+            ),
+        ),
+        ("optical-map", "recovery"),
+    ],
+)
+def test_default_is_not_worse_than_mind(pairs_dir, category, metric):
+    scores = _shipped(pairs_dir, category)
+    default, mind = scores[default_method()], scores["mind"]
+    assert getattr(default, metric).median <= MARGIN * getattr(mind, metric).median, (default, mind)
+    assert default.folding < 0.005  # measured 0.0
+
+
+# The network alone, measured (EPE / recovery medians, px): infrared 2.56 / 1.72, map 3.38 / 1.31; with untrained
+# weights 16.0 / 7.34 and 8.20 / 4.29. Limits: measured + 25 %.
+@pytest.mark.parametrize("category,epe,recovery", [("optical-infrared", 3.2, 2.15), ("optical-map", 4.2, 1.65)])
+def test_the_network_alone_recovers_a_known_warp(pairs_dir, category, epe, recovery):
+    scores = _shipped(pairs_dir, category)[NETWORK_ALONE]
+    assert scores.epe.median < epe and scores.recovery.median < recovery, scores
+    assert scores.folding < 0.005  # measured 0.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="the network does not yet matter under the default settings: untrained weights of the same "
+    "architecture score 1.03 / 0.53 px (EPE / recovery) on srif-infrared-141 against the shipped 1.03 / 0.46 "
+    "(and 2.14 / 0.71 against 3.34 / 0.81 on srif-map-141): the classical start and MIND passes carry it",
+)
+def test_untrained_weights_score_clearly_worse_than_the_shipped_ones(pairs_dir, tmp_path):
+    category = "optical-infrared"
+    untrained = write_untrained(tmp_path / "untrained.pt")
+    spec = f"dsmar:weights={untrained}"
+    trained = _shipped(pairs_dir, category)[default_method()]
+    fresh = _scores_of(pairs_dir, category, (spec,))[spec]
+    for metric in ("epe", "recovery"):
+        assert getattr(fresh, metric).median >= 1.5 * getattr(trained, metric).median, (metric, fresh, trained)
 
 
 def test_dsmar_is_registered_and_handles_small_odd_inputs():
@@ -29,6 +97,9 @@ def test_dsmar_is_registered_and_handles_small_odd_inputs():
     result = register_pair(fixed, moving, "optical", "sar", method="dsmar")
     assert result.displacement.shape == (2, 64, 77) and np.isfinite(result.displacement).all()
     assert result.warped.shape == (64, 77)
+    # The roll moves content 2 px right: (dy, dx) = (0, 2) away from the no-data rows and the wrapped columns.
+    error = np.abs(result.displacement[:, 3:, 4:-4] - np.array([0.0, 2.0], np.float32)[:, None, None])
+    assert error.max() < 0.3, error.max()  # measured 0.10
 
 
 @pytest.mark.parametrize("options", [{"trend": "global"}, {"polish": [5, "3"]}, {"polish": -2}])

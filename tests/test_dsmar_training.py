@@ -1,5 +1,6 @@
 """Training: the pack, GPU-side warps against the benchmark's inverse, and a tiny resumable run."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -254,3 +255,56 @@ def test_a_missing_pack_says_how_to_build_it(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"training pack {tmp_path / 'pack.npz'} not found" in err
     assert "add --build-pack PAIRS" in err and "../shared/data/pairs" in err
+
+
+def _tiny_pairs_folder(pairs_dir, root, per_split: int = 2):
+    """A pairs.csv in `root` naming a few train and eval pairs of the real folder (read there, by absolute path)."""
+    with open(pairs_dir / "pairs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    chosen = [r for r in rows if r["split"] == "train" and r["pair_id"].startswith("srif-infrared")][:per_split]
+    chosen += [r for r in rows if r["split"] == "eval" and r["pair_id"].startswith("srif-infrared")][:per_split]
+    for row in chosen:
+        row.update({key: str(pairs_dir / row[key]) for key in ("fixed", "moving", "gt")})
+    root.mkdir()
+    with open(root / "pairs.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(chosen)
+    return [r["pair_id"] for r in chosen if r["split"] == "train"], [
+        r["pair_id"] for r in chosen if r["split"] == "eval"
+    ]
+
+
+def test_train_builds_a_pack_without_eval_pairs_and_exports_weights(pairs_dir, tmp_path, capsys):
+    """`dsmar train --build-pack`: the pack holds the train split and synthetic scenes, never an eval pair."""
+    from dsmar.cli import main
+    from models.training.data import read_pack
+
+    train_ids, eval_ids = _tiny_pairs_folder(pairs_dir, tmp_path / "pairs")
+    assert len(train_ids) == len(eval_ids) == 2
+    config = tmp_path / "tiny.json"
+    config.write_text(
+        json.dumps(
+            {
+                **json.loads(open("configs/train_small.json").read()),
+                "name": "tiny",
+                "pack": str(tmp_path / "pack.npz"),
+                "crop": 64,
+                "margin": 16,
+                "batch": 2,
+                "holdout": 0.0,
+                "model": {"channels": [8, 16, 16, 16], "hidden": 16, "refine_hidden": 8},
+                "stages": [{"name": name, "steps": 1} for name in ("contrast", "field", "refine", "joint")],
+            }
+        )
+    )
+    argv = ["train", "--config", str(config), "--build-pack", str(tmp_path / "pairs"), "--synthetic", "1"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'pack.npz'}: 4 pairs" in out  # 2 train pairs + 1 synthetic scene (SAR and DEM)
+    packed = [p.pair_id for p in read_pack(tmp_path / "pack.npz")]
+    assert packed == [*train_ids, "synth-0000-sar", "synth-0000-dem"]
+    assert not set(packed) & set(eval_ids)
+    _, info = load_weights(tmp_path / "run" / "tiny.pt")
+    assert info["record"]["finished"] and info["record"]["total_steps"] == 4
+    assert f"weights {tmp_path / 'run' / 'tiny.pt'} sha256 {info['sha256']}" in out

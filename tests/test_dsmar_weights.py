@@ -1,7 +1,9 @@
 """Weights: round trip through save/load, and a clear WeightsError on a wrong or missing checksum."""
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -52,3 +54,38 @@ def test_shipped_weights_match_their_checksum():
     model, meta = load_weights()
     assert meta["bytes"] < 10 * 2**20
     assert meta["record"]["data_sha256"] and meta["record"]["seed"] is not None
+
+
+def _pair():
+    from scipy import ndimage
+
+    fixed = ndimage.gaussian_filter(np.random.default_rng(1).random((96, 96)), 2).astype(np.float32)
+    return fixed, np.roll(fixed, (1, -2), axis=(0, 1)) * 3.0 + 1.0
+
+
+def test_dsmar_defaults_are_the_weights_sidecar_inference_settings(tmp_path):
+    """No option given, `dsmar` runs with the "inference" of its weights' sidecar: the shipped ones for the shipped
+    weights (what the cube records), and another sidecar's for a copy of the weights that carries other ones."""
+    from models import register_pair
+    from models.api import method_spec
+    from models.dsmar.weights import DEFAULT_WEIGHTS
+
+    shipped = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())["inference"]
+    settings = {k: v for k, v in shipped.items() if k != "tuned"}
+    assert dict(method_spec("dsmar").settings) == settings  # what the cube records and fingerprints
+    fixed, moving = _pair()
+    default = register_pair(fixed, moving, "optical", "sar", method="dsmar").displacement
+    explicit = register_pair(fixed, moving, "optical", "sar", method="dsmar", **settings).displacement
+    np.testing.assert_array_equal(default, explicit)
+
+    plain = {"augment": 1, "iterations": 1, "polish": 0, "trend": "field"}
+    assert plain != settings
+    copy = tmp_path / "copy.pt"
+    shutil.copyfile(DEFAULT_WEIGHTS, copy)
+    sidecar = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    copy.with_suffix(".json").write_text(json.dumps({**sidecar, "file": copy.name, "inference": plain}))
+    other = register_pair(fixed, moving, "optical", "sar", method="dsmar", weights=str(copy)).displacement
+    np.testing.assert_array_equal(
+        other, register_pair(fixed, moving, "optical", "sar", method="dsmar", **plain).displacement
+    )
+    assert np.abs(other - default).max() > 1e-3  # the settings change the field: the comparison above can fail

@@ -5,46 +5,16 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 from datetime import date
-from pathlib import Path
 
 import psutil
 import pytest
 
 from flows.backfill import split_period
 from kernel.config import ClusterConfig, RunConfig, SearchConfig, TileConfig
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory):
-    """A real Prefect server, the one `dsmar run` starts where no API is configured (own PREFECT_HOME,
-    SQLite), used by every flow run in this module."""
-    from flows.api import prefect_api as api
-
-    with _unconfigured(tmp_path_factory.mktemp("prefect-home")), api() as url:
-        yield url
-
-
-def _unconfigured(home: Path):
-    """Prefect settings with no API configured and an empty PREFECT_HOME; the startup limit of the CLI."""
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_HOME,
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-        temporary_settings,
-    )
-
-    fresh = {PREFECT_HOME: str(home), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 90}
-    return temporary_settings(updates=fresh, restore_defaults={PREFECT_API_URL})
+from tests.conftest import free_port, unconfigured
 
 
 def test_split_period_covers_the_period_once():
@@ -162,7 +132,7 @@ def test_unreachable_catalog_is_one_line_without_prefect_traceback(prefect_api, 
         "--profile",
         "local",
         "--catalog",
-        f"http://127.0.0.1:{_free_port()}",
+        f"http://127.0.0.1:{free_port()}",
         "--bbox",
         "14.4",
         "46.0",
@@ -208,7 +178,7 @@ def test_the_temporary_api_serves_each_block_from_its_own_session(tmp_path):
     from flows.api import prefect_api as api
 
     before = _prefect_servers()
-    with _unconfigured(tmp_path):
+    with unconfigured(tmp_path):
         with api() as url:
             assert PREFECT_API_URL.value() == url
             with get_client(sync_client=True) as client:
@@ -238,3 +208,57 @@ def test_importing_the_flows_sets_no_environment_and_the_defaults_yield_to_the_u
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["ERROR", "1", str(logging.ERROR)]
+
+
+def test_scheduled_region_registers_only_its_look_back(prefect_api, archive, dask_address, tmp_path):
+    """The archive holds optical scenes on 4 and 14 June: a 5-day look-back from the 14th takes the second only."""
+    from flows.deployments import scheduled_region
+    from pipeline.cube import open_cube
+
+    info, url = archive
+    region = _region(tmp_path, url, bbox=info.bbox, cluster=ClusterConfig(address=dask_address))
+    summary = scheduled_region(region, lookback_days=5, today=date(2024, 6, 14))
+    assert summary.scene_sets == 1 and summary.tiles_written == summary.tiles_per_scene
+    assert list(open_cube(region.out).optical_item.values) == ["synthetic-optical-20240614T100631"]
+
+
+def _scene_sets(config: RunConfig):
+    from catalogs.colocate import find_scene_sets
+    from catalogs.profiles import profile_for
+
+    found = find_scene_sets(profile_for(config.search), config, config.search)
+    assert len(found.scene_sets) == 2
+    return found.scene_sets
+
+
+def _with_optical(scene_set, item_id: str, when=None, shift_m: float = 0.0):
+    """The scene set with a copy of its optical item: another id, optionally another time or grid origin."""
+    from dataclasses import replace
+
+    optical = scene_set.optical.clone()
+    optical.id = item_id
+    if when is not None:
+        optical.datetime = when
+    for asset in optical.assets.values():
+        transform = asset.extra_fields.get("proj:transform")
+        if transform is not None:
+            asset.extra_fields["proj:transform"] = [*transform[:2], transform[2] + shift_m, *transform[3:]]
+    return replace(scene_set, optical=optical)
+
+
+def test_plan_cube_keeps_one_scene_per_time_and_grid(archive, tmp_path):
+    from flows.register_region import plan_cube
+
+    info, url = archive
+    config = _region(tmp_path, url, bbox=info.bbox)
+    first, second = _scene_sets(config)
+    again = _with_optical(second, "reprocessed", when=first.optical.datetime)
+    moved = _with_optical(second, "other-tile", shift_m=5.0)  # half a pixel: another lattice
+    cube = plan_cube([first, again, moved, second], config)
+    assert [s.optical.id for s in cube.scene_sets] == [first.optical.id, second.optical.id]
+    assert cube.skipped == (
+        f"reprocessed: same acquisition time as {first.optical.id}, which is kept",
+        f"other-tile: optical grid differs from {first.optical.id}'s (another tile or CRS); run it into another --out",
+    )
+    alone = plan_cube([first], config)
+    assert cube.grid == alone.grid and cube.plan == alone.plan and alone.skipped == ()

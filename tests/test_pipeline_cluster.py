@@ -4,8 +4,10 @@ otherwise, an existing scheduler when given; an unreachable scheduler is one lin
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import socket
+import subprocess
 import warnings
 
 import pytest
@@ -15,9 +17,33 @@ from kernel.errors import DsmarError
 from pipeline.cluster import check_scheduler, count_gpus, dask_client
 
 
-def test_empty_cuda_visible_devices_means_no_gpu(monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert count_gpus() == 0
+def _gpus_on_the_driver() -> int:
+    """GPUs the NVIDIA driver lists, asked through its own tool (which ignores CUDA_VISIBLE_DEVICES)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=60)
+    return sum(line.startswith("GPU ") for line in listed.stdout.splitlines()) if listed.returncode == 0 else 0
+
+
+def test_gpus_are_counted_as_the_driver_lists_them(monkeypatch):
+    """On a machine without a driver NVML's own error is the path taken; on a GPU machine, its count."""
+    import pynvml
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    driver = _gpus_on_the_driver()
+    if driver == 0:
+        with pytest.raises(pynvml.NVMLError):
+            pynvml.nvmlInit()
+    assert count_gpus() == driver
+
+
+@pytest.mark.parametrize("visible", ["", " ", "0", "0,1", ",".join(map(str, range(64)))])
+def test_cuda_visible_devices_caps_the_count(monkeypatch, visible):
+    """An empty CUDA_VISIBLE_DEVICES hides every GPU (dask-cuda would count one); a list caps the count."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    listed = [v for v in visible.split(",") if v.strip()]
+    assert count_gpus() == min(_gpus_on_the_driver(), len(listed))
 
 
 def test_local_cluster_then_existing_scheduler(monkeypatch):

@@ -57,8 +57,14 @@ def test_tilewise_warp_matches_whole_image_warp():
 
 
 def test_unmatchable_tile_gets_zero_field_and_zero_confidence():
-    fixed = np.full((4, 64, 64), np.nan, np.float32)
-    result = MethodRegistrator(method_spec("identity"))(fixed, np.ones((2, 64, 64), np.float32), moving_modality="sar")
+    """A real method that finds the 2 px shift on the whole tile is not run where under 1 % of it is valid."""
+    image = ndimage.gaussian_filter(np.random.default_rng(0).random((2, 64, 64)).astype(np.float32), (0, 2, 2))
+    moving = np.roll(image, 2, axis=-1)
+    matched = MethodRegistrator(method_spec("phase"))(image, moving, moving_modality="sar")
+    assert np.median(matched.displacement[1]) == pytest.approx(2.0, abs=0.1)  # measured 1.99
+    sparse = np.full_like(image, np.nan)
+    sparse[:, 10:16, 10:16] = image[:, 10:16, 10:16]  # 0.9 % valid
+    result = MethodRegistrator(method_spec("phase"))(sparse, moving, moving_modality="sar")
     assert (result.displacement == 0).all() and (result.confidence == 0).all()
 
 
