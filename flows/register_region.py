@@ -29,9 +29,10 @@ from models.tile_registrator import MethodRegistrator
 from pipeline.cluster import dask_client
 from pipeline.grid import Grid
 from pipeline.load import load_stack, load_truth, optical_grid
+from pipeline.outputs import open_store
 from pipeline.register_tiles import ChunkResult, decimate, run_tiles
 from pipeline.report import ErrorStats, TimeReport, assemble, end_point_error, thumb_step, write_report
-from pipeline.store import CubeLayout, CubeStore, Provenance, cube_attrs, inputs_hash, open_store
+from pipeline.store import CubeLayout, CubeStore, Provenance, cube_attrs, inputs_hash
 from pipeline.tiles import Tile, TilePlan, plan_tiles, region_grid
 
 log = logging.getLogger("dsmar")

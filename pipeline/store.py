@@ -1,9 +1,10 @@
 """The cube store: everything a run asks of the place a cube lives (Contract 3), as one Protocol.
 
 The flow and the tile writers speak only this interface, so a new kind of output plugs in without
-touching them: `pipeline.cube.ZarrCubeStore` is the Zarr v3 store (a local path or any fsspec URL), and
-tests use an in-memory store (`tests/memory_store.py`). A store is picklable and cheap to copy: its
-chunk writes run on Dask workers, each of which reopens the cube from the URL.
+touching them: `pipeline/outputs.py` picks the store for a location, `pipeline.cube.ZarrCubeStore` is
+the Zarr v3 store (a local path or any fsspec URL), and tests use an in-memory store
+(`tests/memory_store.py`). A store is picklable and cheap to copy: its chunk writes run on Dask
+workers, each of which reopens the cube from the URL.
 """
 
 from __future__ import annotations
@@ -116,10 +117,3 @@ class CubeStore(Protocol):
     def lock(self) -> AbstractContextManager[None]:
         """Hold the cube for one writing run: a second run on the same cube waits until the first ends."""
         ...
-
-
-def open_store(url: str) -> CubeStore:
-    """The store for an output location; every location dsmar writes today is a Zarr cube."""
-    from pipeline.cube import ZarrCubeStore
-
-    return ZarrCubeStore.at(url)

@@ -1,7 +1,7 @@
 """Crash injection for tests/test_resume.py: on the PYTHONPATH of a `dsmar run` under test only.
 
 Python imports `sitecustomize` at start-up in every process of the run, the Dask workers included.
-With DSMAR_TEST_WRITE_LOG set, `ZarrChunkWriter.write` is wrapped to append "time,row,col" to that
+With DSMAR_TEST_WRITE_LOG set, `ZarrCubeStore.write` is wrapped to append "time,row,col" to that
 file after each chunk it writes whole. With DSMAR_TEST_CRASH_AT=k as well, the k-th write call is
 the last: after DSMAR_TEST_CRASH_STORES of its zarr stores (all of them when unset) the whole run,
 its process group, is killed with SIGKILL, as a power cut or the OOM killer would end it.
@@ -20,11 +20,11 @@ def _kill_the_run() -> None:
 def _install(log_path: str) -> None:
     import zarr
 
-    from pipeline.cube import ZarrChunkWriter
+    from pipeline.cube import ZarrCubeStore
 
     crash_at = int(os.environ.get("DSMAR_TEST_CRASH_AT", "0"))
     stores_allowed = os.environ.get("DSMAR_TEST_CRASH_STORES")
-    original_write = ZarrChunkWriter.write
+    original_write = ZarrCubeStore.write
     original_store = zarr.Array.__setitem__
     calls = 0
 
@@ -48,7 +48,7 @@ def _install(log_path: str) -> None:
         if calls == crash_at:
             _kill_the_run()
 
-    ZarrChunkWriter.write = write
+    ZarrCubeStore.write = write
 
 
 if os.environ.get("DSMAR_TEST_WRITE_LOG"):
