@@ -129,7 +129,8 @@ def test_planetary_computer_rtc_is_linear_and_its_nodata_masked(tmp_path):
     out = load_one(item, key="vv", quirks=PLANETARY_COMPUTER.quirks)
     assert np.isnan(out[:, :4]).all()
     np.testing.assert_allclose(out[:, 4:], 10 * np.log10(POWER[:, 4:]), atol=1e-4)
-    with pytest.raises(CatalogError, match="dB, linear power or amplitude"):  # the quirk is the Planetary Computer's alone
+    # the quirk is the Planetary Computer's alone
+    with pytest.raises(CatalogError, match="dB, linear power or amplitude"):
         load_one(item, key="vv", quirks=EARTH_SEARCH.quirks)
 
 
