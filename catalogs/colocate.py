@@ -84,7 +84,7 @@ def find_scene_sets(
         times = [item_time(item) for item in placed]
         first, last = (min(times) - window).date(), (max(times) + window).date()
         sar = searcher.items(profile.sar_collection, bbox, first, last)
-        dem = searcher.items(profile.dem_collection, _union_bounds([_bounds(item) for item in placed]))
+        dem = searcher.items(profile.dem_collection, _union_bounds([_bounds_near(item, bbox) for item in placed]))
     scene_sets, rejections = pair_scenes(optical, sar, dem, bbox, rules, profile.asset_keys)
     return ColocationResult(scene_sets, rejections, log.events, log.summary())
 
@@ -247,6 +247,23 @@ def _bounds(item: pystac.Item) -> Rect:
         return (b[0], b[1], b[3], b[4]) if len(b) == 6 else (b[0], b[1], b[2], b[3])
     points = [p for exterior, *_ in polygons(item.geometry) for p in exterior]
     return (min(p[0] for p in points), min(p[1] for p in points), max(p[0] for p in points), max(p[1] for p in points))
+
+
+def _bounds_near(item: pystac.Item, aoi: Rect) -> Rect:
+    """The item's bounds; for a footprint split at the antimeridian (RFC 7946: a bbox whose west is east of
+    its east), the bounds of its parts that meet the AOI, which never crosses it (kernel.config)."""
+    bounds = _bounds(item)
+    if bounds[0] <= bounds[2]:
+        return bounds
+    near = [exterior for exterior, *_ in polygons(item.geometry) if coverage(_polygon(exterior), aoi) > 0]
+    points = [p for ring in near for p in ring]
+    if not points:
+        return aoi
+    return (min(p[0] for p in points), min(p[1] for p in points), max(p[0] for p in points), max(p[1] for p in points))
+
+
+def _polygon(exterior) -> dict:
+    return {"type": "Polygon", "coordinates": [[list(p) for p in exterior]]}
 
 
 def _union_bounds(bounds: Sequence[Rect]) -> Rect:
