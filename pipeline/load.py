@@ -2,8 +2,9 @@
 
 `optical_grid` derives the target grid from the optical item; `load_stack` puts any items (optical,
 SAR, DEM tiles) onto exactly that grid with stackstac, in physical units with NaN for nodata (tiles
-on one pixel lattice are first joined into one VRT: pipeline/load_mosaic.py); `load_truth` reads the
-demo archive's injected displacement. Conventions: docs/loading.md.
+on one pixel lattice are first joined into one VRT: pipeline/load_mosaic.py; files in radar geometry
+are geocoded through their GCPs instead: pipeline/load_gcp.py); `load_truth` reads the demo archive's
+injected displacement. Conventions: docs/loading.md.
 """
 
 from __future__ import annotations
