@@ -255,7 +255,7 @@ def _bounds_near(item: pystac.Item, aoi: Rect) -> Rect:
     bounds = _bounds(item)
     if bounds[0] <= bounds[2]:
         return bounds
-    near = [exterior for exterior, *_ in polygons(item.geometry) if coverage(_polygon(exterior), aoi) > 0]
+    near = [exterior for exterior, *_ in polygons(item.geometry or {}) if coverage(_polygon(exterior), aoi) > 0]
     points = [p for ring in near for p in ring]
     if not points:
         return aoi
