@@ -29,7 +29,7 @@ from catalogs.scenes import AssetKeys
 from kernel.config import TileConfig, default
 from kernel.errors import CatalogError, InputError
 from pipeline.grid import Grid
-from pipeline.load_assets import READ_RETRY_ENV, AssetHeader, gdal_href, read_headers
+from pipeline.load_assets import READ_ENV, AssetHeader, gdal_href, read_headers
 from pipeline.load_gcp import geocode_lazy
 from pipeline.load_meta import (
     Radiometry,
@@ -40,9 +40,9 @@ from pipeline.load_meta import (
 )
 from pipeline.load_mosaic import Layer, asset_layers
 
-# Remote reads retry as `READ_RETRY_ENV` says. A mosaic VRT opens its tiles during reads, not at open time: keep GDAL from probing each remote
+# Remote reads retry as `READ_ENV` says. A mosaic VRT opens its tiles during reads, not at open time: keep GDAL from probing each remote
 # tile for sidecar files there too (stackstac sets this for opens only; 7 requests a tile saved).
-GDAL_ENV = DEFAULT_GDAL_ENV.updated(always=READ_RETRY_ENV, read={"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"})
+GDAL_ENV = DEFAULT_GDAL_ENV.updated(always=READ_ENV, read={"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"})
 RESAMPLING = {"bilinear": Resampling.bilinear, "nearest": Resampling.nearest, "cubic": Resampling.cubic}
 TRUTH_ASSET = "truth_displacement"
 

@@ -17,10 +17,10 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
 from pipeline.grid import Grid
-from pipeline.load_assets import READ_RETRY_ENV
+from pipeline.load_assets import READ_ENV
 
 GCP_METHOD = "GCP_TPS"  # thin-plate spline; GDAL's polynomial (GCP_POLYNOMIAL) bends away from GCPs
-GCP_ENV = {**READ_RETRY_ENV, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+GCP_ENV = {**READ_ENV, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
 
 def geocode_block(

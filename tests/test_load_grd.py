@@ -24,9 +24,11 @@ from datagen import synthetic
 from datagen.grd import RadarGeometry, amplitude_dn, ground_seen, image_in_radar_geometry
 from dsmar.cli import main
 from kernel.config import AreaPeriod
+from kernel.errors import CatalogError
 from models import register_pair
 from pipeline.grid import Grid
 from pipeline.load import load_stack, optical_grid
+from pipeline.load_assets import read_header
 from tests import catalog_fixtures as fx
 
 EPSG = fx.UTM_EPSG
@@ -194,3 +196,14 @@ def test_gcp_geocoding_alone_follows_the_known_mapping(tmp_path):
     expected_rows, expected_cols = np.mgrid[0 : OPTICAL.height, 0 : OPTICAL.width]
     error = np.hypot(cols - expected_cols, rows - expected_rows)
     assert np.isfinite(error).all() and error.mean() < 0.1 and error.max() < 0.25, (error.mean(), error.max())
+
+
+def test_grd_on_s3_without_aws_credentials_is_one_line_saying_what_to_set(monkeypatch, tmp_path):
+    """Earth Search's GRD files sit in a requester-pays S3 bucket: reading them needs AWS credentials."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(CatalogError, match="read with your AWS credentials") as caught:
+        read_header("s3://sentinel-s1-l1c/GRD/2024/6/2/IW/DV/S1A_IW_GRDH/measurement/iw-vv.tiff")
+    assert len(str(caught.value).splitlines()) == 1
