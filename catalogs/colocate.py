@@ -7,8 +7,8 @@ Rules, in order, each rejection saying why:
   `sar_window_days` of the optical time whose slices cover at least `min_overlap` of the scene's part
   of the AOI; the preferred orbit direction first (given, else the one most passes share, so a time
   series keeps one viewing geometry), then the nearest in time. Sentinel-1 GRD items in radar
-  geometry are refused (catalogs/geocoding.py): placing them by their bounding box would put every
-  pixel in the wrong place.
+  geometry take part like any other: the loader geocodes them through their ground control points
+  (catalogs/geocoding.py, pipeline/load_gcp.py).
 - DEM: every tile meeting the optical footprint; a scene is refused when none covers its part of the AOI.
 """
 
@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 import pystac
 
 from catalogs.footprints import Rect, clipped_bounds, coverage, polygons
-from catalogs.geocoding import RTC_ADVICE, radar_geometry_reason
+from catalogs.geocoding import GCP_NOTE, in_radar_geometry
 from catalogs.http import RetryEvent, RetryLog, RetryPolicy
 from catalogs.profiles import CatalogProfile
 from catalogs.scenes import AssetKeys, SceneSet
@@ -84,7 +84,7 @@ def find_scene_sets(
         times = [item_time(item) for item in placed]
         first, last = (min(times) - window).date(), (max(times) + window).date()
         sar = searcher.items(profile.sar_collection, bbox, first, last)
-        dem = searcher.items(profile.dem_collection, _union_bounds([_bounds(item) for item in placed]))
+        dem = searcher.items(profile.dem_collection, _union_bounds([_bounds_near(item, bbox) for item in placed]))
     scene_sets, rejections = pair_scenes(optical, sar, dem, bbox, rules, profile.asset_keys)
     return ColocationResult(scene_sets, rejections, log.events, log.summary())
 
@@ -100,14 +100,10 @@ def pair_scenes(
     """The search config's pairing rules on items already fetched (pure: no I/O)."""
     rejections: list[Rejection] = []
     usable_sar: list[pystac.Item] = []
-    radar_geometry: list[pystac.Item] = []
     for item in sar:
-        in_radar_geometry = radar_geometry_reason(item, asset_keys.sar.values())
-        reason = in_radar_geometry or _unusable(item, asset_keys.sar.values(), "SAR", timed=True)
+        reason = _unusable(item, asset_keys.sar.values(), "SAR", timed=True)
         if reason:
             rejections.append(Rejection(item.id, reason))
-            if in_radar_geometry and acquired(item) is not None:
-                radar_geometry.append(item)
         else:
             usable_sar.append(item)
     usable_dem = []
@@ -122,7 +118,7 @@ def pair_scenes(
 
     scene_sets = []
     for item in sorted(optical, key=lambda i: (acquired(i) is None, acquired(i) or datetime.min, i.id)):
-        reason, scene_set = _pair_one(item, passes, radar_geometry, usable_dem, bbox, rules, preferred, asset_keys)
+        reason, scene_set = _pair_one(item, passes, usable_dem, bbox, rules, preferred, asset_keys)
         if reason:
             rejections.append(Rejection(item.id, reason))
         else:
@@ -130,9 +126,7 @@ def pair_scenes(
     return scene_sets, rejections
 
 
-def _pair_one(
-    item, passes, radar_geometry, dem, bbox, rules, preferred, asset_keys
-) -> tuple[str | None, SceneSet | None]:
+def _pair_one(item, passes, dem, bbox, rules, preferred, asset_keys) -> tuple[str | None, SceneSet | None]:
     cloud = item.properties.get("eo:cloud_cover")
     if cloud is not None and float(cloud) > rules.max_cloud:
         return f"cloud cover {float(cloud):g} > {rules.max_cloud:g}", None
@@ -147,12 +141,6 @@ def _pair_one(
     window = timedelta(days=rules.sar_window_days)
     in_window = [p for p in passes if abs(p.time - when) <= window]
     if not in_window:
-        grd = [s for s in radar_geometry if abs(item_time(s) - when) <= window]
-        if grd:
-            return (
-                f"no usable SAR within {rules.sar_window_days:g} days: {len(grd)} Sentinel-1 GRD item(s) are in radar geometry; {RTC_ADVICE}",
-                None,
-            )
         return f"no SAR within {rules.sar_window_days:g} days", None
     covering = []
     best_cover = 0.0
@@ -181,6 +169,7 @@ def _pair_one(
         f"SAR: {len(slices)} slice(s) of a {chosen.platform or 'SAR'} {direction} pass {gap_hours:.1f} h "
         f"{'after' if chosen.time >= when else 'before'} the optical scene, covering {sar_share:.2f} of the scene's part of the AOI"
         + _direction_note(chosen.orbit_state, preferred)
+        + (f" ({GCP_NOTE})" if any(in_radar_geometry(s, asset_keys.sar.values()) for s in slices) else "")
         + (f"; {len(in_window) - 1} other pass(es) in the window" if len(in_window) > 1 else ""),
         f"DEM: {len(tiles)} tile(s) meeting the footprint, covering {dem_share:.2f} of the scene's part of the AOI",
     )
@@ -258,6 +247,23 @@ def _bounds(item: pystac.Item) -> Rect:
         return (b[0], b[1], b[3], b[4]) if len(b) == 6 else (b[0], b[1], b[2], b[3])
     points = [p for exterior, *_ in polygons(item.geometry) for p in exterior]
     return (min(p[0] for p in points), min(p[1] for p in points), max(p[0] for p in points), max(p[1] for p in points))
+
+
+def _bounds_near(item: pystac.Item, aoi: Rect) -> Rect:
+    """The item's bounds; for a footprint split at the antimeridian (RFC 7946: a bbox whose west is east of
+    its east), the bounds of its parts that meet the AOI, which never crosses it (kernel.config)."""
+    bounds = _bounds(item)
+    if bounds[0] <= bounds[2]:
+        return bounds
+    near = [exterior for exterior, *_ in polygons(item.geometry or {}) if coverage(_polygon(exterior), aoi) > 0]
+    points = [p for ring in near for p in ring]
+    if not points:
+        return aoi
+    return (min(p[0] for p in points), min(p[1] for p in points), max(p[0] for p in points), max(p[1] for p in points))
+
+
+def _polygon(exterior) -> dict:
+    return {"type": "Polygon", "coordinates": [[list(p) for p in exterior]]}
 
 
 def _union_bounds(bounds: Sequence[Rect]) -> Rect:

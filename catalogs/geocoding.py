@@ -1,7 +1,8 @@
-"""Whether a SAR item's pixels can be placed by its metadata: the radar-geometry rule, for the search
-(which refuses such items with a reason) and the loader (which refuses them before any read).
+"""How a SAR item's pixels reach a map: by the map grid of its files, or through the ground control
+points of a product in radar geometry (Sentinel-1 GRD), for the search's reasons and the docs.
 
-dsmar does not geocode radar geometry: a GRD product is usable only when it is already on a map grid.
+The loader decides per file from its header (pipeline/load_assets.py): GCPs and no geotransform means
+it is geocoded through its GCPs (pipeline/load_gcp.py), whatever the metadata says.
 """
 
 from __future__ import annotations
@@ -10,27 +11,13 @@ from collections.abc import Iterable
 
 import pystac
 
-RTC_ADVICE = "use a terrain-corrected (RTC) collection, e.g. --profile planetary-computer (sentinel-1-rtc)"
+GCP_NOTE = "GRD in radar geometry, geocoded through its ground control points"
 
 
-def radar_geometry_reason(item: pystac.Item, keys: Iterable[str]) -> str | None:
-    """Why a SAR item cannot be placed by its metadata (GRD in radar geometry), or None when it can.
-
-    A GRD counts as placed only when each of its assets `keys` (those present) carries its own
-    `proj:transform` and it is not in a `*grd*` collection: Earth Search's GRD items have at most an
-    item-level grid derived from the bounding box, while their files are in radar geometry with ground
-    control points. The loader also checks the file headers (pipeline/load_assets.py).
-    """
+def in_radar_geometry(item: pystac.Item, keys: Iterable[str]) -> bool:
+    """Whether the item's metadata says its assets `keys` are in radar geometry (a GRD product whose
+    assets carry no map grid of their own, as on Earth Search), so the loader geocodes them by GCPs."""
     if str(item.properties.get("sar:product_type", "")).upper() != "GRD":
-        return None
+        return False
     assets = [item.assets[key] for key in keys if key in item.assets]
-    if not assets or any(asset.extra_fields.get("proj:transform") is None for asset in assets):
-        why = "a GRD asset without its own proj:transform, only ground control points"
-    elif "grd" in (item.collection_id or "").lower():
-        why = f"a GRD product of collection {item.collection_id!r}"
-    else:
-        return None
-    return (
-        f"Sentinel-1 GRD item in radar geometry ({why}), so placing it by its bounding box would "
-        f"mis-place every pixel; {RTC_ADVICE}"
-    )
+    return not assets or any(asset.extra_fields.get("proj:transform") is None for asset in assets)

@@ -30,6 +30,9 @@ class Quirks:
     subtracted: the offset is then 0 and a declared one is wrong (Element84/earth-search#9)."""
     linear_sar_collections: frozenset[str] = frozenset()
     """SAR collections whose assets are linear power without saying so (no `unit`)."""
+    amplitude_sar_collections: frozenset[str] = frozenset()
+    """SAR collections whose assets are uncalibrated amplitude DN without saying so (Sentinel-1 GRD: uint16,
+    0 = no data); the loader turns them into 10*log10(DN^2), a dB-like quantity (docs/loading.md)."""
 
 
 NO_QUIRKS = Quirks()
@@ -67,10 +70,10 @@ EARTH_SEARCH = CatalogProfile(
     "earth-search",
     "https://earth-search.aws.element84.com/v1",
     "sentinel-2-l2a",
-    "sentinel-1-grd",  # radar geometry: refused with advice (catalogs/geocoding.py)
+    "sentinel-1-grd",  # radar geometry: geocoded through its GCPs (pipeline/load_gcp.py)
     "cop-dem-glo-30",
     AssetKeys(),  # STAC common names, as Earth Search spells them
-    Quirks(harmonised_flag="earthsearch:boa_offset_applied"),
+    Quirks(harmonised_flag="earthsearch:boa_offset_applied", amplitude_sar_collections=frozenset({"sentinel-1-grd"})),
 )
 PLANETARY_COMPUTER = CatalogProfile(
     "planetary-computer",

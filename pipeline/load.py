@@ -2,8 +2,9 @@
 
 `optical_grid` derives the target grid from the optical item; `load_stack` puts any items (optical,
 SAR, DEM tiles) onto exactly that grid with stackstac, in physical units with NaN for nodata (tiles
-on one pixel lattice are first joined into one VRT: pipeline/load_mosaic.py); `load_truth` reads the
-demo archive's injected displacement. Conventions: docs/loading.md.
+on one pixel lattice are first joined into one VRT: pipeline/load_mosaic.py; files in radar geometry
+are geocoded through their GCPs instead: pipeline/load_gcp.py); `load_truth` reads the demo archive's
+injected displacement. Conventions: docs/loading.md.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from pyproj.exceptions import CRSError
 from rasterio.enums import Resampling
 from stackstac.rio_reader import DEFAULT_GDAL_ENV
 
-from catalogs.geocoding import RTC_ADVICE, radar_geometry_reason
 from catalogs.profiles import NO_QUIRKS, Quirks
 from catalogs.scenes import AssetKeys
 from kernel.config import TileConfig, default
 from kernel.errors import CatalogError, InputError
 from pipeline.grid import Grid
-from pipeline.load_assets import READ_RETRY_ENV, AssetHeader, gdal_href, read_headers
+from pipeline.load_assets import READ_ENV, AssetHeader, gdal_href, read_headers
+from pipeline.load_gcp import geocode_lazy
 from pipeline.load_meta import (
     Radiometry,
     absolute_href,
@@ -39,9 +40,9 @@ from pipeline.load_meta import (
 )
 from pipeline.load_mosaic import Layer, asset_layers
 
-# Remote reads retry as `READ_RETRY_ENV` says. A mosaic VRT opens its tiles during reads, not at open time: keep GDAL from probing each remote
+# Remote reads retry as `READ_ENV` says. A mosaic VRT opens its tiles during reads, not at open time: keep GDAL from probing each remote
 # tile for sidecar files there too (stackstac sets this for opens only; 7 requests a tile saved).
-GDAL_ENV = DEFAULT_GDAL_ENV.updated(always=READ_RETRY_ENV, read={"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"})
+GDAL_ENV = DEFAULT_GDAL_ENV.updated(always=READ_ENV, read={"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"})
 RESAMPLING = {"bilinear": Resampling.bilinear, "nearest": Resampling.nearest, "cubic": Resampling.cubic}
 TRUTH_ASSET = "truth_displacement"
 
@@ -117,7 +118,37 @@ def load_stack(
 def _load_asset(
     layers: list[Layer], key: str, grid: Grid, resampling: str, dtype: np.dtype, chunks: int
 ) -> xr.DataArray:
-    """One asset's layers resampled onto `grid` and mosaicked, the first valid pixel winning: (y, x)."""
+    """One asset's layers resampled onto `grid` and mosaicked, the first valid pixel winning: (y, x).
+    Layers on a map grid go through stackstac; layers in radar geometry are geocoded through their GCPs."""
+    parts = [_stack([layer for layer in layers if layer.radar is None], key, grid, resampling, dtype, chunks)]
+    for layer in layers:
+        if layer.radar is not None:
+            values = geocode_lazy(layer.radar.path, grid, RESAMPLING[resampling], layer.radar.nodata, dtype, chunks)
+            parts.append(_raw(values[None, None], [layer.item["id"]], key))
+    raw = xr.concat(parts, dim="time")
+    if raw.sizes["time"] == 0:  # no item overlaps the grid
+        nan = da.full(grid.shape, np.nan, dtype=dtype, chunks=chunks)
+        return xr.DataArray(nan, dims=("y", "x"))
+    rank = {layer.item["id"]: i for i, layer in enumerate(layers)}
+    raw = raw.isel(time=np.argsort([rank[i] for i in raw["id"].values], kind="stable"))  # the caller's order
+    table = {(str(layer.item["id"]), key): layer.radiometry for layer in layers}
+    phys = _to_physical(raw, table, dtype)
+    return stackstac.mosaic(phys, dim="time", reverse=True).squeeze(
+        "band", drop=True
+    )  # reverse: the first item is on top
+
+
+def _raw(values: da.Array, ids: Sequence[str], key: str) -> xr.DataArray:
+    """Raw values (time, band, y, x) with the item `id` of each time, as `_to_physical` reads them."""
+    return xr.DataArray(values, dims=("time", "band", "y", "x"), coords={"id": ("time", list(ids)), "band": [key]})
+
+
+def _stack(layers: list[Layer], key: str, grid: Grid, resampling: str, dtype: np.dtype, chunks: int) -> xr.DataArray:
+    """Layers on a map grid resampled onto `grid` by stackstac, unmosaicked (time, band, y, x); no time
+    where no layer overlaps the grid (stackstac drops those)."""
+    none = _raw(da.empty((0, 1, *grid.shape), dtype=dtype, chunks=chunks), [], key)
+    if not layers:
+        return none
     raw = stackstac.stack(
         [layer.item for layer in layers],
         assets=[key],
@@ -137,35 +168,21 @@ def _load_asset(
         gdal_env=GDAL_ENV,
     )
     _check_on_grid(raw, grid)
-    if raw.sizes["time"] == 0:  # no item overlaps the grid: stackstac dropped them all
-        nan = da.full(grid.shape, np.nan, dtype=dtype, chunks=chunks)
-        return xr.DataArray(nan, dims=("y", "x"))
-    table = {(str(layer.item["id"]), key): layer.radiometry for layer in layers}
-    phys = _to_physical(raw, table, dtype)
-    return stackstac.mosaic(phys, dim="time", reverse=True).squeeze(
-        "band", drop=True
-    )  # reverse: the first item is on top
+    if raw.sizes["time"] == 0:
+        return none
+    return _raw(raw.data, [str(i) for i in raw["id"].values], key)
 
 
 def _inspect_assets(
     items: list[pystac.Item], keys: list[str], sar_db: bool, quirks: Quirks
 ) -> tuple[dict[tuple[str, str], Radiometry], dict[str, dict[str, str]], dict[str, AssetHeader]]:
-    """Each present asset's radiometry, the href GDAL should open on its own, and its header
-    (by absolute href); refuses radar geometry."""
+    """Each present asset's radiometry, the href GDAL should open on its own, and its header (by absolute href)."""
     present = [(item, key) for item in items for key in keys if key in item.assets]
-    for item in items:
-        if reason := radar_geometry_reason(item, keys):
-            raise CatalogError(f"item {item.id!r}: {reason}")
     table = {(item.id, key): radiometry(item, key, sar_db, quirks) for item, key in present}
     headers = read_headers(absolute_href(item, key) for item, key in present)
     hrefs: dict[str, dict[str, str]] = {item.id: {} for item in items}
     for item, key in present:
         header = headers[absolute_href(item, key)]
-        if header.radar_geometry:
-            raise CatalogError(
-                f"item {item.id!r} asset {key!r} is in radar geometry (ground control points, no geotransform), "
-                f"which dsmar does not geocode; {RTC_ADVICE}"
-            )
         if header.count != 1:
             raise CatalogError(
                 f"asset {key!r} of item {item.id!r} has {header.count} bands; load_stack reads single-band assets"
@@ -196,7 +213,8 @@ def _to_physical(raw: xr.DataArray, table: dict[tuple[str, str], Radiometry], dt
     phys = raw.where((raw != nodata) | nodata.isnull()) * scale + offset
     to_db = field(lambda r: r.to_db)
     if bool(to_db.any()):
-        phys = phys.where(~to_db, 10 * np.log10(phys.where(phys > 0)))
+        power = phys.where(~field(lambda r: r.amplitude), phys**2)
+        phys = phys.where(~to_db, 10 * np.log10(power.where(power > 0)))
     return phys.astype(dtype)
 
 

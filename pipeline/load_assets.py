@@ -21,8 +21,16 @@ from affine import Affine
 from kernel.errors import CatalogError
 
 # Remote reads retry like catalog searches do (catalogs/http.py): GDAL retries 429/5xx with
-# exponential backoff from RETRY_DELAY seconds. Local files never touch these settings.
-READ_RETRY_ENV = {"GDAL_HTTP_MAX_RETRY": "5", "GDAL_HTTP_RETRY_DELAY": "0.5", "GDAL_HTTP_TIMEOUT": "60"}
+# exponential backoff from RETRY_DELAY seconds. S3 reads accept requester-pays buckets (Earth Search's
+# Sentinel-1 GRD, s3://sentinel-s1-l1c), billed to the reader's AWS credentials. Local files never
+# touch these settings.
+READ_ENV = {
+    "GDAL_HTTP_MAX_RETRY": "5",
+    "GDAL_HTTP_RETRY_DELAY": "0.5",
+    "GDAL_HTTP_TIMEOUT": "60",
+    "AWS_REQUEST_PAYER": "requester",
+}
+S3_ADVICE = "s3:// assets are read with your AWS credentials (AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
 
 # URL schemes whose files GDAL reads through a virtual file system, and that system's prefix.
 VSI_PREFIXES = {
@@ -53,14 +61,15 @@ class AssetHeader:
 
 def read_header(href: str) -> AssetHeader:
     try:
-        with rasterio.Env(**READ_RETRY_ENV), rasterio.open(href) as src:
+        with rasterio.Env(**READ_ENV), rasterio.open(href) as src:
             radar = bool(src.gcps[0]) and src.transform == Affine.identity()
             wkt, epsg = (src.crs.to_wkt(), src.crs.to_epsg()) if src.crs else ("", None)
             return AssetHeader(
                 src.nodata, radar, src.count, src.dtypes[0], wkt, epsg, src.transform, (src.height, src.width)
             )
     except rasterio.errors.RasterioIOError as e:
-        raise CatalogError(f"cannot open asset {href}: {e}") from None
+        advice = f"; {S3_ADVICE}" if urlsplit(href).scheme.lower() == "s3" else ""
+        raise CatalogError(f"cannot open asset {href}: {e}{advice}") from None
 
 
 def read_headers(hrefs: Iterable[str], workers: int = 8) -> dict[str, AssetHeader]:

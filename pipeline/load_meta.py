@@ -34,17 +34,21 @@ _S2_QUANTIFICATION = 1e-4  # L2A DN -> reflectance when the catalog declares no 
 _S2_BOA_ADD_OFFSET_DN = -1000.0  # processing baseline >= 04.00
 _DB_UNITS = {"db", "decibel", "decibels"}
 _LINEAR_UNITS = {"linear", "power", "linear power", "1", ""}
+_AMPLITUDE_UNITS = {"amplitude", "dn"}
+_AMPLITUDE_NODATA = 0.0  # Sentinel-1 GRD: DN 0 is outside the swath
 
 
 @dataclass(frozen=True)
 class Radiometry:
     """How raw asset values become physical ones: mask `nodata`, then `value * scale + offset`,
-    then 10*log10 when `to_db` (a linear-power SAR asset whose output is wanted in dB)."""
+    then 10*log10 when `to_db` (a SAR asset whose output is wanted in dB): of the value where it is
+    linear power, of its square where it is `amplitude` (uncalibrated GRD DN)."""
 
     scale: float = 1.0
     offset: float = 0.0
     nodata: float | None = None  # None: the catalog declares none (the file's own still applies)
     to_db: bool = False
+    amplitude: bool = False
 
 
 def asset_dict(item: pystac.Item, key: str) -> dict[str, Any]:
@@ -164,17 +168,23 @@ def _s2_offset(item: pystac.Item, band: dict[str, Any], scale: float, quirks: Qu
     return _S2_BOA_ADD_OFFSET_DN * scale if new_baseline else 0.0
 
 
-def _sar_is_db(item: pystac.Item, key: str, band: dict[str, Any], quirks: Quirks) -> bool:
+def _sar_units(item: pystac.Item, key: str, band: dict[str, Any], quirks: Quirks, required: bool) -> str | None:
+    """`db`, `linear` (power) or `amplitude` (DN), from the asset's unit or its catalog's quirks; None
+    where neither says and the units are not `required`."""
     unit = band.get("unit")
-    if unit is not None and str(unit).strip().lower() in _DB_UNITS:
-        return True
-    if unit is not None and str(unit).strip().lower() in _LINEAR_UNITS:
-        return False
+    unit = None if unit is None else str(unit).strip().lower()
+    for units, name in ((_DB_UNITS, "db"), (_LINEAR_UNITS, "linear"), (_AMPLITUDE_UNITS, "amplitude")):
+        if unit in units:
+            return name
     if item.collection_id in quirks.linear_sar_collections:
-        return False
+        return "linear"
+    if item.collection_id in quirks.amplitude_sar_collections:
+        return "amplitude"
+    if not required:
+        return None
     raise CatalogError(
-        f"SAR item {item.id!r} asset {key!r} does not say whether it is dB or linear power: "
-        "set raster:bands[0].unit to 'dB' or 'linear' in the catalog"
+        f"SAR item {item.id!r} asset {key!r} does not say whether it is dB, linear power or amplitude: "
+        "set raster:bands[0].unit to 'dB', 'linear' or 'amplitude' in the catalog"
     )
 
 
@@ -187,5 +197,9 @@ def radiometry(item: pystac.Item, key: str, sar_db: bool = True, quirks: Quirks 
         scale = float(band.get("scale", _S2_QUANTIFICATION))
         return Radiometry(scale, _s2_offset(item, band, scale, quirks), nodata)
     scale, offset = float(band.get("scale", 1.0)), float(band.get("offset", 0.0))
-    to_db = sar_db and is_sar(item) and not _sar_is_db(item, key, band, quirks)
-    return Radiometry(scale, offset, nodata, to_db)
+    if not is_sar(item):
+        return Radiometry(scale, offset, nodata)
+    units = _sar_units(item, key, band, quirks, required=sar_db)
+    if units == "amplitude" and nodata is None:
+        nodata = _AMPLITUDE_NODATA
+    return Radiometry(scale, offset, nodata, sar_db and units != "db", sar_db and units == "amplitude")

@@ -60,10 +60,12 @@ class Mosaic:
 
 @dataclass(frozen=True)
 class Layer:
-    """One entry for stackstac: an item dict (a single item, or a mosaic posing as one) and its radiometry."""
+    """One entry for stackstac: an item dict (a single item, or a mosaic posing as one) and its radiometry;
+    or, where `radar` is set, a file in radar geometry that is geocoded through its GCPs instead."""
 
     item: dict[str, Any]
     radiometry: Radiometry
+    radar: Tile | None = None
 
 
 def source_grid(header: AssetHeader) -> SourceGrid:
@@ -197,19 +199,27 @@ def asset_layers(
     hrefs: dict[str, dict[str, str]],
     headers: dict[str, AssetHeader],
 ) -> list[Layer]:
-    """The layers stackstac stacks for asset `key`, preferred first: runs of items on one lattice as
-    one VRT each, other items on their own (opened through `hrefs`, as before)."""
+    """The layers for asset `key`, preferred first: runs of items on one lattice as one VRT each, other
+    items on their own (opened through `hrefs`), files in radar geometry marked for GCP geocoding."""
     present = [item for item in items if key in item.assets]
     rads = [table[item.id, key] for item in present]
-    if len(present) < 2:
-        return [Layer(plain_item(item, hrefs[item.id]), rad) for item, rad in zip(present, rads)]
     sources = [absolute_href(item, key) for item in present]
+
+    def single(i: int) -> Layer:
+        header = headers[sources[i]]
+        radar = None
+        if header.radar_geometry:
+            radar = Tile(vsi_path(sources[i]), source_grid(header), source_nodata(header, rads[i].nodata))
+        return Layer(plain_item(present[i], hrefs[present[i].id]), rads[i], radar)
+
+    if len(present) < 2:
+        return [single(i) for i in range(len(present))]
     grids = {href: source_grid(headers[href]) for href in sources}
     layers = []
     for run in lattice_runs([grids[s] for s in sources], rads):
         first = present[run[0]]
         if len(run) == 1:
-            layers.append(Layer(plain_item(first, hrefs[first.id]), rads[run[0]]))
+            layers.append(single(run[0]))
             continue
         tiles = [
             Tile(vsi_path(sources[i]), grids[sources[i]], source_nodata(headers[sources[i]], rads[i].nodata))

@@ -86,8 +86,8 @@ def polygon(bounds: Bounds) -> dict:
     return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
 
 
-def utm_bounds(bounds: Bounds) -> Bounds:
-    to_utm = Transformer.from_crs(4326, UTM_EPSG, always_xy=True)
+def utm_bounds(bounds: Bounds, epsg: int = UTM_EPSG) -> Bounds:
+    to_utm = Transformer.from_crs(4326, epsg, always_xy=True)
     w, s, e, n = bounds
     xs, ys = to_utm.transform([w, e, e, w], [s, s, n, n])
     return (round(min(xs), -1), round(min(ys), -1), round(max(xs), -1), round(max(ys), -1))
@@ -131,15 +131,15 @@ def _feature(
     }
 
 
-def _s2_assets(cogs: CogWriter, bounds: Bounds, earth_search: bool) -> dict:
+def _s2_assets(cogs: CogWriter, bounds: Bounds, earth_search: bool, epsg: int = UTM_EPSG) -> dict:
     """Sentinel-2 10 m band assets as Earth Search (blue.., BOA offset in raster:bands) or the Planetary Computer (B02..) spell them."""
-    ub = utm_bounds(bounds)
+    ub = utm_bounds(bounds, epsg)
     assets = {}
     for name, (pc_key, wavelength) in S2_BANDS.items():
         key = name if earth_search else pc_key
         band = pc_key[1:].lstrip("0")
         href, transform = cogs.write(
-            f"{'es' if earth_search else 'pc'}-s2-{'_'.join(map(str, bounds))}-{key}", ub, UTM_EPSG, "uint16", 0
+            f"{'es' if earth_search else 'pc'}-s2-{epsg}-{'_'.join(map(str, bounds))}-{key}", ub, epsg, "uint16", 0
         )
         asset = {
             "href": href,
@@ -177,17 +177,18 @@ def earth_search_s2(
     bounds: Bounds,
     cloud: float | None,
     collection_id: str = "sentinel-2-l2a",
+    epsg: int = UTM_EPSG,
 ) -> dict:
-    """An Earth Search v1 `sentinel-2-l2a` item: keys blue/green/red/nir, BOA offset in raster:bands."""
-    assets = _s2_assets(cogs, bounds, earth_search=True)
+    """An Earth Search v1 `sentinel-2-l2a` item in UTM `epsg`: keys blue/green/red/nir, BOA offset in raster:bands."""
+    assets = _s2_assets(cogs, bounds, True, epsg)
     properties = {
         "datetime": iso(when),
         "created": iso(when + timedelta(hours=3)),
         "platform": "sentinel-2a",
         "constellation": "sentinel-2",
         "instruments": ["msi"],
-        "proj:epsg": UTM_EPSG,
-        "mgrs:utm_zone": 33,
+        "proj:epsg": epsg,
+        "mgrs:utm_zone": epsg % 100,
         "mgrs:latitude_band": "T",
         "mgrs:grid_square": "WL",
         "grid:code": "MGRS-33TWL",
@@ -305,7 +306,8 @@ def pc_s1_rtc(
 def cop_dem(cogs: CogWriter, lon: int, lat: int) -> dict:
     """A `cop-dem-glo-30` 1 x 1 degree tile (same shape on Earth Search and the Planetary Computer)."""
     bounds = (float(lon), float(lat), float(lon + 1), float(lat + 1))
-    item_id = f"Copernicus_DSM_COG_10_N{lat:02d}_00_E{lon:03d}_00_DEM"
+    ns, ew = "N" if lat >= 0 else "S", "E" if lon >= 0 else "W"
+    item_id = f"Copernicus_DSM_COG_10_{ns}{abs(lat):02d}_00_{ew}{abs(lon):03d}_00_DEM"
     href, transform = cogs.write(f"dem-{item_id}", bounds, 4326, "float32", None)
     assets = {
         "data": {

@@ -50,7 +50,9 @@ def optical_pixel_ramps(epsg: int, transform: Affine, shape: tuple[int, int]) ->
     return np.stack([col - 0.5, row - 0.5]).astype(np.float32)
 
 
-def write_tif(path: Path, data: np.ndarray, epsg: int | None, transform: Affine | None, nodata=None, gcps=None) -> Path:
+def write_tif(
+    path: Path, data: np.ndarray, epsg: int | None, transform: Affine | None, nodata=None, gcps=None, gcp_epsg=4326
+) -> Path:
     data = data if data.ndim == 3 else data[None]
     profile = dict(
         driver="GTiff", count=data.shape[0], height=data.shape[1], width=data.shape[2], dtype=data.dtype, nodata=nodata
@@ -60,7 +62,7 @@ def write_tif(path: Path, data: np.ndarray, epsg: int | None, transform: Affine 
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
         if gcps is not None:
-            dst.gcps = (gcps, rasterio.crs.CRS.from_epsg(4326))
+            dst.gcps = (gcps, rasterio.crs.CRS.from_epsg(gcp_epsg))
     return path
 
 

@@ -15,7 +15,7 @@ import pystac
 import pytest
 
 from catalogs.colocate import find_scene_sets, pair_scenes
-from catalogs.geocoding import radar_geometry_reason
+from catalogs.geocoding import in_radar_geometry
 from catalogs.http import RetryPolicy
 from catalogs.profiles import get_profile
 from catalogs.server import serve_items
@@ -192,13 +192,24 @@ def test_scene_without_dem_is_rejected(pc_server):
     assert reasons(result) == {OPTICAL_IDS["nodem"]: "no DEM tile covers the footprint"}
 
 
-def test_earth_search_grd_is_refused_with_rtc_advice(es_server):
-    result = find_scene_sets(get_profile("earth-search", catalog_url=es_server.url), IN_JUNE)
-    assert result.scene_sets == []
-    why = reasons(result)
+def test_earth_search_default_profile_pairs_grd_in_radar_geometry(es_server, capsys):
+    """The default profile's SAR is Sentinel-1 GRD with GCPs only: it makes complete scene sets, said to be
+    geocoded through its GCPs, through the library and through `dsmar search`."""
     grd = "S1A_IW_GRDH_1SDV_20240602T053000_20240602T053025_054321_069F3A"
-    assert why[grd].startswith("Sentinel-1 GRD item in radar geometry") and "sentinel-1-rtc" in why[grd]
-    assert why["S2A_33TWL_20240601_0_L2A"].startswith("no usable SAR within 3 days: 1 Sentinel-1 GRD item(s)")
+    result = find_scene_sets(get_profile("earth-search", catalog_url=es_server.url), IN_JUNE)
+    assert result.rejections == []
+    assert [s.to_summary() for s in result.scene_sets] == [
+        {
+            "optical": "S2A_33TWL_20240601_0_L2A",
+            "sar": [grd],
+            "dem": [DEM_IDS[1]],
+            "overlap": 1.0,
+            "time_gap_hours": 19.491,
+        }
+    ]
+    assert "GRD in radar geometry, geocoded through its ground control points" in result.scene_sets[0].reasons[1]
+    assert main(cli("--catalog", es_server.url, *aoi_args(), "--json")) == 0
+    assert [s["sar"] for s in json.loads(capsys.readouterr().out)] == [[grd]]
 
 
 def test_earth_search_optical_with_an_overridden_sar_collection(es_server):
@@ -387,23 +398,15 @@ def test_unusable_items_are_rejected_not_crashed_on(tmp_path):
     }
 
 
-@pytest.mark.parametrize(
-    ("collection_id", "asset_grid", "refused"),
-    [("my-geocoded-sar", True, False), ("my-geocoded-sar", False, True), ("sentinel-1-grd", True, True)],
-)
-def test_grd_is_placed_only_with_its_own_asset_grid_outside_grd_collections(
-    tmp_path, collection_id, asset_grid, refused
-):
+@pytest.mark.parametrize(("asset_grid", "radar"), [(False, True), (True, False)])
+def test_grd_metadata_says_radar_geometry_unless_its_assets_have_a_grid(tmp_path, asset_grid, radar):
     record = fx.pc_s1_rtc(fx.CogWriter(tmp_path), "s", utc("2024-06-02T05:30:00"), TILE, "descending")
-    record["collection"] = collection_id
     record["properties"]["sar:product_type"] = "GRD"  # item-level proj:transform stays, as a bbox-derived one would
     for asset in record["assets"].values():
         if asset_grid:
             asset["proj:transform"] = record["properties"]["proj:transform"]
-    reason = radar_geometry_reason(
-        pystac.Item.from_dict(record), get_profile("planetary-computer").asset_keys.sar.values()
-    )
-    assert (reason is not None) == refused
+    keys = get_profile("planetary-computer").asset_keys.sar.values()
+    assert in_radar_geometry(pystac.Item.from_dict(record), keys) == radar
 
 
 @pytest.mark.parametrize(

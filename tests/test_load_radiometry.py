@@ -1,10 +1,11 @@
 """Physical units from item metadata: nodata, scale/offset, the Sentinel-2 baseline 04.00 offset,
-SAR dB, and the refusal of radar-geometry GRD assets."""
+SAR dB (from power, or from GRD amplitude DN), and GCP files placed by their GCPs."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from affine import Affine
 
 from catalogs.profiles import EARTH_SEARCH, NO_QUIRKS, PLANETARY_COMPUTER
 from kernel.errors import CatalogError
@@ -128,7 +129,8 @@ def test_planetary_computer_rtc_is_linear_and_its_nodata_masked(tmp_path):
     out = load_one(item, key="vv", quirks=PLANETARY_COMPUTER.quirks)
     assert np.isnan(out[:, :4]).all()
     np.testing.assert_allclose(out[:, 4:], 10 * np.log10(POWER[:, 4:]), atol=1e-4)
-    with pytest.raises(CatalogError, match="dB or linear"):  # the quirk is the Planetary Computer's alone
+    # the quirk is the Planetary Computer's alone
+    with pytest.raises(CatalogError, match="dB, linear power or amplitude"):
         load_one(item, key="vv", quirks=EARTH_SEARCH.quirks)
 
 
@@ -142,52 +144,44 @@ def test_earth_search_harmonised_flag_is_its_quirk_alone(tmp_path):
 
 def test_sar_without_units_is_refused(tmp_path):
     item = own_grid_item(tmp_path, "s1-unknown", POWER, {}, SAR_PROPS, key="vv")
-    with pytest.raises(CatalogError, match="dB or linear"):
+    with pytest.raises(CatalogError, match="dB, linear power or amplitude"):
         load_one(item, key="vv")
 
 
-def test_grd_without_asset_transform_is_refused(tmp_path):
-    """Earth Search-like GRD: only the item carries a bbox-derived grid; the asset is radar geometry."""
-    path = write_tif(tmp_path / "grd.tif", (POWER * 1000).astype(np.uint16), 32632, OPTICAL_GRID.affine)
-    item = roundtrip(
-        make_item(
-            "S1A_GRD",
-            {"vv": dict(href=path)},
-            32632,
-            {**SAR_PROPS, "sar:product_type": "GRD", **proj_fields(OPTICAL_GRID.affine, OPTICAL_GRID.shape)},
-            (SAR_EXT,),
-        )
+def test_earth_search_grd_amplitude_dn_becomes_db_like(tmp_path):
+    """Earth Search GRD assets are uint16 amplitude DN with no unit: 10*log10(DN^2) in dB, DN 0 no data;
+    without the quirk the units are unknown and refused."""
+    amplitude = (np.sqrt(POWER) * 1000).astype(np.uint16)
+    amplitude[:5, :5] = 0
+    item = own_grid_item(tmp_path, "grd-dn", amplitude, {}, {**SAR_PROPS, "sar:product_type": "GRD"}, key="vv")
+    item.collection_id = "sentinel-1-grd"
+    out = load_one(item, key="vv", quirks=EARTH_SEARCH.quirks)
+    assert np.isnan(out[:5, :5]).all()
+    valid = amplitude > 0
+    np.testing.assert_allclose(out[valid], 10 * np.log10(amplitude[valid].astype(np.float64) ** 2), atol=1e-4)
+    np.testing.assert_array_equal(
+        load_one(item, key="vv", quirks=EARTH_SEARCH.quirks, sar_db=False)[valid], amplitude[valid]
     )
-    with pytest.raises(CatalogError, match="GRD asset without its own proj:transform.*sentinel-1-rtc"):
-        load_one(item, key="vv")
+    with pytest.raises(CatalogError, match="dB, linear power or amplitude"):
+        load_one(item, key="vv", quirks=PLANETARY_COMPUTER.quirks)
 
 
-@pytest.mark.parametrize(("collection_id", "refused"), [("sentinel-1-grd", True), ("my-geocoded-sar", False)])
-def test_grd_of_a_grd_collection_is_refused_even_with_an_asset_transform(tmp_path, collection_id, refused):
-    """The search's radar-geometry rule, applied by the loader too: an asset grid in a GRD collection is
-    bbox-derived (Earth Search), so the item is refused before any read."""
-    path = write_tif(tmp_path / "grd.tif", POWER, 32632, OPTICAL_GRID.affine)
-    fields = {**proj_fields(OPTICAL_GRID.affine, OPTICAL_GRID.shape), "raster:bands": [{"unit": "linear"}]}
-    item = roundtrip(make_item("S1A_GRD", {"vv": dict(href=path, **fields)}, 32632, SAR_PROPS, (SAR_EXT,)))
-    item.properties["sar:product_type"] = "GRD"
-    item.collection_id = collection_id
-    if refused:
-        with pytest.raises(CatalogError, match="GRD product of collection 'sentinel-1-grd'.*sentinel-1-rtc"):
-            load_one(item, key="vv")
-    else:
-        np.testing.assert_allclose(load_one(item, key="vv"), 10 * np.log10(POWER), atol=1e-4)
-
-
-def test_gcp_geotiff_is_refused_even_with_a_transform_in_the_item(tmp_path):
+def test_gcp_geotiff_is_geocoded_through_its_gcps_whatever_the_item_says(tmp_path):
+    """A file with GCPs and no geotransform is placed by its GCPs, not by the item's (wrong) proj:transform:
+    GCPs that put each pixel on the optical grid, in the grid's own CRS, give back the pixels unchanged."""
     from rasterio.control import GroundControlPoint
 
-    w, n = 11.98, 45.01
-    gcps = [GroundControlPoint(row=r, col=c, x=w + c * 1e-4, y=n - r * 1e-4) for r in (0, 95) for c in (0, 111)]
-    path = write_tif(tmp_path / "gcp.tif", POWER, None, None, gcps=gcps)
-    fields = {**proj_fields(OPTICAL_GRID.affine, OPTICAL_GRID.shape), "raster:bands": [{"unit": "linear"}]}
+    gcps = [
+        GroundControlPoint(row=r, col=c, x=x, y=y)
+        for r in (0, 48, 96)
+        for c in (0, 56, 112)
+        for x, y in [OPTICAL_GRID.affine * (c, r)]
+    ]
+    path = write_tif(tmp_path / "gcp.tif", POWER, None, None, gcps=gcps, gcp_epsg=32632)
+    wrong = OPTICAL_GRID.affine * Affine.translation(30, 20)
+    fields = {**proj_fields(wrong, OPTICAL_GRID.shape), "raster:bands": [{"unit": "linear"}]}
     item = roundtrip(make_item("S1B_GCP", {"vv": dict(href=path, **fields)}, 32632, SAR_PROPS, (SAR_EXT,)))
-    with pytest.raises(CatalogError, match="radar geometry"):
-        load_one(item, key="vv")
+    np.testing.assert_allclose(load_one(item, key="vv"), 10 * np.log10(POWER), atol=1e-3)
 
 
 def test_catalog_nodata_wraps_the_file_only_when_needed_and_representable():
