@@ -8,9 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.results import ErrorSummary
-from datagen.warps import sample_field
 from kernel.field_metrics import end_point_error
-from kernel.warp import identity_grid
+from kernel.warp import identity_grid, sample
 
 THRESHOLDS = (1.0, 2.0, 3.0)
 
@@ -18,7 +17,7 @@ THRESHOLDS = (1.0, 2.0, 3.0)
 def warp_recovery_error(d1: np.ndarray, warp: np.ndarray, d0: np.ndarray) -> np.ndarray:
     """|d1(p) + w(p + d1(p)) - d0(p)|: how well the known warp was recovered, whatever the gt error."""
     coords = identity_grid(d1.shape[1:]) + d1
-    composed = d1 + sample_field(warp, coords)
+    composed = d1 + sample(warp, coords)
     return end_point_error(composed, d0)
 
 
@@ -40,6 +39,6 @@ def landmark_errors(field: np.ndarray, marks: np.ndarray) -> np.ndarray:
     h, w = field.shape[1:]
     xf, yf, xm, ym = marks.T
     inside = (yf >= 0) & (yf <= h - 1) & (xf >= 0) & (xf <= w - 1)
-    pred = sample_field(field, np.stack([yf, xf]))
+    pred = sample(field, np.stack([yf, xf]))
     err = np.hypot(yf + pred[0] - ym, xf + pred[1] - xm)
     return np.where(inside, err, np.nan)

@@ -34,6 +34,7 @@ from kernel.contracts import REFERENCE, REGISTERED
 from kernel.errors import InputError
 from kernel.fields import elastic_field
 from kernel.paths import check_writable_dir
+from kernel.warp import fixed_point_inverse, sample
 from pipeline.grid import Grid
 
 ARCHIVE_VERSION = 1  # bump when the generator changes what it writes, so old archives are rebuilt
@@ -154,13 +155,6 @@ def optical_pixel_coords(optical: Grid, grid: Grid) -> np.ndarray:
     return np.stack(np.meshgrid(rows, cols, indexing="ij")).astype(np.float32)
 
 
-def sample(image: np.ndarray, coords: np.ndarray, order: int = 1) -> np.ndarray:
-    """Sample (C, H, W) or (H, W) `image` at (2, ...) pixel coordinates (bilinear by default)."""
-    stack = image[None] if image.ndim == 2 else image
-    out = np.stack([ndimage.map_coordinates(b, coords, order=order, mode="nearest") for b in stack])
-    return out[0] if image.ndim == 2 else out
-
-
 def sample_displaced(master: np.ndarray, u: np.ndarray, margin: int, coords: np.ndarray) -> np.ndarray:
     """The misregistered product at optical-pixel coords q: aligned(q + u(q)), read from the master."""
     shifted = coords + margin
@@ -176,9 +170,7 @@ def invert_field(u: np.ndarray, margin: int, shape: tuple[int, int], iterations:
     """
 
     def solve(points: np.ndarray, d: np.ndarray, steps: int) -> np.ndarray:
-        for _ in range(steps):
-            d = -sample(u, points + d + margin)
-        return d
+        return fixed_point_inverse(lambda q: sample(u, q + margin), points, d, steps)
 
     step = 4
     coarse = np.mgrid[0 : shape[0] + step : step, 0 : shape[1] + step : step].astype(np.float32)
@@ -621,8 +613,13 @@ def write_catalog(rendered: RenderedArchive, root: Path) -> pystac.Catalog:
 # --- the entry point ----------------------------------------------------------------------------------
 
 
+# The archive's identity in its manifest: data written by earlier versions carries it, so it stays the
+# same whichever module writes the archive.
+GENERATOR = "dsmar.demo_archive"
+
+
 def _manifest(size: int, dates: int, seed: int) -> dict:
-    return {"generator": "datagen.demo_archive", "version": ARCHIVE_VERSION, "size": size, "dates": dates, "seed": seed}
+    return {"generator": GENERATOR, "version": ARCHIVE_VERSION, "size": size, "dates": dates, "seed": seed}
 
 
 def _existing(root: Path, wanted: dict) -> ArchiveInfo | None:

@@ -8,10 +8,9 @@ t <- -w(p + t), which converges because w is smooth (|grad w| << 1).
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from kernel.fields import random_smooth_field
-from kernel.warp import identity_grid
+from kernel.warp import fixed_point_inverse, identity_grid, sample
 
 
 def benchmark_warp(shape: tuple[int, int], seed: int) -> np.ndarray:
@@ -20,22 +19,11 @@ def benchmark_warp(shape: tuple[int, int], seed: int) -> np.ndarray:
     return random_smooth_field(shape, rng, max_shift_px=8.0, max_rotation_deg=2.0, max_scale=0.02, elastic_px=3.0)
 
 
-def sample_field(field: np.ndarray, coords: np.ndarray) -> np.ndarray:
-    """Bilinear samples of a (2, H, W) field at coords (2, ...) (row, col), extended by its edge values."""
-    return np.stack([ndimage.map_coordinates(c, coords, order=1, mode="nearest") for c in field])
-
-
 def invert_warp(warp: np.ndarray, iterations: int = 30, tol: float = 1e-4) -> np.ndarray:
     """The field t with t(p) + w(p + t(p)) = 0 (float32, (2, H, W))."""
     grid = identity_grid(warp.shape[1:]).astype(np.float64)
     w64 = warp.astype(np.float64)
-    truth = -w64
-    for _ in range(iterations):
-        updated = -sample_field(w64, grid + truth)
-        change = np.abs(updated - truth).max()
-        truth = updated
-        if change < tol:
-            break
+    truth = fixed_point_inverse(lambda q: sample(w64, q), grid, -w64, iterations, tol)
     return truth.astype(np.float32)
 
 

@@ -7,6 +7,8 @@ A field `d` of shape (2, H, W) holds (dy, dx) in pixels of the fixed grid: the f
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy import ndimage
 
@@ -49,6 +51,35 @@ def warp_image(moving: np.ndarray, displacement: np.ndarray, order: int = 1) -> 
         sampled[outside] = np.nan
         out[c] = sampled
     return out[0] if squeeze else out
+
+
+def sample(image: np.ndarray, coords: np.ndarray, order: int = 1) -> np.ndarray:
+    """`image` ((H, W) or (C, H, W)) at pixel coordinates `coords` (2, ...) (row, col), bilinear by default,
+    extended by its edge values beyond the border; no no-data handling (use `warp_image` for images with NaN)."""
+    stack = image[None] if image.ndim == 2 else image
+    out = np.stack([ndimage.map_coordinates(band, coords, order=order, mode="nearest") for band in stack])
+    return out[0] if image.ndim == 2 else out
+
+
+def fixed_point_inverse(
+    field_at: Callable[[np.ndarray], np.ndarray],
+    points: np.ndarray,
+    start: np.ndarray,
+    iterations: int,
+    tol: float = 0.0,
+) -> np.ndarray:
+    """The field d on `points` with d(p) = -u(p + d(p)), where `field_at(q)` samples u at coordinates q:
+    the inverse of a smooth warp. The iteration contracts by max|grad u|, so it converges for the smooth
+    warps of the benchmark, training and demo; it stops after `iterations` steps or once a step changes
+    d by less than `tol` pixels."""
+    d = start
+    for _ in range(iterations):
+        updated = -field_at(points + d)
+        change = float(np.abs(updated - d).max())
+        d = updated
+        if change < tol:
+            break
+    return d
 
 
 def compose(first: np.ndarray, second: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,7 +52,8 @@ _OPTION_START = re.compile(r":(?=[A-Za-z_][A-Za-z0-9_]*=)")
 
 
 def _parse_spec(text: str) -> tuple[str, dict[str, Any]]:
-    """`name` or `name:key=value:key=value` (values as Python literals, else text) -> (name, options)."""
+    """`name` or `name:key=value:key=value` -> (name, options). Values are JSON (what `MethodSpec.text`
+    writes, so a spec's text parses back to it), else Python literals (`True`, tuples), else text."""
     name, *pairs = _OPTION_START.split(text.strip())
     if ":" in name:
         raise InputError(f"method option {name.partition(':')[2]!r} in {text!r} is not key=value")
@@ -59,9 +61,12 @@ def _parse_spec(text: str) -> tuple[str, dict[str, Any]]:
     for pair in pairs:
         key, _, value = pair.partition("=")
         try:
-            options[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            options[key] = value
+            options[key] = json.loads(value)
+        except ValueError:
+            try:
+                options[key] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                options[key] = value
     return name, options
 
 

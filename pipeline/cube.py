@@ -35,7 +35,6 @@ from pyproj import CRS
 
 from kernel.contracts import MODALITY, REFERENCE, MethodSpec
 from kernel.errors import InputError
-from kernel.paths import check_writable_dir
 from pipeline.cube_reorder import along_time, copy_time_steps, local_dir, recover, rewrite
 from pipeline.store import CubeLayout, Provenance, method_attrs
 from pipeline.tiles import Tile, Window
@@ -474,17 +473,3 @@ class ZarrCubeStore:
 def open_cube(path: str) -> xr.Dataset:
     """Open a cube per Contract 3 (the CRS comes back through `decode_coords="all"`)."""
     return xr.open_zarr(path, decode_coords="all", consolidated=False)
-
-
-def check_output(out: str) -> str:
-    """A local output path must end in .zarr and sit in a writable directory; URLs pass to fsspec."""
-    path = local_dir(out)
-    if path is None:
-        return out
-    if path.suffix != ".zarr":
-        raise InputError(f"--out must be a path ending in .zarr, got {out!r}")
-    if path.exists() and not path.is_dir():
-        raise InputError(f"--out {out!r} exists and is not a Zarr directory")
-    check_out_path(str(path))  # before the write probe: a refused folder stays untouched
-    check_writable_dir(path.parent if not path.exists() else path, "output directory")
-    return str(path)

@@ -8,10 +8,10 @@ import pytest
 from benchmarks.accuracy import fit_to_shape
 from benchmarks.metrics import landmark_errors, summarise_errors, warp_recovery_error
 from datagen.pairs import homography_field, largest_valid_rectangle, mask_border_fill
-from datagen.warps import benchmark_warp, invert_warp, sample_field
+from datagen.warps import benchmark_warp, invert_warp
 from kernel.field_metrics import end_point_error, folding_share, jacobian_determinant
 from kernel.fields import affine_field
-from kernel.warp import identity_grid
+from kernel.warp import identity_grid, sample
 
 
 def test_pure_shift_epe_and_summary():
@@ -61,7 +61,7 @@ def test_inverse_of_an_affine_warp_is_exact():
 def test_inverse_of_a_random_warp_satisfies_its_equation():
     warp = benchmark_warp((96, 120), seed=3)
     truth = invert_warp(warp)
-    residual = truth + sample_field(warp, identity_grid(warp.shape[1:]) + truth)
+    residual = truth + sample(warp, identity_grid(warp.shape[1:]) + truth)
     assert np.abs(residual).max() < 1e-3
     assert np.abs(warp).max() > 2.0  # the warp is not trivial
 
@@ -74,7 +74,7 @@ def test_warp_recovery_cancels_the_methods_own_bias():
     # it (d1(p) = e + t(p + e)) recovers the warp exactly, whatever e.
     bias = np.array([0.7, -1.2], np.float32)[:, None, None]
     d0 = np.broadcast_to(bias, truth.shape)
-    d1 = bias + sample_field(truth, identity_grid((80, 80)) + bias)
+    d1 = bias + sample(truth, identity_grid((80, 80)) + bias)
     assert np.median(warp_recovery_error(d1, warp, d0)) < 0.05
 
 

@@ -32,12 +32,12 @@ from pipeline.cube import (
     _consolidate,
     _template,
     check_out_path,
-    check_output,
     init_cube,
     open_cube,
 )
 from pipeline.cube_reorder import along_time
 from pipeline.grid import Grid
+from pipeline.outputs import check_output
 from pipeline.store import CubeLayout, Provenance, cube_attrs, inputs_hash
 from pipeline.tiles import plan_tiles
 

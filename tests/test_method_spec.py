@@ -99,3 +99,10 @@ def test_a_spec_runs_only_where_it_resolves_to_the_same_weights_and_settings():
     elsewhere = MethodSpec("cfog", {"fine_radius": 3}, None, {"fine_radius": 4})  # as another process resolved it
     with pytest.raises(InputError, match="resolves here to weights None and settings"):
         register_pair(fixed, fixed, method=elsewhere)
+
+
+def test_spec_values_read_as_json_as_the_canonical_text_writes_them_else_as_python_literals():
+    from models.api import _parse_spec
+
+    parsed = _parse_spec('x:a=true:b=null:c={"k": [1, 2.5]}:d=True:e=(1, 2):f=field')
+    assert parsed == ("x", {"a": True, "b": None, "c": {"k": [1, 2.5]}, "d": True, "e": (1, 2), "f": "field"})

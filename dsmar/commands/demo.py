@@ -186,11 +186,13 @@ def _read_stamp(path: Path) -> dict | None:
 
 
 def _is_demo_archive(path: Path) -> bool:
+    from datagen.demo_archive import GENERATOR
+
     try:
         manifest = json.loads((path / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(manifest, dict) and manifest.get("parameters", {}).get("generator") == "datagen.demo_archive"
+    return isinstance(manifest, dict) and manifest.get("parameters", {}).get("generator") == GENERATOR
 
 
 def _run(args) -> int:

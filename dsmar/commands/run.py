@@ -63,7 +63,7 @@ def add_tile_arguments(group) -> None:
 
 def config_from_args(args) -> RunConfig:
     """Validate the options into a RunConfig; every problem is one InputError line."""
-    from pipeline.cube import check_output  # zarr and xarray load only when a run is configured
+    from pipeline.outputs import check_output  # zarr and xarray load only when a run is configured
 
     search = search_config(args)
     # Resolving the profile now reports a missing --catalog or an unknown profile before any work.
@@ -130,9 +130,9 @@ def preflight(config: RunConfig) -> None:
     the scheduler listens, an existing cube takes this method (weights, settings) and tile size."""
     from catalogs.stac_search import CatalogSearcher
     from pipeline.cluster import check_scheduler
-    from pipeline.cube import check_out_path
+    from pipeline.outputs import open_store
 
-    check_out_path(config.out, method_spec(config.method), config.tiles.size)
+    open_store(config.out).check_target(method_spec(config.method), config.tiles.size)
     if config.cluster.address:
         check_scheduler(config.cluster.address)
     CatalogSearcher(profile_for(config.search))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from kernel.warp import sample
 from models.classical.matching import Matches
 
 
@@ -104,6 +105,6 @@ def dense_residual(
             (np.arange(shape[0]) - grid.y0) / grid.step, (np.arange(shape[1]) - grid.x0) / grid.step, indexing="ij"
         )
     )
-    dense = np.stack([ndimage.map_coordinates(c, coords, order=1, mode="nearest") for c in cell_field])
-    conf = ndimage.map_coordinates(confidence, coords, order=1, mode="nearest")
+    dense = sample(cell_field, coords)
+    conf = sample(confidence, coords)
     return dense.astype(np.float32), conf.astype(np.float32)
