@@ -111,7 +111,7 @@ def check_spec(spec: str) -> None:
         register_spec(spec, fixed, moving, "optical", "sar")
     except InputError:
         raise
-    except Exception as err:  # noqa: BLE001  (any other failure is the spec's fault as far as the user sees)
+    except Exception as err:  # any other failure is the spec's fault as far as the user sees
         raise InputError(f"method {spec!r} fails on a 64 x 64 test pair: {type(err).__name__}: {err}") from err
 
 
@@ -147,7 +147,7 @@ def dense_case(record: PairRecord, methods: Sequence[str], seed: int) -> Case:
         try:
             d1, t1 = _timed(method, fixed, warped, pair.fixed_modality, pair.moving_modality)
             d0, t0 = _timed(method, fixed, moving, pair.fixed_modality, pair.moving_modality)
-        except Exception as err:  # noqa: BLE001  (a method's failure is a result to report)
+        except Exception as err:  # a method's failure is a result to report
             scores[method] = MethodFailure(f"{type(err).__name__}: {err}")
             continue
         epe = end_point_error(d1, truth)[inside]
@@ -180,7 +180,7 @@ def landmark_case(record: PairRecord, methods: Sequence[str]) -> Case:
     for method in methods:
         try:
             field, seconds = _timed(method, fixed, moving, record.fixed_modality, record.moving_modality)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:  # a method's failure is a result to report
             scores[method] = MethodFailure(f"{type(err).__name__}: {err}")
             continue
         scores[method] = LandmarkScore(summarise_errors(landmark_errors(field, marks)), seconds)
@@ -191,7 +191,7 @@ def _run_case(kind: str, record: PairRecord, methods: tuple[str, ...], seed: int
     cpu = time.process_time()
     try:
         case = dense_case(record, methods, seed) if kind == "dense" else landmark_case(record, methods)
-    except Exception as err:  # noqa: BLE001  (an unreadable pair is reported, the run goes on)
+    except Exception as err:  # an unreadable pair is reported, the run goes on
         case = Case(
             record.pair_id,
             record.category,

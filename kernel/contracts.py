@@ -36,6 +36,8 @@ class Modality:
     registered: bool = False  # the pipeline registers it onto the reference and writes it to the cube
     units: str = ""  # CF units of its cube variable: the loader's physical units
     long_name: str = ""  # CF long name of its cube variable
+    backscatter: bool = False  # radar backscatter, which may arrive as linear power: methods see it in dB
+    elevation: bool = False  # heights: quicklooks show it shaded, since raw heights hide a few pixels' shift
 
     @property
     def band_dim(self) -> str:
@@ -60,9 +62,13 @@ _REGISTRY = (
         units="1",
         long_name="optical reflectance (the reference: every other variable is on its grid)",
     ),
-    Modality("sar", registered=True, units="dB", long_name="SAR backscatter aligned onto the optical grid"),
-    Modality("dem", registered=True, units="m", long_name="elevation aligned onto the optical grid"),
-    *(Modality(name) for name in ("infrared", "map", "night", "lidar-dsm", "lidar-intensity", "depth-render", "other")),
+    Modality(
+        "sar", registered=True, units="dB", long_name="SAR backscatter aligned onto the optical grid", backscatter=True
+    ),
+    Modality("dem", registered=True, units="m", long_name="elevation aligned onto the optical grid", elevation=True),
+    *(Modality(name) for name in ("infrared", "map", "night")),
+    Modality("lidar-dsm", elevation=True),
+    *(Modality(name) for name in ("lidar-intensity", "depth-render", "other")),
 )
 MODALITY = {modality.name: modality for modality in _REGISTRY}
 MODALITIES = tuple(MODALITY)  # the names the pair API accepts
@@ -70,6 +76,7 @@ REFERENCE = next(modality.name for modality in _REGISTRY if modality.reference)
 REGISTERED = tuple(modality.name for modality in _REGISTRY if modality.registered)  # what the pipeline aligns
 
 
+# The pair API refuses smaller images; Contract 2 promises every method from 64 x 64 up (tests/test_method_contract.py).
 MIN_SIZE = 32
 DEFAULT_METHOD = "dsmar"  # the most accurate on the usable benchmark pairs (docs/accuracy.md)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernel.contracts import MODALITY
+
 
 def to_gray(image: np.ndarray, modality: str) -> np.ndarray:
     """(C, H, W) float32 with NaN -> (H, W) float32 in about [0, 1], NaN kept.
@@ -14,7 +16,7 @@ def to_gray(image: np.ndarray, modality: str) -> np.ndarray:
     """
     gray = _band_mean(image) if image.shape[0] > 1 else image[0].copy()
     valid = np.isfinite(gray)
-    if modality == "sar" and valid.any() and np.nanmin(gray) >= 0 and np.nanmedian(gray) < 1.0:
+    if MODALITY[modality].backscatter and valid.any() and np.nanmin(gray) >= 0 and np.nanmedian(gray) < 1.0:
         gray = np.where(valid, 10.0 * np.log10(np.maximum(gray, 1e-6)), np.nan).astype(np.float32)
     if not valid.any():
         return gray.astype(np.float32)

@@ -30,7 +30,7 @@ def count_gpus() -> int:
             found = pynvml.nvmlDeviceGetCount()
         finally:
             pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001  any NVML failure means "no usable GPU"
+    except Exception:  # any NVML failure means "no usable GPU"
         return 0
     if visible is not None:
         return min(found, len([v for v in visible.split(",") if v.strip()]))
@@ -175,6 +175,6 @@ def _gpu_cluster(threads: int):
         return LocalCUDACluster(threads_per_worker=threads, **_LOCAL_CLUSTER_OPTIONS)
     except ImportError:
         return None
-    except Exception as err:  # noqa: BLE001  CUDA bindings or NVML set-up errors: fall back to CPU workers
+    except Exception as err:  # CUDA bindings or NVML set-up errors: fall back to CPU workers
         logging.getLogger("dsmar").warning("dask-cuda could not start (%s); using CPU workers", err)
         return None

@@ -104,11 +104,11 @@ def _save(fig, path: Path) -> None:
 
 
 def _save_checkerboards(
-    path: Path, optical: np.ndarray, before: np.ndarray, after: np.ndarray, title: str, dem: bool
+    path: Path, optical: np.ndarray, before: np.ndarray, after: np.ndarray, title: str, elevation: bool
 ) -> None:
     import matplotlib.pyplot as plt
 
-    prep = (lambda x: _normalise(hillshade(x))) if dem else _normalise
+    prep = (lambda x: _normalise(hillshade(x))) if elevation else _normalise
     ref = _normalise(optical)
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.6), constrained_layout=True)
     for ax, moving, label in ((axes[0], before, "before"), (axes[1], after, "after")):
@@ -188,7 +188,7 @@ def write_report(
                 q[f"{modality}_before"],
                 q[modality],
                 modality.upper(),
-                dem=modality == "dem",
+                elevation=MODALITY[modality].elevation,
             )
             _save_field(
                 directory / f"{stem}_field.png",

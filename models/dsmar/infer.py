@@ -15,6 +15,9 @@ from models.dsmar import dihedral
 from models.dsmar.network import DSMAR
 from models.preprocess import to_gray
 
+# Images larger than TILE px a side are registered in tiles overlapping by OVERLAP px, blended by `kernel.taper`.
+TILE, OVERLAP = 1024, 128
+
 
 def network_input(image: np.ndarray, modality: str) -> np.ndarray:
     """(C, H, W) float32 with NaN -> (2, H, W): gray stretched to [-1, 1] (0 where invalid), validity."""
@@ -65,8 +68,8 @@ def predict_field(
     fixed_modality: str,
     moving_modality: str,
     known_modalities: Iterable[str] | None = None,
-    tile: int = 1024,
-    overlap: int = 128,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
     device: str | torch.device | None = None,
     iterations: int = 1,
     optimise: dict | None = None,
@@ -116,8 +119,8 @@ def _predict_once(
     fixed_modality: str,
     moving_modality: str,
     known_modalities: Iterable[str] | None = None,
-    tile: int = 1024,
-    overlap: int = 128,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
     device: str | torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     if device is None:

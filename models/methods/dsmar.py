@@ -71,13 +71,23 @@ def resolve(options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     path = weights_path(options.get("weights"))
     stat = path.stat() if path.exists() else None  # a changed file is checked again
     meta = _metadata(str(path), *((stat.st_mtime_ns, stat.st_size) if stat else (0, 0)))
+    return meta["sha256"], settings(meta, {k: v for k, v in options.items() if k != "weights"})
+
+
+# What runs where neither the options nor the weights' tuned "inference" settings say otherwise.
+FALLBACK = {"iterations": 1, "augment": 1, "polish": 0, "trend": "field"}
+
+
+def settings(meta: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a run uses: the fallbacks, overridden by the weights' tuned settings (without the prose on
+    how they were tuned), overridden by the options given; the one merge, for the identity and for the run."""
     tuned = {k: v for k, v in meta.get("inference", {}).items() if k != "tuned"}
-    return meta["sha256"], {**tuned, **{k: v for k, v in options.items() if k != "weights"}}
+    return {**FALLBACK, **tuned, **options}
 
 
 @register_method("dsmar", options=OPTIONS, resolve=resolve)
 def make_dsmar():
-    from models.dsmar.infer import predict_field
+    from models.dsmar.infer import OVERLAP, TILE, predict_field
 
     def dsmar(
         fixed: np.ndarray,
@@ -86,8 +96,8 @@ def make_dsmar():
         fixed_modality: str,
         moving_modality: str,
         weights: str | Path | None = None,
-        tile: int = 1024,
-        overlap: int = 128,
+        tile: int = TILE,
+        overlap: int = OVERLAP,
         device: str | None = None,
         iterations: int | None = None,
         optimise: dict | None = None,
@@ -97,12 +107,10 @@ def make_dsmar():
         **_,
     ) -> tuple[np.ndarray, np.ndarray]:
         model, meta = _weights(weights)
-        tuned = meta.get("inference", {})  # the weights' own settings (benchmarks/tuning.md)
-        iterations = int(tuned.get("iterations", 1)) if iterations is None else iterations
-        augment = int(tuned.get("augment", 1)) if augment is None else augment
-        optimise = tuned.get("optimise") if optimise is None else optimise
-        polish = tuned.get("polish", 0) if polish is None else polish
-        trend = tuned.get("trend", "field") if trend is None else trend
+        given = {"iterations": iterations, "augment": augment, "optimise": optimise, "polish": polish, "trend": trend}
+        chosen = settings(meta, {k: v for k, v in given.items() if v is not None})  # benchmarks/tuning.md
+        iterations, augment = int(chosen["iterations"]), int(chosen["augment"])
+        optimise, polish, trend = chosen.get("optimise"), chosen["polish"], chosen["trend"]
         radii = _radii(polish)
         field, confidence = predict_field(
             model,
