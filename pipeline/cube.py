@@ -49,7 +49,7 @@ BOOKKEEPING = "_dsmar"  # the group of what only dsmar reads
 HASH_VAR = f"{BOOKKEEPING}/tile_inputs_hash"
 LEGACY_HASH_VAR = "tile_inputs_hash"  # where cubes of earlier layouts kept it, among the science variables
 # Microseconds keep the catalogs' fractional seconds (Python datetimes) exactly, in units CF checkers accept.
-TIME_UNITS = "microseconds since 1970-01-01 00:00:00"
+TIME_UNITS = "microseconds since 1970-01-01"
 TIME_ENCODING = {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "int64"}
 PROVENANCE = ("optical_item", "sar_item", "sar_time", "dem_item", "settings")
 TEXT_BYTES = 1024  # width of the per-time text columns (item ids, settings), UTF-8
