@@ -21,10 +21,9 @@ def open_cube(url: str, *, split_bands: bool = False) -> xr.Dataset:
 
     `split_bands=True` gives one (time, y, x) variable per band and component (`optical_red`,
     `displacement_sar_dy`, ...), the shape rioxarray's `Dataset.rio.reproject` takes."""
-    import rioxarray  # noqa: F401  (the .rio accessor: CRS, transform, reproject)
-    import xarray as xr
+    from pipeline.cube import open_cube as open_zarr_cube  # loads rioxarray: the .rio accessor
 
-    ds = xr.open_zarr(url, decode_coords="all")
+    ds = open_zarr_cube(url)
     return split_by_band(ds) if split_bands else ds
 
 

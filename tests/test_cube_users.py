@@ -24,20 +24,39 @@ CF_TIME_UNITS = ("seconds", "milliseconds", "microseconds", "minutes", "hours", 
 
 
 @pytest.fixture(scope="module")
-def run_cube(tmp_path_factory, prefect_api):
-    """A cube written by `dsmar run` (method identity, 2 dates) on a generated archive served over STAC."""
+def archive(tmp_path_factory):
     from catalogs.server import serve_static_catalog
     from datagen.demo_archive import generate_archive
 
-    root = tmp_path_factory.mktemp("users")
-    info = generate_archive(root / "archive", size=256, dates=2, seed=5)
-    out = root / "cube.zarr"
+    info = generate_archive(tmp_path_factory.mktemp("archive"), size=256, dates=2, seed=5)
     with serve_static_catalog(info.catalog) as server:
-        argv = [sys.executable, "-m", "dsmar.cli", "run", "--profile", "local", "--catalog", server.url]
-        argv += ["--bbox", *map(str, info.bbox), "--start", str(info.start), "--end", str(info.end)]
-        argv += ["--out", str(out), "--method", "identity", "--tile-size", "128", "--halo", "8", "--workers", "1"]
-        env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_API_URL": prefect_api}
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=400)
+        yield info, server.url
+
+
+def _options(info, url: str) -> dict:
+    """The run's options, as `dsmar.register_region` keywords (the CLI's flags)."""
+    return dict(
+        profile="local",
+        catalog=url,
+        bbox=info.bbox,
+        start=str(info.start),
+        end=str(info.end),
+        method="identity",
+        tile_size=128,
+        halo=8,
+        workers=1,
+    )
+
+
+@pytest.fixture(scope="module")
+def run_cube(tmp_path_factory, archive, prefect_api):
+    """A cube written by `dsmar run` (method identity, 2 dates) on a generated archive served over STAC."""
+    out = tmp_path_factory.mktemp("users") / "cube.zarr"
+    argv = [sys.executable, "-m", "dsmar.cli", "run", "--out", str(out)]
+    for key, value in _options(*archive).items():
+        argv += ["--" + key.replace("_", "-"), *map(str, value if isinstance(value, tuple) else [value])]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_API_URL": prefect_api}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 
@@ -128,7 +147,7 @@ def test_the_cube_is_found_and_opened_through_its_stac_item(run_cube):
     with serve_static_catalog(catalog) as server:
         client = Client.open(server.url)
         ds = dsmar.open_cube(str(run_cube))
-        west, south, east, north = json.loads(catalog.read_text()) and ds.rio.transform_bounds("EPSG:4326")
+        west, south, east, north = ds.rio.transform_bounds("EPSG:4326")
         items = list(client.search(bbox=[west, south, east, north], datetime="2000-01-01/2100-01-01").items())
     (item,) = items
     asset = item.assets["data"]
@@ -138,3 +157,25 @@ def test_the_cube_is_found_and_opened_through_its_stac_item(run_cube):
     assert any(ds.optical_item.values[0] in href for href in derived)
     opened = xr.open_dataset(asset.href, **asset.extra_fields["xarray:open_kwargs"])
     assert opened.sizes == ds.sizes and opened.rio.crs == ds.rio.crs
+
+
+def test_register_region_from_python_writes_the_same_cube_as_the_cli(run_cube, archive, prefect_api, tmp_path):
+    out = tmp_path / "py.zarr"
+    summary = dsmar.register_region(out=str(out), **_options(*archive))
+    assert summary.scene_sets == 2 and summary.tiles_written == 2 * summary.tiles_per_scene
+    ours, cli = dsmar.open_cube(str(out)), dsmar.open_cube(str(run_cube))
+    assert np.array_equal(ours.optical.values, cli.optical.values, equal_nan=True)
+    assert (out.parent / "py.zarr.stac" / "catalog.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "options,expected",
+    [({"tile_size": 8}, "--tile-size"), ({"no_such_option": 1}, "unrecognized arguments: --no-such-option")],
+)
+def test_register_region_refuses_bad_options_in_one_line_as_the_cli_does(tmp_path, options, expected):
+    from kernel.errors import InputError
+
+    base = dict(profile="local", catalog="http://127.0.0.1:9", bbox=(14.4, 46.0, 14.6, 46.2))
+    with pytest.raises(InputError, match=expected) as err:
+        dsmar.register_region(start="2024-06-01", end="2024-06-30", out=str(tmp_path / "c.zarr"), **base, **options)
+    assert "\n" not in str(err.value)
