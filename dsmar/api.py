@@ -58,9 +58,11 @@ def register_region(*, bbox: Sequence[float], start: str, end: str, out: str, **
 
 def _run_args(options: dict[str, Any]) -> argparse.Namespace:
     """The options as `dsmar run` parses them; an unknown or malformed one is one InputError line."""
-    from dsmar.cli import build_parser
+    from dsmar.commands.run import add_run_arguments
 
-    argv = ["run"]
+    parser = argparse.ArgumentParser(prog="dsmar.register_region")
+    add_run_arguments(parser)
+    argv: list[str] = []
     for key, value in options.items():
         if value is None or value is False:
             continue
@@ -70,7 +72,7 @@ def _run_args(options: dict[str, Any]) -> argparse.Namespace:
     errors = io.StringIO()
     try:
         with contextlib.redirect_stderr(errors):
-            return build_parser().parse_args(argv)
+            return parser.parse_args(argv)
     except SystemExit:
         reason = errors.getvalue().strip().splitlines()[-1:] or ["bad options"]
         raise InputError(f"register_region: {reason[0].split('error: ')[-1]}") from None
