@@ -197,6 +197,8 @@ def init_cube(
     every run's config and catalog, and `created` the first run's time.
     """
     steps = _by_time((t.astype("datetime64[ns]"), p) for t, p in zip(layout.times, provenance, strict=True))
+    for name in TEXT_ATTRS:  # before anything is written: a too-long entry leaves the cube as it was
+        _utf8([getattr(p, name) for p in provenance], TEXT_BYTES)
     root = local_dir(path)
     if root is not None:
         recover(root)

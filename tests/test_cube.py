@@ -616,3 +616,16 @@ def test_the_store_resolves_a_relative_path_before_it_leaves_for_workers(tmp_pat
     store = ZarrCubeStore.at("runs/c.zarr")
     assert store.url == str(tmp_path / "runs" / "c.zarr")
     assert ZarrCubeStore.at("s3://bucket/c.zarr").url == "s3://bucket/c.zarr"
+
+
+def test_a_provenance_entry_wider_than_its_column_is_refused_in_one_line_and_the_cube_kept(cube):
+    path, layout = cube
+    many = ",".join(f"dem-tile-{i:04d}" for i in range(100))  # 1399 bytes, over the 1024-byte column
+    with pytest.raises(InputError, match="provenance entry is 1399 bytes, more than the cube's 1024") as err:
+        init_cube(path, layout, [_prov(0), Provenance("opt-1", "sar-1", T0, many)], _cfog_attrs())
+    assert "\n" not in str(err.value)
+    assert list(open_cube(path).dem_item.values) == ["dem-0", "dem-0"]
+
+
+def _cfog_attrs() -> dict:
+    return cube_attrs('{"k": 1}', {"profile": "local"}, MethodSpec("cfog", weights_sha256="ab" * 32))
