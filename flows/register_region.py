@@ -32,7 +32,8 @@ from pipeline.load import load_stack, load_truth, optical_grid
 from pipeline.outputs import open_store
 from pipeline.register_tiles import ChunkResult, decimate, run_tiles
 from pipeline.report import ErrorStats, TimeReport, assemble, end_point_error, thumb_step, write_report
-from pipeline.store import CubeLayout, CubeStore, Provenance, cube_attrs, inputs_hash
+from pipeline.stac_output import write_cube_stac
+from pipeline.store import CubeLayout, CubeStore, Provenance, cube_attrs, inputs_hash, time_settings
 from pipeline.tiles import Tile, TilePlan, plan_tiles, region_grid
 
 log = logging.getLogger("dsmar")
@@ -128,12 +129,14 @@ def prepare_cube(
     store: CubeStore, cube: CubePlan, config: RunConfig, profile: CatalogProfile, method: MethodSpec
 ) -> dict[np.datetime64, int]:
     times = tuple(_utc(s.optical) for s in cube.scene_sets)
+    settings = time_settings(method, config.tiles.size, config.tiles.halo)
     provenance = [
         Provenance(
             s.optical.id,
             ",".join(i.id for i in s.sar),
             _utc(s.sar[0]) if s.sar else np.datetime64("NaT", "ns"),
             ",".join(i.id for i in s.dem),
+            settings,
         )
         for s in cube.scene_sets
     ]
@@ -300,6 +303,9 @@ def register_region(config: RunConfig) -> RunSummary:
         for scene_set in cube.scene_sets:
             t = index[_utc(scene_set.optical)]
             outcomes.append(register_scene_set(client, store, scene_set, cube, t, config, profile, method))
+    stac = write_cube_stac(store.url)
+    if stac is not None:
+        log.info("STAC catalog of the cube: %s", stac)
     summary = RunSummary(
         config.out,
         None,

@@ -2,9 +2,14 @@
 
 `init_cube` writes coordinates, CRS, provenance and attrs, and declares every data variable at full
 size without computing anything (lazy dask templates); the writers then fill whole chunks with plain
-zarr writes, so parallel tile writers never touch the same chunk. `tile_inputs_hash` (one chunk per
-time and tile) records what each chunk was computed from; a re-run with the same inputs skips it.
+zarr writes, so parallel tile writers never touch the same chunk. The bookkeeping lives apart from the
+science variables, in the `_dsmar` group: `_dsmar/tile_inputs_hash` (one chunk per time and tile)
+records what each chunk was computed from; a re-run with the same inputs skips it.
 `time` stays strictly increasing whatever order periods arrive in, so `.sel(time=slice(...))` works.
+
+Everything a user opens is CF-described (`standard_name` where the CF table has one, `long_name`,
+`units`), times are int64 microseconds with CF units, and text is fixed-width UTF-8 bytes
+(`_Encoding: utf-8`, decoded by xarray) rather than zarr's variable-length `string` type.
 
 An interrupted run never leaves a cube that cannot be opened: a local cube is created beside its
 path and renamed into place; a remote one is marked whole (`STATE_ATTR`) only once laid out. Before
@@ -15,7 +20,6 @@ grows each array in turn: a run that finds the mark cuts every time axis back an
 from __future__ import annotations
 
 import fcntl
-import itertools
 import json
 import logging
 import warnings
@@ -35,14 +39,27 @@ from pyproj import CRS
 
 from kernel.contracts import MODALITY, REFERENCE, MethodSpec
 from kernel.errors import InputError
-from pipeline.cube_reorder import along_time, copy_time_steps, local_dir, recover, rewrite
+from pipeline.cube_reorder import copy_time_steps, local_dir, recover, rewrite, time_arrays
 from pipeline.store import CubeLayout, Provenance, method_attrs
 from pipeline.tiles import Tile, Window
 
 COMPONENTS = ("dy", "dx")
-HASH_VAR = "tile_inputs_hash"
-TIME_UNITS = "nanoseconds since 1970-01-01"
-PROVENANCE = ("optical_item", "sar_item", "sar_time", "dem_item")
+BOOKKEEPING = "_dsmar"  # the group of what only dsmar reads
+HASH_VAR = f"{BOOKKEEPING}/tile_inputs_hash"
+LEGACY_HASH_VAR = "tile_inputs_hash"  # where cubes of earlier layouts kept it, among the science variables
+# Microseconds keep the catalogs' fractional seconds (Python datetimes) exactly, in units CF checkers accept.
+TIME_UNITS = "microseconds since 1970-01-01"
+TIME_ENCODING = {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "int64"}
+PROVENANCE = ("optical_item", "sar_item", "sar_time", "dem_item", "settings")
+TEXT_BYTES = 1024  # width of the per-time text columns (item ids, settings), UTF-8
+# CF standard names where the CF table has one for the variable's quantity and units; SAR backscatter in dB has none.
+STANDARD_NAMES = {"optical": "surface_bidirectional_reflectance", "dem": "surface_altitude"}
+TEXT_ATTRS = {
+    "optical_item": "id of the optical STAC item of this time",
+    "sar_item": "ids of the SAR STAC items registered at this time (comma-separated)",
+    "dem_item": "ids of the DEM STAC items registered at this time (comma-separated)",
+    "settings": "JSON of the settings that shaped this time: method spec, weights sha256, tile size, halo",
+}
 STATE_ATTR = "dsmar_cube"  # "creating" while the layout is written, "complete" once it is whole
 APPEND_ATTR = "dsmar_appending_from"  # the time length before an append; present only while it runs
 log = logging.getLogger("dsmar")
@@ -63,10 +80,11 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
     data_vars: dict[str, Any] = {}
     for name, bands in layout.bands.items():
         modality = MODALITY[name]  # CF units: the loader's physical units (docs/loading.md)
+        standard = {"standard_name": STANDARD_NAMES[name]} if name in STANDARD_NAMES else {}
         data_vars[name] = (
             ("time", modality.band_dim, "y", "x"),
             lazy((n_t, len(bands), *grid.shape), (1, len(bands), ch_y, ch_x)),
-            {"units": modality.units, "long_name": modality.long_name},
+            {**standard, "units": modality.units, "long_name": modality.long_name},
         )
     for m in layout.modalities:
         data_vars[MODALITY[m].displacement_var] = (
@@ -84,29 +102,60 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
             lazy((n_t, *grid.shape), (1, ch_y, ch_x)),
             {"units": "1", "long_name": f"confidence of {MODALITY[m].displacement_var}", "valid_range": [0.0, 1.0]},
         )
-    data_vars[HASH_VAR] = (
-        ("time", "tile_row", "tile_col"),
-        lazy((n_t, plan.n_rows, plan.n_cols), (1, 1, 1), 0, np.int64),
-        {"long_name": "fingerprint of the inputs each chunk was written from; 0 = not written"},
+    for name, long_name in TEXT_ATTRS.items():
+        data_vars[name] = ("time", _utf8([getattr(p, name) for p in provenance], TEXT_BYTES), _text_attrs(long_name))
+    data_vars["sar_time"] = (
+        "time",
+        np.array([p.sar_time for p in provenance], dtype="datetime64[ns]"),
+        {"long_name": "acquisition time of the (first) SAR item of this time"},
     )
-    data_vars["optical_item"] = ("time", np.array([p.optical_item for p in provenance], dtype=object))
-    data_vars["sar_item"] = ("time", np.array([p.sar_item for p in provenance], dtype=object))
-    data_vars["sar_time"] = ("time", np.array([p.sar_time for p in provenance], dtype="datetime64[ns]"))
-    data_vars["dem_item"] = ("time", np.array([p.dem_item for p in provenance], dtype=object))
     coords = {
-        "time": np.array(times, dtype="datetime64[ns]"),
-        "y": ("y", grid.y_coords(), {"units": "m", "standard_name": "projection_y_coordinate"}),
-        "x": ("x", grid.x_coords(), {"units": "m", "standard_name": "projection_x_coordinate"}),
-        "component": np.array(COMPONENTS, dtype=object),
-        **{MODALITY[name].band_dim: np.array(bands, dtype=object) for name, bands in layout.bands.items()},
+        "time": (
+            "time",
+            np.array(times, dtype="datetime64[ns]"),
+            {"standard_name": "time", "long_name": "optical acquisition time", "axis": "T"},
+        ),
+        "y": ("y", grid.y_coords(), _axis_attrs("y")),
+        "x": ("x", grid.x_coords(), _axis_attrs("x")),
+        "component": ("component", _utf8(COMPONENTS), _text_attrs("displacement component (dy: rows, dx: columns)")),
+        **{
+            MODALITY[name].band_dim: (MODALITY[name].band_dim, _utf8(bands), _text_attrs(f"{name} band name"))
+            for name, bands in layout.bands.items()
+        },
     }
     ds = xr.Dataset(data_vars, coords=coords)
     ds = ds.rio.write_crs(grid.crs_wkt).rio.write_transform(grid.affine)
+    ds["spatial_ref"].attrs["long_name"] = "CRS definition (CF grid mapping)"
     for var in ds.data_vars.values():
-        # Contract 3: every data variable carries the grid mapping, provenance and tile hashes too.
+        # Contract 3: every data variable carries the grid mapping, provenance too.
         var.attrs["grid_mapping"] = "spatial_ref"
         var.encoding.pop("grid_mapping", None)
     return ds
+
+
+def _axis_attrs(axis: str) -> dict[str, str]:
+    return {
+        "units": "m",
+        "standard_name": f"projection_{axis}_coordinate",
+        "long_name": f"{axis} coordinate of projection (pixel centre)",
+        "axis": axis.upper(),
+    }
+
+
+def _text_attrs(long_name: str) -> dict[str, str]:
+    return {"long_name": long_name, "_Encoding": "utf-8"}
+
+
+def _utf8(values: Iterable[str], width: int | None = None) -> np.ndarray:
+    """Text as fixed-width UTF-8 bytes (`width`, or the longest value's); a longer value is one InputError line."""
+    encoded = [str(v).encode() for v in values]
+    longest = max((len(e) for e in encoded), default=1)
+    if width is not None and longest > width:
+        raise InputError(
+            f"a provenance entry is {longest} bytes, more than the cube's {width}; "
+            "register fewer items per time or write to a new --out"
+        )
+    return np.array(encoded, dtype=f"S{width or max(longest, 1)}")
 
 
 def _encoding(ds: xr.Dataset) -> dict:
@@ -114,12 +163,25 @@ def _encoding(ds: xr.Dataset) -> dict:
     for name, var in ds.data_vars.items():
         if isinstance(var.data, da.Array):
             enc[name] = {"chunks": tuple(c[0] for c in var.data.chunks)}
-    enc[HASH_VAR]["fill_value"] = 0
-    # Nanoseconds keep the catalogs' fractional seconds exactly, and re-runs write sar_time in
-    # these same units (`_nanos`) without asking xarray which units it picked.
-    enc["time"] = {"units": TIME_UNITS, "dtype": "int64"}
-    enc["sar_time"] = {"units": TIME_UNITS, "dtype": "int64"}
+    # Re-runs write sar_time in these same units (`_micros`) without asking xarray which units it picked.
+    enc["time"] = dict(TIME_ENCODING)
+    enc["sar_time"] = dict(TIME_ENCODING)
     return enc
+
+
+def _create_bookkeeping(path: str, plan_shape: tuple[int, int], n_times: int) -> None:
+    """The `_dsmar` group: tile input hashes, (time, tile_row, tile_col), one chunk each, 0 = not written."""
+    group = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False).require_group(BOOKKEEPING)
+    group.attrs["description"] = "dsmar's own bookkeeping (which chunks were written from which inputs)"
+    group.create_array(
+        HASH_VAR.removeprefix(f"{BOOKKEEPING}/"),
+        shape=(n_times, *plan_shape),
+        chunks=(1, 1, 1),
+        dtype="int64",
+        fill_value=0,
+        dimension_names=("time", "tile_row", "tile_col"),
+        attributes={"long_name": "fingerprint of the inputs each chunk was written from; 0 = not written"},
+    )
 
 
 def init_cube(
@@ -134,6 +196,8 @@ def init_cube(
     every run's config and catalog, and `created` the first run's time.
     """
     steps = _by_time((t.astype("datetime64[ns]"), p) for t, p in zip(layout.times, provenance, strict=True))
+    for name in TEXT_ATTRS:  # before anything is written: a too-long entry leaves the cube as it was
+        _utf8([getattr(p, name) for p in provenance], TEXT_BYTES)
     root = local_dir(path)
     if root is not None:
         recover(root)
@@ -142,6 +206,7 @@ def init_cube(
         _create_whole(path, root, layout, steps, _merged_attrs({}, attrs))
         _consolidate(path)
         return {t: i for i, (t, _) in enumerate(steps)}
+    _refuse_legacy(group, path)
     cut = _interrupted_append(group)
     if cut is not None:
         _undo_append(group, cut)
@@ -155,8 +220,7 @@ def init_cube(
     new = [(t, p) for t, p in steps if t not in known]
     fresh = dict(steps)
     stored = [(t, fresh.get(t, p)) for t, p in old] + new  # this run's provenance wins
-    # A local cube written before times were kept in order is put in order too.
-    reorder = _inserts(old, new) or (root is not None and not _increasing(old))
+    reorder = _inserts(old, new)
     if reorder:
         stored = _by_time(stored)
         _reorder(path, root, layout, old, stored, old_attrs)
@@ -165,7 +229,8 @@ def init_cube(
     group = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
     if not reorder:  # new times, and a rewritten cube, got their provenance with their template
         _write_provenance(group, stored[: len(old)])
-    group.attrs.put(_merged_attrs(group.attrs.asdict(), attrs))  # last: drops the append mark
+    with _fixed_width_text():
+        group.attrs.put(_merged_attrs(group.attrs.asdict(), attrs))  # last: drops the append mark
     _consolidate(path)
     return {t: i for i, (t, _) in enumerate(stored)}
 
@@ -178,9 +243,9 @@ def _array(group: zarr.Group, name: str) -> zarr.Array:
 def _write_provenance(group: zarr.Group, steps: Sequence[Step]) -> None:
     """Refresh the provenance of the cube's first len(steps) times, one write per column."""
     n = len(steps)
-    for name in ("optical_item", "sar_item", "dem_item"):
-        _array(group, name)[:n] = np.array([getattr(p, name) for _, p in steps], dtype=object)
-    _array(group, "sar_time")[:n] = np.array([_nanos(p.sar_time) for _, p in steps], dtype=np.int64)
+    for name in TEXT_ATTRS:
+        _array(group, name)[:n] = _utf8([getattr(p, name) for _, p in steps], TEXT_BYTES)
+    _array(group, "sar_time")[:n] = np.array([_micros(p.sar_time) for _, p in steps], dtype=np.int64)
 
 
 def _merged_attrs(old: Mapping, run: Mapping) -> dict:
@@ -207,6 +272,7 @@ def check_out_path(path: str, method: MethodSpec | None = None, tile_size: int |
     group = _existing_cube(path)
     if group is None:
         return
+    _refuse_legacy(group, path)
     if method is not None:
         _check_same_method(group.attrs, method_attrs(method), path)
     if tile_size is not None and REFERENCE in group:
@@ -220,7 +286,7 @@ def _existing_cube(path: str, mode: Literal["r", "r+"] = "r") -> zarr.Group | No
         group = zarr.open_group(path, mode=mode, zarr_format=3, use_consolidated=False)
     except (FileNotFoundError, ValueError):  # zarr's errors, and a zarr.json that is not JSON
         group = None
-    if group is not None and STATE_ATTR not in group.attrs and _written_before_state_attr(group):
+    if group is not None and STATE_ATTR not in group.attrs and _legacy(group):
         return group
     if group is None or STATE_ATTR not in group.attrs:
         if group is None and _empty(path):
@@ -237,12 +303,20 @@ def is_dsmar_cube(path: str) -> bool:
         group = zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False)
     except (FileNotFoundError, ValueError):
         return False
-    return STATE_ATTR in group.attrs or _written_before_state_attr(group)
+    return STATE_ATTR in group.attrs or _legacy(group)
 
 
-def _written_before_state_attr(group: zarr.Group) -> bool:
-    """A cube of a dsmar version without the state attr: its users' cubes stay usable (the next run marks it)."""
-    return str(group.attrs.get("software", "")).startswith("dsmar ") and "tile_inputs_hash" in group
+def _legacy(group: zarr.Group) -> bool:
+    """A cube of an earlier dsmar layout (hashes among the science variables, nanosecond times, zarr strings)."""
+    return str(group.attrs.get("software", "")).startswith("dsmar ") and LEGACY_HASH_VAR in group
+
+
+def _refuse_legacy(group: zarr.Group, path: str) -> None:
+    """An earlier layout is read, never extended: one cube, one layout."""
+    if _legacy(group):
+        raise InputError(
+            f"{path} has an earlier dsmar cube layout; it still opens for reading, but write this run to a new --out"
+        )
 
 
 def _empty(path: str) -> bool:
@@ -271,7 +345,10 @@ def _append(path: str, layout: CubeLayout, new: Sequence[Step], old_length: int)
     extra = _template(layout, [t for t, _ in new], [p for _, p in new])
     extra = extra.drop_vars([v for v in extra.variables if "time" not in extra[v].dims])
     extra.attrs.update(group.attrs.asdict())  # xarray's append replaces the group attrs with these
-    extra.to_zarr(path, append_dim="time", compute=False, consolidated=False)
+    with _fixed_width_text():
+        extra.to_zarr(path, append_dim="time", compute=False, consolidated=False)
+    hashes = _array(group, HASH_VAR)
+    hashes.resize((old_length + len(new), *hashes.shape[1:]))
 
 
 def _interrupted_append(group: zarr.Group) -> int | None:
@@ -281,15 +358,15 @@ def _interrupted_append(group: zarr.Group) -> int | None:
     different lengths, the shortest being the old one."""
     if APPEND_ATTR in group.attrs:
         return int(cast(int, group.attrs[APPEND_ATTR]))
-    lengths = {array.shape[0] for _, array in group.arrays() if along_time(array)}
+    lengths = {array.shape[0] for array in time_arrays(group)}
     return min(lengths) if len(lengths) > 1 else None
 
 
 def _undo_append(group: zarr.Group, old_length: int) -> None:
     """Cut every time axis back to `old_length` after an interrupted append (the new times' chunks
     were never written: only their coordinates and provenance, which the next append writes again)."""
-    for _, array in group.arrays():
-        if along_time(array) and array.shape[0] != old_length:
+    for array in time_arrays(group):
+        if array.shape[0] != old_length:
             array.resize((old_length, *array.shape[1:]))
     if APPEND_ATTR in group.attrs:
         del group.attrs[APPEND_ATTR]
@@ -299,17 +376,13 @@ def _steps_of(ds: xr.Dataset) -> list[Step]:
     """The cube's times with their provenance, in stored order."""
     columns = [ds[name].values for name in ("time", *PROVENANCE)]
     return [
-        (np.datetime64(t, "ns"), Provenance(str(o), str(s), np.datetime64(st, "ns"), str(d)))
-        for t, o, s, st, d in zip(*columns)
+        (np.datetime64(t, "ns"), Provenance(str(o), str(s), np.datetime64(st, "ns"), str(d), str(c)))
+        for t, o, s, st, d, c in zip(*columns)
     ]
 
 
 def _by_time(steps: Iterable[Step]) -> list[Step]:
     return sorted(steps, key=lambda step: step[0])
-
-
-def _increasing(steps: Sequence[Step]) -> bool:
-    return all(a[0] < b[0] for a, b in itertools.pairwise(steps))
 
 
 def _inserts(old: Sequence[Step], new: Sequence[Step]) -> bool:
@@ -321,7 +394,9 @@ def _create(path: str, layout: CubeLayout, steps: Sequence[Step], attrs: Mapping
     """Write a new cube at `path` with these times (in order) and empty data variables."""
     ds = _template(layout, [t for t, _ in steps], [p for _, p in steps])
     ds.attrs.update({**attrs, STATE_ATTR: "creating"})
-    ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, encoding=_encoding(ds), consolidated=False)
+    with _fixed_width_text():
+        ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, encoding=_encoding(ds), consolidated=False)
+    _create_bookkeeping(path, (layout.plan.n_rows, layout.plan.n_cols), len(steps))
     zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False).attrs[STATE_ATTR] = "complete"
 
 
@@ -350,13 +425,22 @@ def _consolidate(path: str) -> None:
     zarr warns that consolidated metadata is an extension of format 3; xarray and zarr-python,
     the readers Contract 3 names, both support it.
     """
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _fixed_width_text():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part", category=UserWarning)
         zarr.consolidate_metadata(path, zarr_format=3)
 
 
-def _nanos(t: np.datetime64) -> int:
-    return int(t.astype("datetime64[ns]").astype(np.int64))
+@contextmanager
+def _fixed_width_text() -> Iterator[None]:
+    """zarr-python calls its fixed-width bytes type unstable; it is a registered zarr extension type
+    (`null_terminated_bytes`) of fixed size, which readers in any language decode without a codec."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The data type .* does not have a Zarr V3 specification")
+        yield
+
+
+def _micros(t: np.datetime64) -> int:
+    return int(t.astype("datetime64[us]").astype(np.int64))
 
 
 def _check_same_method(old: Mapping, new: Mapping, path: str) -> None:

@@ -67,8 +67,8 @@ def copy_time_steps(source: Path, target: Path, moves: Mapping[int, int]) -> Non
     """
     old_group = zarr.open_group(source, mode="r", zarr_format=3)
     new_group = zarr.open_group(target, mode="r", zarr_format=3)
-    for name, new in new_group.arrays():
-        if new.ndim < 2 or not along_time(new):
+    for name, new in _time_arrays_by_name(new_group):
+        if new.ndim < 2:
             continue
         old = old_group[name]
         _check_same_codecs(old, new, name)
@@ -79,6 +79,20 @@ def copy_time_steps(source: Path, target: Path, moves: Mapping[int, int]) -> Non
                     dst = target / name / new.metadata.encode_chunk_key((j, *rest))
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(src, dst)
+
+
+def time_arrays(group: zarr.Group) -> list[zarr.Array]:
+    """Every array of the cube along time, the bookkeeping group's included."""
+    return [array for _, array in _time_arrays_by_name(group)]
+
+
+def _time_arrays_by_name(group: zarr.Group) -> list[tuple[str, zarr.Array]]:
+    """(path in the cube, array) of every array along time, in the root group and its subgroups."""
+    return [
+        (name, member)
+        for name, member in group.members(max_depth=None)
+        if isinstance(member, zarr.Array) and along_time(member)
+    ]
 
 
 def along_time(array: zarr.Array) -> bool:

@@ -47,6 +47,7 @@ class Provenance:
     sar_item: str
     sar_time: np.datetime64
     dem_item: str
+    settings: str = ""  # JSON of the settings that shaped this time (`time_settings`)
 
 
 def inputs_hash(*parts: object) -> int:
@@ -66,6 +67,14 @@ def method_attrs(method: MethodSpec) -> dict[str, str]:
     if method.settings:
         attrs["inference"] = json.dumps(dict(method.settings), sort_keys=True)
     return attrs
+
+
+def time_settings(method: MethodSpec, tile_size: int, halo: int) -> str:
+    """What shapes one time's fields beyond its inputs (the spec holds the weights' sha256), recorded per time
+    so that mixed settings are visible."""
+    return json.dumps(
+        {"method_spec": json.loads(method.to_json()), "tile_size": tile_size, "halo": halo}, sort_keys=True
+    )
 
 
 def cube_attrs(config_json: str, catalog: Mapping[str, object], method: MethodSpec) -> dict:

@@ -30,7 +30,6 @@ from pipeline.cube import (
     STATE_ATTR,
     ZarrCubeStore,
     _consolidate,
-    _template,
     check_out_path,
     init_cube,
     open_cube,
@@ -138,7 +137,7 @@ def test_each_write_touches_exactly_one_chunk_per_variable(cube, tmp_path):
     path, layout = cube
     tile = layout.plan.tile(1, 1)
     ZarrCubeStore(path).write(0, tile, _arrays(tile, 1.0), 3)
-    for name in ("optical", "sar", "displacement_dem", "confidence_sar", "tile_inputs_hash"):
+    for name in ("optical", "sar", "displacement_dem", "confidence_sar", "_dsmar/tile_inputs_hash"):
         chunk_files = [p for p in (tmp_path / "cube.zarr" / name / "c").rglob("*") if p.is_file()]
         assert len(chunk_files) == 1, (name, chunk_files)
 
@@ -371,26 +370,6 @@ def test_an_earlier_period_is_refused_for_a_remote_cube(tmp_path):
     assert list(open_cube(path).time.values) == [DAYS[2], DAYS[3]]
 
 
-def test_a_cube_written_out_of_order_before_the_fix_is_put_in_order_on_the_next_run(tmp_path):
-    path = str(tmp_path / "cube.zarr")
-    index, layout = _init(path, _grid(), DAYS[3:4])
-    tile = layout.plan.tile(2, 0)
-    value = _stamp(path, index, tile, DAYS[3])
-    legacy = _template(layout, DAYS[1:2], [_dated_prov(DAYS[1])])  # how earlier periods used to be added
-    legacy.attrs.update(open_cube(path).attrs)  # which that run then wrote back
-    legacy.drop_vars([v for v in legacy.variables if "time" not in legacy[v].dims]).to_zarr(
-        path, append_dim="time", compute=False, consolidated=False
-    )
-
-    index, _ = _init(path, _grid(), DAYS[3:4])
-
-    assert index == {DAYS[1]: 0, DAYS[3]: 1}
-    ds = open_cube(path)
-    assert list(ds.time.values) == [DAYS[1], DAYS[3]]
-    _assert_tile(ds, tile, DAYS[3], value)
-    assert ZarrCubeStore(path).written(1)[2, 0] == int(value) + 1
-
-
 @settings(max_examples=6, deadline=None)
 @given(order=st.permutations(range(len(DAYS))), cuts=st.sets(st.integers(1, len(DAYS) - 1), max_size=2))
 def test_periods_arriving_in_any_order_give_sorted_time_with_data_on_its_time(order, cuts):
@@ -551,22 +530,20 @@ def test_pixel_variables_carry_cf_units_and_every_data_variable_a_grid_mapping(c
     assert CRS.from_user_input(ds.rio.crs) == CRS.from_epsg(32633)
 
 
-def test_a_cube_from_before_the_state_attr_is_still_extended(cube):
-    """Cubes written by earlier dsmar versions have no completion marker; they must not be refused."""
+def test_a_cube_of_the_earlier_layout_opens_but_is_refused_for_appends_in_one_line(cube):
+    """Earlier cubes kept `tile_inputs_hash` among the science variables and had no completion marker."""
     path, layout = cube
     group = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
     group.attrs.pop(STATE_ATTR)
+    group.create_array("tile_inputs_hash", shape=(2, 3, 4), dtype="int64", dimension_names=("time", "r", "c"))
     _consolidate(path)
-    check_out_path(path)
-    later = _layout(_grid(), (T0, T1, T2))
-    index = init_cube(
-        path,
-        later,
-        [_prov(0), _prov(1), _prov(2)],
-        cube_attrs('{"k": 2}', {"profile": "local"}, MethodSpec("cfog", weights_sha256="ab" * 32)),
-    )
-    assert len(index) == 3
-    assert zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False).attrs[STATE_ATTR] == "complete"
+    before = sorted(p.relative_to(path) for p in Path(path).rglob("*"))
+    for attempt in (lambda: check_out_path(path), lambda: init_cube(path, layout, [_prov(0), _prov(1)], {})):
+        with pytest.raises(InputError, match="earlier dsmar cube layout.*new --out") as err:
+            attempt()
+        assert "\n" not in str(err.value)
+    assert sorted(p.relative_to(path) for p in Path(path).rglob("*")) == before
+    assert open_cube(path).sizes["time"] == 2
 
 
 def test_a_cube_left_uneven_by_an_unmarked_interrupted_append_is_repaired(cube):
@@ -639,3 +616,16 @@ def test_the_store_resolves_a_relative_path_before_it_leaves_for_workers(tmp_pat
     store = ZarrCubeStore.at("runs/c.zarr")
     assert store.url == str(tmp_path / "runs" / "c.zarr")
     assert ZarrCubeStore.at("s3://bucket/c.zarr").url == "s3://bucket/c.zarr"
+
+
+def test_a_provenance_entry_wider_than_its_column_is_refused_in_one_line_and_the_cube_kept(cube):
+    path, layout = cube
+    many = ",".join(f"dem-tile-{i:04d}" for i in range(100))  # 1399 bytes, over the 1024-byte column
+    with pytest.raises(InputError, match="provenance entry is 1399 bytes, more than the cube's 1024") as err:
+        init_cube(path, layout, [_prov(0), Provenance("opt-1", "sar-1", T0, many)], _cfog_attrs())
+    assert "\n" not in str(err.value)
+    assert list(open_cube(path).dem_item.values) == ["dem-0", "dem-0"]
+
+
+def _cfog_attrs() -> dict:
+    return cube_attrs('{"k": 1}', {"profile": "local"}, MethodSpec("cfog", weights_sha256="ab" * 32))
