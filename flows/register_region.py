@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC
 from pathlib import Path
 
@@ -44,8 +44,9 @@ class SceneSetOutcome:
     label: str
     tiles_written: int
     tiles_skipped: int
-    errors: dict[str, ErrorStats | None]
+    errors: dict[str, ErrorStats | None]  # the registered field's error vs truth
     report: TimeReport
+    unregistered: dict[str, ErrorStats | None] = field(default_factory=dict)  # the input's own error vs truth
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,11 @@ class RunSummary:
     skipped: tuple[str, ...] = ()  # scene sets not processed, with the reason
     rejections: tuple[tuple[str, str], ...] = ()  # (item id, reason) from the search
 
-    def error(self, modality: str) -> ErrorStats | None:
-        """Median/mean end-point error vs truth over all time steps that had truth."""
-        stats = [o.errors[modality] for o in self.outcomes if o.errors.get(modality) is not None]
+    def error(self, modality: str, unregistered: bool = False) -> ErrorStats | None:
+        """Median/mean end-point error vs truth over all time steps that had truth: of the registered field,
+        or (`unregistered`) of the input as it came, which is what the registration is measured against."""
+        by_time = [o.unregistered if unregistered else o.errors for o in self.outcomes]
+        stats = [errors[modality] for errors in by_time if errors.get(modality) is not None]
         if not stats:
             return None
         return ErrorStats(
@@ -221,7 +224,7 @@ def register_scene_set(
         done = {(t.i, t.j) for t in todo}
         skipped = [t for t in cube.plan.tiles if (t.i, t.j) not in done]
         results += [_thumbnails_from_cube(store, time_index, tile, moving, step) for tile in skipped]
-    errors, truths = _score(store, scene_set, cube, moving, time_index, step)
+    errors, unregistered, truths = _score(store, scene_set, cube, moving, time_index, step)
     report = TimeReport(
         label,
         {modality: ", ".join(i.id for i in scene_set.items(modality)) for modality in (REFERENCE, *REGISTERED)},
@@ -230,8 +233,10 @@ def register_scene_set(
         assemble(results, cube.grid.shape, step),
         errors,
         truths,
+        unregistered,
     )
-    return SceneSetOutcome(label, len(todo), len(cube.plan.tiles) - len(todo), errors, report)
+    written, skipped = len(todo), len(cube.plan.tiles) - len(todo)
+    return SceneSetOutcome(label, written, skipped, errors, report, unregistered)
 
 
 def _thumbnails_from_cube(store: CubeStore, time_index: int, tile: Tile, moving, step: int) -> ChunkResult:
@@ -247,8 +252,9 @@ def _thumbnails_from_cube(store: CubeStore, time_index: int, tile: Tile, moving,
 
 
 def _score(store: CubeStore, scene_set: SceneSet, cube: CubePlan, modalities, time_index: int, step: int):
-    """End-point error of the cube's fields against the items' `truth_displacement`, where they carry one."""
-    errors, truths = {}, {}
+    """End-point error against the items' `truth_displacement`, where they carry one, of the cube's fields and of
+    the unregistered input (the zero field): the geolocation error before and after registration."""
+    errors, unregistered, truths = {}, {}, {}
     for modality in modalities:
         items = scene_set.items(modality)
         truth = next((t for t in (load_truth(i, cube.full_grid) for i in items) if t is not None), None)
@@ -257,8 +263,9 @@ def _score(store: CubeStore, scene_set: SceneSet, cube: CubePlan, modalities, ti
         truth = _crop(truth, cube.full_grid, cube.grid)
         recovered = store.read(MODALITY[modality].displacement_var, time_index)
         errors[modality] = ErrorStats.of(end_point_error(recovered, truth))
+        unregistered[modality] = ErrorStats.of(end_point_error(np.zeros_like(truth), truth))
         truths[modality] = truth[:, ::step, ::step]
-    return errors, truths
+    return errors, unregistered, truths
 
 
 @task(name="report", cache_policy=NO_CACHE)
@@ -332,11 +339,12 @@ def summary_lines(summary: RunSummary) -> list[str]:
         f"Wall time: {summary.wall_seconds:.1f} s",
     ]
     for modality in REGISTERED:
-        stats = summary.error(modality)
+        stats, before = summary.error(modality), summary.error(modality, unregistered=True)
         if stats is not None:
+            unmoved = f" (unregistered: median {before.median:.3f} px)" if before is not None else ""
             lines.append(
                 f"{modality.upper()} field vs injected truth: median EPE {stats.median:.3f} px, "
-                f"mean EPE {stats.mean:.3f} px"
+                f"mean EPE {stats.mean:.3f} px{unmoved}"
             )
     lines += [f"Not processed: {reason}" for reason in summary.skipped]
     return lines

@@ -62,6 +62,7 @@ class TimeReport:
     quicklooks: Mapping[str, np.ndarray] = field(default_factory=dict)
     errors: Mapping[str, ErrorStats | None] = field(default_factory=dict)  # modality -> error vs truth
     truth: Mapping[str, np.ndarray] = field(default_factory=dict)  # modality -> decimated truth (2, h, w)
+    unregistered: Mapping[str, ErrorStats | None] = field(default_factory=dict)  # modality -> the input's own error
 
 
 def _normalise(image: np.ndarray) -> np.ndarray:
@@ -214,6 +215,13 @@ def write_report(
                     modality.upper(),
                 )
                 lines += [f"![{modality} error vs truth]({stem}_error.png)", ""]
+            before = time.unregistered.get(modality)
+            if before is not None:
+                lines += [
+                    f"Geolocation error vs injected truth before registration: median {before.median:.3f} px, "
+                    f"mean {before.mean:.3f} px, 90th percentile {before.p90:.3f} px",
+                    "",
+                ]
             if stats is not None:
                 lines += [
                     f"End-point error vs injected truth: median {stats.median:.3f} px, "

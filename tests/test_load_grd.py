@@ -6,6 +6,10 @@ through the GCPs, lands within 1 px of its known place after registration."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 
@@ -104,6 +108,12 @@ def archive(tmp_path_factory) -> Archive:
     s1 = fx.earth_search_s1_grd(cogs, S1_ID, WHEN_S1, (min(lons), min(lats), max(lons), max(lats)), "descending")
     for band, key in enumerate(("vv", "vh")):
         s1["assets"][key]["href"] = grd_file(root / f"grd-{key}.tiff", dn[band], geometry)
+    truth = truth_displacement(geometry, terrain)
+    s1["assets"]["truth_displacement"] = {
+        "href": write(root / "grd-truth.tif", truth, crs=f"EPSG:{EPSG}", transform=OPTICAL.affine),
+        "type": "image/tiff; application=geotiff",
+        "roles": ["truth"],
+    }
 
     west, south, east, north = lonlat_bounds(MASTER)
     dem_grid = Grid.from_affine(4326, Affine(ARCSEC, 0, west, 0, -ARCSEC, north), int((north - south) / ARCSEC),
@@ -142,14 +152,14 @@ def test_default_profile_search_gives_complete_scene_sets_with_grd(archive, caps
     assert [(s["optical"], s["sar"], s["dem"]) for s in scene_sets] == [(S2_ID, [S1_ID], [archive.dem_id])]
 
 
-def truth_displacement(archive: Archive) -> np.ndarray:
+def truth_displacement(geometry: RadarGeometry, terrain) -> np.ndarray:
     """Contract 1 truth (2, H, W) on the optical grid: the GCP-geocoded SAR at q shows the ground at
     q + u(q) (foreshortening), so d solves moving(q + d) = optical(q), i.e. d = -u(q + d)."""
     rows, cols = np.mgrid[0 : OPTICAL.height, 0 : OPTICAL.width].astype(np.float64)
     d = np.zeros((2, *OPTICAL.shape))
     for _ in range(10):
         x, y = OPTICAL.affine * (cols + d[1] + 0.5, rows + d[0] + 0.5)
-        gx, gy = ground_seen(archive.geometry, MASTER, archive.terrain.dem, x, y)
+        gx, gy = ground_seen(geometry, MASTER, terrain.dem, x, y)
         d = np.stack([(gy - y) / RES, -(gx - x) / RES])  # u in pixels: rows grow southwards
     return d.astype(np.float32)
 
@@ -166,7 +176,7 @@ def test_grd_lands_within_a_pixel_of_its_place_after_registration(archive):
     sar = load_stack(scene.sar, scene.asset_keys.sar, grid, quirks=profile.quirks).values
     # 10*log10(DN^2) = sigma0 dB + 20*log10(DN_PER_AMPLITUDE): about 54 dB above sigma0 here
     assert np.isfinite(optical).all() and np.isfinite(sar).all() and 40 < np.median(sar[0]) < 60
-    truth = truth_displacement(archive)
+    truth = truth_displacement(archive.geometry, archive.terrain)
     result = register_pair(optical, sar, fixed_modality="optical", moving_modality="sar", method="cfog")
     inside = (slice(8, -8), slice(8, -8))  # cfog's field is unreliable within a few pixels of the image edge
     before = np.hypot(*truth)[inside]
@@ -207,3 +217,23 @@ def test_grd_on_s3_without_aws_credentials_is_one_line_saying_what_to_set(monkey
     with pytest.raises(CatalogError, match="read with your AWS credentials") as caught:
         read_header("s3://sentinel-s1-l1c/GRD/2024/6/2/IW/DV/S1A_IW_GRDH/measurement/iw-vv.tiff")
     assert len(str(caught.value).splitlines()) == 1
+
+
+def test_a_run_on_the_default_profile_reports_the_grd_geolocation_error_before_and_after(
+    archive, prefect_api, tmp_path
+):
+    """The whole product path: `dsmar run` on the default profile places the GRD by its GCPs, registers it, and
+    the report states its geolocation error against the known terrain displacement before and after."""
+    report = tmp_path / "report"
+    argv = [sys.executable, "-m", "dsmar.cli", "run", "--catalog", archive.url, "--bbox", *map(str, archive.bbox),
+            "--start", "2024-06-01", "--end", "2024-06-30", "--out", str(tmp_path / "grd.zarr"), "--method", "cfog",
+            "--tile-size", "128", "--halo", "16", "--workers", "1", "--report", str(report)]  # fmt: skip
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = (report / "report.md").read_text()
+    before = re.search(r"Geolocation error vs injected truth before registration: median ([0-9.]+) px", text)
+    after = re.search(r"End-point error vs injected truth: median ([0-9.]+) px", text)
+    assert before and after, text[:2000]
+    assert float(before.group(1)) > 3.0 and float(after.group(1)) < 1.0
+    assert "unregistered: median" in done.stdout
