@@ -36,6 +36,10 @@ class Modality:
     registered: bool = False  # the pipeline registers it onto the reference and writes it to the cube
     units: str = ""  # CF units of its cube variable: the loader's physical units
     long_name: str = ""  # CF long name of its cube variable
+    # The least tile side (reference pixels) it is registered on, whatever the cube's chunk size: a coarse
+    # product (a 30 m DEM on 10 m pixels) holds too little texture in a small chunk to be matched there.
+    # 0: registered on the chunk tiles themselves (`pipeline.register_tiles.registration_plan`).
+    registration_tile: int = 0
 
     @property
     def band_dim(self) -> str:
@@ -61,7 +65,9 @@ _REGISTRY = (
         long_name="optical reflectance (the reference: every other variable is on its grid)",
     ),
     Modality("sar", registered=True, units="dB", long_name="SAR backscatter aligned onto the optical grid"),
-    Modality("dem", registered=True, units="m", long_name="elevation aligned onto the optical grid"),
+    Modality(
+        "dem", registered=True, units="m", long_name="elevation aligned onto the optical grid", registration_tile=512
+    ),
     *(Modality(name) for name in ("infrared", "map", "night", "lidar-dsm", "lidar-intensity", "depth-render", "other")),
 )
 MODALITY = {modality.name: modality for modality in _REGISTRY}
