@@ -193,7 +193,7 @@ def run_tiles(
     plans = {m: registration_plan(plan, m) for m in moving}
     pieces = {m: {tile: covering(plans[m], tile.core) for tile in todo} for m in moving}
     images = {REFERENCE: fixed, **moving}
-    windows = {}  # (image name, window) -> None, in the order of the chunks that need them
+    windows: dict[tuple[str, Window], None] = {}  # what each chunk reads, in the chunks' order
     for tile in todo:
         windows.update(dict.fromkeys((name, tile.outer) for name in images))
         for m in moving:
