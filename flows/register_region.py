@@ -30,7 +30,7 @@ from pipeline.cluster import dask_client
 from pipeline.grid import Grid
 from pipeline.load import load_stack, load_truth, optical_grid
 from pipeline.outputs import open_store
-from pipeline.register_tiles import ChunkResult, decimate, run_tiles
+from pipeline.register_tiles import ChunkResult, decimate, registration_plan, run_tiles
 from pipeline.report import ErrorStats, TimeReport, assemble, end_point_error, thumb_step, write_report
 from pipeline.stac_output import write_cube_stac
 from pipeline.store import CubeLayout, CubeStore, Provenance, cube_attrs, inputs_hash, time_settings
@@ -193,6 +193,7 @@ def register_scene_set(
 
     fixed = load(REFERENCE)
     moving = {modality: load(modality) for modality in config.modalities}
+    registration = {modality: registration_plan(cube.plan, modality) for modality in moving}
     fingerprint = inputs_hash(
         __version__,
         method.fingerprint,
@@ -202,6 +203,7 @@ def register_scene_set(
         [i.id for i in scene_set.sar],
         [i.id for i in scene_set.dem],
         sorted(moving),
+        {m: (plan.size, plan.halo) for m, plan in registration.items()},  # each modality's registration tiles
     )
     written = store.written(time_index)
     todo = [t for t in cube.plan.tiles if written[t.i, t.j] != fingerprint]

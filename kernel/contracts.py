@@ -38,6 +38,10 @@ class Modality:
     long_name: str = ""  # CF long name of its cube variable
     backscatter: bool = False  # radar backscatter, which may arrive as linear power: methods see it in dB
     elevation: bool = False  # heights: quicklooks show it shaded, since raw heights hide a few pixels' shift
+    # The least tile side (reference pixels) it is registered on, whatever the cube's chunk size: a coarse
+    # product (a 30 m DEM on 10 m pixels) holds too little texture in a small chunk to be matched there.
+    # 0: registered on the chunk tiles themselves (`pipeline.register_tiles.registration_plan`).
+    registration_tile: int = 0
 
     @property
     def band_dim(self) -> str:
@@ -65,7 +69,14 @@ _REGISTRY = (
     Modality(
         "sar", registered=True, units="dB", long_name="SAR backscatter aligned onto the optical grid", backscatter=True
     ),
-    Modality("dem", registered=True, units="m", long_name="elevation aligned onto the optical grid", elevation=True),
+    Modality(
+        "dem",
+        registered=True,
+        units="m",
+        long_name="elevation aligned onto the optical grid",
+        elevation=True,
+        registration_tile=512,
+    ),
     *(Modality(name) for name in ("infrared", "map", "night")),
     Modality("lidar-dsm", elevation=True),
     *(Modality(name) for name in ("lidar-intensity", "depth-render", "other")),

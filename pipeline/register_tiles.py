@@ -20,10 +20,39 @@ import xarray as xr
 from kernel.contracts import MODALITY, REFERENCE
 from kernel.warp import warp_image
 from pipeline.blend import blend
-from pipeline.tiles import Tile, TilePlan, Window
+from pipeline.tiles import Tile, TilePlan, Window, plan_tiles
 
 # Below this share of valid pixels in either image a tile is not matched: zero field, zero confidence.
 MIN_VALID_SHARE = 0.01
+# A modality registered on tiles of its own (`Modality.registration_tile`) gets at least this share of
+# their side as halo: the overlap its tile fields blend across.
+REGISTRATION_HALO_SHARE = 1 / 8
+
+
+def registration_plan(plan: TilePlan, modality: str) -> TilePlan:
+    """The tiles a modality is registered on: the chunk tiles `plan`, or, where they are smaller than the
+    modality's `registration_tile`, tiles of that side on the same grid (halo: the larger of the chunks' and
+    `REGISTRATION_HALO_SHARE` of it). Its field then does not depend on the chunk size; chunks still
+    blend, warp and write on `plan`."""
+    least = MODALITY[modality].registration_tile
+    if plan.size >= least:
+        return plan
+    return plan_tiles(plan.shape, least, max(plan.halo, int(least * REGISTRATION_HALO_SHARE)))
+
+
+def covering(plan: TilePlan, core: Window) -> list[Tile]:
+    """The tiles of `plan` whose outer window overlaps `core`: the fields a blend over `core` needs."""
+
+    def span(start: int, length: int, count: int) -> range:
+        first = max(0, (start - plan.halo) // plan.size)
+        return range(first, min(count, (start + length + plan.halo - 1) // plan.size + 1))
+
+    tiles = (
+        plan.tile(i, j)
+        for i in span(core.row, core.height, plan.n_rows)
+        for j in span(core.col, core.width, plan.n_cols)
+    )
+    return [tile for tile in tiles if tile.outer.intersection(core) is not None]
 
 
 @dataclass(frozen=True)
@@ -152,31 +181,38 @@ def run_tiles(
 ) -> list[ChunkResult]:
     """Register, blend, warp and write the `todo` tiles of one scene set on a Dask cluster.
 
-    Windows of the lazy (band, y, x) inputs are read on the workers; a tile's registration runs once
-    even when several chunks' blends need it; each chunk task writes its own chunks only.
+    Windows of the lazy (band, y, x) inputs are read on the workers, each once; each modality is
+    registered on its `registration_plan`, a registration tile once even when several chunks' blends
+    need it; each chunk task writes its own chunks only.
     """
     from distributed import as_completed
 
     todo = list(todo)
     if not todo:
         return []
-    needed = {(n.i, n.j): n for t in todo for n in plan.neighbours(t)}
-    tiles = list(needed.values())
-    fixed_f = dict(zip(needed, client.compute([_window(fixed, t.outer) for t in tiles])))
-    moving_f = {
-        m: dict(zip(needed, client.compute([_window(image, t.outer) for t in tiles]))) for m, image in moving.items()
-    }
+    plans = {m: registration_plan(plan, m) for m in moving}
+    pieces = {m: {tile: covering(plans[m], tile.core) for tile in todo} for m in moving}
+    images = {REFERENCE: fixed, **moving}
+    windows: dict[tuple[str, Window], None] = {}  # what each chunk reads, in the chunks' order
+    for tile in todo:
+        windows.update(dict.fromkeys((name, tile.outer) for name in images))
+        for m in moving:
+            windows.update(dict.fromkeys((name, n.outer) for n in pieces[m][tile] for name in (REFERENCE, m)))
+    read = dict(zip(windows, client.compute([_window(images[name], window) for name, window in windows])))
     fields = {
-        m: {key: client.submit(registrator, fixed_f[key], moving_f[m][key], moving_modality=m) for key in needed}
+        m: {
+            n: client.submit(registrator, read[REFERENCE, n.outer], read[m, n.outer], moving_modality=m)
+            for n in dict.fromkeys(n for ns in pieces[m].values() for n in ns)
+        }
         for m in moving
     }
     finals = [
         client.submit(
             finish_chunk,
             tile,
-            fixed_f[(tile.i, tile.j)],
-            {m: moving_f[m][(tile.i, tile.j)] for m in moving},
-            {m: [(n, fields[m][(n.i, n.j)]) for n in plan.neighbours(tile)] for m in moving},
+            read[REFERENCE, tile.outer],
+            {m: read[m, tile.outer] for m in moving},
+            {m: [(n, fields[m][n]) for n in pieces[m][tile]] for m in moving},
             writer,
             time_index,
             inputs_hash,
@@ -187,7 +223,7 @@ def run_tiles(
     ]
     # Only the chunk tasks hold the windows and fields now: each is freed once its last reader is done,
     # so memory follows the (row-major) work front instead of the whole scene.
-    del fixed_f, moving_f, fields
+    del read, fields
     results = []
     for done, future in enumerate(as_completed(finals), start=1):
         results.append(future.result())

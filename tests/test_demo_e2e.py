@@ -74,21 +74,7 @@ def _errors(workdir, ds, modality: str, t: int) -> tuple[np.ndarray, np.ndarray]
 LIMITS = {"sar": (0.45, 0.85, 0.001), "dem": (1.4, 2.9, 0.01)}
 
 
-@pytest.mark.parametrize(
-    "modality",
-    [
-        "sar",
-        pytest.param(
-            "dem",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="one 256 px DEM tile of the first time step is warped far off (p90 22.9 px, 19 % of "
-                "pixels above 5 px; the second time step: p90 2.28 px): DEM registration depends on the tile",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("modality", ["sar", "dem"])
 def test_recovered_fields_match_injected_truth(demo, modality):
     workdir, summary = demo
     ds = open_cube(str(workdir / "cube.zarr"))
