@@ -10,6 +10,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dask
+
 from kernel.config import ClusterConfig
 from kernel.errors import DsmarError
 
@@ -102,9 +104,16 @@ def dask_client(config: ClusterConfig) -> Iterator[object]:
     from distributed import Client, LocalCluster
 
     if config.address:
+        before = dask.config.get("scheduler", None)
         try:
             client = Client(config.address, timeout=f"{config.connect_timeout_s}s")
         except (OSError, ValueError) as err:  # ValueError: a malformed address
+            # A Client that fails part-way has already made itself the default scheduler: undo that, or a
+            # caller's later dask computations in this process look for a client that is not there.
+            if before is None:
+                dask.config.config.pop("scheduler", None)
+            else:
+                dask.config.set(scheduler=before)
             raise DsmarError(f"cannot reach the Dask scheduler at {config.address}: {err}") from None
         with client:
             yield client

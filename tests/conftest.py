@@ -69,3 +69,18 @@ def default_method() -> str:
     from kernel.contracts import DEFAULT_METHOD
 
     return os.environ.get("DSMAR_TEST_DEFAULT_METHOD", DEFAULT_METHOD)
+
+
+@pytest.fixture(autouse=True)
+def dask_default_scheduler():
+    """Every test starts and ends with dask's default scheduler setting: a distributed Client makes itself the
+    default while it lives, and one closed out of order (tests nest clients, a run does not) can leave that
+    setting behind for the tests after it."""
+    import dask
+
+    before = dask.config.get("scheduler", None)
+    yield
+    if before is None:
+        dask.config.config.pop("scheduler", None)
+    else:
+        dask.config.set(scheduler=before)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import warnings
 
+import dask
 import pytest
 
 from kernel.config import ClusterConfig
@@ -48,7 +49,9 @@ def test_cuda_visible_devices_caps_the_count(monkeypatch, visible):
 
 def test_local_cluster_then_existing_scheduler(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    with dask_client(ClusterConfig(workers=1)) as client:
+    # Two clients nested in one process leave distributed's default-scheduler setting behind when they close;
+    # a run never nests them, so the test keeps that setting from reaching the tests after it.
+    with dask.config.set(scheduler=None), dask_client(ClusterConfig(workers=1)) as client:
         assert type(client.cluster).__name__ == "LocalCluster"
         assert client.submit(sum, [1, 2, 3]).result() == 6
         address = client.scheduler.address
