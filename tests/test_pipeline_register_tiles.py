@@ -79,16 +79,20 @@ def _dataarray(values):
     return xr.DataArray(values, dims=("band", "y", "x")).chunk({"y": 64, "x": 64})
 
 
-def test_run_tiles_writes_every_chunk_and_skips_done_ones(client, tmp_path):
-    rng = np.random.default_rng(2)
-    fixed = _image(rng, 4)
-    shift = (1.5, -2.0)
+def _shifted_pair(seed: int, shift: tuple[float, float]):
+    """A 4-band fixed image, a 2-band moving one displaced by a constant `shift` (warping it back by the shift
+    gives the fixed image), that field, and the grid and 64 px tile plan they lie on."""
+    fixed = _image(np.random.default_rng(seed), 4)
     field = np.empty((2, *SHAPE), np.float32)
     field[0], field[1] = shift
-    # The moving image is the fixed one displaced: warping it back by `shift` must give `fixed`.
     moving = warp_image(fixed[:2], -field)
     grid = Grid.from_affine(32633, Affine(10, 0, 459960, 0, -10, 5110020), *SHAPE)
-    plan = plan_tiles(SHAPE, 64, 16)
+    return fixed, moving, field, grid, plan_tiles(SHAPE, 64, 16)
+
+
+def test_run_tiles_writes_every_chunk_and_skips_done_ones(client, tmp_path):
+    shift = (1.5, -2.0)
+    fixed, moving, field, grid, plan = _shifted_pair(2, shift)
     path = str(tmp_path / "cube.zarr")
     bands = {"optical": ("b", "g", "r", "n"), "sar": ("vv", "vh")}
     prov = [Provenance("o", "s", np.datetime64("2024-01-01", "ns"), "d")]
@@ -136,14 +140,8 @@ def test_run_tiles_writes_every_chunk_and_skips_done_ones(client, tmp_path):
 
 def test_run_tiles_writes_through_the_store_seam_alone(client):
     """The tile map knows only the CubeStore protocol: an in-memory store takes every chunk, warped right."""
-    rng = np.random.default_rng(5)
-    fixed = _image(rng, 4)
     shift = (-1.0, 2.5)
-    field = np.empty((2, *SHAPE), np.float32)
-    field[0], field[1] = shift
-    moving = warp_image(fixed[:2], -field)
-    grid = Grid.from_affine(32633, Affine(10, 0, 459960, 0, -10, 5110020), *SHAPE)
-    plan = plan_tiles(SHAPE, 64, 16)
+    fixed, moving, field, grid, plan = _shifted_pair(5, shift)
     store = MemoryCubeStore("memory://seam-test")
     bands = {"optical": ("b", "g", "r", "n"), "sar": ("vv", "vh")}
     t0 = np.datetime64("2024-01-01", "ns")
