@@ -23,6 +23,7 @@ from catalogs.profiles import CatalogProfile, profile_for
 from catalogs.scenes import SceneSet
 from kernel.config import RunConfig
 from kernel.contracts import MODALITY, REFERENCE, REGISTERED, MethodSpec
+from kernel.field_metrics import end_point_error
 from kernel.version import __version__
 from models.api import method_spec
 from models.tile_registrator import MethodRegistrator
@@ -31,7 +32,7 @@ from pipeline.grid import Grid
 from pipeline.load import load_stack, load_truth, optical_grid
 from pipeline.outputs import open_store
 from pipeline.register_tiles import ChunkResult, decimate, registration_plan, run_tiles
-from pipeline.report import ErrorStats, TimeReport, assemble, end_point_error, thumb_step, write_report
+from pipeline.report import ErrorStats, TimeReport, assemble, thumb_step, write_report
 from pipeline.stac_output import write_cube_stac
 from pipeline.store import CubeLayout, CubeStore, Provenance, cube_attrs, inputs_hash, time_settings
 from pipeline.tiles import Tile, TilePlan, plan_tiles, region_grid

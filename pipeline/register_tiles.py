@@ -40,21 +40,6 @@ def registration_plan(plan: TilePlan, modality: str) -> TilePlan:
     return plan_tiles(plan.shape, least, max(plan.halo, int(least * REGISTRATION_HALO_SHARE)))
 
 
-def covering(plan: TilePlan, core: Window) -> list[Tile]:
-    """The tiles of `plan` whose outer window overlaps `core`: the fields a blend over `core` needs."""
-
-    def span(start: int, length: int, count: int) -> range:
-        first = max(0, (start - plan.halo) // plan.size)
-        return range(first, min(count, (start + length + plan.halo - 1) // plan.size + 1))
-
-    tiles = (
-        plan.tile(i, j)
-        for i in span(core.row, core.height, plan.n_rows)
-        for j in span(core.col, core.width, plan.n_cols)
-    )
-    return [tile for tile in tiles if tile.outer.intersection(core) is not None]
-
-
 @dataclass(frozen=True)
 class TileField:
     """A tile's field on its outer window: displacement (2, h, w) per Contract 1, confidence (h, w)."""
@@ -191,7 +176,7 @@ def run_tiles(
     if not todo:
         return []
     plans = {m: registration_plan(plan, m) for m in moving}
-    pieces = {m: {tile: covering(plans[m], tile.core) for tile in todo} for m in moving}
+    pieces = {m: {tile: plans[m].covering(tile.core) for tile in todo} for m in moving}
     images = {REFERENCE: fixed, **moving}
     windows: dict[tuple[str, Window], None] = {}  # what each chunk reads, in the chunks' order
     for tile in todo:

@@ -75,16 +75,20 @@ class TilePlan:
     def tile(self, i: int, j: int) -> Tile:
         return self.tiles[i * self.n_cols + j]
 
-    def neighbours(self, tile: Tile) -> list[Tile]:
-        """Tiles whose outer window overlaps `tile`'s core (itself included): what its blend needs."""
-        reach = math.ceil(self.halo / self.size) if self.halo else 0
-        found = []
-        for i in range(max(0, tile.i - reach), min(self.n_rows, tile.i + reach + 1)):
-            for j in range(max(0, tile.j - reach), min(self.n_cols, tile.j + reach + 1)):
-                other = self.tile(i, j)
-                if other.outer.intersection(tile.core) is not None:
-                    found.append(other)
-        return found
+    def covering(self, window: Window) -> list[Tile]:
+        """The tiles whose outer window overlaps `window`: for a tile's core (itself included), the fields
+        its blend needs."""
+
+        def span(start: int, length: int, count: int) -> range:
+            first = max(0, (start - self.halo) // self.size)
+            return range(first, min(count, (start + length + self.halo - 1) // self.size + 1))
+
+        tiles = (
+            self.tile(i, j)
+            for i in span(window.row, window.height, self.n_rows)
+            for j in span(window.col, window.width, self.n_cols)
+        )
+        return [tile for tile in tiles if tile.outer.intersection(window) is not None]
 
 
 def plan_tiles(shape: tuple[int, int], size: int, halo: int) -> TilePlan:

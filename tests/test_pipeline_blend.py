@@ -10,7 +10,7 @@ from pipeline.tiles import plan_tiles
 
 
 def _pieces(plan, tile, make):
-    return [(n, *make(n)) for n in plan.neighbours(tile)]
+    return [(n, *make(n)) for n in plan.covering(tile.core)]
 
 
 @pytest.mark.parametrize("shape,size,halo", [((300, 420), 128, 32), ((256, 256), 128, 0), ((130, 260), 64, 60)])

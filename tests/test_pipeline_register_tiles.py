@@ -45,7 +45,7 @@ def test_tilewise_warp_matches_whole_image_warp():
     for tile in plan.tiles:
         pieces = tuple(
             (n, TileField(field[(slice(None), *n.outer.slices)], np.ones((n.outer.height, n.outer.width), np.float32)))
-            for n in plan.neighbours(tile)
+            for n in plan.covering(tile.core)
         )
         arrays = align_chunk(
             tile,

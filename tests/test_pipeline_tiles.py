@@ -32,10 +32,10 @@ def test_cores_partition_grid_and_align_to_chunks(height, width, size, halo):
     assert len(plan.tiles) == plan.n_rows * plan.n_cols
 
 
-def test_neighbours_cover_every_core_pixel_they_overlap():
+def test_covering_a_core_finds_every_tile_whose_outer_window_overlaps_it():
     plan = plan_tiles((1000, 1300), 256, 64)
     for tile in plan.tiles:
-        names = {(n.i, n.j) for n in plan.neighbours(tile)}
+        names = {(n.i, n.j) for n in plan.covering(tile.core)}
         assert (tile.i, tile.j) in names
         for other in plan.tiles:
             overlaps = other.outer.intersection(tile.core) is not None

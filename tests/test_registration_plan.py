@@ -13,7 +13,7 @@ from distributed import Client, LocalCluster
 
 from kernel.contracts import MODALITY
 from pipeline.grid import Grid
-from pipeline.register_tiles import TileField, covering, registration_plan, run_tiles
+from pipeline.register_tiles import TileField, registration_plan, run_tiles
 from pipeline.store import CubeLayout, Provenance
 from pipeline.tiles import Window, plan_tiles
 from tests.memory_store import MemoryCubeStore
@@ -36,7 +36,7 @@ def test_covering_finds_exactly_the_tiles_whose_outer_window_overlaps(size, halo
     plan = plan_tiles(SHAPE, size, halo)
     for window in (Window(0, 0, 1, 1), Window(37, 90, 64, 64), Window(150, 200, 50, 60), Window(0, 0, *SHAPE)):
         expected = [t for t in plan.tiles if t.outer.intersection(window) is not None]
-        assert covering(plan, window) == expected
+        assert plan.covering(window) == expected
 
 
 @dataclass(frozen=True)
