@@ -33,6 +33,7 @@ from pipeline.load import load_stack, load_truth, optical_grid
 from pipeline.outputs import open_store
 from pipeline.register_tiles import ChunkResult, decimate, registration_plan, run_tiles
 from pipeline.report import ErrorStats, TimeReport, assemble, thumb_step, write_report
+from pipeline.report_checks import full_resolution_evidence
 from pipeline.stac_output import write_cube_stac
 from pipeline.store import CubeLayout, CubeStore, Provenance, cube_attrs, inputs_hash, time_settings
 from pipeline.tiles import Tile, TilePlan, plan_tiles, region_grid
@@ -228,15 +229,30 @@ def register_scene_set(
         skipped = [t for t in cube.plan.tiles if (t.i, t.j) not in done]
         results += [_thumbnails_from_cube(store, time_index, tile, moving, step) for tile in skipped]
     errors, unregistered, truths = _score(store, scene_set, cube, moving, time_index, step)
+    quicklooks = assemble(results, cube.grid.shape, step)
+    crops, residuals = {}, {}
+    if config.report_dir:
+        crops, residuals = full_resolution_evidence(
+            store,
+            time_index,
+            moving,
+            cube.grid.shape,
+            quicklooks[REFERENCE],
+            step,
+            cube.grid.resolution[0],
+            method.name,
+        )
     report = TimeReport(
         label,
         {modality: ", ".join(i.id for i in scene_set.items(modality)) for modality in (REFERENCE, *REGISTERED)},
         len(todo),
         len(cube.plan.tiles) - len(todo),
-        assemble(results, cube.grid.shape, step),
+        quicklooks,
         errors,
         truths,
         unregistered,
+        crops=crops,
+        residuals=residuals,
     )
     written, skipped = len(todo), len(cube.plan.tiles) - len(todo)
     return SceneSetOutcome(label, written, skipped, errors, report, unregistered)

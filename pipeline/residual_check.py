@@ -16,9 +16,10 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
 
-KINDS = ("ncc", "phase")
-PATCH = 128  # side of a tie-point window, in pixels (search margin included)
-SEARCH = 16  # the largest shift a window can measure, in pixels
+KINDS = {"ncc": "normalised cross-correlation", "phase": "phase correlation"}  # matcher -> its name in words
+PATCH = 96  # side of a tie-point window, in pixels (search margin included)
+SEARCH = 12  # the largest shift a window can measure, in pixels
+WINDOWS = 49  # the most tie-point windows per image pair, on a lattice over the grid
 SMOOTHING = 1.5  # Gaussian sigma (px) before the gradient: speckle and texture give way to edges
 MIN_SCORE = {"ncc": 0.3, "phase": 0.15}  # a weaker peak than this is no tie point
 PEAK_SIGMA = 1.0  # phase correlation's peak is shaped to this Gaussian (px), which its sub-pixel fit assumes
@@ -61,7 +62,7 @@ class Residuals:
         return cls(len(ties), windows, ce90, rmse, ce90 * pixel_size, rmse * pixel_size)
 
 
-def windows(shape: tuple[int, int], patch: int = PATCH, most: int = 36) -> Iterator[tuple[int, int]]:
+def windows(shape: tuple[int, int], patch: int = PATCH, most: int = WINDOWS) -> Iterator[tuple[int, int]]:
     """Top-left corners of up to `most` windows of `patch` px on a regular lattice that fits in `shape`."""
     h, w = shape
     if h < patch or w < patch:
@@ -92,7 +93,7 @@ def measure(reference: np.ndarray, moving: np.ndarray, kind: str, search: int = 
 
 
 def window_pairs(
-    reference: np.ndarray, moving: np.ndarray, patch: int = PATCH, most: int = 36
+    reference: np.ndarray, moving: np.ndarray, patch: int = PATCH, most: int = WINDOWS
 ) -> Iterator[tuple[tuple[int, int], np.ndarray, np.ndarray]]:
     """(corner, reference window, moving window) on the lattice of `windows`, cut from two whole images."""
     for r, c in windows(reference.shape[-2:], patch, most):

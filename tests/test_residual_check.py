@@ -38,7 +38,7 @@ def _shifted(image: np.ndarray, shift) -> np.ndarray:
     return ndimage.shift(image, shift, order=3, mode="nearest")
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("shift", [(2.5, -2.5), (1.3, -0.7), (-6.2, 3.75)])
 def test_a_known_shift_is_measured_within_a_fifth_of_a_pixel(kind, shift):
     reference = _landscape()
@@ -48,7 +48,7 @@ def test_a_known_shift_is_measured_within_a_fifth_of_a_pixel(kind, shift):
     assert abs(dy - shift[0]) < 0.2 and abs(dx - shift[1]) < 0.2, (dy, dx)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_every_window_of_a_shifted_pair_measures_the_shift(kind):
     reference = _landscape()
     ties, tried = tie_points(window_pairs(reference, _other_modality(_shifted(reference, (2.5, 1.0)))), kind=kind)
@@ -58,7 +58,7 @@ def test_every_window_of_a_shifted_pair_measures_the_shift(kind):
     assert residuals.ce90_m == pytest.approx(10.0 * residuals.ce90_px)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_matches_below_the_correlation_threshold_are_dropped(kind):
     """Two unrelated images have no tie points, though every window is tried."""
     reference, unrelated = _landscape(seed=0), _landscape(seed=7)

@@ -118,7 +118,7 @@ OPTIONS = {
     "method": "--method",
     "method_build": "the method's weights/settings",
 }
-REPORT_FILE = re.compile(r"report\.md|.+_(checkerboard|field|error)\.png")
+REPORT_FILE = re.compile(r"report\.(md|json)|.+_(checkerboard|crops|field|confidence|error)\.png")
 
 
 def prepare_workdir(workdir: Path, params: dict) -> str | None:
