@@ -17,8 +17,8 @@ from scipy import fft as sfft
 from scipy import ndimage
 
 KINDS = {"ncc": "normalised cross-correlation", "phase": "phase correlation"}  # matcher -> its name in words
-PATCH = 96  # side of a tie-point window, in pixels (search margin included)
-SEARCH = 12  # the largest shift a window can measure, in pixels
+PATCH = 128  # side of a tie-point window, in pixels (search margin included)
+SEARCH = 16  # the largest shift a window can measure, in pixels
 WINDOWS = 49  # the most tie-point windows per image pair, on a lattice over the grid
 SMOOTHING = 1.5  # Gaussian sigma (px) before the gradient: speckle and texture give way to edges
 MIN_SCORE = {"ncc": 0.3, "phase": 0.15}  # a weaker peak than this is no tie point
@@ -63,13 +63,14 @@ class Residuals:
 
 
 def windows(shape: tuple[int, int], patch: int = PATCH, most: int = WINDOWS) -> Iterator[tuple[int, int]]:
-    """Top-left corners of up to `most` windows of `patch` px on a regular lattice that fits in `shape`."""
-    h, w = shape
-    if h < patch or w < patch:
+    """Top-left corners of up to `most` windows of `patch` px on a regular lattice that fits in `shape`, at most
+    a quarter window apart (a small grid still gets several overlapping windows)."""
+    if min(shape) < patch:
         return
     side = max(1, int(np.sqrt(most)))
-    rows = np.unique(np.linspace(0, h - patch, min(side, max(1, (h - patch) // (patch // 2) + 1))).astype(int))
-    cols = np.unique(np.linspace(0, w - patch, min(side, max(1, (w - patch) // (patch // 2) + 1))).astype(int))
+    rows, cols = (
+        np.unique(np.linspace(0, n - patch, min(side, (n - patch) // (patch // 4) + 1)).astype(int)) for n in shape
+    )
     for r in rows:
         for c in cols:
             yield int(r), int(c)
