@@ -109,8 +109,9 @@ def test_a_run_prints_its_summary_and_writes_its_report(reference):
     assert any(line.startswith("SAR field vs injected truth: median EPE ") for line in lines)
     assert lines[-2:] == [f"Cube: {cube}", f"Report: {cube.parent / 'report' / 'report.md'}"]
     report = (cube.parent / "report" / "report.md").read_text()
-    assert lines[0] in report and "t01_sar_checkerboard.png" in report
-    assert (cube.parent / "report" / "t01_sar_checkerboard.png").stat().st_size > 1000
+    boards = sorted((cube.parent / "report").glob("*_sar_checkerboard.png"))  # one per date, named by it
+    assert lines[0] in report and len(boards) == 2 and all(f"({board.name})" in report for board in boards)
+    assert all(board.stat().st_size > 1000 for board in boards)
 
 
 def _assert_same_cube(path: Path, reference: Path) -> None:
