@@ -6,7 +6,11 @@ where the reference has structure."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +177,18 @@ def test_field_quicklook_of_an_empty_field_draws_without_warnings(tmp_path, fill
     path = tmp_path / "field.png"
     save_field(path, np.full((2, 40, 50), fill, np.float32), np.zeros((40, 50), np.float32), 4, "sar")
     assert path.stat().st_size > 0
+
+
+def test_concurrent_writer_processes_lose_no_date(tmp_path):
+    """Backfill windows in separate processes writing one report at once."""
+    labels = [f"2024-07-{day:02d} 10:20:31" for day in range(1, 4)]
+    script = "import sys; from pathlib import Path; from tests.test_pipeline_report import _time, _write; "
+    script += "_write(Path(sys.argv[1]), [_time(sys.argv[2], seed=int(sys.argv[3]))])"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), label, str(n)], env=env)
+        for n, label in enumerate(labels)
+    ]
+    assert [run.wait(timeout=300) for run in runs] == [0] * len(labels)
+    state = json.loads((tmp_path / "report.json").read_text())
+    assert [s["label"] for s in state["sections"].values()] == labels
