@@ -105,6 +105,11 @@ class CubeStore(Protocol):
         method (name, weights, settings) or tile size; nothing there passes."""
         ...
 
+    def check_reachable(self) -> None:
+        """Refuse in one line where this process (the client, or a Dask worker asked before any tile is
+        submitted) cannot write where the cube lives: a missing folder or bucket, refused credentials."""
+        ...
+
     def init(
         self, layout: CubeLayout, provenance: Sequence[Provenance], attrs: Mapping[str, str]
     ) -> dict[np.datetime64, int]:
