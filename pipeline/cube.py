@@ -500,9 +500,10 @@ def _check_compatible(existing: xr.Dataset, layout: CubeLayout, path: str) -> No
 
 @dataclass(frozen=True)
 class ZarrCubeStore:
-    """The Zarr v3 cube store (`pipeline.store.CubeStore`) at a local path or any fsspec URL.
+    """The Zarr v3 cube store (`pipeline.store.CubeStore`) at a local path or an s3:// URL (docs/storage.md).
 
-    Picklable: it holds the location, not an open store, so Dask workers reopen the cube themselves.
+    Picklable: it holds the location, not an open store or credentials, so Dask workers reopen the cube
+    themselves with their own environment's.
     Build it with `at`, which makes a local path absolute before it leaves for workers in other folders.
     """
 

@@ -67,16 +67,20 @@ class ObjectLock:
         except (FileNotFoundError, ValueError, KeyError):
             return "another run"
 
-    def acquire(self) -> None:
-        """Create the lock object, waiting while a live run holds it; take over one abandoned for `lease_s`."""
+    def acquire(self) -> bool:
+        """Create the lock object, waiting while a live run holds it; take over one abandoned for `lease_s`.
+
+        False (nothing held, said once) where the server does not honour conditional writes."""
         seen: tuple[str, float] | None = None  # the holder's version, and when this run first saw it
         told = False
         while True:
             try:
                 self._etag = self._put(IfNoneMatch="*")
-                return
+                return self._conditions_honoured()
             except FileExistsError:
                 pass
+            except OSError as e:  # a server that rejects the condition (501 Not Implemented)
+                return self._unsupported(str(e))
             head = self._head()
             if head is None:
                 continue  # released meanwhile: try again at once
@@ -102,6 +106,24 @@ class ObjectLock:
                 told = True
             time.sleep(self.poll_s)
 
+    def _conditions_honoured(self) -> bool:
+        """A second create must fail now that the object exists; a server that ignores the condition lets it pass."""
+        try:
+            self._etag = self._put(IfNoneMatch="*")
+        except FileExistsError:
+            return True
+        self._fs.call_s3("delete_object", Bucket=self._bucket, Key=self._key)
+        return self._unsupported("it ignored If-None-Match")
+
+    def _unsupported(self, reason: str) -> bool:
+        log.warning(
+            "%s: the server does not support conditional writes (%s): concurrent runs on this cube are not "
+            "prevented; run one writer at a time",
+            self.url,
+            reason,
+        )
+        return False
+
     def _refresh_until_stopped(self) -> None:
         while not self._stop.wait(self.lease_s / 4):
             try:
@@ -118,7 +140,9 @@ class ObjectLock:
 
     @contextmanager
     def held(self) -> Iterator[None]:
-        self.acquire()
+        if not self.acquire():
+            yield
+            return
         self._stop.clear()
         refresher = threading.Thread(target=self._refresh_until_stopped, name="dsmar-lock-refresh", daemon=True)
         refresher.start()

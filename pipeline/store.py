@@ -2,7 +2,7 @@
 
 The flow and the tile writers speak only this interface, so a new kind of output plugs in without
 touching them: `pipeline/outputs.py` picks the store for a location, `pipeline.cube.ZarrCubeStore` is
-the Zarr v3 store (a local path or any fsspec URL), and tests use an in-memory store
+the Zarr v3 store (a local path or an s3:// URL), and tests use an in-memory store
 (`tests/memory_store.py`). A store is picklable and cheap to copy: its chunk writes run on Dask
 workers, each of which reopens the cube from the URL.
 """
