@@ -17,6 +17,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 import dsmar
+from dsmar.cli import main
 from kernel.contracts import MethodSpec
 from kernel.errors import InputError
 from pipeline.cube import ZarrCubeStore, open_cube
@@ -28,6 +29,7 @@ from pipeline.store import cube_attrs
 from tests.conftest import REPO
 from tests.s3_server import SECRET, s3_server
 from tests.test_cube import T0, T1, T2, _arrays, _grid, _layout, _prov
+from tests.test_pipeline_cli import RUN
 
 ATTRS = cube_attrs('{"k": 1}', {"profile": "local"}, MethodSpec("cfog", weights_sha256="ab" * 32))
 
@@ -78,6 +80,13 @@ def test_a_missing_bucket_is_one_line_before_anything_is_written(s3):
     assert s3.objects("reachable") == {}  # the probe is gone
 
 
+def test_dsmar_run_into_a_missing_bucket_is_one_line_before_any_work(s3, capsys):
+    assert main([*RUN, "--out", "s3://no-such-bucket/cube.zarr"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dsmar run: error: cannot write beside s3://no-such-bucket/"), lines
+    assert "bucket does not exist" in lines[0]
+
+
 def test_output_urls_must_name_a_zarr_cube(s3):
     assert check_output(s3.url("out/cube.zarr/")) == s3.url("out/cube.zarr")
     with pytest.raises(InputError, match="ending in .zarr"):
@@ -86,8 +95,7 @@ def test_output_urls_must_name_a_zarr_cube(s3):
 
 def test_without_s3fs_an_s3_output_is_one_line_naming_the_extra(tmp_path):
     """s3fs made unimportable in a fresh interpreter, as where the extra was not installed."""
-    argv = ["run", "--profile", "local", "--catalog", "http://127.0.0.1:9", "--bbox", "0", "0", "1", "1"]
-    argv += ["--start", "2024-01-01", "--end", "2024-01-02", "--out", "s3://bucket/cube.zarr"]
+    argv = [*RUN, "--out", "s3://bucket/cube.zarr"]
     code = f"import sys; sys.modules['s3fs'] = None; from dsmar.cli import main; sys.exit(main({argv!r}))"
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=_pythonpath()
