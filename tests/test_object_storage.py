@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 import rasterio
+import xarray as xr
 from rasterio.transform import from_origin
 
 import dsmar
@@ -55,7 +56,12 @@ def test_a_cube_on_s3_is_created_filled_resumed_appended_and_read_back(s3):
     assert store.init(appended, [_prov(0), _prov(1), _prov(2)], ATTRS) == {T0: 0, T1: 1, T2: 2}
     assert store.written(1)[tile.i, tile.j] == 42  # resume: the written chunk and its hash survive the append
     assert not store.written(2).any()
-    for ds in (open_cube(store.url), dsmar.open_cube(store.url)):
+    with pytest.raises(InputError, match="was written with method 'cfog'"):
+        store.check_target(MethodSpec("phase"), 64)
+    with pytest.raises(InputError, match="--tile-size 64"):
+        store.check_target(tile_size=128)
+    plain = xr.open_zarr(store.url, storage_options=storage_options(store.url), decode_coords="all")
+    for ds in (open_cube(store.url), dsmar.open_cube(store.url), plain):
         assert ds.sizes["time"] == 3 and ds.rio.crs.to_epsg() == 32633
         assert float(ds.sar.isel(time=1, y=ys, x=xs).min()) == 7.0
         assert ds.attrs["dsmar_cube"] == "complete" and len(json.loads(ds.attrs["runs"])) == 2
@@ -78,6 +84,13 @@ def test_a_missing_bucket_is_one_line_before_anything_is_written(s3):
     store = open_store(s3.url("reachable/cube.zarr"))
     store.check_reachable()
     assert s3.objects("reachable") == {}  # the probe is gone
+
+
+def test_a_local_cube_is_reachable_where_its_folder_is_writable(tmp_path):
+    open_store(str(tmp_path / "cube.zarr")).check_reachable()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InputError, match="cannot write beside .*/missing/cube.zarr: FileNotFoundError"):
+        open_store(str(tmp_path / "missing" / "cube.zarr")).check_reachable()
 
 
 def test_dsmar_run_into_a_missing_bucket_is_one_line_before_any_work(s3, capsys):
