@@ -41,15 +41,19 @@ def s3():
         yield server
 
 
-def _run(catalog_url: str, info, out: str, prefect_api: str) -> str:
-    """`dsmar run` in its own process (its Dask worker inherits the AWS_* environment); returns its whole output."""
+def _start(catalog_url: str, info, out: str, prefect_api: str) -> subprocess.Popen[str]:
+    """`dsmar run` in its own process (its Dask worker inherits the AWS_* environment)."""
     argv = [sys.executable, "-m", "dsmar.cli", "run", "--profile", "local", "--catalog", catalog_url]
     argv += ["--bbox", *map(str, info.bbox), "--start", str(info.start), "--end", str(info.end), "--out", out]
     argv += ["--method", METHOD, "--tile-size", str(TILE), "--halo", str(HALO), "--workers", "1"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_API_URL": prefect_api}
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _output(run: subprocess.Popen[str]) -> str:
+    """The run's whole output, once it has succeeded."""
+    output, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, output
     return output
 
 
@@ -91,12 +95,12 @@ def runs(archive, s3, prefect_api, tmp_path_factory):
     local = str(tmp_path_factory.mktemp("local") / "cube.zarr")
     remote = s3.url("runs/cube.zarr")
     outputs = {}
-    with serve_static_catalog(archive.catalog) as server:
-        outputs["local"] = _run(server.url, archive, local, prefect_api)
-    with serve_items(*_s3_items(archive, s3)) as server:
-        outputs["s3"] = _run(server.url, archive, remote, prefect_api)
+    with serve_static_catalog(archive.catalog) as files, serve_items(*_s3_items(archive, s3)) as objects:
+        on_files = _start(files.url, archive, local, prefect_api)  # the two first runs side by side
+        outputs["s3"] = _output(_start(objects.url, archive, remote, prefect_api))
+        outputs["local"] = _output(on_files)
         chunks = s3.objects("runs/cube.zarr/")
-        outputs["rerun"] = _run(server.url, archive, remote, prefect_api)
+        outputs["rerun"] = _output(_start(objects.url, archive, remote, prefect_api))
     return local, remote, chunks, outputs
 
 
