@@ -212,9 +212,8 @@ def init_cube(
     cut = _interrupted_append(group)
     if cut is not None:
         _undo_append(group, cut)
-    existing = xr.open_zarr(
-        _at(path, read_only=True), decode_coords="all", consolidated=False, chunks=None
-    )  # no dask: a few reads
+    # No dask: a few reads.
+    existing = xr.open_zarr(_at(path, read_only=True), decode_coords="all", consolidated=False, chunks=None)
     _check_compatible(existing, layout, path)
     _check_same_method(existing.attrs, attrs, path)
     old = _steps_of(existing)
@@ -503,7 +502,7 @@ class ZarrCubeStore:
     """The Zarr v3 cube store (`pipeline.store.CubeStore`) at a local path or an s3:// URL (docs/storage.md).
 
     Picklable: it holds the location, not an open store or credentials, so Dask workers reopen the cube
-    themselves with their own environment's.
+    themselves, with the credentials of their own environment.
     Build it with `at`, which makes a local path absolute before it leaves for workers in other folders.
     """
 
