@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def open_cube(url: str, *, split_bands: bool = False) -> xr.Dataset:
-    """The cube at `url` (a path or any fsspec URL), lazily opened with its CRS (Contract 3).
+    """The cube at `url` (a path or an s3:// URL, docs/storage.md), lazily opened with its CRS (Contract 3).
 
     `split_bands=True` gives one (time, y, x) variable per band and component (`optical_red`,
     `displacement_sar_dy`, ...), the shape rioxarray's `Dataset.rio.reproject` takes."""

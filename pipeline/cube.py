@@ -30,16 +30,18 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import dask.array as da
-import fsspec
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 import zarr
 from pyproj import CRS
+from zarr.storage import FsspecStore
 
 from kernel.contracts import MODALITY, REFERENCE, MethodSpec
 from kernel.errors import InputError
 from pipeline.cube_reorder import copy_time_steps, local_dir, recover, rewrite, time_arrays
+from pipeline.object_lock import ObjectLock, lock_url
+from pipeline.object_store import S3_SCHEMES, check_reachable, filesystem, scheme, zarr_store
 from pipeline.store import CubeLayout, Provenance, method_attrs
 from pipeline.tiles import Tile, Window
 
@@ -171,7 +173,7 @@ def _encoding(ds: xr.Dataset) -> dict:
 
 def _create_bookkeeping(path: str, plan_shape: tuple[int, int], n_times: int) -> None:
     """The `_dsmar` group: tile input hashes, (time, tile_row, tile_col), one chunk each, 0 = not written."""
-    group = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False).require_group(BOOKKEEPING)
+    group = zarr.open_group(_at(path), mode="r+", zarr_format=3, use_consolidated=False).require_group(BOOKKEEPING)
     group.attrs["description"] = "dsmar's own bookkeeping (which chunks were written from which inputs)"
     group.create_array(
         HASH_VAR.removeprefix(f"{BOOKKEEPING}/"),
@@ -210,7 +212,8 @@ def init_cube(
     cut = _interrupted_append(group)
     if cut is not None:
         _undo_append(group, cut)
-    existing = xr.open_zarr(path, decode_coords="all", consolidated=False, chunks=None)  # no dask: a few reads
+    # No dask: a few reads.
+    existing = xr.open_zarr(_at(path, read_only=True), decode_coords="all", consolidated=False, chunks=None)
     _check_compatible(existing, layout, path)
     _check_same_method(existing.attrs, attrs, path)
     old = _steps_of(existing)
@@ -226,13 +229,19 @@ def init_cube(
         _reorder(path, root, layout, old, stored, old_attrs)
     elif new:
         _append(path, layout, new, len(old))
-    group = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
+    group = zarr.open_group(_at(path), mode="r+", zarr_format=3, use_consolidated=False)
     if not reorder:  # new times, and a rewritten cube, got their provenance with their template
         _write_provenance(group, stored[: len(old)])
     with _fixed_width_text():
         group.attrs.put(_merged_attrs(group.attrs.asdict(), attrs))  # last: drops the append mark
     _consolidate(path)
     return {t: i for i, (t, _) in enumerate(stored)}
+
+
+def _at(path: str, read_only: bool = False) -> str | FsspecStore:
+    """What zarr and xarray open for `path`: a local path as it is; a URL as a store opened with this
+    environment's endpoint and region (pipeline/object_store.py)."""
+    return path if local_dir(path) is not None else zarr_store(path, read_only)
 
 
 def _array(group: zarr.Group, name: str) -> zarr.Array:
@@ -283,7 +292,7 @@ def check_out_path(path: str, method: MethodSpec | None = None, tile_size: int |
 def _existing_cube(path: str, mode: Literal["r", "r+"] = "r") -> zarr.Group | None:
     """The cube's root group, or None where there is nothing yet; anything else is one InputError line."""
     try:
-        group = zarr.open_group(path, mode=mode, zarr_format=3, use_consolidated=False)
+        group = zarr.open_group(_at(path, read_only=mode == "r"), mode=mode, zarr_format=3, use_consolidated=False)
     except (FileNotFoundError, ValueError):  # zarr's errors, and a zarr.json that is not JSON
         group = None
     if group is not None and STATE_ATTR not in group.attrs and _legacy(group):
@@ -300,7 +309,7 @@ def _existing_cube(path: str, mode: Literal["r", "r+"] = "r") -> zarr.Group | No
 def is_dsmar_cube(path: str) -> bool:
     """Whether `path` holds a cube dsmar wrote (whole or not), by the same marks `_existing_cube` reads."""
     try:
-        group = zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False)
+        group = zarr.open_group(_at(path, read_only=True), mode="r", zarr_format=3, use_consolidated=False)
     except (FileNotFoundError, ValueError):
         return False
     return STATE_ATTR in group.attrs or _legacy(group)
@@ -321,7 +330,7 @@ def _refuse_legacy(group: zarr.Group, path: str) -> None:
 
 def _empty(path: str) -> bool:
     """Whether nothing is at `path` (a local path or any fsspec URL), or only an empty folder."""
-    fs, where = fsspec.core.url_to_fs(path)
+    fs, where = filesystem(path)
     return not fs.exists(where) or (fs.isdir(where) and not fs.ls(where))
 
 
@@ -340,13 +349,13 @@ def _append(path: str, layout: CubeLayout, new: Sequence[Step], old_length: int)
     zarr grows one array after another, so a crash part-way leaves time axes of different lengths,
     which xarray refuses to open: the mark tells the next run where to cut them back (`_undo_append`).
     """
-    group = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
+    group = zarr.open_group(_at(path), mode="r+", zarr_format=3, use_consolidated=False)
     group.attrs[APPEND_ATTR] = old_length  # before any array grows
     extra = _template(layout, [t for t, _ in new], [p for _, p in new])
     extra = extra.drop_vars([v for v in extra.variables if "time" not in extra[v].dims])
     extra.attrs.update(group.attrs.asdict())  # xarray's append replaces the group attrs with these
     with _fixed_width_text():
-        extra.to_zarr(path, append_dim="time", compute=False, consolidated=False)
+        extra.to_zarr(_at(path), append_dim="time", compute=False, consolidated=False)
     hashes = _array(group, HASH_VAR)
     hashes.resize((old_length + len(new), *hashes.shape[1:]))
 
@@ -395,9 +404,9 @@ def _create(path: str, layout: CubeLayout, steps: Sequence[Step], attrs: Mapping
     ds = _template(layout, [t for t, _ in steps], [p for _, p in steps])
     ds.attrs.update({**attrs, STATE_ATTR: "creating"})
     with _fixed_width_text():
-        ds.to_zarr(path, mode="w-", compute=False, zarr_format=3, encoding=_encoding(ds), consolidated=False)
+        ds.to_zarr(_at(path), mode="w-", compute=False, zarr_format=3, encoding=_encoding(ds), consolidated=False)
     _create_bookkeeping(path, (layout.plan.n_rows, layout.plan.n_cols), len(steps))
-    zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False).attrs[STATE_ATTR] = "complete"
+    zarr.open_group(_at(path), mode="r+", zarr_format=3, use_consolidated=False).attrs[STATE_ATTR] = "complete"
 
 
 def _reorder(
@@ -427,7 +436,7 @@ def _consolidate(path: str) -> None:
     """
     with warnings.catch_warnings(), _fixed_width_text():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part", category=UserWarning)
-        zarr.consolidate_metadata(path, zarr_format=3)
+        zarr.consolidate_metadata(_at(path), zarr_format=3)
 
 
 @contextmanager
@@ -490,9 +499,10 @@ def _check_compatible(existing: xr.Dataset, layout: CubeLayout, path: str) -> No
 
 @dataclass(frozen=True)
 class ZarrCubeStore:
-    """The Zarr v3 cube store (`pipeline.store.CubeStore`) at a local path or any fsspec URL.
+    """The Zarr v3 cube store (`pipeline.store.CubeStore`) at a local path or an s3:// URL (docs/storage.md).
 
-    Picklable: it holds the location, not an open store, so Dask workers reopen the cube themselves.
+    Picklable: it holds the location, not an open store or credentials, so Dask workers reopen the cube
+    themselves, with the credentials of their own environment.
     Build it with `at`, which makes a local path absolute before it leaves for workers in other folders.
     """
 
@@ -508,7 +518,12 @@ class ZarrCubeStore:
         return self.path
 
     def check_target(self, method: MethodSpec | None = None, tile_size: int | None = None) -> None:
+        if local_dir(self.path) is None:  # a missing bucket or refused credentials: one line, before any work
+            self.check_reachable()
         check_out_path(self.path, method, tile_size)
+
+    def check_reachable(self) -> None:
+        check_reachable(self.path)
 
     def init(
         self, layout: CubeLayout, provenance: Sequence[Provenance], attrs: Mapping[str, str]
@@ -516,7 +531,7 @@ class ZarrCubeStore:
         return init_cube(self.path, layout, provenance, attrs)
 
     def write(self, time_index: int, tile: Tile, arrays: Mapping[str, np.ndarray], inputs_hash: int) -> None:
-        group = zarr.open_group(self.path, mode="r+", zarr_format=3)
+        group = zarr.open_group(_at(self.path), mode="r+", zarr_format=3)
         ys, xs = tile.core.slices
         for name, value in arrays.items():
             _array(group, name)[(time_index, ..., ys, xs)] = value
@@ -524,20 +539,27 @@ class ZarrCubeStore:
         _array(group, HASH_VAR)[time_index, tile.i, tile.j] = inputs_hash
 
     def written(self, time_index: int) -> np.ndarray:
-        return np.asarray(_array(zarr.open_group(self.path, mode="r", zarr_format=3), HASH_VAR)[time_index])
+        return np.asarray(
+            _array(zarr.open_group(_at(self.path, read_only=True), mode="r", zarr_format=3), HASH_VAR)[time_index]
+        )
 
     def read(self, name: str, time_index: int, window: Window | None = None) -> np.ndarray:
-        array = _array(zarr.open_group(self.path, mode="r", zarr_format=3), name)
+        array = _array(zarr.open_group(_at(self.path, read_only=True), mode="r", zarr_format=3), name)
         ys, xs = window.slices if window is not None else (slice(None), slice(None))
         return np.asarray(array[(time_index, ..., ys, xs)])
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """An advisory lock on a hidden file beside a local cube (released by the kernel if the run dies).
+        """One writing run per cube: an advisory lock on a hidden file beside a local cube (released by the
+        kernel if the run dies), a lease lock object beside a cube on S3 (`pipeline.object_lock`).
 
-        A remote cube has no lock: object stores offer no primitive for one, so it says so once."""
+        Other remote stores offer no primitive for one, so it says so once."""
         root = local_dir(self.path)
         if root is None:
+            if scheme(self.path) in S3_SCHEMES:
+                with ObjectLock(lock_url(self.path)).held():
+                    yield
+                return
             log.warning("%s is remote: concurrent runs on it are not prevented; run one writer at a time", self.path)
             yield
             return
@@ -556,4 +578,4 @@ class ZarrCubeStore:
 
 def open_cube(path: str) -> xr.Dataset:
     """Open a cube per Contract 3 (the CRS comes back through `decode_coords="all"`)."""
-    return xr.open_zarr(path, decode_coords="all", consolidated=False)
+    return xr.open_zarr(_at(path, read_only=True), decode_coords="all", consolidated=False)

@@ -22,14 +22,14 @@ from affine import Affine
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 from rasterio.enums import Resampling
-from stackstac.rio_reader import DEFAULT_GDAL_ENV
+from stackstac.rio_reader import DEFAULT_GDAL_ENV, LayeredEnv
 
 from catalogs.profiles import NO_QUIRKS, Quirks
 from catalogs.scenes import AssetKeys
 from kernel.config import TileConfig, default
 from kernel.errors import CatalogError, InputError
 from pipeline.grid import Grid
-from pipeline.load_assets import READ_ENV, AssetHeader, gdal_href, read_headers
+from pipeline.load_assets import NO_SIDECARS, AssetHeader, gdal_href, read_env, read_headers
 from pipeline.load_gcp import geocode_lazy
 from pipeline.load_meta import (
     Radiometry,
@@ -40,11 +40,15 @@ from pipeline.load_meta import (
 )
 from pipeline.load_mosaic import Layer, asset_layers
 
-# Remote reads retry as `READ_ENV` says. A mosaic VRT opens its tiles during reads, not at open time: keep GDAL from probing each remote
-# tile for sidecar files there too (stackstac sets this for opens only; 7 requests a tile saved).
-GDAL_ENV = DEFAULT_GDAL_ENV.updated(always=READ_ENV, read={"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"})
 RESAMPLING = {"bilinear": Resampling.bilinear, "nearest": Resampling.nearest, "cubic": Resampling.cubic}
 TRUTH_ASSET = "truth_displacement"
+
+
+def gdal_env() -> LayeredEnv:
+    """stackstac's GDAL settings with dsmar's remote-read settings (`read_env`). A mosaic VRT opens its tiles
+    during reads, not at open time: keep GDAL from probing each remote tile for sidecar files there too
+    (stackstac sets this for opens only)."""
+    return DEFAULT_GDAL_ENV.updated(always=read_env(), read=NO_SIDECARS)
 
 
 def optical_grid(item: pystac.Item, asset_keys: AssetKeys) -> Grid:
@@ -165,7 +169,7 @@ def _stack(layers: list[Layer], key: str, grid: Grid, resampling: str, dtype: np
         sortby_date=False,  # keep the caller's order: it decides which item wins the mosaic
         properties=False,
         band_coords=False,
-        gdal_env=GDAL_ENV,
+        gdal_env=gdal_env(),
     )
     _check_on_grid(raw, grid)
     if raw.sizes["time"] == 0:
@@ -224,7 +228,7 @@ def load_truth(item: pystac.Item, grid: Grid) -> np.ndarray | None:
     if TRUTH_ASSET not in item.assets:
         return None
     href = absolute_href(item, TRUTH_ASSET)
-    with rasterio.open(href) as src:
+    with rasterio.Env(**read_env()), rasterio.open(href) as src:
         if src.count != 2:
             raise CatalogError(f"{href}: truth_displacement must have 2 bands (dy, dx), has {src.count}")
         same_crs = src.crs is not None and grid.crs.equals(CRS.from_wkt(src.crs.to_wkt()), ignore_axis_order=True)

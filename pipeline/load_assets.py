@@ -19,18 +19,32 @@ import rasterio
 from affine import Affine
 
 from kernel.errors import CatalogError
+from pipeline.object_store import gdal_s3_env
 
 # Remote reads retry like catalog searches do (catalogs/http.py): GDAL retries 429/5xx with
 # exponential backoff from RETRY_DELAY seconds. S3 reads accept requester-pays buckets (Earth Search's
-# Sentinel-1 GRD, s3://sentinel-s1-l1c), billed to the reader's AWS credentials. Local files never
-# touch these settings.
-READ_ENV = {
+# Sentinel-1 GRD, s3://sentinel-s1-l1c), billed to the reader's AWS credentials, which GDAL takes from
+# the reading process's environment (never from here). Local files never touch these settings.
+RETRY_ENV = {
     "GDAL_HTTP_MAX_RETRY": "5",
     "GDAL_HTTP_RETRY_DELAY": "0.5",
     "GDAL_HTTP_TIMEOUT": "60",
     "AWS_REQUEST_PAYER": "requester",
 }
-S3_ADVICE = "s3:// assets are read with your AWS credentials (AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+# Opening a remote file probes for sidecar files unless told not to (7 requests a tile saved).
+NO_SIDECARS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+
+
+def read_env() -> dict[str, str]:
+    """GDAL's settings for reading assets: the retries, and an S3-compatible server's endpoint
+    (AWS_ENDPOINT_URL), read from the environment when a read is set up."""
+    return {**RETRY_ENV, **gdal_s3_env()}
+
+
+S3_ADVICE = (
+    "s3:// assets are read with your AWS credentials (AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) "
+    "and, for an S3-compatible server, AWS_ENDPOINT_URL"
+)
 
 # URL schemes whose files GDAL reads through a virtual file system, and that system's prefix.
 VSI_PREFIXES = {
@@ -61,7 +75,7 @@ class AssetHeader:
 
 def read_header(href: str) -> AssetHeader:
     try:
-        with rasterio.Env(**READ_ENV), rasterio.open(href) as src:
+        with rasterio.Env(**read_env()), rasterio.open(href) as src:
             radar = bool(src.gcps[0]) and src.transform == Affine.identity()
             wkt, epsg = (src.crs.to_wkt(), src.crs.to_epsg()) if src.crs else ("", None)
             return AssetHeader(

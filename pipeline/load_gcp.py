@@ -17,10 +17,9 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
 from pipeline.grid import Grid
-from pipeline.load_assets import READ_ENV
+from pipeline.load_assets import NO_SIDECARS, read_env
 
 GCP_METHOD = "GCP_TPS"  # thin-plate spline; GDAL's polynomial (GCP_POLYNOMIAL) bends away from GCPs
-GCP_ENV = {**READ_ENV, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
 
 def geocode_block(
@@ -29,7 +28,7 @@ def geocode_block(
     """The file's first band warped through its GCPs onto `grid`: (height, width), NaN outside the swath
     and where the source is nodata."""
     out = np.full(grid.shape, np.nan, dtype=dtype)
-    with rasterio.Env(**GCP_ENV), rasterio.open(path) as src:
+    with rasterio.Env(**read_env(), **NO_SIDECARS), rasterio.open(path) as src:
         gcps, gcp_crs = src.gcps
         reproject(
             rasterio.band(src, 1),

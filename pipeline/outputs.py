@@ -6,6 +6,7 @@ from kernel.errors import InputError
 from kernel.paths import check_writable_dir
 from pipeline.cube import ZarrCubeStore
 from pipeline.cube_reorder import local_dir
+from pipeline.object_store import require_filesystem
 from pipeline.store import CubeStore
 
 
@@ -15,12 +16,14 @@ def open_store(url: str) -> CubeStore:
 
 
 def check_output(out: str) -> str:
-    """A local output path must end in .zarr and sit in a writable directory; URLs pass to fsspec."""
+    """An output must end in .zarr; a local one must sit in a writable directory, a URL's file system
+    must be installed (s3:// needs the `s3` extra). Reaching a URL is checked when the run starts."""
+    if not out.rstrip("/").endswith(".zarr"):
+        raise InputError(f"--out must be a path or URL ending in .zarr, got {out!r}")
     path = local_dir(out)
     if path is None:
-        return out
-    if path.suffix != ".zarr":
-        raise InputError(f"--out must be a path ending in .zarr, got {out!r}")
+        require_filesystem(out)
+        return out.rstrip("/")
     if path.exists() and not path.is_dir():
         raise InputError(f"--out {out!r} exists and is not a Zarr directory")
     ZarrCubeStore.at(str(path)).check_target()  # before the write probe: a refused folder stays untouched

@@ -2,7 +2,7 @@
 
 The flow and the tile writers speak only this interface, so a new kind of output plugs in without
 touching them: `pipeline/outputs.py` picks the store for a location, `pipeline.cube.ZarrCubeStore` is
-the Zarr v3 store (a local path or any fsspec URL), and tests use an in-memory store
+the Zarr v3 store (a local path or an s3:// URL), and tests use an in-memory store
 (`tests/memory_store.py`). A store is picklable and cheap to copy: its chunk writes run on Dask
 workers, each of which reopens the cube from the URL.
 """
@@ -103,6 +103,11 @@ class CubeStore(Protocol):
     def check_target(self, method: MethodSpec | None = None, tile_size: int | None = None) -> None:
         """Refuse, before anything is written, a target that holds something else, or a cube of another
         method (name, weights, settings) or tile size; nothing there passes."""
+        ...
+
+    def check_reachable(self) -> None:
+        """Refuse in one line where this process (the client, or a Dask worker asked before any tile is
+        submitted) cannot write where the cube lives: a missing folder or bucket, refused credentials."""
         ...
 
     def init(
