@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from prefect import flow
@@ -20,6 +21,9 @@ from flows.register_region import RunSummary, register_region
 from flows.windows import DEFAULT_CONCURRENCY, DEFAULT_WINDOW_DAYS
 from kernel.config import RunConfig
 from kernel.errors import DsmarError, InputError
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
 
 DEFAULT_CRON = "0 6 * * *"  # daily, after the night's acquisitions are catalogued
 DEFAULT_LOOKBACK_DAYS = 12  # one Sentinel-1 repeat cycle plus slack: late-catalogued scenes are caught
@@ -85,7 +89,7 @@ def region_deployments(
     cron: str = DEFAULT_CRON,
     timezone: str = "UTC",
     lookback_days: int = DEFAULT_LOOKBACK_DAYS,
-) -> list:
+) -> list[RunnerDeployment]:
     """The scheduled deployment and the (unscheduled) backfill deployment of one region, from this checkout.
 
     The `region` parameter is the region's RunConfig; each run replaces its dates with its own."""
@@ -95,8 +99,8 @@ def region_deployments(
     source = str(REPO)
     try:
         schedule = Cron(cron, timezone=timezone)
-    except ValueError as err:
-        raise InputError(f"schedule.cron {cron!r} is not a cron expression: {str(err).splitlines()[-1]}") from None
+    except ValueError:
+        raise InputError(f"schedule.cron {cron!r} is not a cron expression such as '0 6 * * *'") from None
     return [
         scheduled_region.from_source(source, "flows/deployments.py:scheduled_region").to_deployment(
             name=name,

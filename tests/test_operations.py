@@ -86,6 +86,11 @@ def test_deploy_registers_both_deployments_on_a_process_pool(prefect_api, archiv
     working_dir = {"prefect.deployments.steps.set_working_directory": {"directory": str(DEPLOYED_FROM)}}
     assert scheduled.pull_steps == backfill.pull_steps == [working_dir]
 
+    bad = write_region(tmp_path, "bad-cron", archive, dask_address, '[schedule]\ncron = "61 * * * *"\n')
+    assert main(["deploy", str(bad)]) == 2
+    expected = f"dsmar deploy: error: {bad}: schedule.cron '61 * * * *' is not a cron expression such as '0 6 * * *'"
+    assert capsys.readouterr().err.strip() == expected
+
 
 def test_deploy_without_a_server_is_one_line(archive, dask_address, tmp_path, capsys):
     from dsmar.cli import main
@@ -145,6 +150,14 @@ def test_backfill_survives_a_failed_window_and_the_rerun_completes_it(prefect_ap
     assert "2024-06-11..2024-06-20" in failed and "2024-06-01..2024-06-10" not in failed, done.stdout
     cube = tmp_path / "cubes" / "backfill-test.zarr"
     assert cube_days(cube) == {"2024-06-04": True, "2024-06-14": False, "2024-06-24": True}
+    listed = subprocess.run(
+        [sys.executable, "-m", "prefect", "flow-run", "ls", "--flow-name", "backfill", "--state-type", "FAILED"],
+        env={**os.environ, "PREFECT_API_URL": prefect_api, "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # as docs/operations.md monitors it
+    assert listed.returncode == 0 and "Failed" in listed.stdout and "backfill" in listed.stdout, listed.stdout
     (rerun,) = re.findall(r"^\s+(dsmar backfill .*)$", done.stdout, flags=re.M)
     assert rerun == f"dsmar backfill {region} --from 2024-06-11 --to 2024-06-20 --window-days 10"
 

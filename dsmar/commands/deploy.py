@@ -39,7 +39,10 @@ def _run(args) -> int:
 
     created = ensure_work_pool()
     today = datetime.now(UTC).date()  # a placeholder period: each run replaces it with its own
-    scheduled, backfill = deploy_region(region.run_config(today, today), region.name, region.cron, region.timezone)
+    try:
+        scheduled, backfill = deploy_region(region.run_config(today, today), region.name, region.cron, region.timezone)
+    except InputError as err:  # the schedule, checked by Prefect's own parser
+        raise InputError(f"{args.region}: {err}") from None
     print(f"Work pool {WORK_POOL} (process): {'created' if created else 'exists'}")
     print(f"Deployment {scheduled}: cron '{region.cron or DEFAULT_CRON}' ({region.timezone}), into {region.out}")
     print(f"Deployment {backfill}: on demand, e.g.")
