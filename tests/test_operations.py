@@ -157,7 +157,7 @@ def test_backfill_survives_a_failed_window_and_the_rerun_completes_it(prefect_ap
         text=True,
         timeout=120,
     )  # as docs/operations.md monitors it
-    assert listed.returncode == 0 and "Failed" in listed.stdout and "backfill" in listed.stdout, listed.stdout
+    assert listed.returncode == 0 and "│ backfill │" in listed.stdout and "FAILED" in listed.stdout, listed.stdout
     (rerun,) = re.findall(r"^\s+(dsmar backfill .*)$", done.stdout, flags=re.M)
     assert rerun == f"dsmar backfill {region} --from 2024-06-11 --to 2024-06-20 --window-days 10"
 
