@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from dsmar import __version__
+from dsmar.commands.exit_codes import error_code
 from kernel.errors import DsmarError
 
 # Each module defines `add_parser(subparsers)` which sets `func(args) -> int` as the handler.
-COMMANDS = ("demo", "run", "search", "bench", "train")
+COMMANDS = ("demo", "run", "search", "deploy", "backfill", "bench", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,16 +58,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with _sigterm_unwinds():
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
+            return code
     except DsmarError as err:
         print(f"dsmar {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return error_code(err)
+    except BrokenPipeError:
+        return _closed_pipe()
     except Terminated:
         print(f"dsmar {args.command}: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"dsmar {args.command}: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (`dsmar search --json | head -1`): end quietly, as a program killed by
+    SIGPIPE would, with nothing left for Python to flush into the closed pipe at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -1,9 +1,8 @@
 """The environment dsmar's Prefect runs start with, applied by each entry point (`dsmar run`, `dsmar demo`,
-`python -m flows.deployments`). Prefect sets up its logging when it is first imported and reads the other
-settings when it starts a client or server: the CLI applies them before importing Prefect, and
-`flows.deployments`, whose flows import Prefect with the module, applies them before it serves (the level
-of Prefect's already-configured logger is set directly). Child processes (Dask workers, the temporary API,
-the flow runs of served deployments) inherit them from the environment."""
+`dsmar backfill`, `dsmar deploy`). Prefect sets up its logging when it is first imported and reads the other
+settings when it starts a client or server: the CLI applies them before importing Prefect (where Prefect is
+already imported, the level of its configured logger is set directly). Child processes (Dask workers, the
+temporary API) inherit them from the environment; a worker's flow runs inherit the worker's."""
 
 from __future__ import annotations
 

@@ -21,13 +21,13 @@ from prefect.cache_policies import NO_CACHE
 from catalogs.colocate import ColocationResult, find_scene_sets, item_time
 from catalogs.profiles import CatalogProfile, profile_for
 from catalogs.scenes import SceneSet
+from flows.shared_cluster import cluster_for
 from kernel.config import RunConfig
 from kernel.contracts import MODALITY, REFERENCE, REGISTERED, MethodSpec
 from kernel.field_metrics import end_point_error
 from kernel.version import __version__
 from models.api import method_spec
 from models.tile_registrator import MethodRegistrator
-from pipeline.cluster import dask_client
 from pipeline.grid import Grid
 from pipeline.load import load_stack, load_truth, optical_grid
 from pipeline.outputs import open_store
@@ -65,6 +65,7 @@ class RunSummary:
     outcomes: tuple[SceneSetOutcome, ...] = ()
     skipped: tuple[str, ...] = ()  # scene sets not processed, with the reason
     rejections: tuple[tuple[str, str], ...] = ()  # (item id, reason) from the search
+    failed: tuple[str, ...] = ()  # what this run could not write, by date: "DATE modality tile (i, j)"
 
     def error(self, modality: str, unregistered: bool = False) -> ErrorStats | None:
         """Median/mean end-point error vs truth over all time steps that had truth: of the registered field,
@@ -323,7 +324,7 @@ def register_region(config: RunConfig) -> RunSummary:
     )
     outcomes = []
     store = open_store(config.out)
-    with dask_client(config.cluster) as client, store.lock():
+    with cluster_for(config.cluster) as client, store.lock():
         # Only once the cluster answers: an unreachable scheduler must not leave an empty cube behind.
         index = prepare_cube(store, cube, config, profile, method)
         for scene_set in cube.scene_sets:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,27 @@ def prefect_api(tmp_path_factory):
 
     with unconfigured(tmp_path_factory.mktemp("prefect-home")), api() as url:
         yield url
+
+
+@contextmanager
+def served_demo_archive(root: Path, dates: int) -> Iterator[tuple]:
+    """A small demo archive (256 px, `dates` dates, 10 days apart from 4 June 2024) under `root`, served by a
+    local STAC API: (its ArchiveInfo, the API's URL)."""
+    from catalogs.server import serve_static_catalog
+    from datagen.demo_archive import generate_archive
+
+    info = generate_archive(root, size=256, dates=dates, seed=3)
+    with serve_static_catalog(info.catalog) as server:
+        yield info, server.url
+
+
+@pytest.fixture(scope="module")
+def dask_address():
+    """A local Dask cluster of two workers for the flows of one test module."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
 
 
 def unconfigured(home: Path):

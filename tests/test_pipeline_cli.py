@@ -103,27 +103,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_before_prefect(argv: list[str]) -> str:
+def _run_before_prefect(argv: list[str], code: int) -> str:
     """`dsmar run` as a process whose Prefect API is dead: only a check made before Prefect is used
-    can give the one-line error (otherwise Prefect's connection errors come first)."""
+    can give the one-line error (otherwise Prefect's connection errors come first). `code`: 1 for what
+    failed (a scheduler, a catalog), 2 for bad input."""
     env = {**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{_free_port()}/api"}
     done = subprocess.run(
         [sys.executable, "-m", "dsmar.cli", *argv], env=env, capture_output=True, text=True, timeout=120
     )
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert done.returncode == code and len(lines) == 1, done.stderr[-3000:]
     return lines[0]
 
 
 def test_unreachable_scheduler_fails_before_prefect_and_leaves_no_cube(out):
     for address, reason in ((f"tcp://127.0.0.1:{_free_port()}", "refused"), ("foo:::bar", "foo:::bar")):
-        line = _run_before_prefect([*RUN, "--out", out, "--dask-address", address])
+        line = _run_before_prefect([*RUN, "--out", out, "--dask-address", address], 1)
         assert line.startswith(f"dsmar run: error: cannot reach the Dask scheduler at {address}") and reason in line
     assert not os.path.exists(out)
 
 
 def test_unreachable_catalog_fails_before_prefect(out):
-    line = _run_before_prefect([*RUN, "--out", out])
+    line = _run_before_prefect([*RUN, "--out", out], 1)
     assert line.startswith("dsmar run: error: could not reach STAC API at http://127.0.0.1:9")
 
 
@@ -133,9 +134,9 @@ def test_existing_cube_of_another_method_or_tile_size_fails_before_prefect(out):
     group = zarr.open_group(out, mode="w")
     group.attrs.update({"method": "cfog", "dsmar_cube": "complete"})  # what check_cube reads, and a whole cube's mark
     group.create_array("optical", shape=(1, 4, 256, 256), chunks=(1, 4, 128, 128), dtype="float32")
-    line = _run_before_prefect([*RUN, "--out", out, "--method", "identity", "--tile-size", "128"])
+    line = _run_before_prefect([*RUN, "--out", out, "--method", "identity", "--tile-size", "128"], 2)
     assert "written with method 'cfog'; rerun with --method cfog" in line
-    line = _run_before_prefect([*RUN, "--out", out, "--method", "cfog", "--tile-size", "256"])
+    line = _run_before_prefect([*RUN, "--out", out, "--method", "cfog", "--tile-size", "256"], 2)
     assert "written with 128 px tiles; rerun with --tile-size 128" in line
 
 

@@ -9,10 +9,11 @@ import warnings
 
 from catalogs.profiles import profile_for
 from dsmar.commands.common_options import add_area_arguments, add_catalog_arguments, add_pairing_arguments
+from dsmar.commands.exit_codes import DONE, outcome_code
 from dsmar.commands.search import search_config
 from kernel.config import ClusterConfig, RunConfig, TileConfig, build, default
 from kernel.contracts import DEFAULT_METHOD
-from kernel.errors import DsmarError, InputError
+from kernel.errors import DsmarError
 from kernel.paths import check_writable_dir
 from models.api import method_spec
 
@@ -139,20 +140,24 @@ def preflight(config: RunConfig) -> None:
 
 
 def execute(config: RunConfig):
-    """Run the flow; no scene sets is an error that says why (the search's rejections)."""
+    """Run the flow and return its summary (no scene sets: `quiet_notice` says why)."""
     preflight(config)
     from flows.api import prefect_api
     from flows.register_region import register_region  # imports Prefect: only when running
 
     configure_logging()
     with prefect_api():
-        summary = register_region(config)
-    if summary.scene_sets == 0:
-        reasons = "; ".join(f"{item}: {reason}" for item, reason in summary.rejections[:5])
-        more = f" (+{len(summary.rejections) - 5} more)" if len(summary.rejections) > 5 else ""
-        why = f": {reasons}{more}" if reasons else ": the catalog returned no optical items for this bbox and period"
-        raise InputError(f"no co-located scene sets in {list(config.bbox)} {config.start}..{config.end}{why}")
-    return summary
+        return register_region(config)
+
+
+def quiet_notice(summary, config: RunConfig) -> str | None:
+    """For a run that found no scene sets, the one line that says why (the search's rejections)."""
+    if summary.scene_sets:
+        return None
+    reasons = "; ".join(f"{item}: {reason}" for item, reason in summary.rejections[:5])
+    more = f" (+{len(summary.rejections) - 5} more)" if len(summary.rejections) > 5 else ""
+    why = f": {reasons}{more}" if reasons else ": the catalog returned no optical items for this bbox and period"
+    return f"no scenes to register in {list(config.bbox)} {config.start}..{config.end}{why}; nothing to do"
 
 
 def print_summary(summary) -> None:
@@ -169,6 +174,13 @@ def _run(args) -> int:
     from flows.environment import apply_defaults
 
     apply_defaults()
-    summary = execute(config_from_args(args))
+    config = config_from_args(args)
+    summary = execute(config)
+    notice = quiet_notice(summary, config)
+    if notice:
+        print(notice)
+        return DONE
     print_summary(summary)
-    return 0
+    for line in summary.failed:
+        print(f"Failed: {line}")
+    return outcome_code(summary.failed)
