@@ -45,8 +45,34 @@ def add_run_arguments(parser) -> None:
         help=f"registration method, optionally with options: dsmar:augment=1 (default {DEFAULT_METHOD})",
     )
     add_tile_arguments(proc)
-    proc.add_argument("--dask-address", metavar="ADDR", help="use this Dask scheduler instead of a local cluster")
-    proc.add_argument("--workers", type=int, metavar="N", help="local cluster workers (default: one per core)")
+    add_cluster_arguments(proc)
+
+
+def add_cluster_arguments(group) -> None:
+    """Where the tiles run: an existing scheduler, or the shape of the local cluster (docs/cluster.md)."""
+    group.add_argument("--dask-address", metavar="ADDR", help="use this Dask scheduler instead of a local cluster")
+    group.add_argument(
+        "--workers", type=int, metavar="N", help="local cluster workers (default: one per core, or one per GPU)"
+    )
+    group.add_argument(
+        "--threads-per-worker",
+        type=int,
+        metavar="N",
+        help="threads of each local worker (default: 1, or the cores shared out among GPU workers)",
+    )
+    group.add_argument(
+        "--memory-limit", metavar="SIZE", help="memory of each local worker, e.g. 4GiB (default: Dask's share)"
+    )
+
+
+def cluster_config(args) -> ClusterConfig:
+    return build(
+        ClusterConfig,
+        address=args.dask_address,
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+        memory_limit=args.memory_limit,
+    )
 
 
 def add_tile_arguments(group) -> None:
@@ -68,7 +94,7 @@ def config_from_args(args) -> RunConfig:
     search = search_config(args)
     # Resolving the profile now reports a missing --catalog or an unknown profile before any work.
     profile_for(search)
-    report = str(check_writable_dir(args.report, "report directory")) if args.report else None
+    report = str(check_writable_dir(args.report, "report directory").resolve()) if args.report else None
     return build(
         RunConfig,
         bbox=args.bbox,
@@ -78,7 +104,7 @@ def config_from_args(args) -> RunConfig:
         search=search,
         method=method_spec(args.method).text,
         tiles=build(TileConfig, size=args.tile_size, halo=args.halo),
-        cluster=build(ClusterConfig, address=args.dask_address, workers=args.workers),
+        cluster=cluster_config(args),
         report_dir=report,
     )
 
@@ -140,6 +166,9 @@ def preflight(config: RunConfig) -> None:
 
 def execute(config: RunConfig):
     """Run the flow; no scene sets is an error that says why (the search's rejections)."""
+    from models.dsmar.weights import pin_weights_env
+
+    pin_weights_env()
     preflight(config)
     from flows.api import prefect_api
     from flows.register_region import register_region  # imports Prefect: only when running
