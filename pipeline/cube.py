@@ -22,6 +22,8 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
+import tempfile
 import warnings
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -510,6 +512,23 @@ class ZarrCubeStore:
     def check_target(self, method: MethodSpec | None = None, tile_size: int | None = None) -> None:
         check_out_path(self.path, method, tile_size)
 
+    def check_reachable(self) -> str | None:
+        """A local cube (or, before it exists, its folder) takes a probe file here; for any other URL, fsspec
+        opens its filesystem (its package and settings are here) and finds the folder it goes into."""
+        root = local_dir(self.path)
+        if root is None:
+            return _remote_problem(self.path)
+        target = root if root.exists() else root.parent
+        if not target.is_dir():
+            return f"{target} is not a folder here"
+        try:
+            handle, probe = tempfile.mkstemp(dir=target, prefix=".dsmar-worker-probe-")
+            os.close(handle)
+            os.unlink(probe)
+        except OSError as err:
+            return f"{target} is not writable here ({err.strerror or err})"
+        return None
+
     def init(
         self, layout: CubeLayout, provenance: Sequence[Provenance], attrs: Mapping[str, str]
     ) -> dict[np.datetime64, int]:
@@ -552,6 +571,17 @@ class ZarrCubeStore:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remote_problem(url: str) -> str | None:
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        parent = fs._parent(path)
+        if parent.strip("/") and not fs.exists(parent):
+            return f"{parent} is not found here"
+    except Exception as err:  # a missing fsspec implementation, credentials, network: whatever it says
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+    return None
 
 
 def open_cube(path: str) -> xr.Dataset:

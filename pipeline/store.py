@@ -105,6 +105,10 @@ class CubeStore(Protocol):
         method (name, weights, settings) or tile size; nothing there passes."""
         ...
 
+    def check_reachable(self) -> str | None:
+        """Why this process (a Dask worker) cannot write the cube, in a few words; None when it can."""
+        ...
+
     def init(
         self, layout: CubeLayout, provenance: Sequence[Provenance], attrs: Mapping[str, str]
     ) -> dict[np.datetime64, int]:
