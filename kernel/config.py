@@ -124,20 +124,15 @@ class ClusterConfig(_Frozen):
             normalise_memory(value)
         return value
 
-    @model_validator(mode="after")
-    def _local_only(self) -> ClusterConfig:
+    @property
+    def local_options(self) -> list[str]:
+        """The options given that shape a local cluster (with an existing scheduler its workers' own apply)."""
         local = {
             "workers": self.workers,
             "threads_per_worker": self.threads_per_worker,
             "memory_limit": self.memory_limit,
         }
-        given = [self.flags[name] for name, value in local.items() if value is not None]
-        if self.address and given:
-            raise ValueError(
-                f"{', '.join(given)} shape a local cluster; with --dask-address the workers' own options apply "
-                "(dask worker --nworkers/--nthreads/--memory-limit)"
-            )
-        return self
+        return [self.flags[name] for name, value in local.items() if value is not None]
 
 
 def normalise_memory(value: str) -> int:

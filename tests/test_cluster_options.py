@@ -66,13 +66,18 @@ def test_cluster_options_reach_the_config():
         ({"memory_limit": "lots"}, "--memory-limit must be a size such as 4GiB or 1500MB, got 'lots'"),
         ({"memory_limit": "1MB"}, "--memory-limit 1MB is below 64MiB"),
         ({"threads_per_worker": 0}, "--threads-per-worker 0"),
-        ({"address": "tcp://h:8786", "workers": 2, "memory_limit": "4GiB"}, "--workers, --memory-limit shape a local"),
     ],
 )
 def test_cluster_options_are_one_line_errors(values, message):
     with pytest.raises(InputError) as err:
         build(ClusterConfig, **values)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_local_cluster_options_beside_a_scheduler_are_refused():
+    args = _run_args("--dask-address", "tcp://h:8786", "--workers", "2", "--memory-limit", "4GiB")
+    with pytest.raises(InputError, match=r"^--workers, --memory-limit shape a local cluster; with --dask-address"):
+        cluster_config(args)
 
 
 HERE = WorkerFacts("1.0", "aa")

@@ -66,13 +66,20 @@ def add_cluster_arguments(group) -> None:
 
 
 def cluster_config(args) -> ClusterConfig:
-    return build(
+    """The cluster options; those of a local cluster next to --dask-address are refused rather than ignored."""
+    config = build(
         ClusterConfig,
         address=args.dask_address,
         workers=args.workers,
         threads_per_worker=args.threads_per_worker,
         memory_limit=args.memory_limit,
     )
+    if config.address and config.local_options:
+        raise InputError(
+            f"{', '.join(config.local_options)} shape a local cluster; with --dask-address the workers' own options "
+            "apply (dask worker --nworkers/--nthreads/--memory-limit)"
+        )
+    return config
 
 
 def add_tile_arguments(group) -> None:
