@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime
 
+import pystac
 import pytest
 
 from dsmar.cli import build_parser
@@ -15,6 +17,7 @@ from kernel.config import ClusterConfig, build
 from kernel.errors import InputError
 from pipeline.cluster import LocalClusterPlan, plan_local_cluster
 from pipeline.cube import ZarrCubeStore
+from pipeline.load_meta import absolute_href
 from pipeline.preflight import WorkerFacts, differences, mismatch
 from pipeline.progress import TileRate, duration
 from tests.conftest import REPO
@@ -139,3 +142,10 @@ def test_gpu_check_script_parses_and_stops_in_one_line_without_a_gpu(tmp_path):
         assert done.returncode == 2 and done.stderr.splitlines() == [done.stderr.strip()]
         assert done.stderr.startswith(f"gpu_cluster_check: {message}")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_relative_asset_href_is_made_absolute_on_the_client(tmp_path, monkeypatch):
+    """An item without a self link keeps a relative asset href; workers elsewhere get it from the client's folder."""
+    monkeypatch.chdir(tmp_path)
+    item = pystac.Item("a", None, None, datetime(2024, 1, 1), {}, assets={"b": pystac.Asset("data/b.tif")})
+    assert absolute_href(item, "b") == f"file://{tmp_path}/data/b.tif"
