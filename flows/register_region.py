@@ -27,7 +27,7 @@ from kernel.field_metrics import end_point_error
 from kernel.version import __version__
 from models.api import method_spec
 from models.tile_registrator import MethodRegistrator
-from pipeline.cluster import dask_client, warm_workers
+from pipeline.cluster import dask_client, warmed_workers
 from pipeline.grid import Grid
 from pipeline.load import load_stack, load_truth, optical_grid
 from pipeline.outputs import open_store
@@ -316,11 +316,11 @@ def register_region(config: RunConfig) -> RunSummary:
         # store or runs other weights, must not leave an empty cube behind.
         registrator = MethodRegistrator(method)
         check_workers(client, store, registrator.weights_here, method.weights_sha256, config.cluster.connect_timeout_s)
-        warm_workers(client, registrator.warm)
-        index = prepare_cube(store, cube, config, profile, method)
-        for scene_set in cube.scene_sets:
-            t = index[_utc(scene_set.optical)]
-            outcomes.append(register_scene_set(client, store, scene_set, cube, t, config, profile, method))
+        with warmed_workers(client, registrator.warm):
+            index = prepare_cube(store, cube, config, profile, method)
+            for scene_set in cube.scene_sets:
+                t = index[_utc(scene_set.optical)]
+                outcomes.append(register_scene_set(client, store, scene_set, cube, t, config, profile, method))
     stac = write_cube_stac(store.url)
     if stac is not None:
         log.info("STAC catalog of the cube: %s", stac)

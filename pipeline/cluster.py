@@ -8,7 +8,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 
 import dask
@@ -124,9 +124,17 @@ class _Warm(WorkerPlugin):
         self.warm()
 
 
-def warm_workers(client, warm: Callable[[], object]) -> None:
-    """Run `warm` (load a model, put it on the worker's GPU) once in every worker before its first task."""
-    client.register_plugin(_Warm(warm), name="dsmar-warm")
+@contextmanager
+def warmed_workers(client, warm: Callable[[], object]) -> Iterator[None]:
+    """Run `warm` (load a model, put it on the worker's GPU) once in every worker before its first task, and in
+    those that join during the block; a long-lived scheduler is left without the plugin afterwards."""
+    name = "dsmar-warm"
+    client.register_plugin(_Warm(warm), name=name)
+    try:
+        yield
+    finally:
+        with suppress(Exception):  # a scheduler already gone has nothing to remove
+            client.unregister_worker_plugin(name)
 
 
 def _quiet_worker_logs() -> None:
@@ -181,7 +189,8 @@ def dask_client(config: ClusterConfig) -> Iterator[object]:
             log_dashboard(client)
             yield client
         return
-    plan = plan_local_cluster(config, count_gpus(), dask_cuda_importable(), default_workers())
+    gpus = count_gpus()
+    plan = plan_local_cluster(config, gpus, gpus > 0 and dask_cuda_importable(), default_workers())
     with _signals_held():
         cluster = _start_local_cluster(plan, config)
         try:

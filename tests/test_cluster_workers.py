@@ -3,7 +3,7 @@ workers started in another directory than the run, as an operator scaling out wo
 a relative --out gives the local cluster's cube, a worker that cannot write the store stops the run in one
 line before a cube exists, and a worker killed mid-run leaves the remaining one to finish the same cube.
 
-One demo archive (1 date, 246 px, tiles of 128 px: 4 chunks) and the cheap `cfog` method keep it short.
+One demo archive (2 dates, 246 px, tiles of 128 px: 4 chunks a date) and the cheap `cfog` method keep it short.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def archive(tmp_path_factory):
     from catalogs.server import serve_static_catalog
     from datagen.demo_archive import generate_archive
 
-    info = generate_archive(tmp_path_factory.mktemp("archive"), size=256, dates=1, seed=3)
+    info = generate_archive(tmp_path_factory.mktemp("archive"), size=256, dates=2, seed=3)
     with serve_static_catalog(info.catalog) as server:
         yield info, server.url
 
@@ -154,7 +154,8 @@ def test_worker_that_cannot_write_the_store_stops_the_run_in_one_line(archive, p
 
 def test_worker_killed_mid_run_leaves_the_rest_to_finish_the_same_cube(reference, archive, tmp_path):
     """Two workers; once the first chunk's bookkeeping is written, one of them is killed with SIGKILL. The
-    scheduler gives its tasks (and the data it held) to the other, and the cube comes out whole and equal."""
+    scheduler gives its tasks (and the data it held) to the other, and the cube comes out whole and equal.
+    The scene sets run one after the other, so the second date is always left to the remaining worker."""
     out = tmp_path / "cube.zarr"
     dirs = [tmp_path / "w1", tmp_path / "w2"]
     for d in dirs:

@@ -15,7 +15,7 @@ import pytest
 
 from kernel.config import ClusterConfig
 from kernel.errors import DsmarError
-from pipeline.cluster import check_scheduler, count_gpus, dask_client
+from pipeline.cluster import check_scheduler, count_gpus, dask_client, warmed_workers
 
 
 def _gpus_on_the_driver() -> int:
@@ -100,3 +100,23 @@ def test_scheduler_checks_fail_fast():
         listening.bind(("127.0.0.1", 0))
         listening.listen()
         check_scheduler(f"tcp://127.0.0.1:{listening.getsockname()[1]}")
+
+
+WARMED: list[str] = []  # what in-process workers' warm-ups did
+
+
+def _warm() -> None:
+    WARMED.append("warm")
+
+
+def test_each_worker_is_warmed_once_and_the_plugin_leaves_with_the_run():
+    """The method is loaded once per worker before its first tile; a long-lived scheduler does not keep the plugin."""
+    from distributed import Client, LocalCluster
+
+    WARMED.clear()
+    options = dict(n_workers=2, threads_per_worker=2, processes=False, dashboard_address=None)
+    with dask.config.set(scheduler=None), LocalCluster(**options) as cluster, Client(cluster) as client:
+        with warmed_workers(client, _warm):
+            assert WARMED == ["warm", "warm"]
+            assert "dsmar-warm" in client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_plugins)
+        assert "dsmar-warm" not in client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_plugins)
