@@ -114,7 +114,7 @@ def test_each_worker_is_warmed_once_and_the_plugin_leaves_with_the_run():
     from distributed import Client, LocalCluster
 
     WARMED.clear()
-    options = dict(n_workers=2, threads_per_worker=2, processes=False, dashboard_address=None)
+    options = dict(n_workers=2, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0")
     with dask.config.set(scheduler=None), LocalCluster(**options) as cluster, Client(cluster) as client:
         with warmed_workers(client, _warm):
             assert WARMED == ["warm", "warm"]
