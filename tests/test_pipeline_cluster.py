@@ -3,6 +3,7 @@ otherwise, an existing scheduler when given; an unreachable scheduler is one lin
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import signal
@@ -47,16 +48,24 @@ def test_cuda_visible_devices_caps_the_count(monkeypatch, visible):
     assert count_gpus() == min(_gpus_on_the_driver(), len(listed))
 
 
-def test_local_cluster_then_existing_scheduler(monkeypatch):
+def test_local_cluster_then_existing_scheduler(monkeypatch, caplog):
+    """The local cluster takes the worker options; each client says where the dashboard is."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    caplog.set_level(logging.INFO, logger="dsmar")
+    monkeypatch.setattr(logging.getLogger("dsmar"), "propagate", True)  # the CLI's logging stops it, if set up
+    config = ClusterConfig(workers=1, threads_per_worker=2, memory_limit="512MiB")
     # Two clients nested in one process leave distributed's default-scheduler setting behind when they close;
     # a run never nests them, so the test keeps that setting from reaching the tests after it.
-    with dask.config.set(scheduler=None), dask_client(ClusterConfig(workers=1)) as client:
+    with dask.config.set(scheduler=None), dask_client(config) as client:
         assert type(client.cluster).__name__ == "LocalCluster"
+        (worker,) = client.scheduler_info()["workers"].values()
+        assert (worker["nthreads"], worker["memory_limit"]) == (2, 512 * 2**20)
         assert client.submit(sum, [1, 2, 3]).result() == 6
         address = client.scheduler.address
         with dask_client(ClusterConfig(address=address)) as second:
             assert second.submit(max, [4, 5]).result() == 5
+    links = re.findall(r"Dask dashboard: (http://127\.0\.0\.1:\d+/status)", caplog.text)
+    assert len(links) == 2 and links[0] == links[1] and not links[0].endswith(":8787/status")
 
 
 def test_unreachable_scheduler_is_a_dsmar_error():
