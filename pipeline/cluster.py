@@ -192,7 +192,7 @@ def dask_client(config: ClusterConfig) -> Iterator[object]:
     gpus = count_gpus()
     plan = plan_local_cluster(config, gpus, gpus > 0 and dask_cuda_importable(), default_workers())
     with _signals_held():
-        cluster = _start_local_cluster(plan, config)
+        cluster = start_local_cluster(plan, config)
         try:
             client = Client(cluster)
         except BaseException:
@@ -238,7 +238,7 @@ def _signals_held() -> Iterator[None]:
             signal.raise_signal(signum)
 
 
-def _start_local_cluster(plan: LocalClusterPlan, config: ClusterConfig):
+def start_local_cluster(plan: LocalClusterPlan, config: ClusterConfig):
     """The planned cluster: a `LocalCUDACluster`, or CPU workers (also where dask-cuda fails to start)."""
     from distributed import LocalCluster
 

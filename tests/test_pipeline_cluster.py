@@ -4,6 +4,7 @@ otherwise, an existing scheduler when given; an unreachable scheduler is one lin
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import signal
@@ -16,7 +17,14 @@ import pytest
 
 from kernel.config import ClusterConfig
 from kernel.errors import DsmarError
-from pipeline.cluster import check_scheduler, count_gpus, dask_client, warmed_workers
+from pipeline.cluster import (
+    check_scheduler,
+    count_gpus,
+    dask_client,
+    plan_local_cluster,
+    start_local_cluster,
+    warmed_workers,
+)
 
 
 def _gpus_on_the_driver() -> int:
@@ -129,3 +137,14 @@ def test_each_worker_is_warmed_once_and_the_plugin_leaves_with_the_run():
             assert WARMED == ["warm", "warm"]
             assert "dsmar-warm" in client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_plugins)
         assert "dsmar-warm" not in client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_plugins)
+
+
+def test_cpu_workers_on_a_gpu_host_see_no_gpu(monkeypatch):
+    """Where dask-cuda is missing the plan hides the GPUs: CPU workers never put torch on a shared GPU."""
+    from distributed import Client
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    plan = plan_local_cluster(ClusterConfig(workers=1), gpus=1, dask_cuda=False, cores=1)
+    with dask.config.set(scheduler=None), start_local_cluster(plan, ClusterConfig()) as cluster, Client(cluster) as c:
+        # A lambda: `os.environ.get` itself would travel with this process's environment.
+        assert list(c.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES")).values()) == [""]
