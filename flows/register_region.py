@@ -28,9 +28,12 @@ from kernel.field_metrics import end_point_error
 from kernel.version import __version__
 from models.api import method_spec
 from models.tile_registrator import MethodRegistrator
+from pipeline.cluster import warmed_workers
 from pipeline.grid import Grid
 from pipeline.load import load_stack, load_truth, optical_grid
 from pipeline.outputs import open_store
+from pipeline.preflight import check_workers
+from pipeline.progress import TileRate
 from pipeline.register_tiles import ChunkResult, decimate, registration_plan, run_tiles
 from pipeline.report import ErrorStats, TimeReport, assemble, thumb_step, write_report
 from pipeline.report_checks import full_resolution_evidence
@@ -156,16 +159,18 @@ def prepare_cube(
 
 
 class _Progress:
-    """Prints 'label: tiles done/total' at most ~20 times per scene set, so long runs show life."""
+    """Logs 'label: tiles done/total (share), rate, ETA' at most ~20 times per scene set, so long runs show life."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, tiles: Sequence[Tile]):
+        megapixels = sum(t.core.height * t.core.width for t in tiles) / 1e6
         self.label, self.last = label, -1.0
+        self.rate = TileRate(len(tiles), megapixels, time.monotonic())
 
     def __call__(self, done: int, total: int) -> None:
         share = done / total
         if done == total or share - self.last >= 0.05:
             self.last = share
-            log.info("  %s: tiles %d/%d", self.label, done, total)
+            log.info("  %s: %s", self.label, self.rate.line(done, time.monotonic()))
 
 
 def _crop(truth: np.ndarray, full: Grid, grid: Grid) -> np.ndarray:
@@ -223,7 +228,7 @@ def register_scene_set(
         fingerprint,
         todo,
         step,
-        on_progress=_Progress(label),
+        on_progress=_Progress(label, todo),
     )
     if config.report_dir:
         done = {(t.i, t.j) for t in todo}
@@ -325,11 +330,15 @@ def register_region(config: RunConfig) -> RunSummary:
     outcomes = []
     store = open_store(config.out)
     with cluster_for(config.cluster) as client, store.lock():
-        # Only once the cluster answers: an unreachable scheduler must not leave an empty cube behind.
-        index = prepare_cube(store, cube, config, profile, method)
-        for scene_set in cube.scene_sets:
-            t = index[_utc(scene_set.optical)]
-            outcomes.append(register_scene_set(client, store, scene_set, cube, t, config, profile, method))
+        # Only once every worker can take part: an unreachable scheduler, or a worker that cannot write the
+        # store or runs other weights, must not leave an empty cube behind.
+        registrator = MethodRegistrator(method)
+        check_workers(client, store, registrator.weights_here, method.weights_sha256, config.cluster.connect_timeout_s)
+        with warmed_workers(client, registrator.warm):
+            index = prepare_cube(store, cube, config, profile, method)
+            for scene_set in cube.scene_sets:
+                t = index[_utc(scene_set.optical)]
+                outcomes.append(register_scene_set(client, store, scene_set, cube, t, config, profile, method))
     stac = write_cube_stac(store.url)
     if stac is not None:
         log.info("STAC catalog of the cube: %s", stac)

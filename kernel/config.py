@@ -98,13 +98,54 @@ class TileConfig(_Frozen):
 
 
 class ClusterConfig(_Frozen):
-    """Where tiles run: an existing scheduler (`address`), else a local cluster of `workers` processes."""
+    """Where tiles run: an existing scheduler (`address`), else a local cluster of `workers` processes
+    (one per GPU on a GPU host), each with `threads_per_worker` threads and at most `memory_limit` of memory.
 
-    flags = {"address": "--dask-address", "workers": "--workers"}
+    `threads_per_worker` None: one per CPU worker (the methods are CPU-bound), the cores shared out among
+    GPU workers. `memory_limit` None: Dask's own share of the machine's memory per worker.
+    """
+
+    flags = {
+        "address": "--dask-address",
+        "workers": "--workers",
+        "threads_per_worker": "--threads-per-worker",
+        "memory_limit": "--memory-limit",
+    }
     address: str | None = None
     workers: int | None = Field(default=None, ge=1, le=512)
-    threads_per_worker: int = Field(default=1, ge=1, le=64)
+    threads_per_worker: int | None = Field(default=None, ge=1, le=64)
+    memory_limit: str | None = None  # per worker, as Dask writes sizes: "4GiB", "1500MB"
     connect_timeout_s: float = Field(default=20.0, gt=0)
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_limit(cls, value: str | None) -> str | None:
+        if value is not None:
+            normalise_memory(value)
+        return value
+
+    @property
+    def local_options(self) -> list[str]:
+        """The options given that shape a local cluster (with an existing scheduler its workers' own apply)."""
+        local = {
+            "workers": self.workers,
+            "threads_per_worker": self.threads_per_worker,
+            "memory_limit": self.memory_limit,
+        }
+        return [self.flags[name] for name, value in local.items() if value is not None]
+
+
+def normalise_memory(value: str) -> int:
+    """Bytes of a memory size as Dask writes them ("4GiB", "1500MB", "2e9"), at least 64 MiB."""
+    from dask.utils import parse_bytes
+
+    try:
+        size = parse_bytes(value)
+    except (ValueError, TypeError):
+        raise InputError(f"--memory-limit must be a size such as 4GiB or 1500MB, got {value!r}") from None
+    if size < 64 * 2**20:
+        raise InputError(f"--memory-limit {value} is below 64MiB: a worker cannot hold one tile's inputs")
+    return size
 
 
 class SearchConfig(_Frozen):

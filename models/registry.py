@@ -101,9 +101,10 @@ def text(value: Any) -> str:
 
 
 def path(value: Any) -> str:
+    """An absolute local path: the spec travels to Dask workers, whose working directory may be another."""
     if not isinstance(value, str | os.PathLike) or not str(value):
         raise ValueError("must be a file path")
-    return str(value)
+    return os.path.abspath(os.path.expanduser(value))
 
 
 def integers(minimum: int = 0) -> Normaliser:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernel.contracts import REFERENCE, MethodSpec
-from models.api import register_pair
+from models.api import method_spec, register_pair
 from pipeline.register_tiles import TileField, enough_valid
 
 
@@ -30,3 +30,15 @@ class MethodRegistrator:
             method=self.method,
         )
         return TileField(result.displacement, result.confidence)
+
+    def weights_here(self) -> str | None:
+        """The weights checksum the method resolves to in this process (a worker's own files and environment)."""
+        return method_spec(self.method).weights_sha256
+
+    def warm(self) -> None:
+        """Load the method (weights, device) once in this process, before its first tile: threads of a
+        GPU worker would otherwise each load it on their first tile."""
+        size = 64  # the smallest pair the API takes
+        rows = np.linspace(0.0, 1.0, size, dtype=np.float32)
+        image = np.add.outer(rows, rows) + np.sin(np.arange(size, dtype=np.float32))[:, None]
+        register_pair(image, image, fixed_modality=REFERENCE, moving_modality="sar", method=self.method)

@@ -7,13 +7,17 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
 
 import dask
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from kernel.config import ClusterConfig
-from kernel.errors import DsmarError
+from kernel.errors import DsmarError, InputError
+
+log = logging.getLogger("dsmar")
 
 
 def count_gpus() -> int:
@@ -44,12 +48,55 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-# Worker processes of a cluster started here: no Bokeh dashboard, and the scheduler's HTTP endpoint
-# (health, metrics: distributed always starts it) on a free loopback port instead of the default :8787,
-# which another Dask may hold. `preload` runs `dask_setup` below in each worker process.
+@dataclass(frozen=True)
+class LocalClusterPlan:
+    """What a local cluster is made of; `notice` is said once where it is not what the host suggests."""
+
+    gpu: bool  # a LocalCUDACluster (one worker per GPU) rather than CPU workers
+    workers: int
+    threads_per_worker: int
+    hide_gpus: bool = False  # CPU workers on a GPU host: torch stays off the GPUs
+    notice: str | None = None
+
+
+def plan_local_cluster(config: ClusterConfig, gpus: int, dask_cuda: bool, cores: int) -> LocalClusterPlan:
+    """The local cluster for a host with `gpus` GPUs visible, `dask_cuda` importable and `cores` cores.
+
+    GPU workers share the cores out (their CPU-side steps: reads, warps, classical methods) unless
+    --threads-per-worker says otherwise; --workers beyond the GPU count is refused rather than ignored.
+    """
+    if gpus and dask_cuda:
+        workers = config.workers or gpus
+        if workers > gpus:
+            raise InputError(
+                f"--workers {workers} asks for more GPU workers than the {gpus} GPU(s) visible here: give at most "
+                f"{gpus} (one worker per GPU), or set CUDA_VISIBLE_DEVICES= to run CPU workers"
+            )
+        return LocalClusterPlan(True, workers, config.threads_per_worker or max(1, cores // workers))
+    workers = config.workers or cores
+    notice = (
+        f"{gpus} GPU(s) visible but dask-cuda does not import: running {workers} CPU worker(s) with the GPUs "
+        "hidden; install the gpu extra (pip install 'dsmar[gpu]') to use them"
+        if gpus
+        else None
+    )
+    return LocalClusterPlan(False, workers, config.threads_per_worker or 1, hide_gpus=bool(gpus), notice=notice)
+
+
+def dask_cuda_importable() -> bool:
+    """Whether dask-cuda imports: the plain package installs but fails to import without its CUDA bindings."""
+    try:
+        import dask_cuda  # noqa: F401  (optional: the `gpu` extra)
+    except Exception:  # ImportError, or the CUDA bindings' own errors
+        return False
+    return True
+
+
+# Worker processes of a cluster started here: the dashboard (and the scheduler's HTTP endpoint: health,
+# metrics) on a free loopback port instead of the default :8787, which another Dask may hold; its link
+# is printed. `preload` runs `dask_setup` below in each worker process.
 _LOCAL_CLUSTER_OPTIONS = dict(
     dashboard_address="127.0.0.1:0",
-    scheduler_kwargs={"dashboard": False},
     silence_logs=logging.WARNING,
     preload=[__name__],
 )
@@ -65,6 +112,29 @@ def dask_setup(worker) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("distributed.worker.state_machine").addFilter(_cancelled_by_shutdown)
+
+
+class _Warm(WorkerPlugin):
+    """Runs `warm` as each worker starts (or restarts, or joins later)."""
+
+    def __init__(self, warm: Callable[[], object]):
+        self.warm = warm
+
+    def setup(self, worker) -> None:
+        self.warm()
+
+
+@contextmanager
+def warmed_workers(client, warm: Callable[[], object]) -> Iterator[None]:
+    """Run `warm` (load a model, put it on the worker's GPU) once in every worker before its first task, and in
+    those that join during the block; a long-lived scheduler is left without the plugin afterwards."""
+    name = "dsmar-warm"
+    client.register_plugin(_Warm(warm), name=name)
+    try:
+        yield
+    finally:
+        with suppress(Exception):  # a scheduler already gone has nothing to remove
+            client.unregister_worker_plugin(name)
 
 
 def _quiet_worker_logs() -> None:
@@ -101,7 +171,7 @@ def check_scheduler(address: str, timeout_s: float = 5.0) -> None:
 @contextmanager
 def dask_client(config: ClusterConfig) -> Iterator[object]:
     """A connected `distributed.Client`; a cluster started here is closed on exit."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if config.address:
         before = dask.config.get("scheduler", None)
@@ -116,24 +186,19 @@ def dask_client(config: ClusterConfig) -> Iterator[object]:
                 dask.config.set(scheduler=before)
             raise DsmarError(f"cannot reach the Dask scheduler at {config.address}: {err}") from None
         with client:
+            log_dashboard(client)
             yield client
         return
-    workers = config.workers or default_workers()
     gpus = count_gpus()
+    plan = plan_local_cluster(config, gpus, gpus > 0 and dask_cuda_importable(), default_workers())
     with _signals_held():
-        cluster = _gpu_cluster(threads=max(1, default_workers() // gpus)) if gpus else None
-        if cluster is None:
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=config.threads_per_worker,
-                processes=True,
-                **_LOCAL_CLUSTER_OPTIONS,
-            )
+        cluster = start_local_cluster(plan, config)
         try:
             client = Client(cluster)
         except BaseException:
             cluster.close()
             raise
+    log_dashboard(client)
     interrupted = False
     try:
         yield client
@@ -173,17 +238,44 @@ def _signals_held() -> Iterator[None]:
             signal.raise_signal(signum)
 
 
-def _gpu_cluster(threads: int):
-    """A `LocalCUDACluster` (one worker per GPU, sharing the cores), or None when dask-cuda is absent or fails.
+def start_local_cluster(plan: LocalClusterPlan, config: ClusterConfig):
+    """The planned cluster: a `LocalCUDACluster`, or CPU workers (also where dask-cuda fails to start)."""
+    from distributed import LocalCluster
 
-    Several threads per GPU worker keep the CPU-side steps (reads, warps, classical methods) busy.
-    """
-    try:
-        from dask_cuda import LocalCUDACluster  # optional: the `gpu` extra
+    memory = config.memory_limit or "auto"
+    if plan.gpu:
+        try:
+            from dask_cuda import LocalCUDACluster
 
-        return LocalCUDACluster(threads_per_worker=threads, **_LOCAL_CLUSTER_OPTIONS)
-    except ImportError:
-        return None
-    except Exception as err:  # CUDA bindings or NVML set-up errors: fall back to CPU workers
-        logging.getLogger("dsmar").warning("dask-cuda could not start (%s); using CPU workers", err)
-        return None
+            cluster = LocalCUDACluster(
+                n_workers=plan.workers,
+                threads_per_worker=plan.threads_per_worker,
+                memory_limit=memory,
+                **_LOCAL_CLUSTER_OPTIONS,
+            )
+            log.info("Dask: %d GPU worker(s), %d thread(s) each", plan.workers, plan.threads_per_worker)
+            return cluster
+        except Exception as err:  # CUDA bindings or NVML set-up errors
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            cpu = plan_local_cluster(config, 0, False, default_workers())
+            plan = replace(cpu, hide_gpus=True, notice=f"dask-cuda could not start ({reason}); running CPU workers")
+    if plan.notice:
+        log.warning("%s", plan.notice)
+    return LocalCluster(
+        n_workers=plan.workers,
+        threads_per_worker=plan.threads_per_worker,
+        memory_limit=memory,
+        processes=True,
+        env={"CUDA_VISIBLE_DEVICES": ""} if plan.hide_gpus else {},
+        **_LOCAL_CLUSTER_OPTIONS,
+    )
+
+
+def log_dashboard(client) -> None:
+    """Say where the Dask dashboard is, or that the scheduler serves none (bokeh missing where it runs)."""
+    if "dashboard" in client.scheduler_info().get("services", {}):
+        log.info("Dask dashboard: %s", client.dashboard_link)
+    else:
+        log.info(
+            "Dask: the scheduler at %s serves no dashboard (install bokeh where it runs)", client.scheduler.address
+        )

@@ -22,6 +22,8 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
+import tempfile
 import warnings
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -519,11 +521,31 @@ class ZarrCubeStore:
 
     def check_target(self, method: MethodSpec | None = None, tile_size: int | None = None) -> None:
         if local_dir(self.path) is None:  # a missing bucket or refused credentials: one line, before any work
-            self.check_reachable()
+            problem = self.check_reachable()
+            if problem is not None:
+                raise InputError(problem)
         check_out_path(self.path, method, tile_size)
 
-    def check_reachable(self) -> None:
-        check_reachable(self.path)
+    def check_reachable(self) -> str | None:
+        """A local cube (or, before it exists, its folder) takes a probe file here; for an object store, a probe
+        object is written beside the cube and deleted."""
+        root = local_dir(self.path)
+        if root is None:
+            try:
+                check_reachable(self.path)
+            except InputError as err:
+                return str(err)
+            return None
+        target = root if root.exists() else root.parent
+        if not target.is_dir():
+            return f"{target} is not a folder here"
+        try:
+            handle, probe = tempfile.mkstemp(dir=target, prefix=".dsmar-worker-probe-")
+            os.close(handle)
+            os.unlink(probe)
+        except OSError as err:
+            return f"{target} is not writable here ({err.strerror or err})"
+        return None
 
     def init(
         self, layout: CubeLayout, provenance: Sequence[Provenance], attrs: Mapping[str, str]

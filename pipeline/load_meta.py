@@ -6,6 +6,7 @@ Pure functions over pystac items and their catalog's quirks, no I/O. Conventions
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -62,10 +63,11 @@ def asset_dict(item: pystac.Item, key: str) -> dict[str, Any]:
 
 
 def absolute_href(item: pystac.Item, key: str) -> str:
-    """The asset href, absolute; plain local paths become file:// URLs for consistency."""
+    """The asset href, absolute; plain local paths become file:// URLs, a relative one (an item without a self
+    link) taken from this process's directory: the href travels to Dask workers that run elsewhere."""
     href = item.assets[key].get_absolute_href() or item.assets[key].href
     if "://" not in href:
-        href = "file://" + href
+        href = "file://" + os.path.abspath(href)
     return href
 
 

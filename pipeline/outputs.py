@@ -28,4 +28,4 @@ def check_output(out: str) -> str:
         raise InputError(f"--out {out!r} exists and is not a Zarr directory")
     ZarrCubeStore.at(str(path)).check_target()  # before the write probe: a refused folder stays untouched
     check_writable_dir(path.parent if not path.exists() else path, "output directory")
-    return str(path)
+    return ZarrCubeStore.at(str(path)).url  # absolute: the path travels to workers that may run elsewhere

@@ -105,9 +105,8 @@ class CubeStore(Protocol):
         method (name, weights, settings) or tile size; nothing there passes."""
         ...
 
-    def check_reachable(self) -> None:
-        """Refuse in one line where this process (the client, or a Dask worker asked before any tile is
-        submitted) cannot write where the cube lives: a missing folder or bucket, refused credentials."""
+    def check_reachable(self) -> str | None:
+        """Why this process (the client, or a Dask worker asked before any tile is submitted) cannot write the cube, in a few words; None when it can."""
         ...
 
     def init(

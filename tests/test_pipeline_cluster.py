@@ -3,6 +3,8 @@ otherwise, an existing scheduler when given; an unreachable scheduler is one lin
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import shutil
 import signal
@@ -15,7 +17,14 @@ import pytest
 
 from kernel.config import ClusterConfig
 from kernel.errors import DsmarError
-from pipeline.cluster import check_scheduler, count_gpus, dask_client
+from pipeline.cluster import (
+    check_scheduler,
+    count_gpus,
+    dask_client,
+    plan_local_cluster,
+    start_local_cluster,
+    warmed_workers,
+)
 
 
 def _gpus_on_the_driver() -> int:
@@ -47,16 +56,24 @@ def test_cuda_visible_devices_caps_the_count(monkeypatch, visible):
     assert count_gpus() == min(_gpus_on_the_driver(), len(listed))
 
 
-def test_local_cluster_then_existing_scheduler(monkeypatch):
+def test_local_cluster_then_existing_scheduler(monkeypatch, caplog):
+    """The local cluster takes the worker options; each client says where the dashboard is."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    caplog.set_level(logging.INFO, logger="dsmar")
+    monkeypatch.setattr(logging.getLogger("dsmar"), "propagate", True)  # the CLI's logging stops it, if set up
+    config = ClusterConfig(workers=1, threads_per_worker=2, memory_limit="512MiB")
     # Two clients nested in one process leave distributed's default-scheduler setting behind when they close;
     # a run never nests them, so the test keeps that setting from reaching the tests after it.
-    with dask.config.set(scheduler=None), dask_client(ClusterConfig(workers=1)) as client:
+    with dask.config.set(scheduler=None), dask_client(config) as client:
         assert type(client.cluster).__name__ == "LocalCluster"
+        (worker,) = client.scheduler_info()["workers"].values()
+        assert (worker["nthreads"], worker["memory_limit"]) == (2, 512 * 2**20)
         assert client.submit(sum, [1, 2, 3]).result() == 6
         address = client.scheduler.address
         with dask_client(ClusterConfig(address=address)) as second:
             assert second.submit(max, [4, 5]).result() == 5
+    links = re.findall(r"Dask dashboard: (http://127\.0\.0\.1:\d+/status)", caplog.text)
+    assert len(links) == 2 and links[0] == links[1] and not links[0].endswith(":8787/status")
 
 
 def test_unreachable_scheduler_is_a_dsmar_error():
@@ -100,3 +117,34 @@ def test_scheduler_checks_fail_fast():
         listening.bind(("127.0.0.1", 0))
         listening.listen()
         check_scheduler(f"tcp://127.0.0.1:{listening.getsockname()[1]}")
+
+
+WARMED: list[str] = []  # what in-process workers' warm-ups did
+
+
+def _warm() -> None:
+    WARMED.append("warm")
+
+
+def test_each_worker_is_warmed_once_and_the_plugin_leaves_with_the_run():
+    """The method is loaded once per worker before its first tile; a long-lived scheduler does not keep the plugin."""
+    from distributed import Client, LocalCluster
+
+    WARMED.clear()
+    options = dict(n_workers=2, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0")
+    with dask.config.set(scheduler=None), LocalCluster(**options) as cluster, Client(cluster) as client:
+        with warmed_workers(client, _warm):
+            assert WARMED == ["warm", "warm"]
+            assert "dsmar-warm" in client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_plugins)
+        assert "dsmar-warm" not in client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_plugins)
+
+
+def test_cpu_workers_on_a_gpu_host_see_no_gpu(monkeypatch):
+    """Where dask-cuda is missing the plan hides the GPUs: CPU workers never put torch on a shared GPU."""
+    from distributed import Client
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    plan = plan_local_cluster(ClusterConfig(workers=1), gpus=1, dask_cuda=False, cores=1)
+    with dask.config.set(scheduler=None), start_local_cluster(plan, ClusterConfig()) as cluster, Client(cluster) as c:
+        # A lambda: `os.environ.get` itself would travel with this process's environment.
+        assert list(c.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES")).values()) == [""]

@@ -13,7 +13,7 @@ from dsmar.commands.exit_codes import DONE, outcome_code
 from dsmar.commands.search import search_config
 from kernel.config import ClusterConfig, RunConfig, TileConfig, build, default
 from kernel.contracts import DEFAULT_METHOD
-from kernel.errors import DsmarError
+from kernel.errors import DsmarError, InputError
 from kernel.paths import check_writable_dir
 from models.api import method_spec
 
@@ -46,8 +46,41 @@ def add_run_arguments(parser) -> None:
         help=f"registration method, optionally with options: dsmar:augment=1 (default {DEFAULT_METHOD})",
     )
     add_tile_arguments(proc)
-    proc.add_argument("--dask-address", metavar="ADDR", help="use this Dask scheduler instead of a local cluster")
-    proc.add_argument("--workers", type=int, metavar="N", help="local cluster workers (default: one per core)")
+    add_cluster_arguments(proc)
+
+
+def add_cluster_arguments(group) -> None:
+    """Where the tiles run: an existing scheduler, or the shape of the local cluster (docs/cluster.md)."""
+    group.add_argument("--dask-address", metavar="ADDR", help="use this Dask scheduler instead of a local cluster")
+    group.add_argument(
+        "--workers", type=int, metavar="N", help="local cluster workers (default: one per core, or one per GPU)"
+    )
+    group.add_argument(
+        "--threads-per-worker",
+        type=int,
+        metavar="N",
+        help="threads of each local worker (default: 1, or the cores shared out among GPU workers)",
+    )
+    group.add_argument(
+        "--memory-limit", metavar="SIZE", help="memory of each local worker, e.g. 4GiB (default: Dask's share)"
+    )
+
+
+def cluster_config(args) -> ClusterConfig:
+    """The cluster options; those of a local cluster next to --dask-address are refused rather than ignored."""
+    config = build(
+        ClusterConfig,
+        address=args.dask_address,
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+        memory_limit=args.memory_limit,
+    )
+    if config.address and config.local_options:
+        raise InputError(
+            f"{', '.join(config.local_options)} shape a local cluster; with --dask-address the workers' own options "
+            "apply (dask worker --nworkers/--nthreads/--memory-limit)"
+        )
+    return config
 
 
 def add_tile_arguments(group) -> None:
@@ -69,7 +102,7 @@ def config_from_args(args) -> RunConfig:
     search = search_config(args)
     # Resolving the profile now reports a missing --catalog or an unknown profile before any work.
     profile_for(search)
-    report = str(check_writable_dir(args.report, "report directory")) if args.report else None
+    report = str(check_writable_dir(args.report, "report directory").resolve()) if args.report else None
     return build(
         RunConfig,
         bbox=args.bbox,
@@ -79,7 +112,7 @@ def config_from_args(args) -> RunConfig:
         search=search,
         method=method_spec(args.method).text,
         tiles=build(TileConfig, size=args.tile_size, halo=args.halo),
-        cluster=build(ClusterConfig, address=args.dask_address, workers=args.workers),
+        cluster=cluster_config(args),
         report_dir=report,
     )
 
@@ -128,11 +161,14 @@ def configure_logging() -> None:
 
 def preflight(config: RunConfig) -> None:
     """What can fail in seconds fails before Prefect and Dask start (10-15 s): the catalog answers,
-    the scheduler listens, an existing cube takes this method (weights, settings) and tile size."""
+    the scheduler listens, an existing cube takes this method (weights, settings) and tile size. A relative
+    DSMAR_WEIGHTS is made absolute here, before any worker (in another folder) reads it."""
     from catalogs.stac_search import CatalogSearcher
+    from models.dsmar.weights import pin_weights_env
     from pipeline.cluster import check_scheduler
     from pipeline.outputs import open_store
 
+    pin_weights_env()
     open_store(config.out).check_target(method_spec(config.method), config.tiles.size)
     if config.cluster.address:
         check_scheduler(config.cluster.address)

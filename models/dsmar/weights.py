@@ -28,6 +28,14 @@ def weights_path(weights: str | Path | None = None) -> Path:
     return Path(weights or os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS)
 
 
+def pin_weights_env() -> None:
+    """Make a relative $DSMAR_WEIGHTS absolute in this process, so the worker processes it starts resolve the
+    same file wherever they run from."""
+    given = os.environ.get(WEIGHTS_ENV)
+    if given:
+        os.environ[WEIGHTS_ENV] = os.path.abspath(os.path.expanduser(given))
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
