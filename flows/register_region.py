@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from catalogs.colocate import ColocationResult, find_scene_sets, item_time
 from catalogs.profiles import CatalogProfile, profile_for
@@ -48,6 +49,11 @@ class SceneSetOutcome:
     errors: dict[str, ErrorStats | None]  # the registered field's error vs truth
     report: TimeReport
     unregistered: dict[str, ErrorStats | None] = field(default_factory=dict)  # the input's own error vs truth
+    failed: tuple[str, ...] = ()  # chunks not written: "YYYY-MM-DD modality tile (i, j): reason"
+    # Per modality: the registration tiles (row, col) that quality gating flagged (`pipeline.quality`), and the
+    # mean confidence of every registration tile, in plan order.
+    flagged: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    tile_confidence: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class RunSummary:
     outcomes: tuple[SceneSetOutcome, ...] = ()
     skipped: tuple[str, ...] = ()  # scene sets not processed, with the reason
     rejections: tuple[tuple[str, str], ...] = ()  # (item id, reason) from the search
+    failed: tuple[str, ...] = ()  # chunks not written, "YYYY-MM-DD modality tile (i, j): reason"; a rerun retries them
 
     def error(self, modality: str, unregistered: bool = False) -> ErrorStats | None:
         """Median/mean end-point error vs truth over all time steps that had truth: of the registered field,
@@ -141,6 +148,7 @@ def prepare_cube(
             _utc(s.sar[0]) if s.sar else np.datetime64("NaT", "ns"),
             ",".join(i.id for i in s.dem),
             settings,
+            flow_run.id or "",
         )
         for s in cube.scene_sets
     ]
@@ -210,7 +218,7 @@ def register_scene_set(
     todo = [t for t in cube.plan.tiles if written[t.i, t.j] != fingerprint]
     step = thumb_step(cube.grid.shape)
     log.info("%s: %d tiles to register (%d up to date)", label, len(todo), len(cube.plan.tiles) - len(todo))
-    results = run_tiles(
+    run = run_tiles(
         client,
         cube.plan,
         fixed,
@@ -223,30 +231,42 @@ def register_scene_set(
         step,
         on_progress=_Progress(label),
     )
+    results = run.chunks
+    failed = tuple(f.describe(label[:10]) for f in run.failed)
+    for line in failed:
+        log.warning("tile failed, not written (a rerun retries it): %s", line)
+    for m, tiles in run.flagged.items():
+        for k in tiles:
+            v = run.verdicts[m][k]
+            log.warning("%s %s registration tile %s flagged (quality %d): %s", label, m, k, v.flag, v.reason)
     if config.report_dir:
         done = {(t.i, t.j) for t in todo}
         skipped = [t for t in cube.plan.tiles if (t.i, t.j) not in done]
         results += [_thumbnails_from_cube(store, time_index, tile, moving, step) for tile in skipped]
     errors, unregistered, truths = _score(store, scene_set, cube, moving, time_index, step)
+    written, skipped = len(todo) - len(failed), len(cube.plan.tiles) - len(todo)
     report = TimeReport(
         label,
         {modality: ", ".join(i.id for i in scene_set.items(modality)) for modality in (REFERENCE, *REGISTERED)},
-        len(todo),
-        len(cube.plan.tiles) - len(todo),
+        written,
+        skipped,
         assemble(results, cube.grid.shape, step),
         errors,
         truths,
         unregistered,
     )
-    written, skipped = len(todo), len(cube.plan.tiles) - len(todo)
-    return SceneSetOutcome(label, written, skipped, errors, report, unregistered)
+    return SceneSetOutcome(label, written, skipped, errors, report, unregistered, failed, run.flagged, run.confidence)
 
 
 def _thumbnails_from_cube(store: CubeStore, time_index: int, tile: Tile, moving, step: int) -> ChunkResult:
     """A skipped chunk's quicklooks: the aligned data from the cube, the 'before' from the source."""
     ys, xs = tile.core.slices
     registered = [MODALITY[m] for m in moving]
-    names = [REFERENCE, *moving, *(m.displacement_var for m in registered), *(m.confidence_var for m in registered)]
+    names = [
+        REFERENCE,
+        *moving,
+        *(v for m in registered for v in (m.displacement_var, m.confidence_var, m.quality_var)),
+    ]
     thumbs = {name: decimate(tile.core, store.read(name, time_index, tile.core), step) for name in names}
     for modality, image in moving.items():
         before = image.isel(y=ys, x=xs).values
@@ -327,6 +347,7 @@ def register_region(config: RunConfig) -> RunSummary:
         tuple(outcomes),
         cube.skipped,
         rejections,
+        tuple(line for o in outcomes for line in o.failed),
     )
     if config.report_dir:
         report = report_task(config.report_dir, outcomes, cube, config, summary_lines(summary))
@@ -350,4 +371,10 @@ def summary_lines(summary: RunSummary) -> list[str]:
                 f"mean EPE {stats.mean:.3f} px{unmoved}"
             )
     lines += [f"Not processed: {reason}" for reason in summary.skipped]
+    for outcome in summary.outcomes:
+        for modality, tiles in outcome.flagged.items():
+            if tiles:
+                listed = ", ".join(f"({i}, {j})" for i, j in tiles)
+                lines.append(f"Flagged {outcome.label} {modality}: registration tiles {listed} fell back")
+    lines += [f"Failed (a rerun retries it): {line}" for line in summary.failed]
     return lines
