@@ -22,6 +22,7 @@ from prefect.runtime import flow_run
 from catalogs.colocate import ColocationResult, find_scene_sets, item_time
 from catalogs.profiles import CatalogProfile, profile_for
 from catalogs.scenes import SceneSet
+from flows.run_visibility import dsmar_logs_in_prefect, publish_run_artifact
 from kernel.config import RunConfig
 from kernel.contracts import MODALITY, REFERENCE, REGISTERED, MethodSpec
 from kernel.field_metrics import end_point_error
@@ -54,6 +55,7 @@ class SceneSetOutcome:
     # mean confidence of every registration tile, in plan order.
     flagged: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     tile_confidence: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time of the scene set: load, register, write, score
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ def register_scene_set(
     method: MethodSpec,
 ) -> SceneSetOutcome:
     """Register SAR and DEM of one scene set onto its optical scene, tile by tile, into the cube."""
+    started = time.perf_counter()
     label = str(_utc(scene_set.optical).astype("datetime64[s]")).replace("T", " ")
     keys = scene_set.asset_keys
     size = config.tiles.size
@@ -255,7 +258,18 @@ def register_scene_set(
         truths,
         unregistered,
     )
-    return SceneSetOutcome(label, written, skipped, errors, report, unregistered, failed, run.flagged, run.confidence)
+    return SceneSetOutcome(
+        label,
+        written,
+        skipped,
+        errors,
+        report,
+        unregistered,
+        failed,
+        run.flagged,
+        run.confidence,
+        time.perf_counter() - started,
+    )
 
 
 def _thumbnails_from_cube(store: CubeStore, time_index: int, tile: Tile, moving, step: int) -> ChunkResult:
@@ -307,7 +321,15 @@ def report_task(directory: str, outcomes: Sequence[SceneSetOutcome], cube: CubeP
 
 @flow(name="register-region", log_prints=False)
 def register_region(config: RunConfig) -> RunSummary:
-    """Search the catalog for the config's region and period and write the aligned cube (and report)."""
+    """Search the catalog for the config's region and period and write the aligned cube (and report); dsmar's
+    log lines go to the run's Prefect logs, and the run's summary is published as a markdown artifact."""
+    with dsmar_logs_in_prefect():
+        summary = _register_region(config)
+        publish_run_artifact(config.out, run_markdown(summary))
+    return summary
+
+
+def _register_region(config: RunConfig) -> RunSummary:
     started = time.perf_counter()
     method = method_spec(config.method)  # weights and settings resolved once, for the attrs, hashes and tiles
     profile = profile_for(config.search)
@@ -378,3 +400,21 @@ def summary_lines(summary: RunSummary) -> list[str]:
                 lines.append(f"Flagged {outcome.label} {modality}: registration tiles {listed} fell back")
     lines += [f"Failed (a rerun retries it): {line}" for line in summary.failed]
     return lines
+
+
+def run_markdown(summary: RunSummary) -> str:
+    """The run's Prefect artifact: the summary lines, then per scene set its tiles, time and registration quality
+    (mean confidence over the registration tiles and the tiles gating flagged, per modality)."""
+    lines = ["# dsmar run", "", f"Cube: `{summary.out}`", "", *(f"- {line}" for line in summary_lines(summary))]
+    if summary.scene_sets == 0:
+        lines += ["", "Nothing to do: no co-located scene sets in this period."]
+    lines += ["", "| scene set | written | skipped | failed | seconds | quality |", "|---|---|---|---|---|---|"]
+    for o in summary.outcomes:
+        quality = "; ".join(
+            f"{m}: mean confidence {np.mean(c):.3f}, flagged {', '.join(map(str, o.flagged.get(m, []))) or 'none'}"
+            for m, c in o.tile_confidence.items()
+            if c
+        )
+        row = [o.label, o.tiles_written, o.tiles_skipped, len(o.failed), f"{o.seconds:.1f}", quality or "up to date"]
+        lines.append("| " + " | ".join(map(str, row)) + " |")
+    return "\n".join(lines) + "\n"

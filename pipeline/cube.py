@@ -172,7 +172,7 @@ def _encoding(ds: xr.Dataset) -> dict:
         if isinstance(var.data, da.Array):
             enc[name] = {"chunks": tuple(c[0] for c in var.data.chunks)}
         if var.dtype == np.uint8:  # the quality flags: unwritten chunks read as missing
-            enc[name]["_FillValue"] = QUALITY_FILL
+            enc[name].update({"_FillValue": QUALITY_FILL, "fill_value": QUALITY_FILL})
     # Re-runs write sar_time in these same units (`_micros`) without asking xarray which units it picked.
     enc["time"] = dict(TIME_ENCODING)
     enc["sar_time"] = dict(TIME_ENCODING)

@@ -20,7 +20,7 @@ import xarray as xr
 from kernel.contracts import MODALITY, REFERENCE
 from kernel.warp import warp_image
 from pipeline.blend import blend
-from pipeline.quality import FLAG_REGISTERED, TileSummary, Verdict, gate
+from pipeline.quality import FLAG_REGISTERED, TileSummary, Verdict, gate, neighbourhood
 from pipeline.tile_retry import TILE_RETRY, RetryPolicy, TileFailure, error_line
 from pipeline.tiles import Tile, TilePlan, Window, plan_tiles
 
@@ -193,6 +193,13 @@ def register_tile(
     return field, TileSummary.of(field.displacement, field.confidence)
 
 
+def _neighbours(plan: TilePlan, tiles: Sequence[Tile]) -> list[Tile]:
+    """The tiles of `plan` whose summaries the trends of `tiles` read (`pipeline.quality.neighbourhood`), not in `tiles`."""
+    by_position = {(t.i, t.j): t for t in plan.tiles}
+    near = dict.fromkeys(p for t in tiles for p in neighbourhood((t.i, t.j)) if p in by_position)
+    return [by_position[p] for p in near if by_position[p] not in tiles]
+
+
 def _error(future) -> str | None:
     """A settled future's error as one line, or None where it succeeded."""
     return error_line(future.exception()) if future.status == "error" else None
@@ -256,22 +263,26 @@ def run_tiles(
         return TileRun([], [], {m: {} for m in moving})
     plans = {m: registration_plan(plan, m) for m in moving}
     pieces = {m: {tile: plans[m].covering(tile.core) for tile in todo} for m in moving}
+    needed = {m: list(dict.fromkeys(n for ns in pieces[m].values() for n in ns)) for m in moving}
+    tiles = {m: needed[m] + _neighbours(plans[m], needed[m]) for m in moving}  # the neighbours make the trends
     images = {REFERENCE: fixed, **moving}
     windows: dict[tuple[str, Window], None] = {}  # what each chunk reads, in the chunks' order
     for tile in todo:
         windows.update(dict.fromkeys((name, tile.outer) for name in images))
         for m in moving:
             windows.update(dict.fromkeys((name, n.outer) for n in pieces[m][tile] for name in (REFERENCE, m)))
+    for m in moving:
+        windows.update(dict.fromkeys((name, n.outer) for n in tiles[m] for name in (REFERENCE, m)))
     reads = client.compute([_window(images[name], window) for name, window in windows], retries=retry.attempts - 1)
     read = dict(zip(windows, reads))
     registered = {
         m: {
             n: client.submit(register_tile, registrator, read[REFERENCE, n.outer], read[m, n.outer], m, retry)
-            for n in dict.fromkeys(n for ns in pieces[m].values() for n in ns)
+            for n in tiles[m]
         }
         for m in moving
     }
-    fields = {m: {n: client.submit(_field, r) for n, r in by_tile.items()} for m, by_tile in registered.items()}
+    fields = {m: {n: client.submit(_field, registered[m][n]) for n in needed[m]} for m in moving}
     summaries = {m: {n: client.submit(_summary, r) for n, r in by_tile.items()} for m, by_tile in registered.items()}
     del registered
     wait([f for by_tile in summaries.values() for f in by_tile.values()])
@@ -279,7 +290,9 @@ def run_tiles(
     verdicts = {}
     for m in moving:
         ok = [n for n in summaries[m] if errors[m][n] is None]
-        verdicts[m] = gate(dict(zip(ok, client.gather([summaries[m][n] for n in ok]))))
+        known = dict(zip(((n.i, n.j) for n in ok), client.gather([summaries[m][n] for n in ok])))
+        gated_ones = [n for n in needed[m] if errors[m][n] is None]
+        verdicts[m] = dict(zip(gated_ones, gate(known, [(n.i, n.j) for n in gated_ones]).values(), strict=True))
     del summaries
     failed, finals = [], {}
     for tile in todo:

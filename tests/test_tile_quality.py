@@ -21,6 +21,7 @@ from pipeline.quality import (
     MIN_MEAN_CONFIDENCE,
     TileSummary,
     gate,
+    neighbourhood,
 )
 from pipeline.register_tiles import TileField, run_tiles
 from pipeline.store import CubeLayout, Provenance
@@ -31,23 +32,39 @@ GOOD, WILD = (1.5, -2.0), (29.0, 3.0)
 BAD_TILE = (1, 2)
 
 
-def test_a_confident_tile_near_the_trend_is_kept_and_the_others_fall_back_to_the_trend_of_the_kept():
-    near = {(0, k): TileSummary((1.0 + 0.1 * k, -2.0), 0.6) for k in range(5)}
-    far = TileSummary((1.0 + MAX_TREND_DEVIATION_PX + 5, -2.0), 0.9)
-    unsure = TileSummary((1.1, -2.0), MIN_MEAN_CONFIDENCE / 2)
-    verdicts = gate({**near, "far": far, "unsure": unsure})
-    assert all(verdicts[k].flag == FLAG_REGISTERED and verdicts[k].shift == near[k].shift for k in near)
-    trend = (float(np.median([s.shift[0] for s in near.values()])), -2.0)
-    assert verdicts["far"].flag == verdicts["unsure"].flag == FLAG_TREND
-    assert verdicts["far"].shift == verdicts["unsure"].shift == pytest.approx(trend)
-    assert "from the scene trend" in verdicts["far"].reason and "mean confidence" in verdicts["unsure"].reason
-    assert verdicts["unsure"].confidence == unsure.confidence
+def _grid_of(shift, confidence=0.6, rows=4, cols=4):
+    return {(i, j): TileSummary((shift[0] + 0.1 * j, shift[1]), confidence) for i in range(rows) for j in range(cols)}
 
 
-def test_with_no_credible_tile_every_tile_gets_no_warp():
-    verdicts = gate({k: TileSummary((5.0, 5.0), MIN_MEAN_CONFIDENCE / 3) for k in range(4)})
-    assert {v.flag for v in verdicts.values()} == {FLAG_NO_WARP}
-    assert {v.shift for v in verdicts.values()} == {(0.0, 0.0)}
+def test_a_confident_tile_near_its_trend_is_kept_and_the_others_fall_back_to_their_neighbours_trend():
+    summaries = _grid_of((1.0, -2.0))
+    far, unsure = (1, 1), (2, 3)
+    summaries[far] = TileSummary((1.0 + MAX_TREND_DEVIATION_PX + 5, -2.0), 0.9)
+    summaries[unsure] = TileSummary((1.1, -2.0), MIN_MEAN_CONFIDENCE / 2)
+    verdicts = gate(summaries, summaries)
+    kept = [k for k in summaries if k not in (far, unsure)]
+    assert all(verdicts[k].flag == FLAG_REGISTERED and verdicts[k].shift == summaries[k].shift for k in kept)
+    assert verdicts[far].flag == verdicts[unsure].flag == FLAG_TREND
+    for k in (far, unsure):  # the median of the confident neighbours that agree: neither bad tile counts
+        near = [summaries[n].shift for n in neighbourhood(k) if n in summaries and n not in (far, unsure)]
+        assert verdicts[k].shift == pytest.approx(tuple(np.median(near, axis=0)))
+    assert "from the trend" in verdicts[far].reason and "mean confidence" in verdicts[unsure].reason
+    assert verdicts[unsure].confidence == summaries[unsure].confidence
+
+
+def test_a_tile_is_judged_by_its_neighbours_alone_so_a_partial_rerun_judges_it_the_same():
+    summaries = _grid_of((1.0, -2.0), rows=8, cols=8)
+    summaries[(6, 6)] = TileSummary((30.0, 0.0), 0.9)
+    near = {n: summaries[n] for n in [(1, 1), *neighbourhood((1, 1))] if n in summaries}
+    assert gate(summaries, [(1, 1)]) == gate(near, [(1, 1)])
+    assert gate(summaries, [(6, 6)])[(6, 6)].flag == FLAG_TREND
+
+
+def test_without_a_credible_neighbour_an_unsure_tile_gets_no_warp_and_a_sure_one_is_kept():
+    verdicts = gate(_grid_of((5.0, 5.0), MIN_MEAN_CONFIDENCE / 3), [(0, 0)])
+    assert verdicts[(0, 0)].flag == FLAG_NO_WARP and verdicts[(0, 0)].shift == (0.0, 0.0)
+    alone = {(0, 0): TileSummary((31.0, -1.9), 0.107)}  # one DEM tile over a small scene: nothing to compare with
+    assert gate(alone, alone)[(0, 0)].flag == FLAG_REGISTERED
 
 
 @dataclass(frozen=True)
