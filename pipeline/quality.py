@@ -23,7 +23,7 @@ import numpy as np
 
 # A mean confidence below this is a failed match: cfog's wild 29 px tile on a 2.3 px truth scored 0.015.
 MIN_MEAN_CONFIDENCE = 0.05
-# A tile's median field this far from the scene trend is implausible: the synthetic scenes' fields vary by
+# A tile's median field this far from its trend is implausible: the synthetic scenes' fields vary by
 # under 4 px across a scene (shift, elastic and terrain parts), real ones by less.
 MAX_TREND_DEVIATION_PX = 8.0
 # How far (in tiles, rows and columns) the neighbours reach that make a tile's trend: up to 24 of them.
@@ -34,7 +34,7 @@ QUALITY_FILL = 255  # a chunk not written yet
 QUALITY_ATTRS = {
     "long_name": "registration quality flag",
     "flag_values": [FLAG_REGISTERED, FLAG_TREND, FLAG_NO_WARP],
-    "flag_meanings": "registered fell_back_to_scene_trend no_warp",
+    "flag_meanings": "registered fell_back_to_trend no_warp",
     "comment": (
         f"per registration tile: registered when its mean confidence >= {MIN_MEAN_CONFIDENCE} and its median "
         f"displacement is within {MAX_TREND_DEVIATION_PX} px of its trend (the median field of its confident "

@@ -1,5 +1,5 @@
-"""Quality gating: a registration tile whose field is not credible falls back to the scene trend (or to no warp),
-is flagged in the cube's quality variable, and is reported; credible tiles pass untouched."""
+"""Quality gating: a registration tile whose field is not credible falls back to its neighbours' trend (or to no
+warp), is flagged in the cube's quality variable, and is reported; credible tiles pass untouched."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def test_a_forced_bad_tile_is_flagged_and_not_silently_warped(client, tmp_path):
     expected = np.zeros(SHAPE, np.float32)
     expected[plan.tiles[BAD_TILE[0] * plan.n_cols + BAD_TILE[1]].core.slices] = FLAG_TREND
     np.testing.assert_array_equal(quality, expected)
-    assert ds.quality_sar.attrs["flag_meanings"] == "registered fell_back_to_scene_trend no_warp"
-    # The fallback is the trend of the accepted tiles: GOOD everywhere, the wild field nowhere.
+    assert ds.quality_sar.attrs["flag_meanings"] == "registered fell_back_to_trend no_warp"
+    # The fallback is its neighbours' trend: GOOD everywhere, the wild field nowhere.
     np.testing.assert_allclose(ds.displacement_sar.sel(component="dy"), GOOD[0], atol=1e-5)
     np.testing.assert_allclose(ds.displacement_sar.sel(component="dx"), GOOD[1], atol=1e-5)
