@@ -247,18 +247,18 @@ def init_cube(
 
 
 def _add_missing_variables(path: str, layout: CubeLayout, old: Sequence[Step]) -> None:
-    """Give a cube written before a variable joined the layout (the quality flags) that variable, unwritten:
-    its chunks read as missing, and the chunks already written are not redone for it."""
-    group = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
-    template = _template(layout, [t for t, _ in old], [p for _, p in old])
-    missing = [name for name in template.data_vars if name not in group]
-    if not missing:
-        return
-    extra = template[missing]
-    extra = extra.drop_vars(list(extra.coords))  # the coordinates are there already
-    extra.attrs = group.attrs.asdict()  # xarray writes the dataset's attrs onto the group
-    encoding = {name: spec for name, spec in _encoding(template).items() if name in missing}
+    """Give a cube written before a variable joined the layout (the quality flags, `flow_run_id`) that variable:
+    flags unwritten (its chunks read as missing; the chunks already written are not redone for it), text empty."""
     with _fixed_width_text():
+        group = zarr.open_group(path, mode="r+", zarr_format=3, use_consolidated=False)
+        template = _template(layout, [t for t, _ in old], [p for _, p in old])
+        missing = [name for name in template.data_vars if name not in group]
+        if not missing:
+            return
+        extra = template[missing]
+        extra = extra.drop_vars(list(extra.coords))  # the coordinates are there already
+        extra.attrs = group.attrs.asdict()  # xarray writes the dataset's attrs onto the group
+        encoding = {name: spec for name, spec in _encoding(template).items() if name in missing}
         extra.to_zarr(path, mode="a", compute=False, consolidated=False, encoding=encoding)
 
 
