@@ -51,8 +51,8 @@ class SceneSetOutcome:
     report: TimeReport
     unregistered: dict[str, ErrorStats | None] = field(default_factory=dict)  # the input's own error vs truth
     failed: tuple[str, ...] = ()  # chunks not written: "YYYY-MM-DD modality tile (i, j): reason"
-    # Per modality: the registration tiles (row, col) that quality gating flagged (`pipeline.quality`), and the
-    # mean confidence of every registration tile, in plan order.
+    # Per modality, of the registration tiles this run registered (none where every chunk was up to date): those
+    # quality gating flagged, (row, col) in the modality's registration plan, and each one's mean confidence.
     flagged: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     tile_confidence: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0  # wall time of the scene set: load, register, write, score

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import PurePosixPath
 
 from prefect.artifacts import create_markdown_artifact
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging.handlers import APILogHandler
 
 log = logging.getLogger("dsmar")
@@ -27,6 +28,7 @@ def dsmar_logs_in_prefect() -> Iterator[None]:
         yield
         return
     handler = APILogHandler(level=logging.INFO)
+    handler.addFilter(_in_a_run)
     level = log.level
     if log.getEffectiveLevel() > logging.INFO:
         log.setLevel(logging.INFO)
@@ -37,6 +39,12 @@ def dsmar_logs_in_prefect() -> Iterator[None]:
         handler.flush()
         log.removeHandler(handler)
         log.setLevel(level)
+
+
+def _in_a_run(record: logging.LogRecord) -> bool:
+    """Whether the line was logged inside a flow or task run: a thread of an in-process Dask worker has no run
+    to send it to (and Prefect would warn about each such line)."""
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
 
 def artifact_key(out: str) -> str:

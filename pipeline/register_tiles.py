@@ -224,12 +224,12 @@ class TileRun:
 
     @property
     def flagged(self) -> dict[str, list[tuple[int, int]]]:
-        """Per modality, the registration tiles gating did not accept."""
+        """Per modality, the registration tiles (of those this run gated) that gating did not accept."""
         return {m: [k for k, v in by_tile.items() if v.flag != FLAG_REGISTERED] for m, by_tile in self.verdicts.items()}
 
     @property
     def confidence(self) -> dict[str, list[float]]:
-        """Per modality, every registration tile's mean confidence, in plan order."""
+        """Per modality, the mean confidence of each registration tile this run gated."""
         return {m: [v.confidence for v in by_tile.values()] for m, by_tile in self.verdicts.items()}
 
 
@@ -251,8 +251,9 @@ def run_tiles(
 
     Windows of the lazy (band, y, x) inputs are read on the workers, each once; each modality is
     registered on its `registration_plan`, a registration tile once even when several chunks' blends
-    need it. Gating (`pipeline.quality`) needs every registration tile of the scene set, so the chunks
-    are blended, warped and written once all are registered; each chunk task writes its own chunks only.
+    need it, and so are the registration tiles around them that gating (`pipeline.quality`) reads the trends
+    from. The chunks are blended, warped and written once those are registered and gated (two phases: the
+    chunks' windows wait in worker memory meanwhile); each chunk task writes its own chunks only.
     A task that still fails after `retry` costs its chunks only: they are not written and are returned
     as failed.
     """
@@ -328,6 +329,5 @@ def run_tiles(
             failed.append(TileFailure((tile.i, tile.j), "+".join(moving), error))
         future.release()
         on_progress(done, len(finals))
-    del finals
     keyed = {m: {(n.i, n.j): v for n, v in verdicts[m].items()} for m in moving}
     return TileRun(results, failed, keyed)

@@ -153,3 +153,42 @@ def test_the_run_publishes_a_markdown_artifact_under_its_cubes_key(run):
     (outcome,) = summary.outcomes
     assert f"| {outcome.label} | {outcome.tiles_written} | 0 | 0 |" in text
     assert "sar: mean confidence" in text and f"flagged {wild}" in text
+
+
+def test_only_lines_logged_inside_the_run_reach_its_logs_and_nested_flows_send_each_once(prefect_api, recwarn):
+    import logging
+    import threading
+
+    from prefect import flow, get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+    from prefect.runtime import flow_run
+
+    from flows.run_visibility import dsmar_logs_in_prefect
+
+    log = logging.getLogger("dsmar")
+
+    @flow
+    def inner() -> None:
+        with dsmar_logs_in_prefect():
+            log.info("from the nested flow")
+
+    @flow
+    def outer() -> str:
+        with dsmar_logs_in_prefect():
+            log.info("from the flow")
+            worker = threading.Thread(target=log.info, args=("from a worker thread",))
+            worker.start()
+            worker.join()
+            inner()
+        return flow_run.id
+
+    run_id = outer()
+    with get_client(sync_client=True) as client:
+        ids = [r.id for r in client.read_flow_runs() if str(r.id) == run_id or r.parent_task_run_id is not None]
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
+    messages = [entry.message for entry in logs if entry.name == "dsmar"]
+    assert messages.count("from the flow") == 1 and messages.count("from the nested flow") == 1
+    assert "from a worker thread" not in messages
+    assert not [w for w in recwarn if "without a flow run id" in str(w.message)]
+    assert not any(isinstance(h, APILogHandler) for h in log.handlers)  # gone with the block
