@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from catalogs.colocate import ColocationResult, find_scene_sets, item_time
 from catalogs.profiles import CatalogProfile, profile_for
 from catalogs.scenes import SceneSet
+from flows.run_visibility import dsmar_logs_in_prefect, publish_run_artifact
 from flows.shared_cluster import cluster_for
 from kernel.config import RunConfig
 from kernel.contracts import MODALITY, REFERENCE, REGISTERED, MethodSpec
@@ -52,6 +54,12 @@ class SceneSetOutcome:
     errors: dict[str, ErrorStats | None]  # the registered field's error vs truth
     report: TimeReport
     unregistered: dict[str, ErrorStats | None] = field(default_factory=dict)  # the input's own error vs truth
+    failed: tuple[str, ...] = ()  # chunks not written: "YYYY-MM-DD modality tile (i, j): reason"
+    # Per modality, of the registration tiles this run registered (none where every chunk was up to date): those
+    # quality gating flagged, (row, col) in the modality's registration plan, and each one's mean confidence.
+    flagged: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    tile_confidence: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time of the scene set: load, register, write, score
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,7 @@ class RunSummary:
     outcomes: tuple[SceneSetOutcome, ...] = ()
     skipped: tuple[str, ...] = ()  # scene sets not processed, with the reason
     rejections: tuple[tuple[str, str], ...] = ()  # (item id, reason) from the search
-    failed: tuple[str, ...] = ()  # what this run could not write, by date: "DATE modality tile (i, j)"
+    failed: tuple[str, ...] = ()  # chunks not written, "YYYY-MM-DD modality tile (i, j): reason"; a rerun retries them
 
     def error(self, modality: str, unregistered: bool = False) -> ErrorStats | None:
         """Median/mean end-point error vs truth over all time steps that had truth: of the registered field,
@@ -146,6 +154,7 @@ def prepare_cube(
             _utc(s.sar[0]) if s.sar else np.datetime64("NaT", "ns"),
             ",".join(i.id for i in s.dem),
             settings,
+            flow_run.id or "",
         )
         for s in cube.scene_sets
     ]
@@ -191,6 +200,7 @@ def register_scene_set(
     method: MethodSpec,
 ) -> SceneSetOutcome:
     """Register SAR and DEM of one scene set onto its optical scene, tile by tile, into the cube."""
+    started = time.perf_counter()
     label = str(_utc(scene_set.optical).astype("datetime64[s]")).replace("T", " ")
     keys = scene_set.asset_keys
     size = config.tiles.size
@@ -217,7 +227,7 @@ def register_scene_set(
     todo = [t for t in cube.plan.tiles if written[t.i, t.j] != fingerprint]
     step = thumb_step(cube.grid.shape)
     log.info("%s: %d tiles to register (%d up to date)", label, len(todo), len(cube.plan.tiles) - len(todo))
-    results = run_tiles(
+    run = run_tiles(
         client,
         cube.plan,
         fixed,
@@ -230,11 +240,20 @@ def register_scene_set(
         step,
         on_progress=_Progress(label, todo),
     )
+    results = run.chunks
+    failed = tuple(f.describe(label[:10]) for f in run.failed)
+    for line in failed:
+        log.warning("tile failed, not written (a rerun retries it): %s", line)
+    for m, tiles in run.flagged.items():
+        for k in tiles:
+            v = run.verdicts[m][k]
+            log.warning("%s %s registration tile %s flagged (quality %d): %s", label, m, k, v.flag, v.reason)
     if config.report_dir:
         done = {(t.i, t.j) for t in todo}
         skipped = [t for t in cube.plan.tiles if (t.i, t.j) not in done]
         results += [_thumbnails_from_cube(store, time_index, tile, moving, step) for tile in skipped]
     errors, unregistered, truths = _score(store, scene_set, cube, moving, time_index, step)
+    written, skipped = len(todo) - len(failed), len(cube.plan.tiles) - len(todo)
     quicklooks = assemble(results, cube.grid.shape, step)
     crops, residuals = {}, {}
     if config.report_dir:
@@ -251,24 +270,39 @@ def register_scene_set(
     report = TimeReport(
         label,
         {modality: ", ".join(i.id for i in scene_set.items(modality)) for modality in (REFERENCE, *REGISTERED)},
-        len(todo),
-        len(cube.plan.tiles) - len(todo),
+        written,
+        skipped,
         quicklooks,
         errors,
         truths,
         unregistered,
+        flagged=run.flagged,
         crops=crops,
         residuals=residuals,
     )
-    written, skipped = len(todo), len(cube.plan.tiles) - len(todo)
-    return SceneSetOutcome(label, written, skipped, errors, report, unregistered)
+    return SceneSetOutcome(
+        label,
+        written,
+        skipped,
+        errors,
+        report,
+        unregistered,
+        failed,
+        run.flagged,
+        run.confidence,
+        time.perf_counter() - started,
+    )
 
 
 def _thumbnails_from_cube(store: CubeStore, time_index: int, tile: Tile, moving, step: int) -> ChunkResult:
     """A skipped chunk's quicklooks: the aligned data from the cube, the 'before' from the source."""
     ys, xs = tile.core.slices
     registered = [MODALITY[m] for m in moving]
-    names = [REFERENCE, *moving, *(m.displacement_var for m in registered), *(m.confidence_var for m in registered)]
+    names = [
+        REFERENCE,
+        *moving,
+        *(v for m in registered for v in (m.displacement_var, m.confidence_var, m.quality_var)),
+    ]
     thumbs = {name: decimate(tile.core, store.read(name, time_index, tile.core), step) for name in names}
     for modality, image in moving.items():
         before = image.isel(y=ys, x=xs).values
@@ -309,7 +343,15 @@ def report_task(directory: str, outcomes: Sequence[SceneSetOutcome], cube: CubeP
 
 @flow(name="register-region", log_prints=False)
 def register_region(config: RunConfig) -> RunSummary:
-    """Search the catalog for the config's region and period and write the aligned cube (and report)."""
+    """Search the catalog for the config's region and period and write the aligned cube (and report); dsmar's
+    log lines go to the run's Prefect logs, and the run's summary is published as a markdown artifact."""
+    with dsmar_logs_in_prefect():
+        summary = _register_region(config)
+        publish_run_artifact(config.out, run_markdown(summary))
+    return summary
+
+
+def _register_region(config: RunConfig) -> RunSummary:
     started = time.perf_counter()
     method = method_spec(config.method)  # weights and settings resolved once, for the attrs, hashes and tiles
     profile = profile_for(config.search)
@@ -353,6 +395,7 @@ def register_region(config: RunConfig) -> RunSummary:
         tuple(outcomes),
         cube.skipped,
         rejections,
+        tuple(line for o in outcomes for line in o.failed),
     )
     if config.report_dir:
         report = report_task(config.report_dir, outcomes, cube, config, summary_lines(summary))
@@ -376,4 +419,28 @@ def summary_lines(summary: RunSummary) -> list[str]:
                 f"mean EPE {stats.mean:.3f} px{unmoved}"
             )
     lines += [f"Not processed: {reason}" for reason in summary.skipped]
+    for outcome in summary.outcomes:
+        for modality, tiles in outcome.flagged.items():
+            if tiles:
+                listed = ", ".join(f"({i}, {j})" for i, j in tiles)
+                lines.append(f"Flagged {outcome.label} {modality}: registration tiles {listed} fell back")
+    lines += [f"Failed (a rerun retries it): {line}" for line in summary.failed]
     return lines
+
+
+def run_markdown(summary: RunSummary) -> str:
+    """The run's Prefect artifact: the summary lines, then per scene set its tiles, time and registration quality
+    (mean confidence over the registration tiles and the tiles gating flagged, per modality)."""
+    lines = ["# dsmar run", "", f"Cube: `{summary.out}`", "", *(f"- {line}" for line in summary_lines(summary))]
+    if summary.scene_sets == 0:
+        lines += ["", "Nothing to do: no co-located scene sets in this period."]
+    lines += ["", "| scene set | written | skipped | failed | seconds | quality |", "|---|---|---|---|---|---|"]
+    for o in summary.outcomes:
+        quality = "; ".join(
+            f"{m}: mean confidence {np.mean(c):.3f}, flagged {', '.join(map(str, o.flagged.get(m, []))) or 'none'}"
+            for m, c in o.tile_confidence.items()
+            if c
+        )
+        row = [o.label, o.tiles_written, o.tiles_skipped, len(o.failed), f"{o.seconds:.1f}", quality or "up to date"]
+        lines.append("| " + " | ".join(map(str, row)) + " |")
+    return "\n".join(lines) + "\n"

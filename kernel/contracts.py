@@ -58,6 +58,11 @@ class Modality:
         """The cube variable of the confidence in that displacement."""
         return f"confidence_{self.name}"
 
+    @property
+    def quality_var(self) -> str:
+        """The cube variable of the per-time quality flags of that displacement (`pipeline.quality`)."""
+        return f"quality_{self.name}"
+
 
 _REGISTRY = (
     Modality(

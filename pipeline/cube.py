@@ -44,6 +44,7 @@ from kernel.errors import InputError
 from pipeline.cube_reorder import copy_time_steps, local_dir, recover, rewrite, time_arrays
 from pipeline.object_lock import ObjectLock, lock_url
 from pipeline.object_store import S3_SCHEMES, check_reachable, filesystem, scheme, zarr_store
+from pipeline.quality import QUALITY_ATTRS, QUALITY_FILL
 from pipeline.store import CubeLayout, Provenance, method_attrs
 from pipeline.tiles import Tile, Window
 
@@ -54,7 +55,7 @@ LEGACY_HASH_VAR = "tile_inputs_hash"  # where cubes of earlier layouts kept it, 
 # Microseconds keep the catalogs' fractional seconds (Python datetimes) exactly, in units CF checkers accept.
 TIME_UNITS = "microseconds since 1970-01-01"
 TIME_ENCODING = {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "int64"}
-PROVENANCE = ("optical_item", "sar_item", "sar_time", "dem_item", "settings")
+PROVENANCE = ("optical_item", "sar_item", "sar_time", "dem_item", "settings", "flow_run_id")
 TEXT_BYTES = 1024  # width of the per-time text columns (item ids, settings), UTF-8
 # CF standard names where the CF table has one for the variable's quantity and units; SAR backscatter in dB has none.
 STANDARD_NAMES = {"optical": "surface_bidirectional_reflectance", "dem": "surface_altitude"}
@@ -63,11 +64,13 @@ TEXT_ATTRS = {
     "sar_item": "ids of the SAR STAC items registered at this time (comma-separated)",
     "dem_item": "ids of the DEM STAC items registered at this time (comma-separated)",
     "settings": "JSON of the settings that shaped this time: method spec, weights sha256, tile size, halo",
+    "flow_run_id": "id of the Prefect flow run that last wrote this time (empty outside a flow run)",
 }
 STATE_ATTR = "dsmar_cube"  # "creating" while the layout is written, "complete" once it is whole
 APPEND_ATTR = "dsmar_appending_from"  # the time length before an append; present only while it runs
 log = logging.getLogger("dsmar")
-RUNS_ATTR = "runs"  # JSON list: created, config and catalog of every run that wrote the cube
+RUNS_ATTR = "runs"  # JSON list: created, config and catalog of the latest runs that wrote the cube
+RUNS_KEPT = 50  # how many runs `runs` keeps, the latest: a cube updated daily must not grow its attrs forever
 
 
 Step = tuple[np.datetime64, Provenance]  # one time of the cube and what it was made from
@@ -105,6 +108,11 @@ def _template(layout: CubeLayout, times: Sequence[np.datetime64], provenance: Se
             ("time", "y", "x"),
             lazy((n_t, *grid.shape), (1, ch_y, ch_x)),
             {"units": "1", "long_name": f"confidence of {MODALITY[m].displacement_var}", "valid_range": [0.0, 1.0]},
+        )
+        data_vars[MODALITY[m].quality_var] = (
+            ("time", "y", "x"),
+            lazy((n_t, *grid.shape), (1, ch_y, ch_x), fill=QUALITY_FILL, dtype=np.uint8),
+            {**QUALITY_ATTRS, "long_name": f"{QUALITY_ATTRS['long_name']} of {MODALITY[m].displacement_var}"},
         )
     for name, long_name in TEXT_ATTRS.items():
         data_vars[name] = ("time", _utf8([getattr(p, name) for p in provenance], TEXT_BYTES), _text_attrs(long_name))
@@ -167,6 +175,8 @@ def _encoding(ds: xr.Dataset) -> dict:
     for name, var in ds.data_vars.items():
         if isinstance(var.data, da.Array):
             enc[name] = {"chunks": tuple(c[0] for c in var.data.chunks)}
+        if var.dtype == np.uint8:  # the quality flags: unwritten chunks read as missing
+            enc[name].update({"_FillValue": QUALITY_FILL, "fill_value": QUALITY_FILL})
     # Re-runs write sar_time in these same units (`_micros`) without asking xarray which units it picked.
     enc["time"] = dict(TIME_ENCODING)
     enc["sar_time"] = dict(TIME_ENCODING)
@@ -197,7 +207,7 @@ def init_cube(
     earlier period makes a local cube be rewritten in order (`cube_reorder`), its written chunks
     following their times. Existing times' provenance is refreshed (a changed item changes the
     inputs hash, so those chunks are recomputed). The attrs describe the latest run; `runs` keeps
-    every run's config and catalog, and `created` the first run's time.
+    the latest runs' config and catalog, and `created` the first run's time.
     """
     steps = _by_time((t.astype("datetime64[ns]"), p) for t, p in zip(layout.times, provenance, strict=True))
     for name in TEXT_ATTRS:  # before anything is written: a too-long entry leaves the cube as it was
@@ -221,6 +231,7 @@ def init_cube(
     old = _steps_of(existing)
     old_attrs = dict(existing.attrs)
     existing.close()
+    _add_missing_variables(path, layout, old)
     known = {t for t, _ in old}
     new = [(t, p) for t, p in steps if t not in known]
     fresh = dict(steps)
@@ -246,6 +257,22 @@ def _at(path: str, read_only: bool = False) -> str | FsspecStore:
     return path if local_dir(path) is not None else zarr_store(path, read_only)
 
 
+def _add_missing_variables(path: str, layout: CubeLayout, old: Sequence[Step]) -> None:
+    """Give a cube written before a variable joined the layout (the quality flags, `flow_run_id`) that variable:
+    flags unwritten (its chunks read as missing; the chunks already written are not redone for it), text empty."""
+    with _fixed_width_text():
+        group = zarr.open_group(_at(path), mode="r+", zarr_format=3, use_consolidated=False)
+        template = _template(layout, [t for t, _ in old], [p for _, p in old])
+        missing = [name for name in template.data_vars if name not in group]
+        if not missing:
+            return
+        extra = template[missing]
+        extra = extra.drop_vars(list(extra.coords))  # the coordinates are there already
+        extra.attrs = group.attrs.asdict()  # xarray writes the dataset's attrs onto the group
+        encoding = {name: spec for name, spec in _encoding(template).items() if name in missing}
+        extra.to_zarr(_at(path), mode="a", compute=False, consolidated=False, encoding=encoding)
+
+
 def _array(group: zarr.Group, name: str) -> zarr.Array:
     """A variable of the cube (zarr types a group's member as an array or a group)."""
     return cast(zarr.Array, group[name])
@@ -260,7 +287,8 @@ def _write_provenance(group: zarr.Group, steps: Sequence[Step]) -> None:
 
 
 def _merged_attrs(old: Mapping, run: Mapping) -> dict:
-    """The cube's attrs after a run: the run's own, the first `created`, and the run added to `runs`."""
+    """The cube's attrs after a run: the run's own, the first `created`, and the run added to `runs` (which keeps
+    the latest `RUNS_KEPT`)."""
     entry = {
         key: json.loads(run[key]) if key in ("config", "catalog") else run[key]
         for key in ("created", "config", "catalog")
@@ -269,7 +297,7 @@ def _merged_attrs(old: Mapping, run: Mapping) -> dict:
     merged = {**old, **run, STATE_ATTR: "complete"}
     merged.pop(APPEND_ATTR, None)
     merged["created"] = old.get("created", run.get("created", ""))
-    merged[RUNS_ATTR] = json.dumps([*json.loads(old.get(RUNS_ATTR, "[]")), entry])
+    merged[RUNS_ATTR] = json.dumps([*json.loads(old.get(RUNS_ATTR, "[]")), entry][-RUNS_KEPT:])
     return merged
 
 
@@ -385,10 +413,11 @@ def _undo_append(group: zarr.Group, old_length: int) -> None:
 
 def _steps_of(ds: xr.Dataset) -> list[Step]:
     """The cube's times with their provenance, in stored order."""
-    columns = [ds[name].values for name in ("time", *PROVENANCE)]
+    n = ds.sizes["time"]  # a cube written before a column joined the provenance reads it as empty
+    columns = [ds[name].values if name in ds else [""] * n for name in ("time", *PROVENANCE)]
     return [
-        (np.datetime64(t, "ns"), Provenance(str(o), str(s), np.datetime64(st, "ns"), str(d), str(c)))
-        for t, o, s, st, d, c in zip(*columns)
+        (np.datetime64(t, "ns"), Provenance(str(o), str(s), np.datetime64(st, "ns"), str(d), str(c), str(r)))
+        for t, o, s, st, d, c, r in zip(*columns)
     ]
 
 

@@ -9,7 +9,7 @@ plumbing alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,6 +20,8 @@ import xarray as xr
 from kernel.contracts import MODALITY, REFERENCE
 from kernel.warp import warp_image
 from pipeline.blend import blend
+from pipeline.quality import FLAG_REGISTERED, TileSummary, Verdict, gate, neighbourhood
+from pipeline.tile_retry import TILE_RETRY, RetryPolicy, TileFailure, error_line
 from pipeline.tiles import Tile, TilePlan, Window, plan_tiles
 
 # Below this share of valid pixels in either image a tile is not matched: zero field, zero confidence.
@@ -89,22 +91,51 @@ def warp_core(moving_outer: np.ndarray, field_core: np.ndarray, core_in_outer: W
 
 @dataclass(frozen=True)
 class ModalityInput:
-    """What a chunk needs per modality: the moving outer window and the neighbours' tile fields."""
+    """What a chunk needs per modality: the moving outer window, the neighbours' tile fields, and what gating
+    made of each (`pipeline.quality`; none: every piece taken as registered)."""
 
     moving_outer: np.ndarray
     pieces: tuple[tuple[Tile, TileField], ...]
+    verdicts: tuple[Verdict, ...] | None = None
+
+
+def gated(field: TileField, verdict: Verdict) -> TileField:
+    """The field a tile contributes after gating: its own, or its fallback's constant field at its own confidence."""
+    if verdict.flag == FLAG_REGISTERED:
+        return field
+    displacement = np.empty_like(field.displacement)
+    displacement[0], displacement[1] = verdict.shift
+    return TileField(displacement, field.confidence)
+
+
+def quality_flags(core: Window, pieces: Sequence[Tile], verdicts: Sequence[Verdict]) -> np.ndarray:
+    """(H, W) uint8 flags over a chunk's core: each pixel takes the verdict of the registration tile whose core
+    holds it (registration cores partition the grid)."""
+    flags = np.zeros((core.height, core.width), np.uint8)
+    for tile, verdict in zip(pieces, verdicts, strict=True):
+        overlap = tile.core.intersection(core)
+        if overlap is not None:
+            flags[overlap.relative_to(core).slices] = verdict.flag
+    return flags
 
 
 def align_chunk(tile: Tile, fixed_outer: np.ndarray, inputs: Mapping[str, ModalityInput]) -> dict[str, np.ndarray]:
     """Everything the cube stores for one chunk: optical core, and per modality the aligned image,
-    blended displacement and confidence. Pure: arrays in, arrays out."""
+    blended displacement and confidence (and the quality flags, where gated). Pure: arrays in, arrays out."""
     core = tile.core.relative_to(tile.outer)
     arrays = {REFERENCE: fixed_outer[(slice(None), *core.slices)]}
     for modality, data in inputs.items():
-        displacement, confidence = blend(tile.core, [(t, f.displacement, f.confidence) for t, f in data.pieces])
+        tiles, fields = [t for t, _ in data.pieces], [f for _, f in data.pieces]
+        if data.verdicts is not None:
+            fields = [gated(f, v) for f, v in zip(fields, data.verdicts, strict=True)]
+        displacement, confidence = blend(
+            tile.core, [(t, f.displacement, f.confidence) for t, f in zip(tiles, fields, strict=True)]
+        )
         arrays[modality] = warp_core(data.moving_outer, np.nan_to_num(displacement), core)
         arrays[MODALITY[modality].displacement_var] = displacement
         arrays[MODALITY[modality].confidence_var] = confidence
+        if data.verdicts is not None:
+            arrays[MODALITY[modality].quality_var] = quality_flags(tile.core, tiles, data.verdicts)
     return arrays
 
 
@@ -130,14 +161,17 @@ def finish_chunk(
     tile: Tile,
     fixed_outer: np.ndarray,
     moving_outers: Mapping[str, np.ndarray],
-    pieces: Mapping[str, list[tuple[Tile, TileField]]],
+    pieces: Mapping[str, list[tuple[Tile, TileField, Verdict]]],
     writer: ChunkWriter,
     time_index: int,
     inputs_hash: int,
     thumb_step: int,
 ) -> ChunkResult:
     """Blend, warp and write one chunk; return small thumbnails for the report."""
-    inputs = {m: ModalityInput(moving_outers[m], tuple(pieces[m])) for m in moving_outers}
+    inputs = {
+        m: ModalityInput(moving_outers[m], tuple((t, f) for t, f, _ in pieces[m]), tuple(v for _, _, v in pieces[m]))
+        for m in moving_outers
+    }
     arrays = align_chunk(tile, fixed_outer, inputs)
     writer.write(time_index, tile, arrays, inputs_hash)
     core = tile.core.relative_to(tile.outer)
@@ -149,6 +183,54 @@ def finish_chunk(
 
 def _window(array: xr.DataArray, window: Window) -> da.Array:
     return da.asarray(array.data)[(slice(None), *window.slices)].astype(np.float32)
+
+
+def register_tile(
+    registrator: TileRegistrator, fixed: np.ndarray, moving: np.ndarray, modality: str, retry: RetryPolicy
+) -> tuple[TileField, TileSummary]:
+    """One registration tile's field (retried per `retry`) and its summary for gating."""
+    field = retry.call(f"{modality} registration", registrator, fixed, moving, moving_modality=modality)
+    return field, TileSummary.of(field.displacement, field.confidence)
+
+
+def _neighbours(plan: TilePlan, tiles: Sequence[Tile]) -> list[Tile]:
+    """The tiles of `plan` whose summaries the trends of `tiles` read (`pipeline.quality.neighbourhood`), not in `tiles`."""
+    by_position = {(t.i, t.j): t for t in plan.tiles}
+    near = dict.fromkeys(p for t in tiles for p in neighbourhood((t.i, t.j)) if p in by_position)
+    return [by_position[p] for p in near if by_position[p] not in tiles]
+
+
+def _error(future) -> str | None:
+    """A settled future's error as one line, or None where it succeeded."""
+    return error_line(future.exception()) if future.status == "error" else None
+
+
+def _field(registered: tuple[TileField, TileSummary]) -> TileField:
+    return registered[0]
+
+
+def _summary(registered: tuple[TileField, TileSummary]) -> TileSummary:
+    return registered[1]
+
+
+@dataclass(frozen=True)
+class TileRun:
+    """What `run_tiles` did for one scene set: the written chunks' thumbnails, the chunks that failed, and per
+    modality each registration tile's gating verdict, keyed by its (row, col) in that modality's plan."""
+
+    chunks: list[ChunkResult]
+    failed: list[TileFailure]
+    verdicts: dict[str, dict[tuple[int, int], Verdict]]
+
+    @property
+    def flagged(self) -> dict[str, list[tuple[int, int]]]:
+        """Per modality, the registration tiles (of those this run gated) that gating did not accept."""
+        return {m: [k for k, v in by_tile.items() if v.flag != FLAG_REGISTERED] for m, by_tile in self.verdicts.items()}
+
+    @property
+    def confidence(self) -> dict[str, list[float]]:
+        """Per modality, the mean confidence of each registration tile this run gated."""
+        return {m: [v.confidence for v in by_tile.values()] for m, by_tile in self.verdicts.items()}
 
 
 def run_tiles(
@@ -163,55 +245,89 @@ def run_tiles(
     todo: Iterable[Tile],
     thumb_step: int,
     on_progress: Callable[[int, int], None] = lambda done, total: None,
-) -> list[ChunkResult]:
-    """Register, blend, warp and write the `todo` tiles of one scene set on a Dask cluster.
+    retry: RetryPolicy = TILE_RETRY,
+) -> TileRun:
+    """Register, gate, blend, warp and write the `todo` tiles of one scene set on a Dask cluster.
 
     Windows of the lazy (band, y, x) inputs are read on the workers, each once; each modality is
     registered on its `registration_plan`, a registration tile once even when several chunks' blends
-    need it; each chunk task writes its own chunks only.
+    need it, and so are the registration tiles around them that gating (`pipeline.quality`) reads the trends
+    from. The chunks are blended, warped and written once those are registered and gated (two phases: the
+    chunks' windows wait in worker memory meanwhile); each chunk task writes its own chunks only.
+    A task that still fails after `retry` costs its chunks only: they are not written and are returned
+    as failed.
     """
-    from distributed import as_completed
+    from distributed import as_completed, wait
 
     todo = list(todo)
     if not todo:
-        return []
+        return TileRun([], [], {m: {} for m in moving})
     plans = {m: registration_plan(plan, m) for m in moving}
     pieces = {m: {tile: plans[m].covering(tile.core) for tile in todo} for m in moving}
+    needed = {m: list(dict.fromkeys(n for ns in pieces[m].values() for n in ns)) for m in moving}
+    tiles = {m: needed[m] + _neighbours(plans[m], needed[m]) for m in moving}  # the neighbours make the trends
     images = {REFERENCE: fixed, **moving}
     windows: dict[tuple[str, Window], None] = {}  # what each chunk reads, in the chunks' order
     for tile in todo:
         windows.update(dict.fromkeys((name, tile.outer) for name in images))
         for m in moving:
             windows.update(dict.fromkeys((name, n.outer) for n in pieces[m][tile] for name in (REFERENCE, m)))
-    read = dict(zip(windows, client.compute([_window(images[name], window) for name, window in windows])))
-    fields = {
+    for m in moving:
+        windows.update(dict.fromkeys((name, n.outer) for n in tiles[m] for name in (REFERENCE, m)))
+    reads = client.compute([_window(images[name], window) for name, window in windows], retries=retry.attempts - 1)
+    read = dict(zip(windows, reads))
+    registered = {
         m: {
-            n: client.submit(registrator, read[REFERENCE, n.outer], read[m, n.outer], moving_modality=m)
-            for n in dict.fromkeys(n for ns in pieces[m].values() for n in ns)
+            n: client.submit(register_tile, registrator, read[REFERENCE, n.outer], read[m, n.outer], m, retry)
+            for n in tiles[m]
         }
         for m in moving
     }
-    finals = [
-        client.submit(
+    fields = {m: {n: client.submit(_field, registered[m][n]) for n in needed[m]} for m in moving}
+    summaries = {m: {n: client.submit(_summary, r) for n, r in by_tile.items()} for m, by_tile in registered.items()}
+    del registered
+    wait([f for by_tile in summaries.values() for f in by_tile.values()])
+    errors = {m: {n: _error(f) for n, f in by_tile.items()} for m, by_tile in summaries.items()}
+    verdicts = {}
+    for m in moving:
+        ok = [n for n in summaries[m] if errors[m][n] is None]
+        known = dict(zip(((n.i, n.j) for n in ok), client.gather([summaries[m][n] for n in ok])))
+        gated_ones = [n for n in needed[m] if errors[m][n] is None]
+        verdicts[m] = dict(zip(gated_ones, gate(known, [(n.i, n.j) for n in gated_ones]).values(), strict=True))
+    del summaries
+    failed, finals = [], {}
+    for tile in todo:
+        broken = [(m, n) for m in moving for n in pieces[m][tile] if errors[m][n] is not None]
+        if broken:
+            m, n = broken[0]
+            failed.append(TileFailure((tile.i, tile.j), m, f"registration tile ({n.i}, {n.j}): {errors[m][n]}"))
+            continue
+        future = client.submit(
+            retry.call,
+            f"chunk ({tile.i}, {tile.j})",
             finish_chunk,
             tile,
             read[REFERENCE, tile.outer],
             {m: read[m, tile.outer] for m in moving},
-            {m: [(n, fields[m][n]) for n in pieces[m][tile]] for m in moving},
+            {m: [(n, fields[m][n], verdicts[m][n]) for n in pieces[m][tile]] for m in moving},
             writer,
             time_index,
             inputs_hash,
             thumb_step,
             pure=False,
         )
-        for tile in todo
-    ]
-    # Only the chunk tasks hold the windows and fields now: each is freed once its last reader is done,
-    # so memory follows the (row-major) work front instead of the whole scene.
-    del read, fields
+        finals[future.key] = (future, tile)
+    # Only the chunk tasks hold the windows and fields now: each is freed once its last reader is done.
+    del read, fields, reads
     results = []
-    for done, future in enumerate(as_completed(finals), start=1):
-        results.append(future.result())
+    for done, future in enumerate(as_completed([f for f, _ in finals.values()]), start=1):
+        error = _error(future)
+        if error is None:
+            results.append(future.result())
+        else:
+            tile = finals[future.key][1]
+            failed.append(TileFailure((tile.i, tile.j), "+".join(moving), error))
         future.release()
         on_progress(done, len(finals))
-    return results
+    keyed = {m: {(n.i, n.j): v for n, v in verdicts[m].items()} for m in moving}
+    return TileRun(results, failed, keyed)

@@ -48,6 +48,7 @@ class Provenance:
     sar_time: np.datetime64
     dem_item: str
     settings: str = ""  # JSON of the settings that shaped this time (`time_settings`)
+    flow_run_id: str = ""  # the Prefect flow run that last wrote this time ("" outside a flow run)
 
 
 def inputs_hash(*parts: object) -> int:

@@ -15,6 +15,7 @@ import numpy as np
 
 from kernel.contracts import MODALITY, MethodSpec
 from kernel.errors import InputError
+from pipeline.quality import QUALITY_FILL
 from pipeline.store import CubeLayout, Provenance, method_attrs
 from pipeline.tiles import Tile, Window
 
@@ -65,6 +66,7 @@ class MemoryCubeStore:
             spec = MODALITY[modality]
             content.arrays[spec.displacement_var] = np.full((n, 2, *shape), np.nan, np.float32)
             content.arrays[spec.confidence_var] = np.full((n, *shape), np.nan, np.float32)
+            content.arrays[spec.quality_var] = np.full((n, *shape), QUALITY_FILL, np.uint8)
         content.hashes = np.zeros((n, layout.plan.n_rows, layout.plan.n_cols), np.int64)
         content.attrs, content.times, content.provenance = dict(attrs), list(layout.times), list(provenance)
         return {t: i for i, t in enumerate(content.times)}

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from kernel.contracts import MethodSpec
 from kernel.errors import InputError
 from pipeline.cube import (
     APPEND_ATTR,
+    RUNS_KEPT,
     STATE_ATTR,
     ZarrCubeStore,
     _consolidate,
@@ -629,3 +631,48 @@ def test_a_provenance_entry_wider_than_its_column_is_refused_in_one_line_and_the
 
 def _cfog_attrs() -> dict:
     return cube_attrs('{"k": 1}', {"profile": "local"}, MethodSpec("cfog", weights_sha256="ab" * 32))
+
+
+def test_runs_keeps_the_latest_runs_only(tmp_path):
+    path = str(tmp_path / "cube.zarr")
+    layout = _layout(_grid(), (T0,))
+    for k in range(RUNS_KEPT + 3):
+        attrs = {**cube_attrs(json.dumps({"run": k}), {"profile": "local"}, MethodSpec("cfog")), "created": f"c{k}"}
+        init_cube(path, layout, [_prov(0)], attrs)
+    runs = json.loads(open_cube(path).attrs["runs"])
+    assert [r["config"]["run"] for r in runs] == list(range(3, RUNS_KEPT + 3))
+    assert open_cube(path).attrs["created"] == "c0"
+
+
+def test_each_time_records_the_flow_run_that_last_wrote_it(tmp_path):
+    path = str(tmp_path / "cube.zarr")
+    first = [replace(_prov(0), flow_run_id="run-a"), replace(_prov(1), flow_run_id="run-a")]
+    init_cube(path, _layout(_grid(), (T0, T1)), first, {})
+    init_cube(path, _layout(_grid(), (T1, T2)), [replace(_prov(1), flow_run_id="run-b")] * 2, {})
+    ds = open_cube(path)
+    assert list(ds.flow_run_id.values) == ["run-a", "run-b", "run-b"]
+
+
+def test_a_cube_from_before_the_quality_flags_gets_them_unwritten_and_keeps_its_chunks(tmp_path):
+    """A cube laid out before the quality variables and the flow-run column existed takes a new run: the
+    variables are added (its written chunks read as missing there), nothing written is lost."""
+    path = str(tmp_path / "cube.zarr")
+    layout = _layout(_grid(), (T0,))
+    init_cube(path, layout, [_prov(0)], {})
+    store = ZarrCubeStore.at(path)
+    tile = layout.plan.tiles[0]
+    store.write(0, tile, _arrays(tile, 3.0), 17)
+    group = zarr.open_group(path, mode="r+", use_consolidated=False)
+    for name in ("quality_sar", "quality_dem", "flow_run_id"):
+        del group[name]
+    _consolidate(path)
+    index = init_cube(path, _layout(_grid(), (T0, T1)), [_prov(0), replace(_prov(1), flow_run_id="r")], {})
+    assert index == {T0: 0, T1: 1}
+    ds = open_cube(path)
+    assert np.isnan(ds.quality_sar.values).all() and ds.quality_sar.attrs["flag_values"] == [0, 1, 2]
+    assert list(ds.flow_run_id.values) == ["", "r"]
+    np.testing.assert_array_equal(ds.sar.isel(time=0).values[:, tile.core.slices[0], tile.core.slices[1]], 3.0)
+    assert store.written(0)[0, 0] == 17
+    flags = {"quality_sar": np.ones((tile.core.height, tile.core.width), np.uint8)}
+    store.write(1, tile, {**_arrays(tile, 1.0), **flags}, 5)
+    assert (open_cube(path).quality_sar.isel(time=1).values[tile.core.slices] == 1).all()

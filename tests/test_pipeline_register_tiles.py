@@ -100,7 +100,7 @@ def test_run_tiles_writes_every_chunk_and_skips_done_ones(client, tmp_path):
     writer = ZarrCubeStore(path)
     progress = []
     half = plan.tiles[::2]
-    results = run_tiles(
+    run = run_tiles(
         client,
         plan,
         _dataarray(fixed),
@@ -113,7 +113,7 @@ def test_run_tiles_writes_every_chunk_and_skips_done_ones(client, tmp_path):
         thumb_step=4,
         on_progress=lambda d, t: progress.append((d, t)),
     )
-    assert len(results) == len(half) and progress[-1] == (len(half), len(half))
+    assert len(run.chunks) == len(half) and progress[-1] == (len(half), len(half)) and not run.failed
     written = writer.written(0)
     assert sorted(zip(*np.nonzero(written == 11))) == sorted((t.i, t.j) for t in half)
     rest = [t for t in plan.tiles if written[t.i, t.j] != 11]

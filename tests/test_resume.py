@@ -41,6 +41,12 @@ def archive(tmp_path_factory):
 def _run(archive, prefect_api, out: Path, log: Path, *options: str, **crash: int) -> subprocess.CompletedProcess:
     """`dsmar run` in its own session with one worker (writes in a single order); `crash` sets the
     injector's DSMAR_TEST_CRASH_AT / DSMAR_TEST_CRASH_STORES."""
+    argv, env = _command(archive, prefect_api, out, log, *options, **crash)
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, start_new_session=True)
+
+
+def _command(archive, prefect_api, out: Path, log: Path, *options: str, **crash: int) -> tuple[list[str], dict]:
+    """The argv and environment of `_run`'s `dsmar run`."""
     info, url = archive
     argv = [
         sys.executable,
@@ -76,7 +82,7 @@ def _run(archive, prefect_api, out: Path, log: Path, *options: str, **crash: int
         "DSMAR_TEST_WRITE_LOG": str(log),
     }
     env.update({f"DSMAR_TEST_CRASH_{key.upper()}": str(value) for key, value in crash.items()})
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, start_new_session=True)
+    return argv, env
 
 
 def _writes(log: Path) -> list[tuple[int, int, int]]:
@@ -114,10 +120,14 @@ def test_a_run_prints_its_summary_and_writes_its_report(reference):
     assert all(board.stat().st_size > 1000 for board in boards)
 
 
+RUN_SPECIFIC = ("flow_run_id",)  # which flow run last wrote each time: a rerun is another run
+
+
 def _assert_same_cube(path: Path, reference: Path) -> None:
     ds, ref = open_cube(str(path)), open_cube(str(reference))
     assert set(ds.data_vars) == set(ref.data_vars)
-    for name in ref.data_vars:
+    assert all(ds[name].values.all() for name in RUN_SPECIFIC)  # recorded, whatever run wrote it
+    for name in set(ref.data_vars) - set(RUN_SPECIFIC):
         a, b = ds[name].values, ref[name].values
         if a.dtype.kind == "f":
             assert np.array_equal(a, b, equal_nan=True), f"{name} differs from the uninterrupted run"
@@ -177,4 +187,22 @@ def test_a_changed_tile_size_is_refused_in_one_line_and_the_cube_kept(archive, p
     assert refused.returncode == 2 and len(lines) == 1, refused.stderr[-3000:]
     assert lines[0].startswith("dsmar run: error: ") and "tile" in lines[0]
     assert _writes(tmp_path / "writes") == []
+    _assert_same_cube(out, ref_path)
+
+
+def test_two_runs_started_at_once_on_one_cube_leave_it_equal_to_a_single_run(archive, prefect_api, reference, tmp_path):
+    """The cube lock lets one run write; the other waits, then finds every chunk up to date."""
+    ref_path, all_chunks, _ = reference
+    out = tmp_path / "cube.zarr"
+    runs = []
+    for k in range(2):
+        argv, env = _command(archive, prefect_api, out, tmp_path / f"writes-{k}")
+        runs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True))  # fmt: skip
+    done = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-3000:] for _, err in done]
+    writes = [_writes(tmp_path / f"writes-{k}") for k in range(2)]
+    assert sorted(writes[0] + writes[1]) == sorted(all_chunks)  # each chunk written once, by one of the runs
+    assert sorted(len(w) for w in writes) == [0, len(all_chunks)]
+    assert sum("being written by another run; waiting" in err for _, err in done) == 1
     _assert_same_cube(out, ref_path)

@@ -216,7 +216,5 @@ def _run(args) -> int:
     if notice:
         print(notice)
         return DONE
-    print_summary(summary)
-    for line in summary.failed:
-        print(f"Failed: {line}")
+    print_summary(summary)  # names each failed chunk by its date
     return outcome_code(summary.failed)
