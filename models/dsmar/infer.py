@@ -55,7 +55,7 @@ def _run_tile(model: DSMAR, fixed: np.ndarray, moving: np.ndarray, ids: tuple[in
         m = F.pad(m, (0, pw, 0, ph))
     fid = torch.tensor([ids[0]], device=device)
     mid = torch.tensor([ids[1]], device=device)
-    out = model(f, m, fid, mid)
+    out = model(f, m, fid, mid, match=False)
     field = out.field[0, :, :h, :w].float().cpu().numpy()
     conf = out.confidence[0, 0, :h, :w].float().cpu().numpy()
     return field, conf

@@ -28,6 +28,7 @@ import numpy as np
 from models.registry import integer, integers, keywords, one_of, path, register_method, text
 
 TRENDS = ("affine", "best", "field")
+FINE = ("mind", "learned", "init")
 OPTIONS = {
     "weights": path,
     "tile": integer(64),
@@ -38,6 +39,8 @@ OPTIONS = {
     "augment": integer(1, choices=(1, 2, 4, 8)),
     "polish": integers(0),
     "trend": one_of(*TRENDS),
+    "fine": one_of(*FINE),
+    "scale": integer(1, choices=(1, 2)),
 }
 
 
@@ -75,7 +78,7 @@ def resolve(options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 # What runs where neither the options nor the weights' tuned "inference" settings say otherwise.
-FALLBACK = {"iterations": 1, "augment": 1, "polish": 0, "trend": "field"}
+FALLBACK = {"iterations": 1, "augment": 1, "polish": 0, "trend": "field", "fine": "mind", "scale": 1}
 
 
 def settings(meta: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
@@ -87,7 +90,11 @@ def settings(meta: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, A
 
 @register_method("dsmar", options=OPTIONS, resolve=resolve)
 def make_dsmar():
-    from models.dsmar.infer import OVERLAP, TILE, predict_field
+    import torch
+
+    from models.dsmar.fine import double, halve, learned_fine
+    from models.dsmar.infer import OVERLAP, TILE, modality_id, network_input, predict_field
+    from models.dsmar.matching import FineMatcher
 
     def dsmar(
         fixed: np.ndarray,
@@ -104,21 +111,34 @@ def make_dsmar():
         augment: int | None = None,
         polish: int | list[int] | None = None,
         trend: str | None = None,
+        fine: str | None = None,
+        scale: int | None = None,
         **_,
     ) -> tuple[np.ndarray, np.ndarray]:
         model, meta = _weights(weights)
-        given = {"iterations": iterations, "augment": augment, "optimise": optimise, "polish": polish, "trend": trend}
+        given = {
+            "iterations": iterations,
+            "augment": augment,
+            "optimise": optimise,
+            "polish": polish,
+            "trend": trend,
+            "fine": fine,
+            "scale": scale,
+        }
         chosen = settings(meta, {k: v for k, v in given.items() if v is not None})  # benchmarks/tuning.md
-        iterations, augment = int(chosen["iterations"]), int(chosen["augment"])
-        optimise, polish, trend = chosen.get("optimise"), chosen["polish"], chosen["trend"]
+        iterations, augment, scale = int(chosen["iterations"]), int(chosen["augment"]), int(chosen["scale"])
+        optimise, polish, trend, fine = chosen.get("optimise"), chosen["polish"], chosen["trend"], chosen["fine"]
         radii = _radii(polish)
+        known = meta.get("record", {}).get("modalities")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        pair = (halve(fixed), halve(moving)) if scale == 2 else (fixed, moving)
         field, confidence = predict_field(
             model,
-            fixed,
-            moving,
+            *pair,
             fixed_modality,
             moving_modality,
-            known_modalities=meta.get("record", {}).get("modalities"),
+            known_modalities=known,
             tile=tile,
             overlap=overlap,
             device=device,
@@ -126,6 +146,13 @@ def make_dsmar():
             optimise=optimise,
             augment=augment,
         )
+        if scale == 2:
+            field, confidence = double(field, confidence, fixed.shape[1:])
+        if radii and fine != "mind":
+            matcher = model.matcher if fine == "learned" and model.matcher is not None else FineMatcher()
+            inputs = (network_input(fixed, fixed_modality), network_input(moving, moving_modality))
+            ids = (modality_id(fixed_modality, known), modality_id(moving_modality, known))
+            return learned_fine(matcher, *inputs, ids, field, confidence, trend, device)
         if radii:
             # The field is now the windows' work around a trend: their support says where it holds. The
             # network's confidence is calibrated on its own dense field (about 2 px), which is not returned.
