@@ -1,14 +1,16 @@
-"""DS-MAR's learned fine matching: dual-stream dense descriptors, windowed correlation, soft arg-max.
+"""DS-MAR's learned fine matching: dual-stream dense descriptors and window correlation, in torch.
 
-Each stream has its own small descriptor head on [gray, validity, MIND-SSC]. Its output is the
-image's centred MIND-SSC channels plus a learned residual and learned extra channels, all starting at
-zero, L2-normalised: at initialisation the stage is MIND matching, and training can only add to it.
+Each stream has its own small descriptor head on [gray, validity, MIND-SSC] (separate weights, a modality
+FiLM as in the encoders). Its output is the image's centred MIND-SSC channels plus a learned residual and
+learned extra channels, all starting at zero, L2-normalised: at initialisation the stage is MIND matching,
+and training can only add to it.
 
 A level matches the fixed descriptors against the moving ones warped by the field so far: the cosine
 similarity at every integer offset within `radius` (at the level's resolution) is averaged over square
 windows on a lattice (window matching's robustness: a window of texture agrees where single pixels do
-not); a soft arg-max (learned temperature) around the best offset gives a sub-pixel residual and the
-softmax mass there its confidence. The lattice residuals are spread to every pixel by
+not). A parabola through the best offset and its neighbours gives the sub-pixel residual (a soft arg-max
+snapped to whole pixels: 2.95 px read for a 3.3 px shift), and the softmax mass (learned temperature)
+of the 3 x 3 offsets around the best its confidence. The lattice residuals are spread to every pixel by
 confidence-weighted normalised convolution and composed after the field (Contract 1).
 """
 
@@ -38,7 +40,9 @@ class MatchLevel:
     step: int
 
 
-LEVELS = (MatchLevel(2, 4, 33, 6), MatchLevel(1, 2, 49, 8))
+# One full-resolution level, +-5 px, windows of 65 px every 24 px (as the `mind` fine stage): a half-resolution
+# level first and a second pass both made the fields noisier (benchmarks/tuning.md).
+LEVELS = (MatchLevel(1, 5, 65, 24),)
 
 
 def image_descriptors(image: torch.Tensor) -> torch.Tensor:
@@ -136,26 +140,28 @@ def lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv: MatchLevel, log
 
 def window_costs(desc_f, valid_f, desc_m, valid_m, lv: MatchLevel) -> tuple[torch.Tensor, torch.Tensor]:
     """Window-mean cosine similarity at every offset (B, (2r+1)^2, h', w') on the lattice, offsets (dy, dx)
-    row-major, and the share of each window where both streams are valid at zero offset (B, 1, h', w')."""
+    row-major, and the share of each window where both streams are valid at zero offset (B, 1, h', w').
+
+    Each offset's similarity map is reduced to the lattice rows at once (`window_sums` on the row axis), so
+    the full-resolution maps of all offsets are never held together."""
     r = lv.radius
     h, w = desc_f.shape[-2:]
-    padded = F.pad(desc_m, (r,) * 4)
-    pad_valid = F.pad(valid_m, (r,) * 4)
-    sims, both = [], []
+    padded = F.pad(torch.cat([desc_m, valid_m], 1), (r,) * 4)
+    rows = []
     for dy in range(2 * r + 1):
         for dx in range(2 * r + 1):
-            both.append(valid_f * pad_valid[:, :, dy : dy + h, dx : dx + w])
-            sims.append((desc_f * padded[:, :, dy : dy + h, dx : dx + w]).sum(1, keepdim=True))
-    sums = window_sums(torch.cat(sims + both + [valid_f * valid_m], 1), lv)
-    n = len(sims)
-    costs = sums[:, :n] / sums[:, n : 2 * n].clamp_min(1e-3)
+            moved = padded[:, :, dy : dy + h, dx : dx + w]
+            both = valid_f * moved[:, -1:]
+            rows.append(window_sums(torch.cat([(desc_f * moved[:, :-1]).sum(1, keepdim=True), both], 1), lv, (2,)))
+    sums = window_sums(torch.cat(rows + [window_sums(valid_f * valid_m, lv, (2,))], 1), lv, (3,))
+    costs = sums[:, 0:-1:2] / sums[:, 1:-1:2].clamp_min(1e-3)
     return costs, sums[:, -1:] / window_sums(torch.ones_like(valid_f), lv)
 
 
-def window_sums(x: torch.Tensor, lv: MatchLevel) -> torch.Tensor:
+def window_sums(x: torch.Tensor, lv: MatchLevel, axes: tuple[int, ...] = (2, 3)) -> torch.Tensor:
     """Sums of (B, C, h, w) over `lv.window`-square windows (clipped at the borders) centred on the lattice
-    points 0, step, 2 step, ... of each axis: separable running sums, O(1) per window whatever its size."""
-    for axis in (2, 3):
+    points 0, step, 2 step, ... of each of `axes`: running sums, O(1) per window whatever its size."""
+    for axis in axes:
         size = x.shape[axis]
         centres = torch.arange(0, size, lv.step, device=x.device)
         lo = (centres - lv.window // 2).clamp(0, size)

@@ -8,7 +8,11 @@ corrects the field by the classical MIND-SSC fine window stage searched that far
 `trend="affine"` first reduces the network's field to its robust affine consensus, so the network gives
 the global geometry and the windows the local detail; `trend="best"` also tries the classical coarse
 search's trend and keeps whichever the fine windows support more (a hybrid: `polish=0` is the network
-alone, dense, and `trend="field"` polishes the network's dense field). Each defaults to the value recorded under
+alone, dense, and `trend="field"` polishes the network's dense field). `fine="learned"` replaces the MIND
+windows on the CPU by DS-MAR's own fine matching stage (`models.dsmar.matching`, in torch on the network's
+device, with the weights' trained descriptor heads; `"init"`: untrained heads, i.e. MIND-SSC descriptors),
+whose `trend="best"` second start is the learned descriptors' own coarse trend (`models.dsmar.fine`);
+`scale=2` runs the network on the pair halved (a quarter of its cost) and doubles its field. Each defaults to the value recorded under
 "inference" in the weights' sidecar (tuned on the train split; `trend="best"` was adopted for the eval
 landmark track's large offsets, which the train split lacks: benchmarks/tuning.md), else 1 frame,
 1 iteration, no polish. The confidence (Contract 2) is the last window pass's support where windows
