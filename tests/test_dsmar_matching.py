@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from datagen.pairs import load_aligned_pair, read_pairs
 from kernel.warp import warp_image
+from models import register_pair
 from models.dsmar import DSMAR, DSMARConfig
 from models.dsmar.fine import learned_fine
 from models.dsmar.infer import network_input
@@ -95,3 +96,16 @@ def test_network_runs_its_matching_stage_unless_told_not_to():
     assert len(full.matched) == len(model.matcher.levels) and not bare.matched
     assert full.field.shape == bare.field.shape == (1, 2, 64, 64)
     assert 0 <= float(full.confidence.min()) and float(full.confidence.max()) <= 1
+
+
+@pytest.mark.parametrize("options", [{"fine": "init"}, {"fine": "init", "scale": 2, "trend": "best"}])
+def test_the_learned_fine_stage_keeps_the_method_contract(options):
+    """Contract 2 on the learned fine path: the smallest odd image, no-data in both streams, a finite field."""
+    rng = np.random.default_rng(0)
+    fixed = rng.random((64, 77)).astype(np.float32)
+    moving = np.roll(fixed, 2, axis=1)
+    fixed[:20, :30] = np.nan
+    moving[:, 40:50] = np.nan
+    result = register_pair(fixed, moving, "optical", "sar", method="dsmar", augment=1, **options)
+    assert result.displacement.shape == (2, 64, 77) and np.isfinite(result.displacement).all()
+    assert 0 <= result.confidence.min() and result.confidence.max() <= 1

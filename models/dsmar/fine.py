@@ -84,10 +84,10 @@ def descriptor_trend(desc_f, desc_m, valid_f, valid_m, start: torch.Tensor, matc
 
 
 def halve(image: np.ndarray) -> np.ndarray:
-    """(C, H, W) 2 x 2 block means (NaN where any of the four is NaN), H and W cropped to even."""
-    c, h, w = image.shape
-    h, w = (h // 2) * 2, (w // 2) * 2
-    return image[:, :h, :w].reshape(c, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
+    """(C, H, W) 2 x 2 block means per band (`models.classical.register.halve`)."""
+    from models.classical.register import halve as halve_band
+
+    return np.stack([halve_band(band) for band in image])
 
 
 def double(field: np.ndarray, confidence: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -123,7 +123,9 @@ class FineMatcher(nn.Module):
         lv = self.levels[index]
         shift, confidence = lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv, self.log_temperature[index])
         shape = tuple(field.shape[-2:])
-        return spread(shift, confidence, lv.step, shape, lv.factor), spread_scalar(confidence, lv.step, shape, lv.factor)
+        return spread(shift, confidence, lv.step, shape, lv.factor), spread_scalar(
+            confidence, lv.step, shape, lv.factor
+        )
 
 
 def lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv: MatchLevel, log_temperature: torch.Tensor):

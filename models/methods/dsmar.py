@@ -94,10 +94,8 @@ def settings(meta: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, A
 
 @register_method("dsmar", options=OPTIONS, resolve=resolve)
 def make_dsmar():
-    import torch
-
     from models.dsmar.fine import double, halve, learned_fine
-    from models.dsmar.infer import OVERLAP, TILE, modality_id, network_input, predict_field
+    from models.dsmar.infer import OVERLAP, TILE, default_device, modality_id, network_input, predict_field
     from models.dsmar.matching import FineMatcher
 
     def dsmar(
@@ -134,8 +132,7 @@ def make_dsmar():
         optimise, polish, trend, fine = chosen.get("optimise"), chosen["polish"], chosen["trend"], chosen["fine"]
         radii = _radii(polish)
         known = meta.get("record", {}).get("modalities")
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = default_device(device)
         pair = (halve(fixed), halve(moving)) if scale == 2 else (fixed, moving)
         field, confidence = predict_field(
             model,
