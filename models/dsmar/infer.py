@@ -33,6 +33,13 @@ def modality_id(name: str, known: Iterable[str] | None) -> int:
     return MODALITIES.index(name)
 
 
+def default_device(device: str | torch.device | None) -> str | torch.device:
+    """The device asked for, else CUDA where available, else the CPU."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of side `tile` covering `size` with at least `overlap` shared pixels."""
     if size <= tile:
@@ -55,7 +62,7 @@ def _run_tile(model: DSMAR, fixed: np.ndarray, moving: np.ndarray, ids: tuple[in
         m = F.pad(m, (0, pw, 0, ph))
     fid = torch.tensor([ids[0]], device=device)
     mid = torch.tensor([ids[1]], device=device)
-    out = model(f, m, fid, mid)
+    out = model(f, m, fid, mid, match=False)
     field = out.field[0, :, :h, :w].float().cpu().numpy()
     conf = out.confidence[0, 0, :h, :w].float().cpu().numpy()
     return field, conf
@@ -123,8 +130,7 @@ def _predict_once(
     overlap: int = OVERLAP,
     device: str | torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device(device)
     model = model.to(device)
     known = list(known_modalities) if known_modalities is not None else None
     ids = (modality_id(fixed_modality, known), modality_id(moving_modality, known))

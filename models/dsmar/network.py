@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from dataclasses import field as default
 
 import torch
 from torch import nn
@@ -11,6 +12,7 @@ from torch.nn import functional as F
 from models.dsmar.attention import AttentionLevel
 from models.dsmar.encoders import DualStreamEncoder
 from models.dsmar.flow import CorrelationLevel, local_correlation, upsample_field, warp
+from models.dsmar.matching import FineMatcher
 from models.dsmar.refinement import AdaptiveRefinement
 
 
@@ -33,6 +35,7 @@ class DSMARConfig:
     fine_radius: int = 2
     hidden: int = 64
     refine_hidden: int = 32
+    matching: bool = False
 
     @property
     def stride(self) -> int:
@@ -57,6 +60,7 @@ class DSMAROutput:
     confidence_logit: torch.Tensor  # (B, 1, H/2, W/2): the confidence before the sigmoid and upsampling
     confidence_learned: bool  # False without the refinement module: the confidence is feature agreement
     levels: list[torch.Tensor]  # the field of every level, coarsest first, in its own pixels
+    matched: list[torch.Tensor] = default(default_factory=list)  # after each fine matching level, full resolution
 
 
 class DSMAR(nn.Module):
@@ -91,8 +95,11 @@ class DSMAR(nn.Module):
             ]
         )
         self.refine = AdaptiveRefinement(ch[0], 1, config.refine_hidden) if config.refinement else None
+        self.matcher = FineMatcher() if config.matching else None
 
-    def forward(self, fixed, moving, fixed_modality, moving_modality) -> DSMAROutput:
+    def forward(self, fixed, moving, fixed_modality, moving_modality, match: bool = True) -> DSMAROutput:
+        """`match=False` stops before the fine matching stage (inference runs it on the whole pair, after the
+        trend: `models.dsmar.fine`)."""
         feats_f, feats_m = self.encoder(fixed, moving, fixed_modality, moving_modality)
         levels = []
         b = fixed.shape[0]
@@ -115,12 +122,19 @@ class DSMAR(nn.Module):
             logit = torch.logit(agreement.clamp(1e-4, 1 - 1e-4))
             confidence = agreement.clamp(0, 1)
         full = fixed.shape[-2:]
+        dense = upsample_field(field, full)
+        confidence = F.interpolate(confidence, size=full, mode="bilinear", align_corners=False)
+        matched = []
+        if self.matcher is not None and match:
+            done = self.matcher(fixed, moving, fixed_modality, moving_modality, dense)
+            dense, confidence, matched = done.field, done.confidence, done.levels
         return DSMAROutput(
-            field=upsample_field(field, full),
-            confidence=F.interpolate(confidence, size=full, mode="bilinear", align_corners=False),
+            field=dense,
+            confidence=confidence,
             confidence_logit=logit,
             confidence_learned=self.refine is not None,
             levels=levels,
+            matched=matched,
         )
 
 

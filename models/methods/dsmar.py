@@ -8,7 +8,11 @@ corrects the field by the classical MIND-SSC fine window stage searched that far
 `trend="affine"` first reduces the network's field to its robust affine consensus, so the network gives
 the global geometry and the windows the local detail; `trend="best"` also tries the classical coarse
 search's trend and keeps whichever the fine windows support more (a hybrid: `polish=0` is the network
-alone, dense, and `trend="field"` polishes the network's dense field). Each defaults to the value recorded under
+alone, dense, and `trend="field"` polishes the network's dense field). `fine="learned"` replaces the MIND
+windows on the CPU by DS-MAR's own fine matching stage (`models.dsmar.matching`, in torch on the network's
+device, with the weights' trained descriptor heads; `"init"`: untrained heads, i.e. MIND-SSC descriptors),
+whose `trend="best"` second start is the learned descriptors' own coarse trend (`models.dsmar.fine`);
+`scale=2` runs the network on the pair halved (a quarter of its cost) and doubles its field. Each defaults to the value recorded under
 "inference" in the weights' sidecar (tuned on the train split; `trend="best"` was adopted for the eval
 landmark track's large offsets, which the train split lacks: benchmarks/tuning.md), else 1 frame,
 1 iteration, no polish. The confidence (Contract 2) is the last window pass's support where windows
@@ -28,6 +32,7 @@ import numpy as np
 from models.registry import integer, integers, keywords, one_of, path, register_method, text
 
 TRENDS = ("affine", "best", "field")
+FINE = ("mind", "learned", "init")
 OPTIONS = {
     "weights": path,
     "tile": integer(64),
@@ -38,6 +43,8 @@ OPTIONS = {
     "augment": integer(1, choices=(1, 2, 4, 8)),
     "polish": integers(0),
     "trend": one_of(*TRENDS),
+    "fine": one_of(*FINE),
+    "scale": integer(1, choices=(1, 2)),
 }
 
 
@@ -75,7 +82,7 @@ def resolve(options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 # What runs where neither the options nor the weights' tuned "inference" settings say otherwise.
-FALLBACK = {"iterations": 1, "augment": 1, "polish": 0, "trend": "field"}
+FALLBACK = {"iterations": 1, "augment": 1, "polish": 0, "trend": "field", "fine": "mind", "scale": 1}
 
 
 def settings(meta: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
@@ -87,7 +94,9 @@ def settings(meta: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, A
 
 @register_method("dsmar", options=OPTIONS, resolve=resolve)
 def make_dsmar():
-    from models.dsmar.infer import OVERLAP, TILE, predict_field
+    from models.dsmar.fine import double, halve, learned_fine
+    from models.dsmar.infer import OVERLAP, TILE, default_device, modality_id, network_input, predict_field
+    from models.dsmar.matching import FineMatcher
 
     def dsmar(
         fixed: np.ndarray,
@@ -104,21 +113,33 @@ def make_dsmar():
         augment: int | None = None,
         polish: int | list[int] | None = None,
         trend: str | None = None,
+        fine: str | None = None,
+        scale: int | None = None,
         **_,
     ) -> tuple[np.ndarray, np.ndarray]:
         model, meta = _weights(weights)
-        given = {"iterations": iterations, "augment": augment, "optimise": optimise, "polish": polish, "trend": trend}
+        given = {
+            "iterations": iterations,
+            "augment": augment,
+            "optimise": optimise,
+            "polish": polish,
+            "trend": trend,
+            "fine": fine,
+            "scale": scale,
+        }
         chosen = settings(meta, {k: v for k, v in given.items() if v is not None})  # benchmarks/tuning.md
-        iterations, augment = int(chosen["iterations"]), int(chosen["augment"])
-        optimise, polish, trend = chosen.get("optimise"), chosen["polish"], chosen["trend"]
+        iterations, augment, scale = int(chosen["iterations"]), int(chosen["augment"]), int(chosen["scale"])
+        optimise, polish, trend, fine = chosen.get("optimise"), chosen["polish"], chosen["trend"], chosen["fine"]
         radii = _radii(polish)
+        known = meta.get("record", {}).get("modalities")
+        device = default_device(device)
+        pair = (halve(fixed), halve(moving)) if scale == 2 else (fixed, moving)
         field, confidence = predict_field(
             model,
-            fixed,
-            moving,
+            *pair,
             fixed_modality,
             moving_modality,
-            known_modalities=meta.get("record", {}).get("modalities"),
+            known_modalities=known,
             tile=tile,
             overlap=overlap,
             device=device,
@@ -126,6 +147,13 @@ def make_dsmar():
             optimise=optimise,
             augment=augment,
         )
+        if scale == 2:
+            field, confidence = double(field, confidence, fixed.shape[1:])
+        if radii and fine != "mind":
+            matcher = model.matcher if fine == "learned" and model.matcher is not None else FineMatcher()
+            inputs = (network_input(fixed, fixed_modality), network_input(moving, moving_modality))
+            ids = (modality_id(fixed_modality, known), modality_id(moving_modality, known))
+            return learned_fine(matcher, *inputs, ids, field, confidence, trend, device)
         if radii:
             # The field is now the windows' work around a trend: their support says where it holds. The
             # network's confidence is calibrated on its own dense field (about 2 px), which is not returned.

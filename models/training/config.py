@@ -10,7 +10,7 @@ from kernel.errors import InputError
 from models.dsmar.network import DSMARConfig
 from models.training.augment import WarpRanges
 
-STAGES = ("contrast", "field", "refine", "joint")
+STAGES = ("contrast", "field", "refine", "joint", "match")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,7 @@
-"""The multi-stage trainer: contrast (encoders) -> field (encoders + pyramid) -> refine -> joint.
+"""The multi-stage trainer: contrast (encoders) -> field (encoders + pyramid) -> refine -> joint -> match.
+
+The match stage trains only the learned fine matching stage (`models.dsmar.matching`) on the frozen
+network's field, run without gradients.
 
 Every stage is resumable: a checkpoint (model, optimiser, position in the schedule, random states)
 is written every `checkpoint_every_s` seconds and at each stage's end, and the current weights are
@@ -12,6 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +45,8 @@ def stage_parameters(model: DSMAR, stage: str) -> list[torch.nn.Parameter]:
         modules = [model.encoder, model.coarse, model.fine]
     elif stage == "refine":
         modules = [model.refine] if model.refine is not None else []
+    elif stage == "match":
+        modules = [model.matcher] if model.matcher is not None else []
     else:
         modules = [model]
     return [p for m in modules for p in m.parameters()]
@@ -83,6 +89,8 @@ def field_losses(out: DSMAROutput, batch: Prepared, weights: LossWeights, stage:
     parts: dict[str, torch.Tensor] = {}
     field = out.field
     parts["epe"] = L.mean_end_point_error(field, target, mask)
+    if stage == "match" and weights.levels > 0:
+        parts["levels"] = torch.stack([L.mean_end_point_error(lvl, target, mask) for lvl in out.matched]).mean()
     if stage in ("field", "joint") and weights.levels > 0:
         level_terms = []
         size = target.shape[-1]
@@ -95,7 +103,7 @@ def field_losses(out: DSMAROutput, batch: Prepared, weights: LossWeights, stage:
     if weights.jacobian > 0:
         parts["jacobian"] = L.folding_penalty(field, weights.jacobian_margin)
     if weights.bending > 0:
-        parts["bending"] = L.bending_energy(out.levels[-1])
+        parts["bending"] = L.bending_energy(out.field if stage == "match" else out.levels[-1])
     if stage in ("refine", "joint") and weights.confidence > 0 and out.confidence_learned:
         parts["confidence"] = L.confidence_calibration(
             out.confidence_logit,
@@ -118,6 +126,14 @@ def field_losses(out: DSMAROutput, batch: Prepared, weights: LossWeights, stage:
     }
     parts["total"] = sum(scale[k] * v for k, v in parts.items())
     return parts
+
+
+def match_forward(model: DSMAR, fixed, moving, fixed_modality, moving_modality) -> DSMAROutput:
+    """The forward pass of the match stage: the network without gradients, then the fine matching stage."""
+    with torch.no_grad():
+        prior = model(fixed, moving, fixed_modality, moving_modality, match=False)
+    done = model.matcher(fixed, moving, fixed_modality, moving_modality, prior.field)
+    return replace(prior, field=done.field, confidence=done.confidence, matched=done.levels)
 
 
 def lr_factor(progress: float) -> float:
@@ -308,7 +324,8 @@ class Trainer:
                         )
                     }
                 else:
-                    out = self.model(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
+                    inputs = (batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
+                    out = match_forward(self.model, *inputs) if stage.name == "match" else self.model(*inputs)
                     parts = field_losses(out, batch, self.cfg.losses, stage.name)
             optimizer.zero_grad(set_to_none=True)
             if not torch.isfinite(parts["total"]):

@@ -25,11 +25,13 @@ LEDGER_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train_gpu_con
 
 def validate_weights(weights: Path, config: Path = LEDGER_CONFIG, threads: int = 2) -> dict[str, float]:
     """Median/mean end-point error (px), share under 1 px and folded share of `weights` on the ledger's set."""
+    from models.dsmar.weights import checked_metadata
     from models.training.trainer import Trainer
 
+    architecture = checked_metadata(weights)["config"]  # the weights' own network, fine matching stage included
     with tempfile.TemporaryDirectory() as scratch:
         cfg = TrainConfig.from_json(config, out=scratch, device="cpu")
-        cfg = TrainConfig.from_dict({**cfg.to_dict(), "init": str(weights), "threads": threads})
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), "init": str(weights), "threads": threads, "model": architecture})
         trainer = Trainer(cfg, log=lambda message: None)
         torch.manual_seed(0)
         return trainer.validate()

@@ -1,0 +1,241 @@
+"""DS-MAR's learned fine matching: dual-stream dense descriptors and window correlation, in torch.
+
+Each stream has its own small descriptor head on [gray, validity, MIND-SSC] (separate weights, a modality
+FiLM as in the encoders). Its output is the image's centred MIND-SSC channels plus a learned residual and
+learned extra channels, all starting at zero, L2-normalised: at initialisation the stage is MIND matching,
+and training can only add to it.
+
+A level matches the fixed descriptors against the moving ones warped by the field so far: the cosine
+similarity at every integer offset within `radius` (at the level's resolution) is averaged over square
+windows on a lattice (window matching's robustness: a window of texture agrees where single pixels do
+not). A parabola through the best offset and its neighbours gives the sub-pixel residual (a soft arg-max
+snapped to whole pixels: 2.95 px read for a 3.3 px shift), and the softmax mass (learned temperature)
+of the 3 x 3 offsets around the best its confidence. The lattice residuals are spread to every pixel by
+confidence-weighted normalised convolution and composed after the field (Contract 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.api import MODALITIES
+from models.dsmar.flow import base_grid, sample_at, warp
+from models.losses import mind_ssc
+
+MIND_CHANNELS = 6
+
+
+@dataclass(frozen=True)
+class MatchLevel:
+    """One pass: descriptors pooled `factor` x, offsets up to `radius` level pixels, windows of `window`
+    level pixels every `step` level pixels."""
+
+    factor: int
+    radius: int
+    window: int
+    step: int
+
+
+# One full-resolution level, +-5 px, windows of 65 px every 24 px (as the `mind` fine stage): a half-resolution
+# level first and a second pass both made the fields noisier (benchmarks/tuning.md).
+LEVELS = (MatchLevel(1, 5, 65, 24),)
+
+
+def image_descriptors(image: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W) [gray, validity] -> (B, 6, H, W) MIND-SSC (patch radius 1, dilation 1, as `mind`), 0 where
+    invalid: the handcrafted prior of the descriptor heads."""
+    return mind_ssc(image[:, :1].float(), radius=1, dilation=1) * image[:, 1:2]
+
+
+class DescriptorHead(nn.Module):
+    """One stream: (B, 2, H, W) [gray, validity] and its MIND-SSC -> (B, 6 + extra, H, W), unit length."""
+
+    def __init__(self, extra: int = 6, hidden: int = 8):
+        super().__init__()
+        self.extra = extra
+        self.stem = nn.Conv2d(2 + MIND_CHANNELS, hidden, 3, padding=1)
+        self.film = nn.Embedding(len(MODALITIES), 2 * hidden)
+        self.body = nn.Sequential(nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2), nn.LeakyReLU(0.1, inplace=True))
+        self.head = nn.Conv2d(hidden, MIND_CHANNELS + extra, 3, padding=1)
+        for zero in (self.film.weight, self.head.weight, self.head.bias):
+            nn.init.zeros_(zero)
+
+    def forward(self, image: torch.Tensor, modality: torch.Tensor, mind: torch.Tensor) -> torch.Tensor:
+        valid = image[:, 1:2].float()
+        x = self.stem(torch.cat([image.float(), mind], 1))
+        gamma, beta = self.film(modality).chunk(2, dim=1)
+        x = F.leaky_relu(x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None], 0.1)
+        prior = mind - mind.mean(1, keepdim=True)
+        prior = F.pad(prior, (0, 0, 0, 0, 0, self.extra))
+        return F.normalize((prior + self.head(self.body(x))) * valid, dim=1)
+
+
+@dataclass(frozen=True)
+class Matched:
+    """A matching run: the final field (B, 2, H, W), its confidence (B, 1, H, W) in [0, 1], and the field
+    after every level (full resolution), for training."""
+
+    field: torch.Tensor
+    confidence: torch.Tensor
+    levels: list[torch.Tensor]
+
+
+class FineMatcher(nn.Module):
+    """(fixed, moving (B, 2, H, W), modality ids, prior field (B, 2, H, W)) -> `Matched`."""
+
+    def __init__(self, extra: int = 6, hidden: int = 8, levels: tuple[MatchLevel, ...] = LEVELS):
+        super().__init__()
+        self.levels = levels
+        self.fixed = DescriptorHead(extra, hidden)
+        self.moving = DescriptorHead(extra, hidden)
+        # log temperature of each level's soft arg-max over window-mean cosine similarities
+        self.log_temperature = nn.Parameter(torch.full((len(levels),), 4.0))
+
+    def describe(self, fixed, moving, fixed_modality, moving_modality) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            self.fixed(fixed, fixed_modality, image_descriptors(fixed)),
+            self.moving(moving, moving_modality, image_descriptors(moving)),
+        )
+
+    def forward(self, fixed, moving, fixed_modality, moving_modality, prior: torch.Tensor) -> Matched:
+        desc_f, desc_m = self.describe(fixed, moving, fixed_modality, moving_modality)
+        return self.match(desc_f, desc_m, fixed[:, 1:2], moving[:, 1:2], prior)
+
+    def match(
+        self, desc_f, desc_m, valid_f, valid_m, prior: torch.Tensor, levels: int | None = None, first: int = 0
+    ) -> Matched:
+        """The field `prior` corrected by levels `first` up to `levels` (all by default)."""
+        field, confidence, fields = prior.float(), None, []
+        for index in range(first, len(self.levels) if levels is None else levels):
+            residual, confidence = self.level(desc_f, desc_m, valid_f, valid_m, field, index)
+            field = compose(field, residual)
+            fields.append(field)
+        if confidence is None:
+            confidence = torch.ones_like(prior[:, :1])
+        return Matched(field, confidence * valid_f.float(), fields)
+
+    def level(self, desc_f, desc_m, valid_f, valid_m, field, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Residual field (B, 2, H, W) in full-resolution pixels and confidence (B, 1, H, W) of one level."""
+        lv = self.levels[index]
+        shift, confidence = lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv, self.log_temperature[index])
+        shape = tuple(field.shape[-2:])
+        return spread(shift, confidence, lv.step, shape, lv.factor), spread_scalar(
+            confidence, lv.step, shape, lv.factor
+        )
+
+
+def lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv: MatchLevel, log_temperature: torch.Tensor):
+    """The residual shift (B, 2, h', w') in full-resolution pixels of every window of level `lv` on the lattice,
+    after the moving descriptors are warped by `field`, and its confidence (B, 1, h', w') in [0, 1]."""
+    moved = warp(torch.cat([desc_m, valid_m.float()], 1), field)
+    f = torch.cat([desc_f, valid_f.float()], 1)
+    if lv.factor > 1:
+        f, moved = F.avg_pool2d(f, lv.factor), F.avg_pool2d(moved, lv.factor)
+    cost, support = window_costs(f[:, :-1], f[:, -1:], moved[:, :-1], moved[:, -1:], lv)
+    shift, confidence = peak_offset(cost, lv.radius, log_temperature.exp())
+    return shift * lv.factor, confidence * (support > 0.5).float()
+
+
+def window_costs(desc_f, valid_f, desc_m, valid_m, lv: MatchLevel) -> tuple[torch.Tensor, torch.Tensor]:
+    """Window-mean cosine similarity at every offset (B, (2r+1)^2, h', w') on the lattice, offsets (dy, dx)
+    row-major, and the share of each window where both streams are valid at zero offset (B, 1, h', w').
+
+    Each offset's similarity map is reduced to the lattice rows at once (`window_sums` on the row axis), so
+    the full-resolution maps of all offsets are never held together."""
+    r = lv.radius
+    h, w = desc_f.shape[-2:]
+    padded = F.pad(torch.cat([desc_m, valid_m], 1), (r,) * 4)
+    rows = []
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            moved = padded[:, :, dy : dy + h, dx : dx + w]
+            both = valid_f * moved[:, -1:]
+            rows.append(window_sums(torch.cat([(desc_f * moved[:, :-1]).sum(1, keepdim=True), both], 1), lv, (2,)))
+    sums = window_sums(torch.cat(rows + [window_sums(valid_f * valid_m, lv, (2,))], 1), lv, (3,))
+    costs = sums[:, 0:-1:2] / sums[:, 1:-1:2].clamp_min(1e-3)
+    return costs, sums[:, -1:] / window_sums(torch.ones_like(valid_f), lv)
+
+
+def window_sums(x: torch.Tensor, lv: MatchLevel, axes: tuple[int, ...] = (2, 3)) -> torch.Tensor:
+    """Sums of (B, C, h, w) over `lv.window`-square windows (clipped at the borders) centred on the lattice
+    points 0, step, 2 step, ... of each of `axes`: running sums, O(1) per window whatever its size."""
+    for axis in axes:
+        size = x.shape[axis]
+        centres = torch.arange(0, size, lv.step, device=x.device)
+        lo = (centres - lv.window // 2).clamp(0, size)
+        hi = (centres + lv.window // 2 + 1).clamp(0, size)
+        run = F.pad(x.cumsum(axis), (0, 0, 1, 0) if axis == 2 else (1, 0))
+        x = run.index_select(axis, hi) - run.index_select(axis, lo)
+    return x
+
+
+def peak_offset(cost: torch.Tensor, radius: int, temperature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sub-pixel offset (B, 2, h, w) of the best offset, refined by a parabola through it and its neighbours
+    on each axis, and the softmax(temperature * cost) mass of the 3 x 3 offsets around it (B, 1, h, w)."""
+    side = 2 * radius + 1
+    best = cost.argmax(1)  # (B, h, w)
+    by = (best // side).clamp(1, side - 2)
+    bx = (best % side).clamp(1, side - 2)
+
+    def at(oy: int, ox: int) -> torch.Tensor:
+        return torch.gather(cost, 1, ((by + oy) * side + bx + ox)[:, None])
+
+    centre = at(0, 0)
+    offsets = []
+    for lo, hi, base in ((at(-1, 0), at(1, 0), by), (at(0, -1), at(0, 1), bx)):
+        curve = (lo + hi - 2 * centre).clamp(max=-1e-6)
+        offsets.append(base[:, None] - radius + (0.5 * (lo - hi) / curve).clamp(-1, 1))
+    prob = torch.softmax(temperature * cost, 1)
+    mass = sum(torch.gather(prob, 1, ((by + oy) * side + bx + ox)[:, None]) for oy in (-1, 0, 1) for ox in (-1, 0, 1))
+    return torch.cat(offsets, 1), mass
+
+
+def _gaussian(x: torch.Tensor) -> torch.Tensor:
+    """3 x 3 binomial smoothing (about one lattice cell's sigma), replicate borders."""
+    kern = torch.tensor([0.25, 0.5, 0.25], device=x.device, dtype=x.dtype)
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (1, 1, 0, 0), mode="replicate"), kern.view(1, 1, 1, 3).expand(c, 1, 1, 3), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, 1, 1), mode="replicate"), kern.view(1, 1, 3, 1).expand(c, 1, 3, 1), groups=c)
+
+
+def _to_pixels(lattice: torch.Tensor, step: int, shape: tuple[int, int], factor: int) -> torch.Tensor:
+    """Bilinear read of a lattice map at every pixel of `shape` (lattice point i at level pixel i * step, whose
+    centre is at full-resolution pixel (i * step + 0.5) * factor - 0.5)."""
+    grid = (base_grid(shape, lattice) + 0.5 - 0.5 * factor) / (step * factor)
+    return sample_at(lattice, grid.expand(lattice.shape[0], -1, -1, -1), padding="border")
+
+
+def spread(shift: torch.Tensor, confidence: torch.Tensor, step: int, shape, factor: int) -> torch.Tensor:
+    """Lattice shifts (B, 2, h, w) to a dense field (B, 2, H, W) by confidence-weighted normalised convolution."""
+    weight = confidence.clamp_min(1e-4)
+    smooth = _gaussian(shift * weight) / _gaussian(weight)
+    return _to_pixels(smooth, step, shape, factor)
+
+
+def spread_scalar(confidence: torch.Tensor, step: int, shape, factor: int) -> torch.Tensor:
+    return _to_pixels(_gaussian(confidence), step, shape, factor).clamp(0, 1)
+
+
+def compose(field: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """Contract 1 composition: `residual` found on the moving image warped by `field` -> one field."""
+    grid = base_grid(field.shape[-2:], field)
+    return residual + sample_at(field, grid + residual, padding="border")
+
+
+def global_shift(desc_f: torch.Tensor, desc_m: torch.Tensor, factor: int = 8) -> tuple[float, float]:
+    """The translation (dy, dx) in full-resolution pixels that best aligns the moving descriptors with the
+    fixed ones: the peak of their FFT cross-correlation at 1/`factor` resolution (one image, B = 1)."""
+    f = F.avg_pool2d(desc_f.float(), factor)[0]
+    m = F.avg_pool2d(desc_m.float(), factor)[0]
+    f, m = f - f.mean((1, 2), keepdim=True), m - m.mean((1, 2), keepdim=True)
+    h, w = f.shape[-2:]
+    size = (2 * h, 2 * w)
+    corr = torch.fft.irfft2(torch.fft.rfft2(m, s=size) * torch.fft.rfft2(f, s=size).conj(), s=size).sum(0)
+    peak = int(corr.argmax())
+    dy, dx = peak // size[1], peak % size[1]
+    dy, dx = (dy - size[0] if dy >= h else dy), (dx - size[1] if dx >= w else dx)
+    return float(dy * factor), float(dx * factor)
