@@ -275,7 +275,16 @@ def run_tiles(
 class _TileStream:
     """`run_tiles`' state: what is submitted, settled and still to be used, row by row of chunks."""
 
-    def __init__(self, client, plan, fixed, moving, registrator, todo, retry):
+    def __init__(
+        self,
+        client,
+        plan: TilePlan,
+        fixed: xr.DataArray,
+        moving: Mapping[str, xr.DataArray],
+        registrator: TileRegistrator,
+        todo: Sequence[Tile],
+        retry: RetryPolicy,
+    ):
         self.client, self.moving, self.registrator, self.retry = client, list(moving), registrator, retry
         plans = {m: registration_plan(plan, m) for m in moving}
         self.pieces = {m: {tile: plans[m].covering(tile.core) for tile in todo} for m in moving}
