@@ -9,19 +9,24 @@ plumbing alone.
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import chain
 from typing import Protocol
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 
 from kernel.contracts import MODALITY, REFERENCE
 from kernel.warp import warp_image
 from pipeline.blend import blend
-from pipeline.quality import FLAG_REGISTERED, TileSummary, Verdict, gate, neighbourhood
+from pipeline.quality import FLAG_REGISTERED, TileSummary, Verdict, gate
+from pipeline.tile_reads import WindowReads
 from pipeline.tile_retry import TILE_RETRY, RetryPolicy, TileFailure, error_line
+from pipeline.tile_stream import StreamRow, stream_rows
 from pipeline.tiles import Tile, TilePlan, Window, plan_tiles
 
 # Below this share of valid pixels in either image a tile is not matched: zero field, zero confidence.
@@ -29,6 +34,9 @@ MIN_VALID_SHARE = 0.01
 # A modality registered on tiles of its own (`Modality.registration_tile`) gets at least this share of
 # their side as halo: the overlap its tile fields blend across.
 REGISTRATION_HALO_SHARE = 1 / 8
+# Chunk rows registered and gated past the oldest unfinished one, at the least: the workers find ready tasks while
+# a row's last chunks finish, and the windows and fields in flight stay a few rows, whatever the scene's height.
+ROWS_AHEAD = 1
 
 
 def registration_plan(plan: TilePlan, modality: str) -> TilePlan:
@@ -181,23 +189,12 @@ def finish_chunk(
     return ChunkResult(tile, thumbs)
 
 
-def _window(array: xr.DataArray, window: Window) -> da.Array:
-    return da.asarray(array.data)[(slice(None), *window.slices)].astype(np.float32)
-
-
 def register_tile(
     registrator: TileRegistrator, fixed: np.ndarray, moving: np.ndarray, modality: str, retry: RetryPolicy
 ) -> tuple[TileField, TileSummary]:
     """One registration tile's field (retried per `retry`) and its summary for gating."""
     field = retry.call(f"{modality} registration", registrator, fixed, moving, moving_modality=modality)
     return field, TileSummary.of(field.displacement, field.confidence)
-
-
-def _neighbours(plan: TilePlan, tiles: Sequence[Tile]) -> list[Tile]:
-    """The tiles of `plan` whose summaries the trends of `tiles` read (`pipeline.quality.neighbourhood`), not in `tiles`."""
-    by_position = {(t.i, t.j): t for t in plan.tiles}
-    near = dict.fromkeys(p for t in tiles for p in neighbourhood((t.i, t.j)) if p in by_position)
-    return [by_position[p] for p in near if by_position[p] not in tiles]
 
 
 def _error(future) -> str | None:
@@ -233,6 +230,13 @@ class TileRun:
         return {m: [v.confidence for v in by_tile.values()] for m, by_tile in self.verdicts.items()}
 
 
+def rows_ahead(client, n_cols: int) -> int:
+    """How many chunk rows past the oldest unfinished one `run_tiles` registers and gates: `ROWS_AHEAD`, or more
+    where that would leave the cluster's threads fewer than two ready tasks each."""
+    threads = sum(client.nthreads().values())
+    return max(ROWS_AHEAD, math.ceil(2 * threads / n_cols))
+
+
 def run_tiles(
     client,
     plan: TilePlan,
@@ -249,85 +253,159 @@ def run_tiles(
 ) -> TileRun:
     """Register, gate, blend, warp and write the `todo` tiles of one scene set on a Dask cluster.
 
-    Windows of the lazy (band, y, x) inputs are read on the workers, each once; each modality is
-    registered on its `registration_plan`, a registration tile once even when several chunks' blends
-    need it, and so are the registration tiles around them that gating (`pipeline.quality`) reads the trends
-    from. The chunks are blended, warped and written once those are registered and gated (two phases: the
-    chunks' windows wait in worker memory meanwhile); each chunk task writes its own chunks only.
+    Each modality is registered on its `registration_plan`, a registration tile once even when several chunks'
+    blends need it, and so are the registration tiles around them that gating (`pipeline.quality`) reads the
+    trends from. The run streams row by row of chunks (`pipeline.tile_stream`): a row's registration tiles are
+    submitted a few rows ahead of it, the row is gated as soon as the summaries its gating reads are in, and its
+    chunks are then blended, warped and written, each chunk task writing its own chunk only. Windows of the lazy
+    (band, y, x) inputs are read on the workers as their tasks are submitted, each input block once
+    (`pipeline.tile_reads`), so worker memory holds a few rows of windows and fields, not the scene.
     A task that still fails after `retry` costs its chunks only: they are not written and are returned
-    as failed.
+    as failed. `on_progress` gets (chunks done, chunks to do less those failed for want of a registration tile).
     """
-    from distributed import as_completed, wait
-
     todo = list(todo)
     if not todo:
         return TileRun([], [], {m: {} for m in moving})
-    plans = {m: registration_plan(plan, m) for m in moving}
-    pieces = {m: {tile: plans[m].covering(tile.core) for tile in todo} for m in moving}
-    needed = {m: list(dict.fromkeys(n for ns in pieces[m].values() for n in ns)) for m in moving}
-    tiles = {m: needed[m] + _neighbours(plans[m], needed[m]) for m in moving}  # the neighbours make the trends
-    images = {REFERENCE: fixed, **moving}
-    windows: dict[tuple[str, Window], None] = {}  # what each chunk reads, in the chunks' order
-    for tile in todo:
-        windows.update(dict.fromkeys((name, tile.outer) for name in images))
-        for m in moving:
-            windows.update(dict.fromkeys((name, n.outer) for n in pieces[m][tile] for name in (REFERENCE, m)))
-    for m in moving:
-        windows.update(dict.fromkeys((name, n.outer) for n in tiles[m] for name in (REFERENCE, m)))
-    reads = client.compute([_window(images[name], window) for name, window in windows], retries=retry.attempts - 1)
-    read = dict(zip(windows, reads))
-    registered = {
-        m: {
-            n: client.submit(register_tile, registrator, read[REFERENCE, n.outer], read[m, n.outer], m, retry)
-            for n in tiles[m]
+    return _TileStream(client, plan, fixed, moving, registrator, todo, retry).run(
+        partial(finish_chunk, writer=writer, time_index=time_index, inputs_hash=inputs_hash, thumb_step=thumb_step),
+        on_progress,
+    )
+
+
+class _TileStream:
+    """`run_tiles`' state: what is submitted, settled and still to be used, row by row of chunks."""
+
+    def __init__(
+        self,
+        client,
+        plan: TilePlan,
+        fixed: xr.DataArray,
+        moving: Mapping[str, xr.DataArray],
+        registrator: TileRegistrator,
+        todo: Sequence[Tile],
+        retry: RetryPolicy,
+    ):
+        self.client, self.moving, self.registrator, self.retry = client, list(moving), registrator, retry
+        plans = {m: registration_plan(plan, m) for m in moving}
+        self.pieces = {m: {tile: plans[m].covering(tile.core) for tile in todo} for m in moving}
+        self.rows = stream_rows(plans, self.pieces, todo)
+        self.ahead = rows_ahead(client, plan.n_cols)
+        images = {REFERENCE: fixed, **moving}
+        self.chunk_reads = {tile: [(name, tile.outer) for name in images] for tile in todo}
+        self.registration_reads = {
+            (m, n): [(REFERENCE, n.outer), (m, n.outer)] for row in self.rows for m in moving for n in row.register[m]
         }
-        for m in moving
-    }
-    fields = {m: {n: client.submit(_field, registered[m][n]) for n in needed[m]} for m in moving}
-    summaries = {m: {n: client.submit(_summary, r) for n, r in by_tile.items()} for m, by_tile in registered.items()}
-    del registered
-    wait([f for by_tile in summaries.values() for f in by_tile.values()])
-    errors = {m: {n: _error(f) for n, f in by_tile.items()} for m, by_tile in summaries.items()}
-    verdicts = {}
-    for m in moving:
-        ok = [n for n in summaries[m] if errors[m][n] is None]
-        known = dict(zip(((n.i, n.j) for n in ok), client.gather([summaries[m][n] for n in ok])))
-        gated_ones = [n for n in needed[m] if errors[m][n] is None]
-        verdicts[m] = dict(zip(gated_ones, gate(known, [(n.i, n.j) for n in gated_ones]).values(), strict=True))
-    del summaries
-    failed, finals = [], {}
-    for tile in todo:
-        broken = [(m, n) for m in moving for n in pieces[m][tile] if errors[m][n] is not None]
-        if broken:
-            m, n = broken[0]
-            failed.append(TileFailure((tile.i, tile.j), m, f"registration tile ({n.i}, {n.j}): {errors[m][n]}"))
-            continue
-        future = client.submit(
-            retry.call,
-            f"chunk ({tile.i}, {tile.j})",
-            finish_chunk,
-            tile,
-            read[REFERENCE, tile.outer],
-            {m: read[m, tile.outer] for m in moving},
-            {m: [(n, fields[m][n], verdicts[m][n]) for n in pieces[m][tile]] for m in moving},
-            writer,
-            time_index,
-            inputs_hash,
-            thumb_step,
-            pure=False,
-        )
-        finals[future.key] = (future, tile)
-    # Only the chunk tasks hold the windows and fields now: each is freed once its last reader is done.
-    del read, fields, reads
-    results = []
-    for done, future in enumerate(as_completed([f for f, _ in finals.values()]), start=1):
-        error = _error(future)
-        if error is None:
-            results.append(future.result())
-        else:
-            tile = finals[future.key][1]
-            failed.append(TileFailure((tile.i, tile.j), "+".join(moving), error))
+        uses = [*chain(*self.registration_reads.values()), *chain(*self.chunk_reads.values())]
+        self.reads = WindowReads(client, images, uses, retry.attempts - 1)
+        self.field_uses = Counter((m, n) for tile in todo for m in moving for n in self.pieces[m][tile])
+        # The fields' futures, each dropped once the last chunk that reads it is submitted.
+        self.fields: dict[tuple[str, Tile], object] = {}
+        self.summaries: dict[str, dict[tuple[int, int], TileSummary]] = {m: {} for m in moving}
+        self.errors: dict[str, dict[Tile, str]] = {m: {} for m in moving}
+        self.verdicts: dict[str, dict[Tile, Verdict]] = {m: {} for m in moving}
+        self.unfinished = [len(row.chunks) for row in self.rows]  # per row, its chunks not settled yet
+        self.pending: dict[str, tuple] = {}  # future key -> (modality, registration tile) or (chunk tile, row)
+        self.results: list[ChunkResult] = []
+        self.unregistered: list[TileFailure] = []  # chunks not submitted: a registration tile they read failed
+        self.failed: list[TileFailure] = []  # chunk tasks that failed
+
+    def run(self, finish: Callable[..., ChunkResult], on_progress: Callable[[int, int], None]) -> TileRun:
+        from distributed import as_completed
+
+        events, staged, gated, oldest = as_completed(with_results=True, raise_errors=False), 0, 0, 0
+        while True:
+            while oldest < len(self.rows) and not self.unfinished[oldest]:
+                oldest += 1
+            if gated < staged and self._settled(self.rows[gated]):
+                events.update(self._gate(gated, finish))
+                gated += 1
+            elif staged < len(self.rows) and staged <= oldest + self.ahead:
+                events.update(self._register(staged))
+                staged += 1
+            elif not self.pending:
+                break
+            else:
+                for future, result in events.next_batch():
+                    self._settle(future, result, on_progress)
+        keyed = {m: {(n.i, n.j): v for n, v in by_tile.items()} for m, by_tile in self.verdicts.items()}
+        return TileRun(self.results, self.unregistered + self.failed, keyed)
+
+    def _settled(self, row: StreamRow) -> bool:
+        """Whether every summary the gating of `row` reads is in (or its registration failed)."""
+        return all(n in self.errors[m] or (n.i, n.j) in self.summaries[m] for m in self.moving for n in row.wait[m])
+
+    def _register(self, k: int) -> list:
+        """Submit the registration tiles row `k` brings (their windows read first); return their summaries' futures."""
+        order = [(m, n) for m in self.moving for n in self.rows[k].register[m]]
+        windows = iter(self.reads.take([use for key in order for use in self.registration_reads[key]]))
+        summaries = []
+        for m, n in order:
+            registered = self.client.submit(
+                register_tile, self.registrator, next(windows), next(windows), m, self.retry
+            )
+            if self.field_uses[m, n]:
+                self.fields[m, n] = self.client.submit(_field, registered)
+            summary = self.client.submit(_summary, registered)
+            self.pending[summary.key] = (m, n)
+            summaries.append(summary)
+        return summaries
+
+    def _gate(self, k: int, finish: Callable[..., ChunkResult]) -> list:
+        """Gate the registration tiles row `k` needs first, submit its chunks; return the chunk tasks' futures."""
+        row = self.rows[k]
+        for m in self.moving:
+            ok = [n for n in row.gate[m] if n not in self.errors[m]]
+            verdicts = gate(self.summaries[m], [(n.i, n.j) for n in ok]).values()
+            self.verdicts[m].update(zip(ok, verdicts, strict=True))
+        broken = {}
+        for tile in row.chunks:
+            errors = [(m, n) for m in self.moving for n in self.pieces[m][tile] if n in self.errors[m]]
+            if errors:
+                m, n = errors[0]
+                broken[tile] = TileFailure(
+                    (tile.i, tile.j), m, f"registration tile ({n.i}, {n.j}): {self.errors[m][n]}"
+                )
+        self.reads.skip(use for tile in broken for use in self.chunk_reads[tile])
+        chunks = [tile for tile in row.chunks if tile not in broken]
+        windows = iter(self.reads.take([use for tile in chunks for use in self.chunk_reads[tile]]))
+        futures = []
+        for tile in chunks:
+            fixed_outer, moving_outers = next(windows), {m: next(windows) for m in self.moving}
+            pieces = {
+                m: [(n, self.fields[m, n], self.verdicts[m][n]) for n in self.pieces[m][tile]] for m in self.moving
+            }
+            future = self.client.submit(
+                self.retry.call, f"chunk ({tile.i}, {tile.j})", finish, tile, fixed_outer, moving_outers, pieces,
+                pure=False,
+            )  # fmt: skip
+            self.pending[future.key] = (tile, k)
+            futures.append(future)
+        for tile in row.chunks:
+            for m in self.moving:
+                for n in self.pieces[m][tile]:
+                    self.field_uses[m, n] -= 1
+                    if not self.field_uses[m, n]:
+                        self.fields.pop((m, n), None)
+        self.unregistered += broken.values()
+        self.unfinished[k] -= len(broken)
+        return futures
+
+    def _settle(self, future, result, on_progress: Callable[[int, int], None]) -> None:
+        """Take in a finished summary (kept on the client: gating reads it) or chunk task."""
+        owner, error = self.pending.pop(future.key), _error(future)
         future.release()
-        on_progress(done, len(finals))
-    keyed = {m: {(n.i, n.j): v for n, v in verdicts[m].items()} for m in moving}
-    return TileRun(results, failed, keyed)
+        if isinstance(owner[0], str):
+            m, n = owner
+            if error is None:
+                self.summaries[m][n.i, n.j] = result
+            else:
+                self.errors[m][n] = error
+            return
+        tile, k = owner
+        if error is None:
+            self.results.append(result)
+        else:
+            self.failed.append(TileFailure((tile.i, tile.j), "+".join(self.moving), error))
+        self.unfinished[k] -= 1
+        done = len(self.results) + len(self.failed)
+        on_progress(done, sum(len(row.chunks) for row in self.rows) - len(self.unregistered))
