@@ -15,6 +15,7 @@ from datetime import UTC
 from pathlib import Path
 
 import numpy as np
+from distributed import get_task_stream
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
@@ -36,6 +37,7 @@ from pipeline.report import ErrorStats, TimeReport, assemble, thumb_step, write_
 from pipeline.stac_output import write_cube_stac
 from pipeline.store import CubeLayout, CubeStore, Provenance, cube_attrs, inputs_hash, time_settings
 from pipeline.tiles import Tile, TilePlan, plan_tiles, region_grid
+from pipeline.timings import WORKER_STAGES, StageClock, worker_peak_rss, worker_seconds
 
 log = logging.getLogger("dsmar")
 
@@ -48,6 +50,8 @@ class SceneSetOutcome:
     errors: dict[str, ErrorStats | None]  # the registered field's error vs truth
     report: TimeReport
     unregistered: dict[str, ErrorStats | None] = field(default_factory=dict)  # the input's own error vs truth
+    stages: dict[str, float] = field(default_factory=dict)  # client wall seconds per stage (`pipeline.timings`)
+    worker_seconds: dict[str, float] = field(default_factory=dict)  # worker core-seconds per stage of the tiles
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,10 @@ class RunSummary:
     outcomes: tuple[SceneSetOutcome, ...] = ()
     skipped: tuple[str, ...] = ()  # scene sets not processed, with the reason
     rejections: tuple[tuple[str, str], ...] = ()  # (item id, reason) from the search
+    stages: dict[str, float] = field(default_factory=dict)  # client wall seconds per stage (`pipeline.timings`)
+    worker_seconds: dict[str, float] = field(default_factory=dict)  # worker core-seconds per stage of the tiles
+    threads: int = 0  # worker threads of the cluster the tiles ran on
+    worker_peak_rss: dict[str, int] = field(default_factory=dict)  # bytes, by worker address
 
     def error(self, modality: str, unregistered: bool = False) -> ErrorStats | None:
         """Median/mean end-point error vs truth over all time steps that had truth: of the registered field,
@@ -187,13 +195,15 @@ def register_scene_set(
     label = str(_utc(scene_set.optical).astype("datetime64[s]")).replace("T", " ")
     keys = scene_set.asset_keys
     size = config.tiles.size
+    clock = StageClock()
 
     def load(modality: str):
         items = [profile.resign(i) for i in scene_set.items(modality)]
         return load_stack(items, keys.of(modality), cube.grid, chunks=size, quirks=profile.quirks)
 
-    fixed = load(REFERENCE)
-    moving = {modality: load(modality) for modality in config.modalities}
+    with clock("inputs"):
+        fixed = load(REFERENCE)
+        moving = {modality: load(modality) for modality in config.modalities}
     registration = {modality: registration_plan(cube.plan, modality) for modality in moving}
     fingerprint = inputs_hash(
         __version__,
@@ -210,24 +220,27 @@ def register_scene_set(
     todo = [t for t in cube.plan.tiles if written[t.i, t.j] != fingerprint]
     step = thumb_step(cube.grid.shape)
     log.info("%s: %d tiles to register (%d up to date)", label, len(todo), len(cube.plan.tiles) - len(todo))
-    results = run_tiles(
-        client,
-        cube.plan,
-        fixed,
-        moving,
-        MethodRegistrator(method),
-        store,
-        time_index,
-        fingerprint,
-        todo,
-        step,
-        on_progress=_Progress(label),
-    )
-    if config.report_dir:
-        done = {(t.i, t.j) for t in todo}
-        skipped = [t for t in cube.plan.tiles if (t.i, t.j) not in done]
-        results += [_thumbnails_from_cube(store, time_index, tile, moving, step) for tile in skipped]
-    errors, unregistered, truths = _score(store, scene_set, cube, moving, time_index, step)
+    with clock("tiles"), get_task_stream(client) as stream:
+        results = run_tiles(
+            client,
+            cube.plan,
+            fixed,
+            moving,
+            MethodRegistrator(method),
+            store,
+            time_index,
+            fingerprint,
+            todo,
+            step,
+            on_progress=_Progress(label),
+        )
+    busy = worker_seconds(stream.data, sum(r.write_seconds for r in results))
+    with clock("score"):
+        if config.report_dir:
+            done = {(t.i, t.j) for t in todo}
+            skipped = [t for t in cube.plan.tiles if (t.i, t.j) not in done]
+            results += [_thumbnails_from_cube(store, time_index, tile, moving, step) for tile in skipped]
+        errors, unregistered, truths = _score(store, scene_set, cube, moving, time_index, step)
     report = TimeReport(
         label,
         {modality: ", ".join(i.id for i in scene_set.items(modality)) for modality in (REFERENCE, *REGISTERED)},
@@ -239,7 +252,7 @@ def register_scene_set(
         unregistered,
     )
     written, skipped = len(todo), len(cube.plan.tiles) - len(todo)
-    return SceneSetOutcome(label, written, skipped, errors, report, unregistered)
+    return SceneSetOutcome(label, written, skipped, errors, report, unregistered, clock.seconds, busy)
 
 
 def _thumbnails_from_cube(store: CubeStore, time_index: int, tile: Tile, moving, step: int) -> ChunkResult:
@@ -289,13 +302,16 @@ def report_task(directory: str, outcomes: Sequence[SceneSetOutcome], cube: CubeP
 def register_region(config: RunConfig) -> RunSummary:
     """Search the catalog for the config's region and period and write the aligned cube (and report)."""
     started = time.perf_counter()
+    clock = StageClock()
     method = method_spec(config.method)  # weights and settings resolved once, for the attrs, hashes and tiles
     profile = profile_for(config.search)
-    found = search_scenes(config)
+    with clock("search"):
+        found = search_scenes(config)
     rejections = tuple((r.item_id, r.reason) for r in found.rejections)
     if not found.scene_sets:
         return RunSummary(config.out, None, 0, 0, 0, 0, time.perf_counter() - started, rejections=rejections)
-    cube = plan_cube(found.scene_sets, config)
+    with clock("plan"):
+        cube = plan_cube(found.scene_sets, config)
     log.info(
         "%d scene set(s); grid %d x %d px; %d tiles of %d px (+%d halo) each",
         len(cube.scene_sets),
@@ -307,13 +323,22 @@ def register_region(config: RunConfig) -> RunSummary:
     )
     outcomes = []
     store = open_store(config.out)
+    cluster_started = time.perf_counter()
     with dask_client(config.cluster) as client, store.lock():
+        clock.add({"cluster": time.perf_counter() - cluster_started})
         # Only once the cluster answers: an unreachable scheduler must not leave an empty cube behind.
-        index = prepare_cube(store, cube, config, profile, method)
+        with clock("layout"):
+            index = prepare_cube(store, cube, config, profile, method)
         for scene_set in cube.scene_sets:
             t = index[_utc(scene_set.optical)]
             outcomes.append(register_scene_set(client, store, scene_set, cube, t, config, profile, method))
-    stac = write_cube_stac(store.url)
+        threads, peak_rss = sum(client.nthreads().values()), worker_peak_rss(client)
+        cluster_closing = time.perf_counter()
+    clock.add({"cluster": time.perf_counter() - cluster_closing})
+    for outcome in outcomes:
+        clock.add(outcome.stages)
+    with clock("stac"):
+        stac = write_cube_stac(store.url)
     if stac is not None:
         log.info("STAC catalog of the cube: %s", stac)
     summary = RunSummary(
@@ -327,10 +352,15 @@ def register_region(config: RunConfig) -> RunSummary:
         tuple(outcomes),
         cube.skipped,
         rejections,
+        clock.seconds,
+        {stage: sum(o.worker_seconds.get(stage, 0.0) for o in outcomes) for stage in WORKER_STAGES},
+        threads,
+        peak_rss,
     )
     if config.report_dir:
-        report = report_task(config.report_dir, outcomes, cube, config, summary_lines(summary))
-        summary = replace(summary, report=report)
+        with clock("report"):
+            report = report_task(config.report_dir, outcomes, cube, config, summary_lines(summary))
+        summary = replace(summary, report=report, stages=clock.seconds, wall_seconds=time.perf_counter() - started)
     return summary
 
 

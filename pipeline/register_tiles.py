@@ -9,6 +9,7 @@ plumbing alone.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -118,6 +119,7 @@ class ChunkWriter(Protocol):
 class ChunkResult:
     tile: Tile
     thumbnails: dict[str, np.ndarray] = field(default_factory=dict)
+    write_seconds: float = 0.0  # of the chunk's task, spent writing (`pipeline.timings`)
 
 
 def decimate(core: Window, array: np.ndarray, step: int) -> np.ndarray:
@@ -139,12 +141,19 @@ def finish_chunk(
     """Blend, warp and write one chunk; return small thumbnails for the report."""
     inputs = {m: ModalityInput(moving_outers[m], tuple(pieces[m])) for m in moving_outers}
     arrays = align_chunk(tile, fixed_outer, inputs)
+    started = time.perf_counter()
     writer.write(time_index, tile, arrays, inputs_hash)
+    write_seconds = time.perf_counter() - started
     core = tile.core.relative_to(tile.outer)
     thumbs = {name: decimate(tile.core, value, thumb_step) for name, value in arrays.items()}
     for modality, moving in moving_outers.items():
         thumbs[f"{modality}_before"] = decimate(tile.core, moving[(slice(None), *core.slices)], thumb_step)
-    return ChunkResult(tile, thumbs)
+    return ChunkResult(tile, thumbs, write_seconds)
+
+
+def register_tile(registrator: TileRegistrator, fixed: np.ndarray, moving: np.ndarray, modality: str) -> TileField:
+    """One registration task; its name tells the registration apart in the task stream (`pipeline.timings`)."""
+    return registrator(fixed, moving, moving_modality=modality)
 
 
 def _window(array: xr.DataArray, window: Window) -> da.Array:
@@ -186,7 +195,7 @@ def run_tiles(
     read = dict(zip(windows, client.compute([_window(images[name], window) for name, window in windows])))
     fields = {
         m: {
-            n: client.submit(registrator, read[REFERENCE, n.outer], read[m, n.outer], moving_modality=m)
+            n: client.submit(register_tile, registrator, read[REFERENCE, n.outer], read[m, n.outer], m)
             for n in dict.fromkeys(n for ns in pieces[m].values() for n in ns)
         }
         for m in moving
