@@ -10,10 +10,15 @@ wall-clock columns that add up to the run's wall time:
 - `finish`: scoring (reads the cube only where the archive carries truth), the cube's STAC catalog, the report;
 - `other`: what none of these measured (Prefect's task orchestration); small by construction of the checks.
 
-Derived: end-to-end s/MP = wall / cube megapixels, and core-s/MP = wall x threads / MP; registration alone =
-the registration tasks' core-seconds / MP (each tile of each modality through the method, as the workers ran
-it); the pipeline overhead = end-to-end core-seconds / registration core-seconds (1.0: every worker-second of
-the run was spent registering).
+And CPU time, which a machine shared with other jobs does not inflate as it inflates the wall clock: the client
+process's and the workers' (`pipeline.timings`: `register`, `warp`, `write` timed around those steps, `other`
+the rest of the worker processes: the input graphs' reads and resampling, Dask, imports).
+
+Derived, per cube megapixel (MP: cube pixels, every modality of one date): end-to-end s/MP = wall / MP;
+end-to-end CPU-s/MP = all CPU seconds (client and workers) / MP; registration alone = the registration's CPU
+seconds / MP (each tile of each modality through the method, inside the workers). The pipeline overhead =
+end-to-end CPU seconds / registration CPU seconds (1.0: all the run's CPU went into registering); the wall
+overhead = wall x worker threads / the registration tasks' wall seconds, the same ratio on the wall clock.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class SpeedRun:
     stages: dict[str, float]  # client wall seconds per stage (`pipeline.timings.StageClock`)
     worker_seconds: dict[str, float]  # worker core-seconds per `WORKER_STAGES` stage
     peak_rss: dict[str, int]  # bytes per worker
+    worker_cpu: dict[str, float]  # CPU seconds of the workers per stage (`pipeline.timings.cpu_between`)
+    client_cpu: float  # CPU seconds of the flow's process
     cube_bytes: int  # on disk
     input_bytes: int  # the archive's rasters
     dates: int = 1
@@ -66,13 +73,18 @@ class SpeedRun:
         return parts
 
     @property
-    def register_core_seconds(self) -> float:
-        return self.worker_seconds.get("register", 0.0)
+    def cpu_seconds(self) -> float:
+        return self.client_cpu + sum(self.worker_cpu.values())
 
     @property
     def overhead(self) -> float:
-        """End-to-end core-seconds over the registration's core-seconds."""
-        return self.wall_seconds * self.threads / max(self.register_core_seconds, 1e-9)
+        """End-to-end CPU seconds over the registration's CPU seconds."""
+        return self.cpu_seconds / max(self.worker_cpu.get("register", 0.0), 1e-9)
+
+    @property
+    def wall_overhead(self) -> float:
+        """End-to-end core-seconds (wall x threads) over the registration tasks' wall seconds."""
+        return self.wall_seconds * self.threads / max(self.worker_seconds.get("register", 0.0), 1e-9)
 
     @property
     def peak_rss_max(self) -> int:
@@ -97,25 +109,30 @@ def scaling(runs: list[SpeedRun], run: SpeedRun) -> float | None:
 
 
 def table(runs: list[SpeedRun]) -> str:
-    """The markdown table of the runs: the wall-time split, s/MP, overhead, memory and scaling."""
-    head = (
-        "| size | method | workers | cube px | tiles | wall s | "
-        + " | ".join(COLUMNS)
-        + " | s/MP | core-s/MP | register core-s/MP | overhead | peak RSS/worker MB | vs 1 worker | cube B/px |"
-    )
-    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    """Two markdown tables of the runs: the wall-time split and scaling; CPU time, overhead, memory and storage."""
+    wall = [
+        "| size | method | workers | cube px | tiles | wall s | " + " | ".join(COLUMNS) + " | s/MP | vs 1 worker |",
+    ]
+    cpu = [
+        "| size | method | workers | CPU s client | CPU s other | CPU s register | CPU s warp | CPU s write | "
+        "CPU-s/MP | register CPU-s/MP | overhead | wall overhead | peak RSS/worker MB | cube B/px | input B/px |"
+    ]
     for r in runs:
-        split = r.split()
-        ratio = scaling(runs, r)
-        rows.append(
-            f"| {r.size} | {r.method} | {r.workers} | {r.cube_shape[0]}x{r.cube_shape[1]} | {r.tiles} | "
-            f"{r.wall_seconds:.1f} | "
+        split, ratio, mp = r.split(), scaling(runs, r), r.megapixels
+        name = f"| {r.size} | {r.method} | {r.workers} | "
+        wall.append(
+            f"{name}{r.cube_shape[0]}x{r.cube_shape[1]} | {r.tiles} | {r.wall_seconds:.1f} | "
             + " | ".join(f"{split[c]:.1f}" for c in COLUMNS)
-            + f" | {r.wall_seconds / r.megapixels:.2f} | {r.wall_seconds * r.threads / r.megapixels:.2f} | "
-            f"{r.register_core_seconds / r.megapixels:.2f} | {r.overhead:.2f} | {r.peak_rss_max / 2**20:.0f} | "
-            f"{'-' if ratio is None else f'{ratio:.2f}x'} | {r.cube_bytes_per_pixel():.1f} |"
+            + f" | {r.wall_seconds / mp:.2f} | {'-' if ratio is None else f'{ratio:.2f}x'} |"
         )
-    return "\n".join(rows)
+        cpu.append(
+            f"{name}{r.client_cpu:.1f} | "
+            + " | ".join(f"{r.worker_cpu.get(s, 0.0):.1f}" for s in ("other", "register", "warp", "write"))
+            + f" | {r.cpu_seconds / mp:.2f} | {r.worker_cpu.get('register', 0.0) / mp:.2f} | {r.overhead:.2f} | "
+            f"{r.wall_overhead:.2f} | {r.peak_rss_max / 2**20:.0f} | {r.cube_bytes_per_pixel():.1f} | "
+            f"{r.input_bytes / (r.cube_shape[0] * r.cube_shape[1]):.1f} |"
+        )
+    return "\n\n".join("\n".join([rows[0], "|" + "---|" * (rows[0].count("|") - 1), *rows[1:]]) for rows in (wall, cpu))
 
 
 def write_results(runs: list[SpeedRun], path: Path) -> None:

@@ -37,7 +37,7 @@ from pipeline.report import ErrorStats, TimeReport, assemble, thumb_step, write_
 from pipeline.stac_output import write_cube_stac
 from pipeline.store import CubeLayout, CubeStore, Provenance, cube_attrs, inputs_hash, time_settings
 from pipeline.tiles import Tile, TilePlan, plan_tiles, region_grid
-from pipeline.timings import WORKER_STAGES, StageClock, worker_peak_rss, worker_seconds
+from pipeline.timings import WORKER_STAGES, StageClock, cpu_between, worker_seconds, workers_usage
 
 log = logging.getLogger("dsmar")
 
@@ -72,6 +72,8 @@ class RunSummary:
     worker_seconds: dict[str, float] = field(default_factory=dict)  # worker core-seconds per stage of the tiles
     threads: int = 0  # worker threads of the cluster the tiles ran on
     worker_peak_rss: dict[str, int] = field(default_factory=dict)  # bytes, by worker address
+    worker_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds of the workers per stage
+    client_cpu: float = 0.0  # CPU seconds of this process during the run
 
     def error(self, modality: str, unregistered: bool = False) -> ErrorStats | None:
         """Median/mean end-point error vs truth over all time steps that had truth: of the registered field,
@@ -301,7 +303,7 @@ def report_task(directory: str, outcomes: Sequence[SceneSetOutcome], cube: CubeP
 @flow(name="register-region", log_prints=False)
 def register_region(config: RunConfig) -> RunSummary:
     """Search the catalog for the config's region and period and write the aligned cube (and report)."""
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     clock = StageClock()
     method = method_spec(config.method)  # weights and settings resolved once, for the attrs, hashes and tiles
     profile = profile_for(config.search)
@@ -326,13 +328,14 @@ def register_region(config: RunConfig) -> RunSummary:
     cluster_started = time.perf_counter()
     with dask_client(config.cluster) as client, store.lock():
         clock.add({"cluster": time.perf_counter() - cluster_started})
+        usage_before = workers_usage(client)
         # Only once the cluster answers: an unreachable scheduler must not leave an empty cube behind.
         with clock("layout"):
             index = prepare_cube(store, cube, config, profile, method)
         for scene_set in cube.scene_sets:
             t = index[_utc(scene_set.optical)]
             outcomes.append(register_scene_set(client, store, scene_set, cube, t, config, profile, method))
-        threads, peak_rss = sum(client.nthreads().values()), worker_peak_rss(client)
+        threads, usage_after = sum(client.nthreads().values()), workers_usage(client)
         cluster_closing = time.perf_counter()
     clock.add({"cluster": time.perf_counter() - cluster_closing})
     for outcome in outcomes:
@@ -355,13 +358,14 @@ def register_region(config: RunConfig) -> RunSummary:
         clock.seconds,
         {stage: sum(o.worker_seconds.get(stage, 0.0) for o in outcomes) for stage in WORKER_STAGES},
         threads,
-        peak_rss,
+        {worker: use["peak_rss"] for worker, use in usage_after.items()},
+        cpu_between(usage_before, usage_after),
     )
     if config.report_dir:
         with clock("report"):
             report = report_task(config.report_dir, outcomes, cube, config, summary_lines(summary))
         summary = replace(summary, report=report, stages=clock.seconds, wall_seconds=time.perf_counter() - started)
-    return summary
+    return replace(summary, client_cpu=time.process_time() - started_cpu)
 
 
 def summary_lines(summary: RunSummary) -> list[str]:

@@ -22,6 +22,7 @@ from kernel.contracts import MODALITY, REFERENCE
 from kernel.warp import warp_image
 from pipeline.blend import blend
 from pipeline.tiles import Tile, TilePlan, Window, plan_tiles
+from pipeline.timings import cpu_clock
 
 # Below this share of valid pixels in either image a tile is not matched: zero field, zero confidence.
 MIN_VALID_SHARE = 0.01
@@ -140,20 +141,24 @@ def finish_chunk(
 ) -> ChunkResult:
     """Blend, warp and write one chunk; return small thumbnails for the report."""
     inputs = {m: ModalityInput(moving_outers[m], tuple(pieces[m])) for m in moving_outers}
-    arrays = align_chunk(tile, fixed_outer, inputs)
+    with cpu_clock("warp"):
+        arrays = align_chunk(tile, fixed_outer, inputs)
     started = time.perf_counter()
-    writer.write(time_index, tile, arrays, inputs_hash)
+    with cpu_clock("write"):
+        writer.write(time_index, tile, arrays, inputs_hash)
     write_seconds = time.perf_counter() - started
     core = tile.core.relative_to(tile.outer)
-    thumbs = {name: decimate(tile.core, value, thumb_step) for name, value in arrays.items()}
-    for modality, moving in moving_outers.items():
-        thumbs[f"{modality}_before"] = decimate(tile.core, moving[(slice(None), *core.slices)], thumb_step)
+    with cpu_clock("warp"):
+        thumbs = {name: decimate(tile.core, value, thumb_step) for name, value in arrays.items()}
+        for modality, moving in moving_outers.items():
+            thumbs[f"{modality}_before"] = decimate(tile.core, moving[(slice(None), *core.slices)], thumb_step)
     return ChunkResult(tile, thumbs, write_seconds)
 
 
 def register_tile(registrator: TileRegistrator, fixed: np.ndarray, moving: np.ndarray, modality: str) -> TileField:
     """One registration task; its name tells the registration apart in the task stream (`pipeline.timings`)."""
-    return registrator(fixed, moving, moving_modality=modality)
+    with cpu_clock("register"):
+        return registrator(fixed, moving, moving_modality=modality)
 
 
 def _window(array: xr.DataArray, window: Window) -> da.Array:

@@ -109,12 +109,14 @@ def _speed(args) -> int:
                         stages=summary.stages,
                         worker_seconds=summary.worker_seconds,
                         peak_rss=summary.worker_peak_rss,
+                        worker_cpu=summary.worker_cpu,
+                        client_cpu=summary.client_cpu,
                         cube_bytes=_bytes_under(cube),
                         input_bytes=input_bytes,
                     )
                     runs.append(run)
                     write_results(runs, out / "speed.json")
-                    say(table([run]).splitlines()[-1])
+                    say(" ".join(line for line in table([run]).splitlines() if line.startswith(f"| {name} ")))
                     if not args.keep_cubes:
                         shutil.rmtree(cube)
     print(table(runs))
