@@ -192,34 +192,42 @@ def run_tiles(
     plans = {m: registration_plan(plan, m) for m in moving}
     pieces = {m: {tile: plans[m].covering(tile.core) for tile in todo} for m in moving}
     images = {REFERENCE: fixed, **moving}
-    windows: dict[tuple[str, Window], None] = {}  # what each chunk reads, in the chunks' order
-    for tile in todo:
-        windows.update(dict.fromkeys((name, tile.outer) for name in images))
+    read: dict[tuple[str, Window], object] = {}  # window futures, by (image, window)
+    fields: dict[str, dict[Tile, object]] = {m: {} for m in moving}
+    finals = []
+    for k, tile in enumerate(todo):
+        # What a chunk needs first is asked for at its priority, higher for earlier chunks (and, per chunk, its
+        # write before its registrations before its reads): workers follow the row-major work front, so memory
+        # holds about a row of windows and fields, not the whole scene's.
+        front = -3 * k
+        needed = dict.fromkeys((name, tile.outer) for name in images)
         for m in moving:
-            windows.update(dict.fromkeys((name, n.outer) for n in pieces[m][tile] for name in (REFERENCE, m)))
-    read = dict(zip(windows, client.compute([_window(images[name], window) for name, window in windows])))
-    fields = {
-        m: {
-            n: client.submit(register_tile, registrator, read[REFERENCE, n.outer], read[m, n.outer], m)
-            for n in dict.fromkeys(n for ns in pieces[m].values() for n in ns)
-        }
-        for m in moving
-    }
-    finals = [
-        client.submit(
-            finish_chunk,
-            tile,
-            read[REFERENCE, tile.outer],
-            {m: read[m, tile.outer] for m in moving},
-            {m: [(n, fields[m][n]) for n in pieces[m][tile]] for m in moving},
-            writer,
-            time_index,
-            inputs_hash,
-            thumb_step,
-            pure=False,
+            needed.update(dict.fromkeys((name, n.outer) for n in pieces[m][tile] for name in (REFERENCE, m)))
+        new = [key for key in needed if key not in read]
+        if new:
+            arrays = [_window(images[name], window) for name, window in new]
+            read.update(zip(new, client.compute(arrays, priority=front)))
+        for m in moving:
+            for n in pieces[m][tile]:
+                if n not in fields[m]:
+                    fields[m][n] = client.submit(
+                        register_tile, registrator, read[REFERENCE, n.outer], read[m, n.outer], m, priority=front + 1
+                    )
+        finals.append(
+            client.submit(
+                finish_chunk,
+                tile,
+                read[REFERENCE, tile.outer],
+                {m: read[m, tile.outer] for m in moving},
+                {m: [(n, fields[m][n]) for n in pieces[m][tile]] for m in moving},
+                writer,
+                time_index,
+                inputs_hash,
+                thumb_step,
+                pure=False,
+                priority=front + 2,
+            )
         )
-        for tile in todo
-    ]
     # Only the chunk tasks hold the windows and fields now: each is freed once its last reader is done,
     # so memory follows the (row-major) work front instead of the whole scene.
     del read, fields
