@@ -42,7 +42,12 @@ from pipeline.load_mosaic import Layer, asset_layers
 
 # Remote reads retry as `READ_ENV` says. A mosaic VRT opens its tiles during reads, not at open time: keep GDAL from probing each remote
 # tile for sidecar files there too (stackstac sets this for opens only; 7 requests a tile saved).
-GDAL_ENV = DEFAULT_GDAL_ENV.updated(always=READ_ENV, read={"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"})
+# GDAL's block cache (by default 5% of the machine's memory in every worker process) is capped: each chunk is read
+# once, so the cache saved nothing while a worker's memory grew with the scene read through it, up to that 5%.
+GDAL_CACHE_MB = 64
+GDAL_ENV = DEFAULT_GDAL_ENV.updated(
+    always={**READ_ENV, "GDAL_CACHEMAX": GDAL_CACHE_MB}, read={"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+)
 RESAMPLING = {"bilinear": Resampling.bilinear, "nearest": Resampling.nearest, "cubic": Resampling.cubic}
 TRUTH_ASSET = "truth_displacement"
 
