@@ -198,7 +198,8 @@ def run_tiles(
     for k, tile in enumerate(todo):
         # What a chunk needs first is asked for at its priority, higher for earlier chunks (and, per chunk, its
         # write before its registrations before its reads): workers follow the row-major work front, so memory
-        # holds about a row of windows and fields, not the whole scene's.
+        # holds about a row of windows and fields, not the whole scene's. Unoptimised graphs keep the input
+        # chunks' own keys, so a chunk that several chunks' windows overlap is read once, not once per call.
         front = -3 * k
         needed = dict.fromkeys((name, tile.outer) for name in images)
         for m in moving:
@@ -206,7 +207,7 @@ def run_tiles(
         new = [key for key in needed if key not in read]
         if new:
             arrays = [_window(images[name], window) for name, window in new]
-            read.update(zip(new, client.compute(arrays, priority=front)))
+            read.update(zip(new, client.compute(arrays, priority=front, optimize_graph=False)))
         for m in moving:
             for n in pieces[m][tile]:
                 if n not in fields[m]:
