@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -26,6 +28,7 @@ from pystac.extensions.raster import DataType, NoDataStrings, RasterBand, Raster
 from pystac.extensions.sar import FrequencyBand, ObservationDirection, Polarization, SarExtension
 from pystac.extensions.sat import OrbitState, SatExtension
 from pystac.extensions.view import ViewExtension
+from rasterio.windows import Window as RasterWindow
 from scipy import ndimage
 
 from catalogs.profiles import LOCAL
@@ -36,6 +39,7 @@ from kernel.fields import elastic_field
 from kernel.paths import check_writable_dir
 from kernel.warp import fixed_point_inverse, sample
 from pipeline.grid import Grid
+from pipeline.tiles import Window
 
 ARCHIVE_VERSION = 1  # bump when the generator changes what it writes, so old archives are rebuilt
 EPSG = 32633  # UTM 33N; the optical tile sits near 46.1 N, 14.5 E (the landscape itself is synthetic)
@@ -105,15 +109,21 @@ class ArchiveInfo:
         )
 
 
+# A band's physical values on its product's grid: the whole (H, W) array, or a function that renders any window
+# of it, so that a large archive is written window by window without ever holding a whole band.
+BandSource = np.ndarray | Callable[[Window], np.ndarray]
+WRITE_WINDOW = 512  # side of the windows a rendered band is written in (the GeoTIFF block size)
+
+
 @dataclass(frozen=True)
 class Product:
-    """One item's rasters in memory: bands on its own grid, and (SAR, DEM) the truth on the optical grid."""
+    """One item's rasters: bands on its own grid, and (SAR, DEM) the truth on the optical grid, if known."""
 
     kind: str  # "optical", "sar" or "dem"
     item_id: str
     grid: Grid
     acquired: datetime
-    bands: dict[str, np.ndarray]  # asset key -> (H, W) float32 physical values on `grid`
+    bands: dict[str, BandSource]  # asset key -> (H, W) float32 physical values on `grid`
     properties: dict
     truth: np.ndarray | None = None  # (2, H, W) Contract 1 field on the optical grid
     aligned: np.ndarray | None = None  # (C, H, W) what the product would be on the optical grid, unmoved
@@ -364,6 +374,70 @@ def write_cog(
             dst.set_band_description(i, text)
 
 
+@dataclass(frozen=True)
+class BandFile:
+    """One band of a product and the one-band GeoTIFF it goes to."""
+
+    path: Path
+    source: BandSource
+    dtype: str
+    nodata: float | None
+    description: str
+
+
+def write_bands(files: Sequence[BandFile], grid: Grid) -> pystac.MediaType:
+    """Write a product's bands, one file each; the assets' media type.
+
+    Whole arrays become COGs. Renderers are written as tiled GeoTIFFs (512 px blocks, deflate level 1 with a
+    predictor, no overviews) one `WRITE_WINDOW` block at a time, every band of a window before the next window,
+    so memory stays flat in the band's size and a renderer that draws all its product's bands at once (cached per
+    window) draws each window once."""
+    if all(isinstance(f.source, np.ndarray) for f in files):
+        for f in files:
+            write_cog(f.path, f.source[None].astype(f.dtype), grid, f.nodata, (f.description,))
+        return pystac.MediaType.COG
+    with ExitStack() as stack:
+        targets = [(f, stack.enter_context(rasterio.open(f.path, "w", **_tiled_profile(f, grid)))) for f in files]
+        for row in range(0, grid.height, WRITE_WINDOW):
+            for col in range(0, grid.width, WRITE_WINDOW):
+                window = Window(row, col, min(WRITE_WINDOW, grid.height - row), min(WRITE_WINDOW, grid.width - col))
+                where = RasterWindow(col, row, window.width, window.height)
+                for f, dst in targets:
+                    values = f.source(window) if callable(f.source) else f.source[window.slices]
+                    dst.write(values.astype(f.dtype), 1, window=where)
+        for f, dst in targets:
+            dst.set_band_description(1, f.description)
+    return pystac.MediaType.GEOTIFF
+
+
+def _tiled_profile(band: BandFile, grid: Grid) -> dict:
+    band.path.parent.mkdir(parents=True, exist_ok=True)
+    return dict(
+        driver="GTiff",
+        width=grid.width,
+        height=grid.height,
+        count=1,
+        dtype=band.dtype,
+        crs=grid.crs_wkt,
+        transform=grid.affine,
+        nodata=band.nodata,
+        tiled=True,
+        blockxsize=WRITE_WINDOW,
+        blockysize=WRITE_WINDOW,
+        compress="DEFLATE",
+        zlevel=1,
+        predictor=3 if np.dtype(band.dtype).kind == "f" else 2,
+        bigtiff="IF_SAFER",
+    )
+
+
+def _to_dn(reflectance: BandSource) -> BandSource:
+    """Reflectance as the archive's uint16 digital numbers (whole, or per window for a renderer)."""
+    if not isinstance(reflectance, np.ndarray):
+        return lambda window: _to_dn(reflectance(window))
+    return np.clip(np.rint(reflectance / REFLECTANCE_SCALE), 1, 65535).astype(np.uint16)
+
+
 def _to_lonlat(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return Transformer.from_crs(EPSG, 4326, always_xy=True).transform(x, y)
 
@@ -377,6 +451,11 @@ def footprint(grid: Grid) -> dict:
     lon, lat = _to_lonlat(xs, ys)
     ring = [[round(float(a), 7), round(float(b), 7)] for a, b in zip(lon, lat)]
     return {"type": "Polygon", "coordinates": [ring + ring[:1]]}
+
+
+def footprint_bbox(grid: Grid) -> tuple[float, float, float, float]:
+    """The lon/lat bbox (W, S, E, N) of a grid's footprint."""
+    return tuple(_bbox(footprint(grid)))
 
 
 def _bbox(geometry: dict) -> list[float]:
@@ -455,7 +534,7 @@ def _write_product(product: Product, folder: Path, reference: Grid) -> pystac.It
     else:
         item = _item(product, {"platform": "dsmar-dem-sim", "constellation": "dsmar-synthetic", "gsd": DEM_RES})
         path = folder / "data.tif"
-        write_cog(path, product.bands["data"][None].astype(np.float32), product.grid, float("nan"), ("elevation",))
+        media = write_bands([BandFile(path, product.bands["data"], "float32", float("nan"), "elevation")], product.grid)
         item.add_asset(
             "data",
             _asset(
@@ -466,8 +545,11 @@ def _write_product(product: Product, folder: Path, reference: Grid) -> pystac.It
                 RasterBand.create(
                     nodata=NoDataStrings.NAN, data_type=DataType.FLOAT32, unit="m", spatial_resolution=DEM_RES
                 ),
+                media,
             ),
         )
+    if product.truth is None:
+        return item
     path = folder / f"{TRUTH_KEY}.tif"
     write_cog(path, product.truth.astype(np.float32), reference, None, ("dy", "dx"), overviews=False)
     truth = _asset(
@@ -500,18 +582,20 @@ def _optical_item(product: Product, folder: Path) -> pystac.Item:
         sun_azimuth=round(p["sun_azimuth"], 2), sun_elevation=round(p["sun_elevation"], 2)
     )
     EOExtension.ext(item, add_if_missing=True).cloud_cover = round(p["cloud_cover"], 2)
-    for key, name, centre, fwhm in OPTICAL_ASSETS:
-        dn = np.clip(np.rint(product.bands[key] / REFLECTANCE_SCALE), 1, 65535).astype(np.uint16)
-        path = folder / f"{key}.tif"
-        write_cog(path, dn[None], product.grid, 0, (key,))
+    files = [
+        BandFile(folder / f"{key}.tif", _to_dn(product.bands[key]), "uint16", 0, key) for key, *_ in OPTICAL_ASSETS
+    ]
+    media = write_bands(files, product.grid)
+    for (key, name, centre, fwhm), f in zip(OPTICAL_ASSETS, files):
         asset = _asset(
-            path,
+            f.path,
             product.grid,
             f"{key.capitalize()} reflectance",
             ["data", "reflectance"],
             RasterBand.create(
                 nodata=0, data_type=DataType.UINT16, scale=REFLECTANCE_SCALE, offset=0.0, spatial_resolution=OPTICAL_RES
             ),
+            media,
         )
         EOExtension.ext(asset).apply(
             bands=[Band.create(name=name, common_name=key, center_wavelength=centre, full_width_half_max=fwhm)]
@@ -545,17 +629,19 @@ def _sar_item(product: Product, folder: Path) -> pystac.Item:
     sat = SatExtension.ext(item, add_if_missing=True)
     sat.orbit_state = OrbitState(p["orbit_state"])
     sat.relative_orbit = 146 if p["orbit_state"] == "ascending" else 95
-    for key in ("vv", "vh"):
-        path = folder / f"{key}.tif"
-        write_cog(path, product.bands[key][None].astype(np.float32), product.grid, float("nan"), (key,))
+    keys = ("vv", "vh")
+    files = [BandFile(folder / f"{key}.tif", product.bands[key], "float32", float("nan"), key) for key in keys]
+    media = write_bands(files, product.grid)
+    for key, f in zip(keys, files):
         asset = _asset(
-            path,
+            f.path,
             product.grid,
             f"{key.upper()} backscatter (dB)",
             ["data", "backscatter"],
             RasterBand.create(
                 nodata=NoDataStrings.NAN, data_type=DataType.FLOAT32, unit="dB", spatial_resolution=SAR_RES
             ),
+            media,
         )
         asset.extra_fields["sar:polarizations"] = [key.upper()]
         item.add_asset(key, asset)
@@ -622,8 +708,8 @@ def _manifest(size: int, dates: int, seed: int) -> dict:
     return {"generator": GENERATOR, "version": ARCHIVE_VERSION, "size": size, "dates": dates, "seed": seed}
 
 
-def _existing(root: Path, wanted: dict) -> ArchiveInfo | None:
-    """The archive already under `root` when it was made with the same parameters and is complete."""
+def existing_archive(root: Path, wanted: dict) -> ArchiveInfo | None:
+    """The archive already under `root` when it was made with the parameters `wanted` and is complete."""
     try:
         manifest = json.loads((root / "manifest.json").read_text())
         info = ArchiveInfo.from_json(manifest["info"])
@@ -645,15 +731,10 @@ def generate_archive(root: Path, size: int = 1536, dates: int = 2, seed: int = 0
         raise InputError(f"the demo archive needs at least one date, got {dates!r}")
     root = check_writable_dir(Path(root).expanduser().resolve(), "demo archive root")
     wanted = _manifest(size, dates, seed)
-    existing = _existing(root, wanted)
+    existing = existing_archive(root, wanted)
     if existing is not None:
         return existing
-    for stale in ("manifest.json", "catalog.json", *COLLECTIONS.values()):
-        path = root / stale
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    clear_archive(root)
     rendered = render_archive(size, dates, seed)
     write_catalog(rendered, root)
     products = rendered.products
@@ -662,7 +743,7 @@ def generate_archive(root: Path, size: int = 1536, dates: int = 2, seed: int = 0
         root=root,
         catalog=root / "catalog.json",
         bbox=inner_bbox(rendered.optical_grid),
-        optical_bbox=tuple(_bbox(footprint(rendered.optical_grid))),
+        optical_bbox=footprint_bbox(rendered.optical_grid),
         start=min(times),
         end=max(times),
         optical_item_ids=tuple(p.item_id for p in products if p.kind == "optical"),
@@ -672,5 +753,20 @@ def generate_archive(root: Path, size: int = 1536, dates: int = 2, seed: int = 0
         dates=dates,
         seed=seed,
     )
-    (root / "manifest.json").write_text(json.dumps({"parameters": wanted, "info": info.to_json()}, indent=2))
+    write_manifest(root, wanted, info)
     return info
+
+
+def clear_archive(root: Path) -> None:
+    """Delete what an archive writes under `root` (its manifest first: a half-cleared archive is never reused)."""
+    for stale in ("manifest.json", "catalog.json", *COLLECTIONS.values()):
+        path = root / stale
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def write_manifest(root: Path, parameters: dict, info: ArchiveInfo) -> None:
+    """Written last: an archive with a manifest is complete (`existing_archive`)."""
+    (root / "manifest.json").write_text(json.dumps({"parameters": parameters, "info": info.to_json()}, indent=2))

@@ -15,6 +15,7 @@ from datetime import UTC
 from pathlib import Path
 
 import numpy as np
+from distributed import get_task_stream
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -42,6 +43,7 @@ from pipeline.report_checks import full_resolution_evidence
 from pipeline.stac_output import write_cube_stac
 from pipeline.store import CubeLayout, CubeStore, Provenance, cube_attrs, inputs_hash, time_settings
 from pipeline.tiles import Tile, TilePlan, plan_tiles, region_grid
+from pipeline.timings import WORKER_STAGES, StageClock, cpu_between, worker_seconds, workers_usage
 
 log = logging.getLogger("dsmar")
 
@@ -60,6 +62,8 @@ class SceneSetOutcome:
     flagged: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     tile_confidence: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0  # wall time of the scene set: load, register, write, score
+    stages: dict[str, float] = field(default_factory=dict)  # client wall seconds per stage (`pipeline.timings`)
+    worker_seconds: dict[str, float] = field(default_factory=dict)  # worker core-seconds per stage of the tiles
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,12 @@ class RunSummary:
     skipped: tuple[str, ...] = ()  # scene sets not processed, with the reason
     rejections: tuple[tuple[str, str], ...] = ()  # (item id, reason) from the search
     failed: tuple[str, ...] = ()  # chunks not written, "YYYY-MM-DD modality tile (i, j): reason"; a rerun retries them
+    stages: dict[str, float] = field(default_factory=dict)  # client wall seconds per stage (`pipeline.timings`)
+    worker_seconds: dict[str, float] = field(default_factory=dict)  # worker core-seconds per stage of the tiles
+    threads: int = 0  # worker threads of the cluster the tiles ran on
+    worker_peak_rss: dict[str, int] = field(default_factory=dict)  # bytes, by worker address
+    worker_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds of the workers per stage
+    client_cpu: float = 0.0  # CPU seconds of this process during the run
 
     def error(self, modality: str, unregistered: bool = False) -> ErrorStats | None:
         """Median/mean end-point error vs truth over all time steps that had truth: of the registered field,
@@ -204,13 +214,15 @@ def register_scene_set(
     label = str(_utc(scene_set.optical).astype("datetime64[s]")).replace("T", " ")
     keys = scene_set.asset_keys
     size = config.tiles.size
+    clock = StageClock()
 
     def load(modality: str):
         items = [profile.resign(i) for i in scene_set.items(modality)]
         return load_stack(items, keys.of(modality), cube.grid, chunks=size, quirks=profile.quirks)
 
-    fixed = load(REFERENCE)
-    moving = {modality: load(modality) for modality in config.modalities}
+    with clock("inputs"):
+        fixed = load(REFERENCE)
+        moving = {modality: load(modality) for modality in config.modalities}
     registration = {modality: registration_plan(cube.plan, modality) for modality in moving}
     fingerprint = inputs_hash(
         __version__,
@@ -227,20 +239,22 @@ def register_scene_set(
     todo = [t for t in cube.plan.tiles if written[t.i, t.j] != fingerprint]
     step = thumb_step(cube.grid.shape)
     log.info("%s: %d tiles to register (%d up to date)", label, len(todo), len(cube.plan.tiles) - len(todo))
-    run = run_tiles(
-        client,
-        cube.plan,
-        fixed,
-        moving,
-        MethodRegistrator(method),
-        store,
-        time_index,
-        fingerprint,
-        todo,
-        step,
-        on_progress=_Progress(label, todo),
-    )
+    with clock("tiles"), get_task_stream(client) as stream:
+        run = run_tiles(
+            client,
+            cube.plan,
+            fixed,
+            moving,
+            MethodRegistrator(method),
+            store,
+            time_index,
+            fingerprint,
+            todo,
+            step,
+            on_progress=_Progress(label, todo),
+        )
     results = run.chunks
+    busy = worker_seconds(stream.data, sum(r.write_seconds for r in results))
     failed = tuple(f.describe(label[:10]) for f in run.failed)
     for line in failed:
         log.warning("tile failed, not written (a rerun retries it): %s", line)
@@ -248,11 +262,12 @@ def register_scene_set(
         for k in tiles:
             v = run.verdicts[m][k]
             log.warning("%s %s registration tile %s flagged (quality %d): %s", label, m, k, v.flag, v.reason)
-    if config.report_dir:
-        done = {(t.i, t.j) for t in todo}
-        skipped = [t for t in cube.plan.tiles if (t.i, t.j) not in done]
-        results += [_thumbnails_from_cube(store, time_index, tile, moving, step) for tile in skipped]
-    errors, unregistered, truths = _score(store, scene_set, cube, moving, time_index, step)
+    with clock("score"):
+        if config.report_dir:
+            done = {(t.i, t.j) for t in todo}
+            skipped = [t for t in cube.plan.tiles if (t.i, t.j) not in done]
+            results += [_thumbnails_from_cube(store, time_index, tile, moving, step) for tile in skipped]
+        errors, unregistered, truths = _score(store, scene_set, cube, moving, time_index, step)
     written, skipped = len(todo) - len(failed), len(cube.plan.tiles) - len(todo)
     quicklooks = assemble(results, cube.grid.shape, step)
     crops, residuals = {}, {}
@@ -291,6 +306,8 @@ def register_scene_set(
         run.flagged,
         run.confidence,
         time.perf_counter() - started,
+        clock.seconds,
+        busy,
     )
 
 
@@ -352,14 +369,17 @@ def register_region(config: RunConfig) -> RunSummary:
 
 
 def _register_region(config: RunConfig) -> RunSummary:
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
+    clock = StageClock()
     method = method_spec(config.method)  # weights and settings resolved once, for the attrs, hashes and tiles
     profile = profile_for(config.search)
-    found = search_scenes(config)
+    with clock("search"):
+        found = search_scenes(config)
     rejections = tuple((r.item_id, r.reason) for r in found.rejections)
     if not found.scene_sets:
         return RunSummary(config.out, None, 0, 0, 0, 0, time.perf_counter() - started, rejections=rejections)
-    cube = plan_cube(found.scene_sets, config)
+    with clock("plan"):
+        cube = plan_cube(found.scene_sets, config)
     log.info(
         "%d scene set(s); grid %d x %d px; %d tiles of %d px (+%d halo) each",
         len(cube.scene_sets),
@@ -371,17 +391,27 @@ def _register_region(config: RunConfig) -> RunSummary:
     )
     outcomes = []
     store = open_store(config.out)
+    cluster_started = time.perf_counter()
     with cluster_for(config.cluster) as client, store.lock():
+        clock.add({"cluster": time.perf_counter() - cluster_started})
+        usage_before = workers_usage(client)
         # Only once every worker can take part: an unreachable scheduler, or a worker that cannot write the
         # store or runs other weights, must not leave an empty cube behind.
         registrator = MethodRegistrator(method)
         check_workers(client, store, registrator.weights_here, method.weights_sha256, config.cluster.connect_timeout_s)
         with warmed_workers(client, registrator.warm):
-            index = prepare_cube(store, cube, config, profile, method)
+            with clock("layout"):
+                index = prepare_cube(store, cube, config, profile, method)
             for scene_set in cube.scene_sets:
                 t = index[_utc(scene_set.optical)]
                 outcomes.append(register_scene_set(client, store, scene_set, cube, t, config, profile, method))
-    stac = write_cube_stac(store.url)
+        threads, usage_after = sum(client.nthreads().values()), workers_usage(client)
+        cluster_closing = time.perf_counter()
+    clock.add({"cluster": time.perf_counter() - cluster_closing})
+    for outcome in outcomes:
+        clock.add(outcome.stages)
+    with clock("stac"):
+        stac = write_cube_stac(store.url)
     if stac is not None:
         log.info("STAC catalog of the cube: %s", stac)
     summary = RunSummary(
@@ -396,11 +426,17 @@ def _register_region(config: RunConfig) -> RunSummary:
         cube.skipped,
         rejections,
         tuple(line for o in outcomes for line in o.failed),
+        clock.seconds,
+        {stage: sum(o.worker_seconds.get(stage, 0.0) for o in outcomes) for stage in WORKER_STAGES},
+        threads,
+        {worker: use["peak_rss"] for worker, use in usage_after.items()},
+        cpu_between(usage_before, usage_after),
     )
     if config.report_dir:
-        report = report_task(config.report_dir, outcomes, cube, config, summary_lines(summary))
-        summary = replace(summary, report=report)
-    return summary
+        with clock("report"):
+            report = report_task(config.report_dir, outcomes, cube, config, summary_lines(summary))
+        summary = replace(summary, report=report, stages=clock.seconds, wall_seconds=time.perf_counter() - started)
+    return replace(summary, client_cpu=time.process_time() - started_cpu)
 
 
 def summary_lines(summary: RunSummary) -> list[str]:

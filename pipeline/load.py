@@ -40,6 +40,9 @@ from pipeline.load_meta import (
 )
 from pipeline.load_mosaic import Layer, asset_layers
 
+# GDAL's block cache (by default 5% of the machine's memory in every worker process) is capped: each chunk is read
+# once, so the cache saved nothing while a worker's memory grew with the scene read through it, up to that 5%.
+GDAL_CACHE_MB = 64
 RESAMPLING = {"bilinear": Resampling.bilinear, "nearest": Resampling.nearest, "cubic": Resampling.cubic}
 TRUTH_ASSET = "truth_displacement"
 
@@ -48,7 +51,7 @@ def gdal_env() -> LayeredEnv:
     """stackstac's GDAL settings with dsmar's remote-read settings (`read_env`). A mosaic VRT opens its tiles
     during reads, not at open time: keep GDAL from probing each remote tile for sidecar files there too
     (stackstac sets this for opens only)."""
-    return DEFAULT_GDAL_ENV.updated(always=read_env(), read=NO_SIDECARS)
+    return DEFAULT_GDAL_ENV.updated(always={**read_env(), "GDAL_CACHEMAX": GDAL_CACHE_MB}, read=NO_SIDECARS)
 
 
 def optical_grid(item: pystac.Item, asset_keys: AssetKeys) -> Grid:

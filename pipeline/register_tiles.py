@@ -10,6 +10,8 @@ plumbing alone.
 from __future__ import annotations
 
 import math
+import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from pipeline.tile_reads import WindowReads
 from pipeline.tile_retry import TILE_RETRY, RetryPolicy, TileFailure, error_line
 from pipeline.tile_stream import StreamRow, stream_rows
 from pipeline.tiles import Tile, TilePlan, Window, plan_tiles
+from pipeline.timings import CHUNK_TASK, cpu_clock
 
 # Below this share of valid pixels in either image a tile is not matched: zero field, zero confidence.
 MIN_VALID_SHARE = 0.01
@@ -157,6 +160,7 @@ class ChunkWriter(Protocol):
 class ChunkResult:
     tile: Tile
     thumbnails: dict[str, np.ndarray] = field(default_factory=dict)
+    write_seconds: float = 0.0  # of the chunk's task, spent writing (`pipeline.timings`)
 
 
 def decimate(core: Window, array: np.ndarray, step: int) -> np.ndarray:
@@ -180,20 +184,27 @@ def finish_chunk(
         m: ModalityInput(moving_outers[m], tuple((t, f) for t, f, _ in pieces[m]), tuple(v for _, _, v in pieces[m]))
         for m in moving_outers
     }
-    arrays = align_chunk(tile, fixed_outer, inputs)
-    writer.write(time_index, tile, arrays, inputs_hash)
+    with cpu_clock("warp"):
+        arrays = align_chunk(tile, fixed_outer, inputs)
+    started = time.perf_counter()
+    with cpu_clock("write"):
+        writer.write(time_index, tile, arrays, inputs_hash)
+    write_seconds = time.perf_counter() - started
     core = tile.core.relative_to(tile.outer)
-    thumbs = {name: decimate(tile.core, value, thumb_step) for name, value in arrays.items()}
-    for modality, moving in moving_outers.items():
-        thumbs[f"{modality}_before"] = decimate(tile.core, moving[(slice(None), *core.slices)], thumb_step)
-    return ChunkResult(tile, thumbs)
+    with cpu_clock("warp"):
+        thumbs = {name: decimate(tile.core, value, thumb_step) for name, value in arrays.items()}
+        for modality, moving in moving_outers.items():
+            thumbs[f"{modality}_before"] = decimate(tile.core, moving[(slice(None), *core.slices)], thumb_step)
+    return ChunkResult(tile, thumbs, write_seconds)
 
 
 def register_tile(
     registrator: TileRegistrator, fixed: np.ndarray, moving: np.ndarray, modality: str, retry: RetryPolicy
 ) -> tuple[TileField, TileSummary]:
-    """One registration tile's field (retried per `retry`) and its summary for gating."""
-    field = retry.call(f"{modality} registration", registrator, fixed, moving, moving_modality=modality)
+    """One registration tile's field (retried per `retry`) and its summary for gating; the task's name tells the
+    registration apart in the task stream (`pipeline.timings`)."""
+    with cpu_clock("register"):
+        field = retry.call(f"{modality} registration", registrator, fixed, moving, moving_modality=modality)
     return field, TileSummary.of(field.displacement, field.confidence)
 
 
@@ -376,7 +387,7 @@ class _TileStream:
             }
             future = self.client.submit(
                 self.retry.call, f"chunk ({tile.i}, {tile.j})", finish, tile, fixed_outer, moving_outers, pieces,
-                pure=False,
+                key=f"{CHUNK_TASK}-{uuid.uuid4().hex}",  # named for the timings' task stream
             )  # fmt: skip
             self.pending[future.key] = (tile, k)
             futures.append(future)

@@ -1,4 +1,5 @@
-"""`dsmar bench accuracy`: the accuracy benchmark on real multimodal pairs (benchmarks/)."""
+"""`dsmar bench accuracy`: the accuracy benchmark on real multimodal pairs (benchmarks/); `dsmar bench speed`
+is in bench_speed.py."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from dsmar.commands import bench_speed
+from dsmar.commands.common_options import split_methods
 from kernel.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -15,22 +18,8 @@ DOCS = REPO / "docs" / "accuracy.md"
 TUNING_NOTES = REPO / "benchmarks" / "tuning.md"
 
 
-def split_methods(text: str) -> tuple[str, ...]:
-    """Comma-separated method specs; commas inside brackets belong to an option's value
-    (dsmar:polish=[5,3], x:pair=(1,2), x:opts={'a':1,'b':2}), not between methods."""
-    specs, depth, current = [], 0, ""
-    for char in text:
-        depth += (char in "([{") - (char in ")]}")
-        if char == "," and depth <= 0:
-            specs.append(current)
-            current = ""
-        else:
-            current += char
-    return tuple(spec.strip() for spec in [*specs, current] if spec.strip())
-
-
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("bench", help="measure registration methods on real pairs")
+    parser = subparsers.add_parser("bench", help="measure registration methods on real pairs, or the flow's speed")
     sub = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
     acc = sub.add_parser("accuracy", help="dense-track, warp-recovery and landmark scores of methods on real pairs")
     acc.add_argument(
@@ -51,6 +40,7 @@ def add_parser(subparsers) -> None:
         "--update-docs", action="store_true", help="regenerate docs/accuracy.md from this run (eval split, full run)"
     )
     acc.set_defaults(func=_accuracy)
+    bench_speed.add_parser(sub)
 
 
 def _accuracy(args) -> int:

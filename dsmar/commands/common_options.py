@@ -66,3 +66,17 @@ def add_pairing_arguments(parser: argparse.ArgumentParser) -> argparse._Argument
         "--orbit-state", choices=ORBIT_STATES, help="preferred SAR orbit direction (default: the one most passes share)"
     )
     return pairing
+
+
+def split_methods(text: str) -> tuple[str, ...]:
+    """Comma-separated method specs; commas inside brackets belong to an option's value
+    (dsmar:polish=[5,3], x:pair=(1,2), x:opts={'a':1,'b':2}), not between methods."""
+    specs, depth, current = [], 0, ""
+    for char in text:
+        depth += (char in "([{") - (char in ")]}")
+        if char == "," and depth <= 0:
+            specs.append(current)
+            current = ""
+        else:
+            current += char
+    return tuple(spec.strip() for spec in [*specs, current] if spec.strip())

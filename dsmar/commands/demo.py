@@ -91,19 +91,26 @@ def run_demo(
     archive = generate_archive(workdir / "archive", size=size, dates=dates, seed=seed)
     cube, report = workdir / "cube.zarr", workdir / "report"
     with serve_static_catalog(archive.catalog) as server:
-        config = build(
-            RunConfig,
-            bbox=archive.bbox,
-            start=archive.start,
-            end=archive.end,
-            out=str(cube),
-            method=spec.text,
-            search=build(SearchConfig, profile="local", catalog_url=server.url),
-            tiles=tiles,
-            cluster=cluster,
-            report_dir=str(report),
-        )
-        return execute(config)
+        return execute(archive_config(archive, server.url, cube, spec.text, tiles, cluster, report))
+
+
+def archive_config(
+    archive, catalog_url: str, cube: Path, method: str, tiles: TileConfig, cluster: ClusterConfig, report: Path | None
+) -> RunConfig:
+    """The `RunConfig` `dsmar run` builds for a generated archive (`datagen.demo_archive.ArchiveInfo`) served at
+    `catalog_url`: the `local` profile, the archive's AOI and dates."""
+    return build(
+        RunConfig,
+        bbox=archive.bbox,
+        start=archive.start,
+        end=archive.end,
+        out=str(cube),
+        method=method,
+        search=build(SearchConfig, profile="local", catalog_url=catalog_url),
+        tiles=tiles,
+        cluster=cluster,
+        report_dir=None if report is None else str(report),
+    )
 
 
 STAMP = "demo-params.json"

@@ -1,0 +1,141 @@
+"""`dsmar bench speed`: `dsmar run`'s flow, timed end to end on generated archives of growing size.
+
+Per size: a synthetic optical/SAR/DEM archive (`datagen.speed_archive`, cached under OUT/archives by size and
+generator version) served through the demo's local STAC API; per method and worker count: a fresh cube through
+exactly the demo's code path (`archive_config` + `execute`, no report), timed by the flow itself
+(`pipeline.timings`); the table is `benchmarks.speed`'s.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from kernel.errors import InputError
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs" / "performance.md"
+DEFAULT_SIZES = "1k,4k,full"
+DEFAULT_WORKERS = "1,2"
+
+
+def add_parser(sub) -> None:
+    from kernel.contracts import DEFAULT_METHOD
+
+    speed = sub.add_parser(
+        "speed",
+        help="time dsmar run end to end on generated archives of growing size (search, load, register, warp, write)",
+    )
+    speed.add_argument("--out", type=Path, required=True, help="folder for the archives (kept), cubes and results")
+    speed.add_argument(
+        "--sizes",
+        default=DEFAULT_SIZES,
+        help=f"archive sizes: 1k, 4k, full (10980 px) or pixels (default {DEFAULT_SIZES})",
+    )
+    speed.add_argument("--methods", default=DEFAULT_METHOD, help=f"comma-separated methods (default {DEFAULT_METHOD})")
+    speed.add_argument(
+        "--workers", default=DEFAULT_WORKERS, help=f"comma-separated local worker counts (default {DEFAULT_WORKERS})"
+    )
+    speed.add_argument("--seed", type=int, default=0, help="seed of the generated landscape")
+    speed.add_argument("--keep-cubes", action="store_true", help="keep the cubes under OUT/cubes (large for full)")
+    speed.add_argument("--label", default="", help="a line under the table's heading: the machine, its load")
+    speed.add_argument("--update-docs", action="store_true", help="write the table into docs/performance.md")
+    speed.set_defaults(func=_speed)
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputError(f"--workers takes comma-separated counts, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise InputError(f"--workers takes counts of at least 1, got {text!r}")
+    return counts
+
+
+def _bytes_under(path: Path, pattern: str = "*") -> int:
+    return sum(p.stat().st_size for p in path.rglob(pattern) if p.is_file())
+
+
+def _speed(args) -> int:
+    from benchmarks.speed import SpeedRun, table, update_docs, write_results
+    from catalogs.server import serve_static_catalog
+    from datagen.speed_archive import generate_speed_archive, size_of
+    from dsmar.commands.common_options import split_methods
+    from dsmar.commands.demo import archive_config
+    from dsmar.commands.run import execute
+    from flows.environment import apply_defaults
+    from kernel.config import ClusterConfig, TileConfig, build
+    from models.api import method_spec
+    from pipeline.cube import open_cube
+
+    apply_defaults()
+    sizes = [(name.strip(), size_of(name.strip())) for name in args.sizes.split(",") if name.strip()]
+    methods = [method_spec(spec).text for spec in split_methods(args.methods)]
+    workers = _counts(args.workers)
+    out = Path(args.out).resolve()
+    runs: list[SpeedRun] = []
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    for name, size in sizes:
+        say(f"speed: archive {name} ({size} px a side) under {out / 'archives' / name}")
+        archive = generate_speed_archive(out / "archives" / name, size, args.seed)
+        input_bytes = _bytes_under(archive.root, "*.tif")
+        with serve_static_catalog(archive.catalog) as server:
+            for method in methods:
+                for count in workers:
+                    cube = out / "cubes" / f"{name}-{method.replace(':', '_')}-w{count}.zarr"
+                    if cube.exists():
+                        shutil.rmtree(cube)
+                    config = archive_config(
+                        archive, server.url, cube, method, build(TileConfig), build(ClusterConfig, workers=count), None
+                    )
+                    say(f"speed: {name}, {method}, {count} worker(s)")
+                    summary = execute(config)
+                    with open_cube(str(cube)) as ds:
+                        shape = (ds.sizes["y"], ds.sizes["x"])
+                    run = SpeedRun(
+                        size=name,
+                        method=method,
+                        workers=count,
+                        threads=summary.threads,
+                        cube_shape=shape,
+                        tiles=summary.tiles_written,
+                        wall_seconds=summary.wall_seconds,
+                        stages=summary.stages,
+                        worker_seconds=summary.worker_seconds,
+                        peak_rss=summary.worker_peak_rss,
+                        worker_cpu=summary.worker_cpu,
+                        client_cpu=summary.client_cpu,
+                        cube_bytes=_bytes_under(cube),
+                        input_bytes=input_bytes,
+                    )
+                    runs.append(run)
+                    write_results(runs, out / "speed.json")
+                    say(" ".join(line for line in table([run]).splitlines() if line.startswith(f"| {name} ")))
+                    if not args.keep_cubes:
+                        shutil.rmtree(cube)
+    print(table(runs))
+    if args.update_docs:
+        command = "dsmar bench speed " + " ".join(
+            shlex.quote(a)
+            for a in [
+                "--sizes",
+                args.sizes,
+                "--methods",
+                ",".join(methods),
+                "--workers",
+                args.workers,
+                "--out",
+                "bench-speed",
+            ]
+            + (["--seed", str(args.seed)] if args.seed else [])
+            + ["--update-docs"]
+        )
+        update_docs(DOCS, runs, args.label, command)
+        print(f"docs: {DOCS}")
+    return 0

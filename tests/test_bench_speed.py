@@ -1,0 +1,81 @@
+"""`dsmar bench speed`: the speed archive is written window by window (memory flat in scene size), and the
+benchmark runs `dsmar run`'s flow end to end on a small archive, with a table whose wall-time split adds up."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+import rasterio
+
+from benchmarks.speed import COLUMNS, MARK_END, MARK_START, SpeedRun, table, update_docs
+from datagen.speed_archive import generate_speed_archive, size_of
+from dsmar.cli import main
+from kernel.errors import InputError
+
+
+def _peak_bytes(root, size: int) -> int:
+    tracemalloc.start()
+    try:
+        generate_speed_archive(root, size)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_generator_memory_is_flat_in_scene_size(tmp_path):
+    """9 times the pixels, the same peak: the generator holds windows, never whole bands (a full tile's is 480 MB)."""
+    small, large = _peak_bytes(tmp_path / "small", 512), _peak_bytes(tmp_path / "large", 1536)
+    assert large < 1.3 * small, f"peak {large / 2**20:.1f} MiB at 1536 px against {small / 2**20:.1f} MiB at 512 px"
+    optical = next((tmp_path / "large").rglob("red.tif"))
+    with rasterio.open(optical) as src:
+        assert src.shape == (1536, 1536) and src.block_shapes[0] == (512, 512)
+        red = src.read(1)
+    # every window was rendered and written (DN >= 1), and windows are not copies of one another
+    assert red.min() >= 1 and not np.array_equal(red[:512, :512], red[512:1024, :512])
+
+
+def test_an_archive_of_the_same_size_and_version_is_reused(tmp_path):
+    info = generate_speed_archive(tmp_path, 256)
+    stamp = (tmp_path / "manifest.json").stat().st_mtime_ns
+    assert generate_speed_archive(tmp_path, 256) == info
+    assert (tmp_path / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def test_sizes_by_name_or_pixels():
+    assert (size_of("1k"), size_of("4k"), size_of("full"), size_of("300")) == (1024, 4096, 10980, 300)
+    with pytest.raises(InputError, match="unknown size"):
+        size_of("huge")
+    with pytest.raises(InputError, match="at least 256"):
+        size_of("64")
+
+
+def test_the_bench_runs_the_flow_end_to_end(tmp_path, prefect_api, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "speed", "--out", str(out), "--sizes", "300", "--methods", "phase", "--workers", "1"]) == 0
+    printed = capsys.readouterr().out.strip().split("\n\n")
+    for block in printed[:2]:  # the wall-time table, the CPU/memory table: one row each, every cell filled
+        header, _, *rows = block.splitlines()
+        assert len(rows) == 1 and rows[0].count("|") == header.count("|"), block
+        assert all(cell.strip() for cell in rows[0].strip("|").split("|")), rows[0]
+    assert all(column in printed[0].splitlines()[0] for column in COLUMNS)
+
+    (run,) = [SpeedRun.from_json(r) for r in json.loads((out / "speed.json").read_text())]
+    split = run.split()
+    measured = sum(v for k, v in split.items() if k != "other")
+    assert abs(run.wall_seconds - measured) <= 0.1 * run.wall_seconds + 1.0, split  # the split accounts for the wall
+    assert split["idle"] >= -0.05 * split["register"] - 0.5, split  # workers were not busier than the tile stage
+    assert all(run.worker_seconds[s] > 0 for s in ("load", "register", "warp", "write")), run.worker_seconds
+    assert all(run.worker_cpu[s] > 0 for s in ("other", "register", "warp", "write")), run.worker_cpu
+    assert run.overhead > 1 and run.client_cpu > 0
+    assert run.threads == 1 and len(run.peak_rss) == 1 and min(run.peak_rss.values()) > 50 * 2**20
+    assert run.tiles == 1 and run.cube_bytes > 0 and run.input_bytes > 0
+    assert not (out / "cubes" / "300-phase-w1.zarr").exists()  # cubes are dropped unless --keep-cubes
+
+    docs = tmp_path / "performance.md"
+    docs.write_text(f"# Performance\n\nprose\n\n{MARK_START}\nold\n{MARK_END}\n\nmore prose\n")
+    update_docs(docs, [run], "one run", "dsmar bench speed --sizes 300")
+    text = docs.read_text()
+    assert "old" not in text and table([run]) in text and text.endswith("more prose\n")
