@@ -60,7 +60,6 @@ def test_local_cluster_then_existing_scheduler(monkeypatch, caplog):
     """The local cluster takes the worker options; each client says where the dashboard is."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     caplog.set_level(logging.INFO, logger="dsmar")
-    monkeypatch.setattr(logging.getLogger("dsmar"), "propagate", True)  # the CLI's logging stops it, if set up
     config = ClusterConfig(workers=1, threads_per_worker=2, memory_limit="512MiB")
     # Two clients nested in one process leave distributed's default-scheduler setting behind when they close;
     # a run never nests them, so the test keeps that setting from reaching the tests after it.

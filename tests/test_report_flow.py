@@ -47,8 +47,8 @@ def region(archive, prefect_api, tmp_path_factory):
             cluster=ClusterConfig(address=cluster.scheduler_address),
             report_dir=str(root / "report"),
         )
-        summaries = backfill(config, info.start, info.end, window_days=WINDOW_DAYS)
-        assert [s.scene_sets for s in summaries if s.scene_sets] == [1, 1]
+        summary = backfill(config, info.start, info.end, window_days=WINDOW_DAYS)
+        assert [s.scene_sets for s in summary.runs if s.scene_sets] == [1, 1]
         yield config, root / "report", cluster.scheduler_address
 
 
