@@ -263,7 +263,7 @@ def _add_missing_variables(path: str, layout: CubeLayout, old: Sequence[Step]) -
     with _fixed_width_text():
         group = zarr.open_group(_at(path), mode="r+", zarr_format=3, use_consolidated=False)
         template = _template(layout, [t for t, _ in old], [p for _, p in old])
-        missing = [name for name in template.data_vars if name not in group]
+        missing = [str(name) for name in template.data_vars if str(name) not in group]
         if not missing:
             return
         extra = template[missing]
