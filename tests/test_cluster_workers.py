@@ -140,7 +140,7 @@ def test_workers_elsewhere_write_the_same_cube_on_s3(reference, archive, tmp_pat
     client_dir, worker_dir = tmp_path / "client", tmp_path / "worker"
     client_dir.mkdir(), worker_dir.mkdir()
     monkeypatch.chdir(client_dir)
-    with s3_server() as s3, _scheduler(worker_dir) as address, _worker(address, worker_dir):
+    with s3_server(bucket="dsmar-workers") as s3, _scheduler(worker_dir) as address, _worker(address, worker_dir):
         _wait_for_workers(address, 1)
         assert main(_argv(archive, s3.url("runs/cube.zarr"), "--dask-address", address)) == 0
         _assert_same_cube(s3.url("runs/cube.zarr"), reference)

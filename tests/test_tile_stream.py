@@ -128,8 +128,10 @@ def _run(client, rows: int) -> PeakInMemory:
 def test_memory_in_flight_does_not_grow_with_the_number_of_rows(client):
     short, tall = _run(client, 8), _run(client, 24)
     row = COLS * (4 + 2) * 4 * (SIZE + 2 * HALO) ** 2  # a row's windows of both inputs, in bytes
-    assert tall.peak_bytes <= short.peak_bytes + row  # a row's worth of timing jitter
+    # Two rows' worth of timing jitter (a loaded machine finishes tasks out of step); a peak that grew with the
+    # scene would be about three times the short scene's here.
+    assert tall.peak_bytes <= short.peak_bytes + 2 * row
     for prefix in ("field", "assemble"):
-        assert tall.peak[prefix] <= short.peak[prefix] + COLS, prefix
+        assert tall.peak[prefix] <= short.peak[prefix] + 2 * COLS, prefix
     # The fields alive: the rows a chunk row's blend and its gating read, and those registered ahead of it.
     assert tall.peak["field"] <= (rows_ahead(client, COLS) + 3 + 2 * TREND_RADIUS) * COLS < tall.made["field"] / 2

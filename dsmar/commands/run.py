@@ -139,6 +139,19 @@ class _DropExpectedErrors(logging.Filter):
         return not (match and match.group(1) in _error_names(DsmarError)) and not self.SIGNALLED.search(message)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a line is logged, not to the stream it was made with: a process
+    that swaps stderr (a notebook, a test capturing it) never gets lines written to a closed stream."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure_logging() -> None:
     """dsmar's progress as plain lines on stderr; Prefect and Dask stay at warnings (call after
     Prefect is imported: its console handler is on the root logger)."""
@@ -147,7 +160,7 @@ def configure_logging() -> None:
             handler.addFilter(_DropExpectedErrors())
     logger = logging.getLogger("dsmar")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
