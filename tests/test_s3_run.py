@@ -122,7 +122,9 @@ def test_a_rerun_on_s3_writes_no_chunk(runs, s3):
 
 def _provenance(key: str) -> bool:
     """The per-time provenance columns, which each run refreshes (docs/pipeline.md)."""
-    return any(f"/{name}/" in key for name in ("optical_item", "sar_item", "sar_time", "dem_item", "settings", "flow_run_id"))
+    return any(
+        f"/{name}/" in key for name in ("optical_item", "sar_item", "sar_time", "dem_item", "settings", "flow_run_id")
+    )
 
 
 def test_the_secret_key_is_in_no_output_and_no_cube(runs, s3):
