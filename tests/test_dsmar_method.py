@@ -44,15 +44,7 @@ def _shipped(pairs_dir, category) -> dict[str, DenseScore]:
     [
         ("optical-infrared", "epe"),
         ("optical-infrared", "recovery"),
-        pytest.param(
-            "optical-map",
-            "epe",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="the default's median EPE on srif-map-141 is 3.34 px against mind's 2.02 px (1.65x)",
-            ),
-        ),
+        ("optical-map", "epe"),
         ("optical-map", "recovery"),
     ],
 )
