@@ -389,10 +389,26 @@ def _register_region(config: RunConfig) -> RunSummary:
         config.tiles.size,
         config.tiles.halo,
     )
-    outcomes = []
     store = open_store(config.out)
+    # The lock spans the STAC files and the report too: a run waiting for it rewrites the cube's metadata.
+    with store.lock():
+        return _register_locked(config, store, cube, method, profile, clock, rejections, started, started_cpu)
+
+
+def _register_locked(
+    config: RunConfig,
+    store: CubeStore,
+    cube: CubePlan,
+    method: MethodSpec,
+    profile: CatalogProfile,
+    clock: StageClock,
+    rejections: tuple[tuple[str, str], ...],
+    started: float,
+    started_cpu: float,
+) -> RunSummary:
+    outcomes = []
     cluster_started = time.perf_counter()
-    with cluster_for(config.cluster) as client, store.lock():
+    with cluster_for(config.cluster) as client:
         clock.add({"cluster": time.perf_counter() - cluster_started})
         usage_before = workers_usage(client)
         # Only once every worker can take part: an unreachable scheduler, or a worker that cannot write the
