@@ -33,6 +33,8 @@ log = logging.getLogger("dsmar")
 THUMB_MAX = 768  # longest side of a quicklook, in pixels
 STATE, MARKDOWN = "report.json", "report.md"
 STATE_VERSION = 1
+# Figures of the report layout before report.json, named by run index: dropped when such a report is upgraded.
+EARLIER_FIGURES = "t[0-9][0-9]_*.png"
 QUANTILES = (10, 25, 50, 75, 90)  # of the confidence, in percent
 TRUTH_LINES = (
     ("unregistered", "Geolocation error vs injected truth before registration"),
@@ -127,6 +129,9 @@ def write_report(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with _locked(directory):
+        if not (directory / STATE).exists():
+            for stale in directory.glob(EARLIER_FIGURES):
+                stale.unlink()
         sections = _read_sections(directory)
         for time in times:
             section = _write_section(directory, time, method, step)

@@ -149,6 +149,21 @@ def test_concurrent_writers_lose_no_date(tmp_path):
     assert all(f"## {label}" in text for label in labels)
 
 
+def test_a_report_of_the_earlier_layout_loses_its_run_indexed_figures(tmp_path):
+    """Figures named by run index (before report.json) would linger beside the dated ones forever."""
+    for name in ("t00_sar_checkerboard.png", "t01_dem_field.png"):
+        (tmp_path / name).write_bytes(b"png")
+    (tmp_path / "report.md").write_text("# old report\n")
+    (tmp_path / "notes.png").write_bytes(b"the operator's own")
+    _write(tmp_path, [_time("2024-06-04 10:20:31")])
+    state = json.loads((tmp_path / "report.json").read_text())
+    pngs = {p.name for p in tmp_path.glob("*.png")}
+    assert pngs == set(state["sections"]["2024-06-04T10-20-31"]["files"]) | {"notes.png"}
+    (tmp_path / "t00_later.png").write_bytes(b"written after the upgrade")
+    _write(tmp_path, [_time("2024-06-14 10:20:31")])
+    assert (tmp_path / "t00_later.png").exists()  # only a report without its state is upgraded
+
+
 def test_a_report_state_it_cannot_read_starts_the_report_again(tmp_path):
     (tmp_path / "report.json").write_text("{not json")
     _write(tmp_path, [_time("2024-06-04 10:20:31")])
