@@ -53,6 +53,7 @@ class SpeedRun:
     input_bytes: int  # the archive's rasters
     dates: int = 1
     notes: dict = field(default_factory=dict)
+    memory_limit: str | None = None  # per worker, as given to `--memory-limit` (None: Dask's share of the machine)
 
     @property
     def megapixels(self) -> float:
@@ -103,8 +104,10 @@ class SpeedRun:
 
 
 def scaling(runs: list[SpeedRun], run: SpeedRun) -> float | None:
-    """Throughput of `run` over the 1-worker run of the same size and method (None without one)."""
-    single = [r for r in runs if (r.size, r.method, r.workers) == (run.size, run.method, 1)]
+    """Throughput of `run` over the 1-worker run of the same size, method and memory limit (None without one)."""
+    single = [
+        r for r in runs if (r.size, r.method, r.workers, r.memory_limit) == (run.size, run.method, 1, run.memory_limit)
+    ]
     return single[0].wall_seconds / run.wall_seconds if single else None
 
 
@@ -119,7 +122,8 @@ def table(runs: list[SpeedRun]) -> str:
     ]
     for r in runs:
         split, ratio, mp = r.split(), scaling(runs, r), r.megapixels
-        name = f"| {r.size} | {r.method} | {r.workers} | "
+        limit = f" ({r.memory_limit} each)" if r.memory_limit else ""
+        name = f"| {r.size} | {r.method} | {r.workers}{limit} | "
         wall.append(
             f"{name}{r.cube_shape[0]}x{r.cube_shape[1]} | {r.tiles} | {r.wall_seconds:.1f} | "
             + " | ".join(f"{split[c]:.1f}" for c in COLUMNS)

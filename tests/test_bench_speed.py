@@ -54,7 +54,8 @@ def test_sizes_by_name_or_pixels():
 
 def test_the_bench_runs_the_flow_end_to_end(tmp_path, prefect_api, capsys):
     out = tmp_path / "bench"
-    assert main(["bench", "speed", "--out", str(out), "--sizes", "300", "--methods", "phase", "--workers", "1"]) == 0
+    argv = ["bench", "speed", "--out", str(out), "--sizes", "300", "--methods", "phase", "--workers", "1"]
+    assert main([*argv, "--memory-limit", "1500MiB"]) == 0
     printed = capsys.readouterr().out.strip().split("\n\n")
     for block in printed[:2]:  # the wall-time table, the CPU/memory table: one row each, every cell filled
         header, _, *rows = block.splitlines()
@@ -72,6 +73,7 @@ def test_the_bench_runs_the_flow_end_to_end(tmp_path, prefect_api, capsys):
     assert run.overhead > 1 and run.client_cpu > 0
     assert run.threads == 1 and len(run.peak_rss) == 1 and min(run.peak_rss.values()) > 50 * 2**20
     assert run.tiles == 1 and run.cube_bytes > 0 and run.input_bytes > 0
+    assert run.memory_limit == "1500MiB" and "| 300 | phase | 1 (1500MiB each) |" in printed[0]
     assert not (out / "cubes" / "300-phase-w1.zarr").exists()  # cubes are dropped unless --keep-cubes
 
     docs = tmp_path / "performance.md"

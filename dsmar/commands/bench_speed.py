@@ -38,6 +38,11 @@ def add_parser(sub) -> None:
     speed.add_argument(
         "--workers", default=DEFAULT_WORKERS, help=f"comma-separated local worker counts (default {DEFAULT_WORKERS})"
     )
+    speed.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        help="memory of each worker, e.g. 1500MiB: Dask spills the data waiting for later tasks to disk above it",
+    )
     speed.add_argument("--seed", type=int, default=0, help="seed of the generated landscape")
     speed.add_argument("--keep-cubes", action="store_true", help="keep the cubes under OUT/cubes (large for full)")
     speed.add_argument("--label", default="", help="a line under the table's heading: the machine, its load")
@@ -75,6 +80,7 @@ def _speed(args) -> int:
     sizes = [(name.strip(), size_of(name.strip())) for name in args.sizes.split(",") if name.strip()]
     methods = [method_spec(spec).text for spec in split_methods(args.methods)]
     workers = _counts(args.workers)
+    memory_limit = build(ClusterConfig, memory_limit=args.memory_limit).memory_limit  # one line if malformed
     out = Path(args.out).resolve()
     runs: list[SpeedRun] = []
 
@@ -92,7 +98,13 @@ def _speed(args) -> int:
                     if cube.exists():
                         shutil.rmtree(cube)
                     config = archive_config(
-                        archive, server.url, cube, method, build(TileConfig), build(ClusterConfig, workers=count), None
+                        archive,
+                        server.url,
+                        cube,
+                        method,
+                        build(TileConfig),
+                        build(ClusterConfig, workers=count, memory_limit=memory_limit),
+                        None,
                     )
                     say(f"speed: {name}, {method}, {count} worker(s)")
                     summary = execute(config)
@@ -113,6 +125,7 @@ def _speed(args) -> int:
                         client_cpu=summary.client_cpu,
                         cube_bytes=_bytes_under(cube),
                         input_bytes=input_bytes,
+                        memory_limit=memory_limit,
                     )
                     runs.append(run)
                     write_results(runs, out / "speed.json")
@@ -133,6 +146,7 @@ def _speed(args) -> int:
                 "--out",
                 "bench-speed",
             ]
+            + (["--memory-limit", args.memory_limit] if args.memory_limit else [])
             + (["--seed", str(args.seed)] if args.seed else [])
             + ["--update-docs"]
         )
