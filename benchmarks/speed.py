@@ -54,6 +54,8 @@ class SpeedRun:
     dates: int = 1
     notes: dict = field(default_factory=dict)
     memory_limit: str | None = None  # per worker, as given to `--memory-limit` (None: Dask's share of the machine)
+    version: str = ""  # dsmar's version that measured it (`kernel.version`); a resumed bench reuses only its own
+    measured: str = ""  # when the run ended, UTC (ISO 8601)
 
     @property
     def megapixels(self) -> float:
@@ -101,6 +103,40 @@ class SpeedRun:
     @classmethod
     def from_json(cls, data: dict) -> SpeedRun:
         return cls(**{**data, "cube_shape": tuple(data["cube_shape"])})
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One measurement a bench asks for: which archive, method, worker count and per-worker memory budget."""
+
+    size: str
+    method: str
+    workers: int
+    memory_limit: str | None
+
+    def done_by(self, run: SpeedRun, version: str) -> bool:
+        """Whether `run` is this measurement, taken by the same dsmar `version`."""
+        key = (run.size, run.method, run.workers, run.memory_limit, run.version)
+        return key == (self.size, self.method, self.workers, self.memory_limit, version)
+
+
+def plan_runs(
+    sizes: list[str],
+    methods: list[str],
+    workers: tuple[int, ...],
+    workers_for: dict[str, tuple[int, ...]],
+    memory_limits: dict[str, str | None],
+) -> list[PlannedRun]:
+    """Every (size, method, worker count) in that order: a size's worker counts are `workers_for[size]` where
+    given, else `workers`; a method's budget is `memory_limits[its name]`, else `memory_limits[""]` (the
+    default: None, Dask's share of the machine)."""
+    default = memory_limits.get("")
+    return [
+        PlannedRun(size, method, count, memory_limits.get(method.split(":", 1)[0], default))
+        for size in sizes
+        for method in methods
+        for count in workers_for.get(size, workers)
+    ]
 
 
 def scaling(runs: list[SpeedRun], run: SpeedRun) -> float | None:

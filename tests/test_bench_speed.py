@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from benchmarks.speed import COLUMNS, MARK_END, MARK_START, SpeedRun, table, update_docs
+from benchmarks.speed import COLUMNS, MARK_END, MARK_START, SpeedRun, plan_runs, table, update_docs
 from datagen.speed_archive import generate_speed_archive, size_of
 from dsmar.cli import main
 from kernel.errors import InputError
@@ -66,7 +66,8 @@ def test_the_bench_runs_the_flow_end_to_end(tmp_path, prefect_api, capsys):
     (run,) = [SpeedRun.from_json(r) for r in json.loads((out / "speed.json").read_text())]
     split = run.split()
     measured = sum(v for k, v in split.items() if k != "other")
-    assert abs(run.wall_seconds - measured) <= 0.1 * run.wall_seconds + 1.0, split  # the split accounts for the wall
+    # the split accounts for the wall, but for Prefect's orchestration (`other`), which a loaded machine stretches
+    assert abs(run.wall_seconds - measured) <= 0.25 * run.wall_seconds + 2.0, split
     assert split["idle"] >= -0.05 * split["register"] - 0.5, split  # workers were not busier than the tile stage
     assert all(run.worker_seconds[s] > 0 for s in ("load", "register", "warp", "write")), run.worker_seconds
     assert all(run.worker_cpu[s] > 0 for s in ("other", "register", "warp", "write")), run.worker_cpu
@@ -81,3 +82,38 @@ def test_the_bench_runs_the_flow_end_to_end(tmp_path, prefect_api, capsys):
     update_docs(docs, [run], "one run", "dsmar bench speed --sizes 300")
     text = docs.read_text()
     assert "old" not in text and table([run]) in text and text.endswith("more prose\n")
+
+    # --resume keeps the measured run (same dsmar version, size, method, workers and budget) and measures no other
+    assert main([*argv, "--memory-limit", "1500MiB", "--resume"]) == 0
+    assert "kept from" in capsys.readouterr().err
+    assert [SpeedRun.from_json(r) for r in json.loads((out / "speed.json").read_text())] == [run]
+
+
+def test_a_bench_plan_takes_per_size_workers_and_per_method_budgets():
+    plan = plan_runs(["1k", "full"], ["cfog", "dsmar:augment=1"], (1, 2), {"full": (2,)}, {"": "2GiB", "dsmar": "1GiB"})
+    assert [(p.size, p.method, p.workers, p.memory_limit) for p in plan] == [
+        ("1k", "cfog", 1, "2GiB"),
+        ("1k", "cfog", 2, "2GiB"),
+        ("1k", "dsmar:augment=1", 1, "1GiB"),
+        ("1k", "dsmar:augment=1", 2, "1GiB"),
+        ("full", "cfog", 2, "2GiB"),
+        ("full", "dsmar:augment=1", 2, "1GiB"),
+    ]
+    assert plan_runs(["1k"], ["cfog"], (1,), {}, {"": None})[0].memory_limit is None
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--workers-for", "huge=2"], "--workers-for takes SIZE=COUNTS"),
+        (["--workers-for", "300=0"], "counts of at least 1"),
+        (["--memory-limit", "mind=1GiB"], "not one of --methods"),
+        (["--memory-limit", "phase=lots"], "memory"),
+    ],
+)
+def test_a_bad_bench_option_is_one_line(tmp_path, capsys, extra, message):
+    argv = ["bench", "speed", "--out", str(tmp_path), "--sizes", "300", "--methods", "phase", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "archives").exists()  # refused before generating anything

@@ -8,6 +8,7 @@ exactly the demo's code path (`archive_config` + `execute`, no report), timed by
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import sys
@@ -39,9 +40,22 @@ def add_parser(sub) -> None:
         "--workers", default=DEFAULT_WORKERS, help=f"comma-separated local worker counts (default {DEFAULT_WORKERS})"
     )
     speed.add_argument(
+        "--workers-for",
+        metavar="SIZE=COUNTS",
+        action="append",
+        default=[],
+        help="the worker counts of one size instead of --workers, e.g. full=2 (repeatable)",
+    )
+    speed.add_argument(
         "--memory-limit",
         metavar="SIZE",
-        help="memory of each worker, e.g. 1500MiB: Dask spills the data waiting for later tasks to disk above it",
+        help="memory of each worker, e.g. 1500MiB, or per method, e.g. cfog=800MiB,dsmar=1GiB (a bare SIZE is the "
+        "default of the others): Dask spills the data waiting for later tasks to disk above it",
+    )
+    speed.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs OUT/speed.json already holds from this dsmar version and measure only the others",
     )
     speed.add_argument("--seed", type=int, default=0, help="seed of the generated landscape")
     speed.add_argument("--keep-cubes", action="store_true", help="keep the cubes under OUT/cubes (large for full)")
@@ -60,12 +74,56 @@ def _counts(text: str) -> tuple[int, ...]:
     return counts
 
 
+def _workers_for(entries: list[str], sizes: list[str]) -> dict[str, tuple[int, ...]]:
+    """`--workers-for SIZE=COUNTS` entries as {size: counts}; each size must be one of `sizes`."""
+    chosen = {}
+    for entry in entries:
+        size, sep, counts = entry.partition("=")
+        if not sep or size.strip() not in sizes:
+            raise InputError(f"--workers-for takes SIZE=COUNTS with SIZE one of {','.join(sizes)}, got {entry!r}")
+        chosen[size.strip()] = _counts(counts)
+    return chosen
+
+
+def _memory_limits(text: str | None, methods: list[str]) -> dict[str, str | None]:
+    """`--memory-limit` as {method name: budget}, "" holding the default of the methods not named; each budget
+    checked by `ClusterConfig` (one line if malformed)."""
+    from kernel.config import ClusterConfig, build
+
+    names = {method.split(":", 1)[0] for method in methods}
+    limits: dict[str, str | None] = {"": None}
+    for entry in (text or "").split(","):
+        name, sep, size = entry.strip().rpartition("=")
+        if not size:
+            continue
+        if sep and name not in names:
+            raise InputError(
+                f"--memory-limit names {name!r}, which is not one of --methods ({', '.join(sorted(names))})"
+            )
+        limits[name] = build(ClusterConfig, memory_limit=size).memory_limit
+    return limits
+
+
+def _earlier_runs(path: Path) -> list:
+    """The runs a results file holds (none where it does not exist)."""
+    from benchmarks.speed import SpeedRun
+
+    if not path.exists():
+        return []
+    try:
+        return [SpeedRun.from_json(r) for r in json.loads(path.read_text())]
+    except (ValueError, TypeError, KeyError) as error:
+        raise InputError(f"--resume: {path} is not a speed benchmark's results file ({error})") from None
+
+
 def _bytes_under(path: Path, pattern: str = "*") -> int:
     return sum(p.stat().st_size for p in path.rglob(pattern) if p.is_file())
 
 
 def _speed(args) -> int:
-    from benchmarks.speed import SpeedRun, table, update_docs, write_results
+    from datetime import UTC, datetime
+
+    from benchmarks.speed import SpeedRun, plan_runs, table, update_docs, write_results
     from catalogs.server import serve_static_catalog
     from datagen.speed_archive import generate_speed_archive, size_of
     from dsmar.commands.common_options import split_methods
@@ -73,65 +131,85 @@ def _speed(args) -> int:
     from dsmar.commands.run import execute
     from flows.environment import apply_defaults
     from kernel.config import ClusterConfig, TileConfig, build
+    from kernel.version import __version__
     from models.api import method_spec
     from pipeline.cube import open_cube
 
     apply_defaults()
     sizes = [(name.strip(), size_of(name.strip())) for name in args.sizes.split(",") if name.strip()]
     methods = [method_spec(spec).text for spec in split_methods(args.methods)]
-    workers = _counts(args.workers)
-    memory_limit = build(ClusterConfig, memory_limit=args.memory_limit).memory_limit  # one line if malformed
+    names = [name for name, _ in sizes]
+    planned = plan_runs(
+        names,
+        methods,
+        _counts(args.workers),
+        _workers_for(args.workers_for, names),
+        _memory_limits(args.memory_limit, methods),
+    )
     out = Path(args.out).resolve()
+    earlier = _earlier_runs(out / "speed.json") if args.resume else []
     runs: list[SpeedRun] = []
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     for name, size in sizes:
+        todo = []
+        for plan in (p for p in planned if p.size == name):
+            kept = [r for r in earlier if plan.done_by(r, __version__)]
+            if kept:
+                say(f"speed: {name}, {plan.method}, {plan.workers} worker(s): kept from {kept[-1].measured}")
+                runs.append(kept[-1])
+            else:
+                todo.append(plan)
+        if not todo:
+            continue
         say(f"speed: archive {name} ({size} px a side) under {out / 'archives' / name}")
         archive = generate_speed_archive(out / "archives" / name, size, args.seed)
         input_bytes = _bytes_under(archive.root, "*.tif")
         with serve_static_catalog(archive.catalog) as server:
-            for method in methods:
-                for count in workers:
-                    cube = out / "cubes" / f"{name}-{method.replace(':', '_')}-w{count}.zarr"
-                    if cube.exists():
-                        shutil.rmtree(cube)
-                    config = archive_config(
-                        archive,
-                        server.url,
-                        cube,
-                        method,
-                        build(TileConfig),
-                        build(ClusterConfig, workers=count, memory_limit=memory_limit),
-                        None,
-                    )
-                    say(f"speed: {name}, {method}, {count} worker(s)")
-                    summary = execute(config)
-                    with open_cube(str(cube)) as ds:
-                        shape = (ds.sizes["y"], ds.sizes["x"])
-                    run = SpeedRun(
-                        size=name,
-                        method=method,
-                        workers=count,
-                        threads=summary.threads,
-                        cube_shape=shape,
-                        tiles=summary.tiles_written,
-                        wall_seconds=summary.wall_seconds,
-                        stages=summary.stages,
-                        worker_seconds=summary.worker_seconds,
-                        peak_rss=summary.worker_peak_rss,
-                        worker_cpu=summary.worker_cpu,
-                        client_cpu=summary.client_cpu,
-                        cube_bytes=_bytes_under(cube),
-                        input_bytes=input_bytes,
-                        memory_limit=memory_limit,
-                    )
-                    runs.append(run)
-                    write_results(runs, out / "speed.json")
-                    say(" ".join(line for line in table([run]).splitlines() if line.startswith(f"| {name} ")))
-                    if not args.keep_cubes:
-                        shutil.rmtree(cube)
+            for plan in todo:
+                method, count = plan.method, plan.workers
+                cube = out / "cubes" / f"{name}-{method.replace(':', '_')}-w{count}.zarr"
+                if cube.exists():
+                    shutil.rmtree(cube)
+                config = archive_config(
+                    archive,
+                    server.url,
+                    cube,
+                    method,
+                    build(TileConfig),
+                    build(ClusterConfig, workers=count, memory_limit=plan.memory_limit),
+                    None,
+                )
+                say(f"speed: {name}, {method}, {count} worker(s)")
+                summary = execute(config)
+                with open_cube(str(cube)) as ds:
+                    shape = (ds.sizes["y"], ds.sizes["x"])
+                run = SpeedRun(
+                    size=name,
+                    method=method,
+                    workers=count,
+                    threads=summary.threads,
+                    cube_shape=shape,
+                    tiles=summary.tiles_written,
+                    wall_seconds=summary.wall_seconds,
+                    stages=summary.stages,
+                    worker_seconds=summary.worker_seconds,
+                    peak_rss=summary.worker_peak_rss,
+                    worker_cpu=summary.worker_cpu,
+                    client_cpu=summary.client_cpu,
+                    cube_bytes=_bytes_under(cube),
+                    input_bytes=input_bytes,
+                    memory_limit=plan.memory_limit,
+                    version=__version__,
+                    measured=datetime.now(UTC).isoformat(timespec="seconds"),
+                )
+                runs.append(run)
+                write_results(runs, out / "speed.json")
+                say(" ".join(line for line in table([run]).splitlines() if line.startswith(f"| {name} ")))
+                if not args.keep_cubes:
+                    shutil.rmtree(cube)
     print(table(runs))
     if args.update_docs:
         command = "dsmar bench speed " + " ".join(
@@ -143,6 +221,7 @@ def _speed(args) -> int:
                 ",".join(methods),
                 "--workers",
                 args.workers,
+                *(a for entry in args.workers_for for a in ("--workers-for", entry)),
                 "--out",
                 "bench-speed",
             ]
