@@ -36,7 +36,7 @@ from pipeline.grid import Grid
 from pipeline.load import load_stack, load_truth, optical_grid
 from pipeline.outputs import open_store
 from pipeline.preflight import check_workers
-from pipeline.progress import TileRate
+from pipeline.progress import TileProgress, TileRate
 from pipeline.register_tiles import ChunkResult, decimate, registration_plan, run_tiles
 from pipeline.report import ErrorStats, TimeReport, assemble, thumb_step, write_report
 from pipeline.report_checks import full_resolution_evidence
@@ -178,18 +178,19 @@ def prepare_cube(
 
 
 class _Progress:
-    """Logs 'label: tiles done/total (share), rate, ETA' at most ~20 times per scene set, so long runs show life."""
+    """Logs 'label: tiles written and registered (share), rate, ETA' at most ~20 times per scene set, so long runs
+    show life from their first registrations on."""
 
     def __init__(self, label: str, tiles: Sequence[Tile]):
         megapixels = sum(t.core.height * t.core.width for t in tiles) / 1e6
         self.label, self.last = label, -1.0
-        self.rate = TileRate(len(tiles), megapixels, time.monotonic())
+        self.rate = TileRate(megapixels, time.monotonic())
 
-    def __call__(self, done: int, total: int) -> None:
-        share = done / total
-        if done == total or share - self.last >= 0.05:
+    def __call__(self, progress: TileProgress) -> None:
+        share = progress.share
+        if share >= 1 or share - self.last >= 0.05:
             self.last = share
-            log.info("  %s: %s", self.label, self.rate.line(done, time.monotonic()))
+            log.info("  %s: %s", self.label, self.rate.line(progress, time.monotonic()))
 
 
 def _crop(truth: np.ndarray, full: Grid, grid: Grid) -> np.ndarray:

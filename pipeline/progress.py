@@ -1,4 +1,4 @@
-"""Progress of a tile run as an operator reads it: share done, rate in tiles and megapixels per second, ETA."""
+"""Progress of a tile run as an operator reads it: tiles registered and written, share done, megapixels per second, ETA."""
 
 from __future__ import annotations
 
@@ -6,27 +6,44 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class TileRate:
-    """Rate and ETA of `total` tiles of `megapixels` in all, started at `started` (seconds of any clock).
+class TileProgress:
+    """Where a tile run stands: registration tiles registered (or failed) of those it registers, and chunks written
+    (or failed) of those it writes. Registration runs rows ahead of the writes, so a run on a wide scene registers
+    for minutes before its first chunk is written: both counts show that it is alive."""
 
-    The rate is the mean since the start: steady once the first tiles are through, where a window over
-    the last few would jump with each tile's own cost.
+    registered: int
+    registrations: int
+    written: int
+    chunks: int
+
+    @property
+    def share(self) -> float:
+        """The share of the run's tasks settled, registrations and chunk writes alike (1.0 for an empty run)."""
+        total = self.registrations + self.chunks
+        return (self.registered + self.written) / total if total else 1.0
+
+
+@dataclass(frozen=True)
+class TileRate:
+    """Rate and ETA of a tile run of `megapixels` (its chunks' cores), started at `started` (seconds of any clock).
+
+    The rate is the mean since the start, of the settled share of the run's tasks: steady once the first tiles are
+    through, where a window over the last few would jump with each tile's own cost.
     """
 
-    total: int
     megapixels: float
     started: float
 
-    def line(self, done: int, now: float) -> str:
-        """`tiles 40/120 (33 %), 1.8 tiles/s, 0.21 MP/s, ETA 44 s`; the rate once a tile is done."""
-        parts = [f"tiles {done}/{self.total} ({100 * done / self.total:.0f} %)" if self.total else "tiles 0/0"]
+    def line(self, progress: TileProgress, now: float) -> str:
+        """`tiles 40/120 written, 90/160 registered (46 %), 0.052 MP/s, ETA 44 s`; the rate once a task is settled."""
+        p, share = progress, progress.share
+        parts = [
+            f"tiles {p.written}/{p.chunks} written, {p.registered}/{p.registrations} registered ({100 * share:.0f} %)"
+        ]
         elapsed = now - self.started
-        if done and elapsed > 0:
-            rate = done / elapsed
-            parts += [f"{_figure(rate)} tiles/s", f"{_figure(rate * self.megapixels / self.total)} MP/s"]
-            parts.append(
-                f"ETA {duration((self.total - done) / rate)}" if done < self.total else f"in {duration(elapsed)}"
-            )
+        if share and elapsed > 0:
+            parts.append(f"{_figure(share * self.megapixels / elapsed)} MP/s")
+            parts.append(f"ETA {duration(elapsed * (1 - share) / share)}" if share < 1 else f"in {duration(elapsed)}")
         return ", ".join(parts)
 
 

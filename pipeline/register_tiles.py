@@ -25,6 +25,7 @@ import xarray as xr
 from kernel.contracts import MODALITY, REFERENCE
 from kernel.warp import warp_image
 from pipeline.blend import blend
+from pipeline.progress import TileProgress
 from pipeline.quality import FLAG_REGISTERED, TileSummary, Verdict, gate
 from pipeline.tile_reads import WindowReads
 from pipeline.tile_retry import TILE_RETRY, RetryPolicy, TileFailure, error_line
@@ -259,7 +260,7 @@ def run_tiles(
     inputs_hash: int,
     todo: Iterable[Tile],
     thumb_step: int,
-    on_progress: Callable[[int, int], None] = lambda done, total: None,
+    on_progress: Callable[[TileProgress], None] = lambda progress: None,
     retry: RetryPolicy = TILE_RETRY,
 ) -> TileRun:
     """Register, gate, blend, warp and write the `todo` tiles of one scene set on a Dask cluster.
@@ -272,7 +273,8 @@ def run_tiles(
     (band, y, x) inputs are read on the workers as their tasks are submitted, each input block once
     (`pipeline.tile_reads`), so worker memory holds a few rows of windows and fields, not the scene.
     A task that still fails after `retry` costs its chunks only: they are not written and are returned
-    as failed. `on_progress` gets (chunks done, chunks to do less those failed for want of a registration tile).
+    as failed. `on_progress` gets the registrations and chunks settled after each (chunks to do: less those failed
+    for want of a registration tile).
     """
     todo = list(todo)
     if not todo:
@@ -308,6 +310,7 @@ class _TileStream:
         }
         uses = [*chain(*self.registration_reads.values()), *chain(*self.chunk_reads.values())]
         self.reads = WindowReads(client, images, uses, retry.attempts - 1)
+        self.registrations = sum(len(row.register[m]) for row in self.rows for m in moving)
         self.field_uses = Counter((m, n) for tile in todo for m in moving for n in self.pieces[m][tile])
         # The fields' futures, each dropped once the last chunk that reads it is submitted.
         self.fields: dict[tuple[str, Tile], object] = {}
@@ -320,7 +323,7 @@ class _TileStream:
         self.unregistered: list[TileFailure] = []  # chunks not submitted: a registration tile they read failed
         self.failed: list[TileFailure] = []  # chunk tasks that failed
 
-    def run(self, finish: Callable[..., ChunkResult], on_progress: Callable[[int, int], None]) -> TileRun:
+    def run(self, finish: Callable[..., ChunkResult], on_progress: Callable[[TileProgress], None]) -> TileRun:
         from distributed import as_completed
 
         events, staged, gated, oldest = as_completed(with_results=True, raise_errors=False), 0, 0, 0
@@ -401,7 +404,7 @@ class _TileStream:
         self.unfinished[k] -= len(broken)
         return futures
 
-    def _settle(self, future, result, on_progress: Callable[[int, int], None]) -> None:
+    def _settle(self, future, result, on_progress: Callable[[TileProgress], None]) -> None:
         """Take in a finished summary (kept on the client: gating reads it) or chunk task."""
         owner, error = self.pending.pop(future.key), _error(future)
         future.release()
@@ -411,12 +414,18 @@ class _TileStream:
                 self.summaries[m][n.i, n.j] = result
             else:
                 self.errors[m][n] = error
-            return
-        tile, k = owner
-        if error is None:
-            self.results.append(result)
         else:
-            self.failed.append(TileFailure((tile.i, tile.j), "+".join(self.moving), error))
-        self.unfinished[k] -= 1
-        done = len(self.results) + len(self.failed)
-        on_progress(done, sum(len(row.chunks) for row in self.rows) - len(self.unregistered))
+            tile, k = owner
+            if error is None:
+                self.results.append(result)
+            else:
+                self.failed.append(TileFailure((tile.i, tile.j), "+".join(self.moving), error))
+            self.unfinished[k] -= 1
+        on_progress(
+            TileProgress(
+                registered=sum(len(s) + len(self.errors[m]) for m, s in self.summaries.items()),
+                registrations=self.registrations,
+                written=len(self.results) + len(self.failed),
+                chunks=sum(len(row.chunks) for row in self.rows) - len(self.unregistered),
+            )
+        )

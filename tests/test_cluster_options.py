@@ -19,7 +19,7 @@ from pipeline.cluster import LocalClusterPlan, plan_local_cluster
 from pipeline.cube import ZarrCubeStore
 from pipeline.load_meta import absolute_href
 from pipeline.preflight import WorkerFacts, differences, mismatch
-from pipeline.progress import TileRate, duration
+from pipeline.progress import TileProgress, TileRate, duration
 from tests.conftest import REPO
 
 
@@ -119,10 +119,22 @@ def test_store_reachability_of_urls():
 
 
 def test_rate_and_eta():
-    rate = TileRate(total=120, megapixels=120 * 0.1176, started=100.0)
-    assert rate.line(0, 100.0) == "tiles 0/120 (0 %)"
-    assert rate.line(40, 122.0) == "tiles 40/120 (33 %), 1.8 tiles/s, 0.21 MP/s, ETA 44 s"
-    assert rate.line(120, 160.0) == "tiles 120/120 (100 %), 2 tiles/s, 0.24 MP/s, in 60 s"
+    rate = TileRate(megapixels=120 * 0.1176, started=100.0)
+    assert rate.line(TileProgress(0, 160, 0, 120), 100.0) == "tiles 0/120 written, 0/160 registered (0 %)"
+    # registration runs ahead: the run shows life and an ETA before its first chunk is written
+    assert (
+        rate.line(TileProgress(28, 160, 0, 120), 110.0)
+        == "tiles 0/120 written, 28/160 registered (10 %), 0.14 MP/s, ETA 90 s"
+    )
+    assert (
+        rate.line(TileProgress(100, 160, 40, 120), 135.0)
+        == "tiles 40/120 written, 100/160 registered (50 %), 0.2 MP/s, ETA 35 s"
+    )
+    assert (
+        rate.line(TileProgress(160, 160, 120, 120), 160.0)
+        == "tiles 120/120 written, 160/160 registered (100 %), 0.24 MP/s, in 60 s"
+    )
+    assert TileProgress(0, 0, 0, 0).share == 1.0
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(44.2, "44 s"), (720, "12 min"), (12600, "3.5 h")])

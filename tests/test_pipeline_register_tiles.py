@@ -111,9 +111,13 @@ def test_run_tiles_writes_every_chunk_and_skips_done_ones(client, tmp_path):
         11,
         half,
         thumb_step=4,
-        on_progress=lambda d, t: progress.append((d, t)),
+        on_progress=progress.append,
     )
-    assert len(run.chunks) == len(half) and progress[-1] == (len(half), len(half)) and not run.failed
+    assert len(run.chunks) == len(half) and not run.failed
+    # every registration and chunk task reported as it settled, the last report the whole run
+    assert len(progress) == progress[-1].registrations + len(half) and progress[-1].share == 1.0
+    assert (progress[-1].written, progress[-1].chunks) == (len(half), len(half))
+    assert [p.registered + p.written for p in progress] == list(range(1, len(progress) + 1))
     written = writer.written(0)
     assert sorted(zip(*np.nonzero(written == 11))) == sorted((t.i, t.j) for t in half)
     rest = [t for t in plan.tiles if written[t.i, t.j] != 11]
