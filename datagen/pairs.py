@@ -186,18 +186,32 @@ def load_aligned_pair(record: PairRecord, min_size: int = 64) -> AlignedPair:
         moving = mask_border_fill(moving)
     gt = read_ground_truth(record)
     aligned = warp_image(moving, homography_field(gt.fixed_to_moving, fixed.shape[-2:]))
+    names = (record.fixed_modality, record.moving_modality, record.category, record.pair_id)
+    return valid_crop(fixed, aligned, *names, min_size=min_size)
+
+
+def valid_crop(
+    fixed: np.ndarray,
+    aligned: np.ndarray,
+    fixed_modality: str,
+    moving_modality: str,
+    category: str,
+    pair_id: str,
+    min_size: int = 64,
+) -> AlignedPair:
+    """A pair on one grid cropped to the rectangle valid in both images; InputError where it is under `min_size`."""
     valid = np.isfinite(fixed).all(axis=0) & np.isfinite(aligned).all(axis=0)
     top, left, height, width = largest_valid_rectangle(valid)
     if min(height, width) < min_size:
-        raise InputError(f"pair {record.pair_id}: aligned valid area {height} x {width} is under {min_size} px")
+        raise InputError(f"pair {pair_id}: aligned valid area {height} x {width} is under {min_size} px")
     window = (slice(None), slice(top, top + height), slice(left, left + width))
     return AlignedPair(
         fixed=np.ascontiguousarray(fixed[window]),
         moving=np.ascontiguousarray(aligned[window]),
-        fixed_modality=record.fixed_modality,
-        moving_modality=record.moving_modality,
-        category=record.category,
-        pair_id=record.pair_id,
+        fixed_modality=fixed_modality,
+        moving_modality=moving_modality,
+        category=category,
+        pair_id=pair_id,
         offset=(top, left),
     )
 

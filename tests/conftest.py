@@ -30,6 +30,15 @@ def pairs_missing(required: bool) -> None:
 
 
 @pytest.fixture(scope="session")
+def unlabeled_dir() -> Path:
+    """../shared/data/unlabeled_sar, beside the pairs: roughly aligned optical-SAR pairs, for training only."""
+    folder = PAIRS.parent / "unlabeled_sar"
+    if not (folder / "pairs.csv").exists():
+        pairs_missing(os.environ.get(REQUIRE_PAIRS) == "1")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def pairs_dir() -> Path:
     if not (PAIRS / "pairs.csv").exists():
         pairs_missing(os.environ.get(REQUIRE_PAIRS) == "1")

@@ -28,6 +28,9 @@ class LossWeights:
     epe: float = 1.0
     levels: float = 0.5
     mind: float = 0.0
+    # MIND-SSC (plus the folding penalty) on the pack's unlabeled real optical-SAR pairs, in the field and joint
+    # stages: they have no ground truth, only the pair (`models.training.data.UNLABELED`)
+    self_supervised: float = 0.0
     bending: float = 0.05
     jacobian: float = 2.0
     jacobian_margin: float = 0.3

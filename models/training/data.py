@@ -70,6 +70,44 @@ def real_pairs(pairs_dir: Path, split: str = "train") -> list[PackedPair]:
     return packed
 
 
+# Why an unlabeled pair is never trained on by the supervised terms (its `doubtful`).
+UNLABELED = "no ground truth: roughly aligned by its authors, for the self-supervised term only"
+
+
+def unlabeled_pairs(folder: Path, max_side: int = 384) -> list[PackedPair]:
+    """The roughly aligned real optical-SAR pairs of an unlabeled folder (`datagen.unlabeled_pairs`) as uint8 gray,
+    in evenly spread tiles of at most `max_side` px (what the pack keeps of a pair), marked `UNLABELED`."""
+    from datagen.unlabeled_pairs import load_unlabeled_pair, read_unlabeled
+
+    packed = []
+    for record in read_unlabeled(folder):
+        pair = load_unlabeled_pair(record)
+        fixed, moving = _to_uint8_gray(pair.fixed), _to_uint8_gray(pair.moving)
+        h, w = fixed.shape
+        rows = np.linspace(0, max(h - max_side, 0), -(-h // max_side)).round().astype(int)
+        cols = np.linspace(0, max(w - max_side, 0), -(-w // max_side)).round().astype(int)
+        for y in rows:
+            for x in cols:
+                window = (slice(y, y + max_side), slice(x, x + max_side))
+                packed.append(
+                    PackedPair(
+                        fixed[window].copy(),
+                        moving[window].copy(),
+                        pair.fixed_modality,
+                        pair.moving_modality,
+                        pair.category,
+                        f"{pair.pair_id}@{y},{x}",
+                        UNLABELED,
+                    )
+                )
+    return packed
+
+
+def self_supervised_pairs(pairs: list[PackedPair]) -> list[PackedPair]:
+    """The pack's unlabeled pairs: what the self-supervised term trains on."""
+    return [p for p in pairs if p.doubtful == UNLABELED]
+
+
 def synthetic_pairs(count: int, size: int, seed: int) -> list[PackedPair]:
     """`count` scenes, each giving an optical-SAR and an optical-DEM pair, stretched to uint8."""
     from datagen.synthetic import render_scene

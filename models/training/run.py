@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from kernel.errors import DsmarError
+from kernel.errors import DsmarError, InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the train split of this pairs folder (plus synthetic scenes)",
     )
     parser.add_argument("--synthetic", type=int, default=80, help="synthetic scenes in a built pack")
+    parser.add_argument(
+        "--unlabeled",
+        metavar="FOLDER",
+        help="with --build-pack: also pack this folder's roughly aligned optical-SAR pairs (no ground truth; "
+        "../shared/data/unlabeled_sar) for the self-supervised term (losses.self_supervised)",
+    )
     parser.add_argument("--throughput", action="store_true", help="time inference (s/MP at 1024^2) at the end")
 
 
@@ -34,10 +40,14 @@ def train(args) -> int:
     from models.training.config import TrainConfig, apply_variant, with_budget
 
     cfg = TrainConfig.from_json(args.config, out=args.out, name=args.name, device=args.device, batch=args.batch)
+    if args.unlabeled and not args.build_pack:
+        raise InputError("--unlabeled adds pairs to a pack being built: give --build-pack PAIRS too")
     if args.build_pack:
-        from models.training.data import real_pairs, synthetic_pairs, write_pack
+        from models.training.data import real_pairs, synthetic_pairs, unlabeled_pairs, write_pack
 
         pairs = real_pairs(Path(args.build_pack), "train") + synthetic_pairs(args.synthetic, 384, cfg.seed + 7)
+        if args.unlabeled:
+            pairs += unlabeled_pairs(Path(args.unlabeled))
         digest = write_pack(pairs, Path(cfg.pack))
         print(f"wrote {cfg.pack}: {len(pairs)} pairs, sha256 {digest}")
     cfg = apply_variant(cfg, args.variant)

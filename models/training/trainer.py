@@ -24,12 +24,15 @@ from torch.nn import functional as F
 
 from kernel.errors import InputError
 from models import losses as L
-from models.dsmar.flow import downsample_field
+from models.dsmar.flow import downsample_field, warp
 from models.dsmar.network import DSMAR, DSMAROutput, count_parameters
 from models.dsmar.weights import save_weights, sha256_file
 from models.training.augment import Prepared, prepare_batch
 from models.training.config import LossWeights, StageConfig, TrainConfig
-from models.training.data import BatchSampler, read_pack, split_holdout, trusted_pairs
+from models.training.data import BatchSampler, read_pack, self_supervised_pairs, split_holdout, trusted_pairs
+
+# The stages whose steps add the self-supervised term (`LossWeights.self_supervised`): those training the field.
+SELF_SUPERVISED_STAGES = ("field", "joint")
 
 
 def pick_device(name: str) -> torch.device:
@@ -112,8 +115,6 @@ def field_losses(out: DSMAROutput, batch: Prepared, weights: LossWeights, stage:
             F.avg_pool2d(mask.float(), 2) > 0.99,
         )
     if stage == "joint" and weights.mind > 0:
-        from models.dsmar.flow import warp
-
         warped = warp(batch.moving_raw, field)
         parts["mind"] = L.mind_loss(batch.fixed_raw, warped, mask)
     scale = {
@@ -161,12 +162,24 @@ class Trainer:
                 "(PAIRS: a pairs folder such as ../shared/data/pairs, or your own)"
             )
         self.data_hash = sha256_file(pack)
-        pairs = trusted_pairs(read_pack(pack), cfg.exclude)
+        packed = read_pack(pack)
+        pairs = trusted_pairs(packed, cfg.exclude)
         self.train_pairs, self.val_pairs = split_holdout(pairs, cfg.holdout, cfg.seed)
+        self.unlabeled = self_supervised_pairs(packed) if cfg.losses.self_supervised > 0 else []
+        if cfg.losses.self_supervised > 0 and not self.unlabeled:
+            raise InputError(
+                f"losses.self_supervised needs unlabeled pairs, and {pack} holds none: rebuild it with "
+                "--build-pack PAIRS --unlabeled ../shared/data/unlabeled_sar"
+            )
         self.modalities = sorted(
             {p.moving_modality for p in self.train_pairs} | {p.fixed_modality for p in self.train_pairs} | {"other"}
         )
         self.sampler = BatchSampler(self.train_pairs, cfg.crop, cfg.seed, margin=cfg.margin)
+        self.unlabeled_sampler = (
+            BatchSampler(self.unlabeled, cfg.crop, cfg.seed + 2, modality_dropout=0.0, margin=cfg.margin)
+            if self.unlabeled
+            else None
+        )
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.ranges = cfg.warp
         self.model = DSMAR(cfg.model)
@@ -215,6 +228,9 @@ class Trainer:
             "optimizer": optimizer.state_dict() if optimizer is not None else {},
             "state": json.dumps(self.state),
             "sampler": json.dumps(self.sampler.rng.bit_generator.state),
+            "unlabeled_sampler": json.dumps(
+                self.unlabeled_sampler.rng.bit_generator.state if self.unlabeled_sampler else None
+            ),
             "generator": self.gen.get_state(),
             "config": json.dumps(self.cfg.to_dict()),
         }
@@ -232,6 +248,9 @@ class Trainer:
         self.model.load_state_dict(blob["model"])
         self.state = json.loads(blob["state"])
         self.sampler.rng.bit_generator.state = json.loads(blob["sampler"])
+        unlabeled_state = json.loads(blob.get("unlabeled_sampler", "null"))
+        if self.unlabeled_sampler is not None and unlabeled_state is not None:
+            self.unlabeled_sampler.rng.bit_generator.state = unlabeled_state
         self.gen.set_state(blob["generator"].cpu())
         self.optimizer_state = blob["optimizer"] or None
         self.log(f"resumed at stage {self.state['stage']} step {self.state['step']}")
@@ -285,6 +304,19 @@ class Trainer:
             "val_folded": float(np.mean(folds)),
         }
 
+    def _self_supervised(self, parts: dict[str, torch.Tensor], ranges) -> dict[str, torch.Tensor]:
+        """`parts` with the self-supervised term of an unlabeled batch added (and weighted into the total): the
+        batch's moving image warped like any other, the term is MIND-SSC between the fixed image and the moving one
+        under the predicted field, plus the folding penalty: it needs the pair, not its transform."""
+        assert self.unlabeled_sampler is not None
+        weights = self.cfg.losses
+        batch = self._prepare(self.unlabeled_sampler.sample(self.cfg.batch), ranges, self.gen)
+        out = self.model(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
+        term = L.mind_loss(batch.fixed_raw, warp(batch.moving_raw, out.field), batch.mask)
+        if weights.jacobian > 0:
+            term = term + weights.jacobian * L.folding_penalty(out.field, weights.jacobian_margin)
+        return {**parts, "self_supervised": term, "total": parts["total"] + weights.self_supervised * term}
+
     def run_stage(self, index: int, stage: StageConfig) -> None:
         params = stage_parameters(self.model, stage.name)
         if not params:
@@ -327,6 +359,8 @@ class Trainer:
                     inputs = (batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
                     out = match_forward(self.model, *inputs) if stage.name == "match" else self.model(*inputs)
                     parts = field_losses(out, batch, self.cfg.losses, stage.name)
+                    if self.unlabeled_sampler is not None and stage.name in SELF_SUPERVISED_STAGES:
+                        parts = self._self_supervised(parts, ranges)
             optimizer.zero_grad(set_to_none=True)
             if not torch.isfinite(parts["total"]):
                 self.log(f"{stage.name} step {self.state['step']}: non-finite loss, batch skipped")
