@@ -223,7 +223,7 @@ def init_cube(
     _refuse_legacy(group, path)
     cut = _interrupted_append(group)
     if cut is not None:
-        _undo_append(group, cut)
+        _undo_append(path, group, cut)
     # No dask: a few reads.
     existing = xr.open_zarr(_at(path, read_only=True), decode_coords="all", consolidated=False, chunks=None)
     _check_compatible(existing, layout, path)
@@ -231,7 +231,8 @@ def init_cube(
     old = _steps_of(existing)
     old_attrs = dict(existing.attrs)
     existing.close()
-    _add_missing_variables(path, layout, old)
+    if _add_missing_variables(path, layout, old):
+        _consolidate(path)  # xarray's write of the new variables rewrote the attrs without it
     known = {t for t, _ in old}
     new = [(t, p) for t, p in steps if t not in known]
     fresh = dict(steps)
@@ -242,11 +243,12 @@ def init_cube(
         _reorder(path, root, layout, old, stored, old_attrs)
     elif new:
         _append(path, layout, new, len(old))
-    group = zarr.open_group(_at(path), mode="r+", zarr_format=3, use_consolidated=False)
-    if not reorder:  # new times, and a rewritten cube, got their provenance with their template
-        _write_provenance(group, stored[: len(old)])
     with _fixed_width_text():
-        group.attrs.put(_merged_attrs(group.attrs.asdict(), attrs))  # last: drops the append mark
+        if not reorder:  # new times, and a rewritten cube, got their provenance with their append or template
+            group = zarr.open_group(_at(path), mode="r+", zarr_format=3, use_consolidated=False)
+            _write_provenance(group, stored[: len(old)])
+        top = _root_attrs(path)
+        top.attrs.put(_merged_attrs(top.attrs.asdict(), attrs))  # last: drops the append mark
     _consolidate(path)
     return {t: i for i, (t, _) in enumerate(stored)}
 
@@ -257,20 +259,30 @@ def _at(path: str, read_only: bool = False) -> str | FsspecStore:
     return path if local_dir(path) is not None else zarr_store(path, read_only)
 
 
-def _add_missing_variables(path: str, layout: CubeLayout, old: Sequence[Step]) -> None:
+def _root_attrs(path: str) -> zarr.Group:
+    """The cube's root group, to write its attrs: opened with its consolidated metadata where it has some, so that
+    the write keeps it (zarr rewrites the root's zarr.json whole) and a reader opening the cube consolidated, as
+    Contract 3 does, finds it at every moment of a run. Children are not read through it (their consolidated
+    entries may be behind the arrays until `_consolidate`)."""
+    return zarr.open_group(_at(path), mode="r+", zarr_format=3, use_consolidated=None)
+
+
+def _add_missing_variables(path: str, layout: CubeLayout, old: Sequence[Step]) -> bool:
     """Give a cube written before a variable joined the layout (the quality flags, `flow_run_id`) that variable:
-    flags unwritten (its chunks read as missing; the chunks already written are not redone for it), text empty."""
+    flags unwritten (its chunks read as missing; the chunks already written are not redone for it), text empty.
+    Whether any was missing."""
     with _fixed_width_text():
         group = zarr.open_group(_at(path), mode="r+", zarr_format=3, use_consolidated=False)
         template = _template(layout, [t for t, _ in old], [p for _, p in old])
         missing = [str(name) for name in template.data_vars if str(name) not in group]
         if not missing:
-            return
+            return False
         extra = template[missing]
         extra = extra.drop_vars(list(extra.coords))  # the coordinates are there already
         extra.attrs = group.attrs.asdict()  # xarray writes the dataset's attrs onto the group
         encoding = {name: spec for name, spec in _encoding(template).items() if name in missing}
         extra.to_zarr(_at(path), mode="a", compute=False, consolidated=False, encoding=encoding)
+    return True
 
 
 def _array(group: zarr.Group, name: str) -> zarr.Array:
@@ -278,12 +290,12 @@ def _array(group: zarr.Group, name: str) -> zarr.Array:
     return cast(zarr.Array, group[name])
 
 
-def _write_provenance(group: zarr.Group, steps: Sequence[Step]) -> None:
-    """Refresh the provenance of the cube's first len(steps) times, one write per column."""
-    n = len(steps)
+def _write_provenance(group: zarr.Group, steps: Sequence[Step], start: int = 0) -> None:
+    """Write the provenance of the cube's times from `start` on (len(steps) of them), one write per column."""
+    span = slice(start, start + len(steps))
     for name in TEXT_ATTRS:
-        _array(group, name)[:n] = _utf8([getattr(p, name) for _, p in steps], TEXT_BYTES)
-    _array(group, "sar_time")[:n] = np.array([_micros(p.sar_time) for _, p in steps], dtype=np.int64)
+        _array(group, name)[span] = _utf8([getattr(p, name) for _, p in steps], TEXT_BYTES)
+    _array(group, "sar_time")[span] = np.array([_micros(p.sar_time) for _, p in steps], dtype=np.int64)
 
 
 def _merged_attrs(old: Mapping, run: Mapping) -> dict:
@@ -378,16 +390,18 @@ def _append(path: str, layout: CubeLayout, new: Sequence[Step], old_length: int)
 
     zarr grows one array after another, so a crash part-way leaves time axes of different lengths,
     which xarray refuses to open: the mark tells the next run where to cut them back (`_undo_append`).
+    The arrays are grown and the new times' coordinates and provenance written through zarr, so the root's
+    metadata is written once, with its consolidated metadata (`_root_attrs`); the new times' data chunks
+    stay unwritten (missing) until their tiles are.
     """
-    group = zarr.open_group(_at(path), mode="r+", zarr_format=3, use_consolidated=False)
-    group.attrs[APPEND_ATTR] = old_length  # before any array grows
-    extra = _template(layout, [t for t, _ in new], [p for _, p in new])
-    extra = extra.drop_vars([v for v in extra.variables if "time" not in extra[v].dims])
-    extra.attrs.update(group.attrs.asdict())  # xarray's append replaces the group attrs with these
     with _fixed_width_text():
-        extra.to_zarr(_at(path), append_dim="time", compute=False, consolidated=False)
-    hashes = _array(group, HASH_VAR)
-    hashes.resize((old_length + len(new), *hashes.shape[1:]))
+        _root_attrs(path).attrs[APPEND_ATTR] = old_length  # before any array grows
+        group = zarr.open_group(_at(path), mode="r+", zarr_format=3, use_consolidated=False)
+        length = old_length + len(new)
+        for array in time_arrays(group):  # the bookkeeping's hashes too
+            array.resize((length, *array.shape[1:]))
+        _array(group, "time")[old_length:] = np.array([_micros(t) for t, _ in new], dtype=np.int64)
+        _write_provenance(group, new, start=old_length)
 
 
 def _interrupted_append(group: zarr.Group) -> int | None:
@@ -401,14 +415,15 @@ def _interrupted_append(group: zarr.Group) -> int | None:
     return min(lengths) if len(lengths) > 1 else None
 
 
-def _undo_append(group: zarr.Group, old_length: int) -> None:
+def _undo_append(path: str, group: zarr.Group, old_length: int) -> None:
     """Cut every time axis back to `old_length` after an interrupted append (the new times' chunks
     were never written: only their coordinates and provenance, which the next append writes again)."""
     for array in time_arrays(group):
         if array.shape[0] != old_length:
             array.resize((old_length, *array.shape[1:]))
     if APPEND_ATTR in group.attrs:
-        del group.attrs[APPEND_ATTR]
+        with _fixed_width_text():
+            del _root_attrs(path).attrs[APPEND_ATTR]
 
 
 def _steps_of(ds: xr.Dataset) -> list[Step]:

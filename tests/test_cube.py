@@ -676,3 +676,36 @@ def test_a_cube_from_before_the_quality_flags_gets_them_unwritten_and_keeps_its_
     flags = {"quality_sar": np.ones((tile.core.height, tile.core.width), np.uint8)}
     store.write(1, tile, {**_arrays(tile, 1.0), **flags}, 5)
     assert (open_cube(path).quality_sar.isel(time=1).values[tile.core.slices] == 1).all()
+
+
+def test_a_reader_opening_the_cube_as_contract_3_says_never_fails_while_runs_add_times(tmp_path):
+    """xr.open_zarr(path) reads the consolidated metadata: every write of the cube's own metadata keeps it, so a
+    reader opening the cube while a run appends times or rewrites the attrs sees the cube before or after, never
+    a cube without consolidated metadata ('not found' from zarr)."""
+    path = str(tmp_path / "cube.zarr")
+    attrs = cube_attrs("{}", {}, MethodSpec("identity"))
+    days = [np.datetime64("2024-06-01T10:00", "ns") + np.timedelta64(d, "D") for d in range(12)]
+    init_cube(path, _layout(_grid(), tuple(days[:1])), [_prov(0)], attrs)
+    failures: list[str] = []
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                with xr.open_zarr(path, decode_coords="all", consolidated=True) as ds:
+                    seen.add(ds.sizes["time"])
+            except Exception as error:  # noqa: BLE001 - any failure of the user's open is the finding
+                failures.append(f"{type(error).__name__}: {error}")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for n in range(2, len(days) + 1):
+            init_cube(path, _layout(_grid(), tuple(days[:n])), [_prov(i) for i in range(n)], attrs)  # appends one
+            init_cube(path, _layout(_grid(), tuple(days[:n])), [_prov(i) for i in range(n)], attrs)  # attrs only
+    finally:
+        done.set()
+        reader.join()
+    assert not failures, failures[:3]
+    assert len(seen) > 1  # the reader did open the cube between the runs
