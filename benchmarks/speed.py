@@ -27,6 +27,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kernel.config import normalise_memory
 from pipeline.timings import WORKER_STAGES
 
 SETUP_STAGES = ("plan", "cluster", "layout", "inputs")
@@ -54,6 +55,7 @@ class SpeedRun:
     dates: int = 1
     notes: dict = field(default_factory=dict)
     memory_limit: str | None = None  # per worker, as given to `--memory-limit` (None: Dask's share of the machine)
+    workers_restarted: int = 0  # workers that left mid-run: their CPU and peak memory are missing (`peak_cell`)
     version: str = ""  # dsmar's version that measured it (`kernel.version`); a resumed bench reuses only its own
     measured: str = ""  # when the run ended, UTC (ISO 8601)
 
@@ -139,6 +141,17 @@ def plan_runs(
     ]
 
 
+def peak_cell(run: SpeedRun) -> str:
+    """The peak RSS per worker (MB) as the table shows it: where a worker left mid-run (the nanny restarts one
+    above 95 % of its memory limit), at least 95 % of the limit, with the count of those workers."""
+    peak = f"{run.peak_rss_max / 2**20:.0f}"
+    if not run.workers_restarted:
+        return peak
+    limit = normalise_memory(run.memory_limit) if run.memory_limit else None
+    floor = f">={0.95 * limit / 2**20:.0f}" if limit else peak
+    return f"{floor} ({run.workers_restarted} restarted)"
+
+
 def scaling(runs: list[SpeedRun], run: SpeedRun) -> float | None:
     """Throughput of `run` over the 1-worker run of the same size, method and memory limit (None without one)."""
     single = [
@@ -169,7 +182,7 @@ def table(runs: list[SpeedRun]) -> str:
             f"{name}{r.client_cpu:.1f} | "
             + " | ".join(f"{r.worker_cpu.get(s, 0.0):.1f}" for s in ("other", "register", "warp", "write"))
             + f" | {r.cpu_seconds / mp:.2f} | {r.worker_cpu.get('register', 0.0) / mp:.2f} | {r.overhead:.2f} | "
-            f"{r.wall_overhead:.2f} | {r.peak_rss_max / 2**20:.0f} | {r.cube_bytes_per_pixel():.1f} | "
+            f"{r.wall_overhead:.2f} | {peak_cell(r)} | {r.cube_bytes_per_pixel():.1f} | "
             f"{r.input_bytes / (r.cube_shape[0] * r.cube_shape[1]):.1f} |"
         )
     return "\n\n".join("\n".join([rows[0], "|" + "---|" * (rows[0].count("|") - 1), *rows[1:]]) for rows in (wall, cpu))

@@ -87,6 +87,9 @@ class RunSummary:
     worker_peak_rss: dict[str, int] = field(default_factory=dict)  # bytes, by worker address
     worker_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds of the workers per stage
     client_cpu: float = 0.0  # CPU seconds of this process during the run
+    # Workers there at the start and gone at the end (killed above 95 % of their memory limit, or lost): their CPU
+    # time and peak memory are not in `worker_cpu` and `worker_peak_rss`.
+    workers_restarted: int = 0
 
     def error(self, modality: str, unregistered: bool = False) -> ErrorStats | None:
         """Median/mean end-point error vs truth over all time steps that had truth: of the registered field,
@@ -423,6 +426,13 @@ def _register_locked(
                 t = index[_utc(scene_set.optical)]
                 outcomes.append(register_scene_set(client, store, scene_set, cube, t, config, profile, method))
         threads, usage_after = sum(client.nthreads().values()), workers_usage(client)
+        restarted = len(set(usage_before) - set(usage_after))
+        if restarted:
+            log.warning(
+                "%d worker(s) left the cluster during the run (a worker above 95 %% of its memory limit is restarted: "
+                "raise --memory-limit); their CPU time and peak memory are missing from the run's figures",
+                restarted,
+            )
         cluster_closing = time.perf_counter()
     clock.add({"cluster": time.perf_counter() - cluster_closing})
     for outcome in outcomes:
@@ -448,6 +458,7 @@ def _register_locked(
         threads,
         {worker: use["peak_rss"] for worker, use in usage_after.items()},
         cpu_between(usage_before, usage_after),
+        workers_restarted=restarted,
     )
     if config.report_dir:
         with clock("report"):

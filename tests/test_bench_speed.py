@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from benchmarks.speed import COLUMNS, MARK_END, MARK_START, SpeedRun, plan_runs, table, update_docs
+from benchmarks.speed import COLUMNS, MARK_END, MARK_START, SpeedRun, peak_cell, plan_runs, table, update_docs
 from datagen.speed_archive import generate_speed_archive, size_of
 from dsmar.cli import main
 from kernel.errors import InputError
@@ -117,3 +117,13 @@ def test_a_bad_bench_option_is_one_line(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "archives").exists()  # refused before generating anything
+
+
+def test_a_run_that_lost_a_worker_shows_its_peak_as_a_floor():
+    """The nanny restarts a worker above 95 % of its limit: its peak is not measured, only bounded from below."""
+    from dataclasses import replace
+
+    run = SpeedRun("1k", "cfog", 2, 2, (100, 100), 1, 1.0, {}, {}, {"w1": 700 * 2**20}, {}, 0.0, 0, 0)
+    assert peak_cell(run) == "700"
+    assert peak_cell(replace(run, workers_restarted=1, memory_limit="1GiB")) == ">=973 (1 restarted)"
+    assert peak_cell(replace(run, workers_restarted=2)) == "700 (2 restarted)"

@@ -173,7 +173,7 @@ def test_worker_that_cannot_write_the_store_stops_the_run_in_one_line(archive, p
         shutil.rmtree(shared), shutil.rmtree(worker_dir)
 
 
-def test_worker_killed_mid_run_leaves_the_rest_to_finish_the_same_cube(reference, archive, tmp_path):
+def test_worker_killed_mid_run_leaves_the_rest_to_finish_the_same_cube(reference, archive, tmp_path, capsys):
     """Two workers; once the first chunk's bookkeeping is written, one of them is killed with SIGKILL. The
     scheduler gives its tasks (and the data it held) to the other, and the cube comes out whole and equal.
     The scene sets run one after the other, so the second date is always left to the remaining worker."""
@@ -204,6 +204,7 @@ def test_worker_killed_mid_run_leaves_the_rest_to_finish_the_same_cube(reference
         watcher.join(timeout=5)
         assert victim.wait(timeout=10) == -signal.SIGKILL
     ((pid, written),) = killed
+    assert "1 worker(s) left the cluster during the run" in capsys.readouterr().err  # its CPU is missing: said
     total = np.asarray(zarr.open_group(str(out), mode="r")[HASH_VAR]).size
     assert written < total, "the worker was killed only after the last chunk: nothing was left to take over"
     _assert_same_cube(out, reference)

@@ -199,6 +199,7 @@ def _speed(args) -> int:
                     peak_rss=summary.worker_peak_rss,
                     worker_cpu=summary.worker_cpu,
                     client_cpu=summary.client_cpu,
+                    workers_restarted=summary.workers_restarted,
                     cube_bytes=_bytes_under(cube),
                     input_bytes=input_bytes,
                     memory_limit=plan.memory_limit,
