@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 
+import dask
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from kernel.config import ClusterConfig
@@ -172,13 +173,17 @@ def dask_client(config: ClusterConfig) -> Iterator[object]:
     """A connected `distributed.Client`; a cluster started here is closed on exit."""
     from distributed import Client
 
-    # Never the process's default scheduler: clients of concurrent runs (a backfill's windows) closing in another
-    # order than they opened would leave dask pointing at a closed one, and every later computation in the
-    # process failing with "no Client active". The flow hands its client to what runs on the cluster.
     if config.address:
+        before = dask.config.get("scheduler", None)
         try:
-            client = Client(config.address, timeout=f"{config.connect_timeout_s}s", set_as_default=False)
+            client = Client(config.address, timeout=f"{config.connect_timeout_s}s")
         except (OSError, ValueError) as err:  # ValueError: a malformed address
+            # A Client that fails part-way has already made itself the default scheduler: undo that, or a
+            # caller's later dask computations in this process look for a client that is not there.
+            if before is None:
+                dask.config.config.pop("scheduler", None)
+            else:
+                dask.config.set(scheduler=before)
             raise DsmarError(f"cannot reach the Dask scheduler at {config.address}: {err}") from None
         with client:
             log_dashboard(client)
@@ -189,7 +194,7 @@ def dask_client(config: ClusterConfig) -> Iterator[object]:
     with _signals_held():
         cluster = start_local_cluster(plan, config)
         try:
-            client = Client(cluster, set_as_default=False)
+            client = Client(cluster)
         except BaseException:
             cluster.close()
             raise
