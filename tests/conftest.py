@@ -109,8 +109,15 @@ def dask_default_scheduler():
     default while it lives, and one closed out of order (tests nest clients, a run does not) can leave that
     setting behind for the tests after it."""
     import dask
+    from distributed import Client
 
     before = dask.config.get("scheduler", None)
+    if before in ("dask.distributed", "distributed"):
+        try:
+            Client.current(allow_global=True)
+        except ValueError:  # left pointing at a client that is gone (a module fixture's, closed out of order)
+            dask.config.config.pop("scheduler", None)
+            before = None
     yield
     if before is None:
         dask.config.config.pop("scheduler", None)
