@@ -56,7 +56,7 @@ class SpeedRun:
     notes: dict = field(default_factory=dict)
     memory_limit: str | None = None  # per worker, as given to `--memory-limit` (None: Dask's share of the machine)
     workers_restarted: int = 0  # workers that left mid-run: their CPU and peak memory are missing (`peak_cell`)
-    version: str = ""  # dsmar's version that measured it (`kernel.version`); a resumed bench reuses only its own
+    version: str = ""  # the code that measured it (dsmar version + commit, `measuring_version`); a resumed bench reuses only its own
     measured: str = ""  # when the run ended, UTC (ISO 8601)
 
     @property

@@ -42,6 +42,7 @@ from pipeline.report import ErrorStats, TimeReport, assemble, thumb_step, write_
 from pipeline.report_checks import full_resolution_evidence
 from pipeline.stac_output import write_cube_stac
 from pipeline.store import CubeLayout, CubeStore, Provenance, cube_attrs, inputs_hash, time_settings
+from pipeline.tile_scratch import TileScratch
 from pipeline.tiles import Tile, TilePlan, plan_tiles, region_grid
 from pipeline.timings import WORKER_STAGES, StageClock, cpu_between, worker_seconds, workers_usage
 
@@ -255,6 +256,7 @@ def register_scene_set(
             fingerprint,
             todo,
             step,
+            scratch=TileScratch(store.scratch_url),
             on_progress=_Progress(label, todo),
         )
     results = run.chunks

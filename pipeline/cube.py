@@ -563,6 +563,12 @@ class ZarrCubeStore:
     def url(self) -> str:
         return self.path
 
+    @property
+    def scratch_url(self) -> str:
+        """A hidden sibling named like the lock (`.<cube name>.scratch`)."""
+        parent, _, name = self.path.rstrip("/").rpartition("/")
+        return f"{parent}/.{name}.scratch"
+
     def check_target(self, method: MethodSpec | None = None, tile_size: int | None = None) -> None:
         if local_dir(self.path) is None:  # a missing bucket or refused credentials: one line, before any work
             problem = self.check_reachable()

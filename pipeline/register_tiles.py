@@ -27,8 +27,9 @@ from kernel.warp import warp_image
 from pipeline.blend import blend
 from pipeline.progress import TileProgress
 from pipeline.quality import FLAG_REGISTERED, TileSummary, Verdict, gate
-from pipeline.tile_reads import WindowReads
+from pipeline.tile_reads import StagedInputs
 from pipeline.tile_retry import TILE_RETRY, RetryPolicy, TileFailure, error_line
+from pipeline.tile_scratch import TileScratch, block_side
 from pipeline.tile_stream import StreamRow, stream_rows
 from pipeline.tiles import Tile, TilePlan, Window, plan_tiles
 from pipeline.timings import CHUNK_TASK, cpu_clock
@@ -200,26 +201,53 @@ def finish_chunk(
 
 
 def register_tile(
-    registrator: TileRegistrator, fixed: np.ndarray, moving: np.ndarray, modality: str, retry: RetryPolicy
-) -> tuple[TileField, TileSummary]:
-    """One registration tile's field (retried per `retry`) and its summary for gating; the task's name tells the
-    registration apart in the task stream (`pipeline.timings`)."""
-    with cpu_clock("register"):
-        field = retry.call(f"{modality} registration", registrator, fixed, moving, moving_modality=modality)
-    return field, TileSummary.of(field.displacement, field.confidence)
+    registrator: TileRegistrator,
+    scratch: TileScratch,
+    modality: str,
+    tile: Tile,
+    keep_field: bool,
+    retry: RetryPolicy,
+    staged: Sequence[None] = (),
+) -> TileSummary:
+    """Register one registration tile of one modality from its windows on the scratch (`staged`: the tokens of the
+    blocks under them, for Dask to wait on), write its field there where a chunk will read it, and return the
+    summary gating reads. Retried per `retry`; the task's name tells it apart in the task stream
+    (`pipeline.timings`)."""
+
+    def attempt() -> TileSummary:
+        fixed, moving = scratch.window(REFERENCE, tile.outer), scratch.window(modality, tile.outer)
+        with cpu_clock("register"):
+            field = registrator(fixed, moving, moving_modality=modality)
+        if keep_field:
+            scratch.put_field(modality, tile.i, tile.j, np.concatenate([field.displacement, field.confidence[None]]))
+        return TileSummary.of(field.displacement, field.confidence)
+
+    return retry.call(f"{modality} registration", attempt)
+
+
+def finish_staged_chunk(
+    tile: Tile,
+    scratch: TileScratch,
+    pieces: Mapping[str, Sequence[tuple[Tile, Verdict]]],
+    ready: Sequence[object],
+    **finish,
+) -> ChunkResult:
+    """`finish_chunk` on what the scratch holds for `tile`: its windows and its pieces' fields (`ready`: the tasks
+    that put them there, for Dask to wait on)."""
+    fixed_outer = scratch.window(REFERENCE, tile.outer)
+    moving_outers = {m: scratch.window(m, tile.outer) for m in pieces}
+    fields = {m: [(n, _stored_field(scratch, m, n), v) for n, v in by_modality] for m, by_modality in pieces.items()}
+    return finish_chunk(tile, fixed_outer, moving_outers, fields, **finish)
+
+
+def _stored_field(scratch: TileScratch, modality: str, tile: Tile) -> TileField:
+    stored = scratch.field(modality, tile.i, tile.j, (tile.outer.height, tile.outer.width))
+    return TileField(stored[:2], stored[2])
 
 
 def _error(future) -> str | None:
     """A settled future's error as one line, or None where it succeeded."""
     return error_line(future.exception()) if future.status == "error" else None
-
-
-def _field(registered: tuple[TileField, TileSummary]) -> TileField:
-    return registered[0]
-
-
-def _summary(registered: tuple[TileField, TileSummary]) -> TileSummary:
-    return registered[1]
 
 
 @dataclass(frozen=True)
@@ -260,6 +288,8 @@ def run_tiles(
     inputs_hash: int,
     todo: Iterable[Tile],
     thumb_step: int,
+    *,
+    scratch: TileScratch,
     on_progress: Callable[[TileProgress], None] = lambda progress: None,
     retry: RetryPolicy = TILE_RETRY,
 ) -> TileRun:
@@ -269,9 +299,11 @@ def run_tiles(
     blends need it, and so are the registration tiles around them that gating (`pipeline.quality`) reads the
     trends from. The run streams row by row of chunks (`pipeline.tile_stream`): a row's registration tiles are
     submitted a few rows ahead of it, the row is gated as soon as the summaries its gating reads are in, and its
-    chunks are then blended, warped and written, each chunk task writing its own chunk only. Windows of the lazy
-    (band, y, x) inputs are read on the workers as their tasks are submitted, each input block once
-    (`pipeline.tile_reads`), so worker memory holds a few rows of windows and fields, not the scene.
+    chunks are then blended, warped and written, each chunk task writing its own chunk only. The tasks hand each
+    other their data through `scratch` (`pipeline.tile_scratch`), which is emptied when the run ends: the input
+    blocks are staged there as the registrations that read them are submitted (`pipeline.tile_reads`), the
+    registrations write their fields there, and Dask passes only summaries, so a worker holds the tasks it runs,
+    whatever the scene's size.
     A task that still fails after `retry` costs its chunks only: they are not written and are returned
     as failed. `on_progress` gets the registrations and chunks settled after each (chunks to do: less those failed
     for want of a registration tile).
@@ -279,10 +311,20 @@ def run_tiles(
     todo = list(todo)
     if not todo:
         return TileRun([], [], {m: {} for m in moving})
-    return _TileStream(client, plan, fixed, moving, registrator, todo, retry).run(
-        partial(finish_chunk, writer=writer, time_index=time_index, inputs_hash=inputs_hash, thumb_step=thumb_step),
-        on_progress,
-    )
+    stream = _TileStream(client, plan, fixed, moving, registrator, todo, scratch, retry)
+    try:
+        return stream.run(
+            partial(
+                finish_staged_chunk,
+                writer=writer,
+                time_index=time_index,
+                inputs_hash=inputs_hash,
+                thumb_step=thumb_step,
+            ),
+            on_progress,
+        )
+    finally:
+        scratch.remove()
 
 
 class _TileStream:
@@ -296,6 +338,7 @@ class _TileStream:
         moving: Mapping[str, xr.DataArray],
         registrator: TileRegistrator,
         todo: Sequence[Tile],
+        scratch: TileScratch,
         retry: RetryPolicy,
     ):
         self.client, self.moving, self.registrator, self.retry = client, list(moving), registrator, retry
@@ -304,15 +347,23 @@ class _TileStream:
         self.rows = stream_rows(plans, self.pieces, todo)
         self.ahead = rows_ahead(client, plan.n_cols)
         images = {REFERENCE: fixed, **moving}
+        self.scratch = scratch
         self.chunk_reads = {tile: [(name, tile.outer) for name in images] for tile in todo}
         self.registration_reads = {
             (m, n): [(REFERENCE, n.outer), (m, n.outer)] for row in self.rows for m in moving for n in row.register[m]
         }
         uses = [*chain(*self.registration_reads.values()), *chain(*self.chunk_reads.values())]
-        self.reads = WindowReads(client, images, uses, retry.attempts - 1)
+        self.inputs = StagedInputs(client, images, scratch, uses, retry.attempts - 1)
+        scratch.create(
+            {name: (image.shape[0], (image.shape[-2], image.shape[-1])) for name, image in images.items()},
+            block_side(self.inputs.chunks),
+            plans,
+        )
         self.registrations = sum(len(row.register[m]) for row in self.rows for m in moving)
+        self.chunks = sum(len(row.chunks) for row in self.rows)
+        self.registered = 0  # registrations settled, failed ones included
         self.field_uses = Counter((m, n) for tile in todo for m in moving for n in self.pieces[m][tile])
-        # The fields' futures, each dropped once the last chunk that reads it is submitted.
+        # The registration futures chunk tasks will wait on, each dropped once the last chunk reading it is submitted.
         self.fields: dict[tuple[str, Tile], object] = {}
         self.summaries: dict[str, dict[tuple[int, int], TileSummary]] = {m: {} for m in moving}
         self.errors: dict[str, dict[Tile, str]] = {m: {} for m in moving}
@@ -326,7 +377,8 @@ class _TileStream:
     def run(self, finish: Callable[..., ChunkResult], on_progress: Callable[[TileProgress], None]) -> TileRun:
         from distributed import as_completed
 
-        events, staged, gated, oldest = as_completed(with_results=True, raise_errors=False), 0, 0, 0
+        events = as_completed(self._register(0), with_results=True, raise_errors=False)
+        staged, gated, oldest = 1, 0, 0
         while True:
             while oldest < len(self.rows) and not self.unfinished[oldest]:
                 oldest += 1
@@ -349,20 +401,19 @@ class _TileStream:
         return all(n in self.errors[m] or (n.i, n.j) in self.summaries[m] for m in self.moving for n in row.wait[m])
 
     def _register(self, k: int) -> list:
-        """Submit the registration tiles row `k` brings (their windows read first); return their summaries' futures."""
-        order = [(m, n) for m in self.moving for n in self.rows[k].register[m]]
-        windows = iter(self.reads.take([use for key in order for use in self.registration_reads[key]]))
-        summaries = []
-        for m, n in order:
-            registered = self.client.submit(
-                register_tile, self.registrator, next(windows), next(windows), m, self.retry
-            )
-            if self.field_uses[m, n]:
-                self.fields[m, n] = self.client.submit(_field, registered)
-            summary = self.client.submit(_summary, registered)
-            self.pending[summary.key] = (m, n)
-            summaries.append(summary)
-        return summaries
+        """Submit the registration tiles row `k` brings (staging the input blocks under them); return their futures."""
+        futures = []
+        for m in self.moving:
+            for n in self.rows[k].register[m]:
+                staged = self.inputs.ready(self.registration_reads[m, n])
+                future = self.client.submit(
+                    register_tile, self.registrator, self.scratch, m, n, bool(self.field_uses[m, n]), self.retry, staged
+                )
+                if self.field_uses[m, n]:
+                    self.fields[m, n] = future
+                self.pending[future.key] = (m, n)
+                futures.append(future)
+        return futures
 
     def _gate(self, k: int, finish: Callable[..., ChunkResult]) -> list:
         """Gate the registration tiles row `k` needs first, submit its chunks; return the chunk tasks' futures."""
@@ -379,17 +430,18 @@ class _TileStream:
                 broken[tile] = TileFailure(
                     (tile.i, tile.j), m, f"registration tile ({n.i}, {n.j}): {self.errors[m][n]}"
                 )
-        self.reads.skip(use for tile in broken for use in self.chunk_reads[tile])
-        chunks = [tile for tile in row.chunks if tile not in broken]
-        windows = iter(self.reads.take([use for tile in chunks for use in self.chunk_reads[tile]]))
+        self.inputs.skip(use for tile in broken for use in self.chunk_reads[tile])
         futures = []
-        for tile in chunks:
-            fixed_outer, moving_outers = next(windows), {m: next(windows) for m in self.moving}
-            pieces = {
-                m: [(n, self.fields[m, n], self.verdicts[m][n]) for n in self.pieces[m][tile]] for m in self.moving
-            }
+        for tile in row.chunks:
+            if tile in broken:
+                continue
+            pieces = {m: [(n, self.verdicts[m][n]) for n in self.pieces[m][tile]] for m in self.moving}
+            ready = [
+                *self.inputs.ready(self.chunk_reads[tile]),
+                *(self.fields[m, n] for m in self.moving for n in self.pieces[m][tile]),
+            ]
             future = self.client.submit(
-                self.retry.call, f"chunk ({tile.i}, {tile.j})", finish, tile, fixed_outer, moving_outers, pieces,
+                self.retry.call, f"chunk ({tile.i}, {tile.j})", finish, tile, self.scratch, pieces, ready,
                 key=f"{CHUNK_TASK}-{uuid.uuid4().hex}",  # named for the timings' task stream
             )  # fmt: skip
             self.pending[future.key] = (tile, k)
@@ -402,14 +454,15 @@ class _TileStream:
                         self.fields.pop((m, n), None)
         self.unregistered += broken.values()
         self.unfinished[k] -= len(broken)
+        self.chunks -= len(broken)
         return futures
 
     def _settle(self, future, result, on_progress: Callable[[TileProgress], None]) -> None:
-        """Take in a finished summary (kept on the client: gating reads it) or chunk task."""
+        """Take in a finished registration (its summary kept on the client: gating reads it) or chunk task."""
         owner, error = self.pending.pop(future.key), _error(future)
-        future.release()
         if isinstance(owner[0], str):
             m, n = owner
+            self.registered += 1
             if error is None:
                 self.summaries[m][n.i, n.j] = result
             else:
@@ -423,9 +476,9 @@ class _TileStream:
             self.unfinished[k] -= 1
         on_progress(
             TileProgress(
-                registered=sum(len(s) + len(self.errors[m]) for m, s in self.summaries.items()),
+                registered=self.registered,
                 registrations=self.registrations,
                 written=len(self.results) + len(self.failed),
-                chunks=sum(len(row.chunks) for row in self.rows) - len(self.unregistered),
+                chunks=self.chunks,
             )
         )

@@ -101,6 +101,12 @@ class CubeStore(Protocol):
         """The cube's location as the user gave it, made absolute where it is a local path."""
         ...
 
+    @property
+    def scratch_url(self) -> str:
+        """Where a run's tile tasks hand each other input windows and fields (`pipeline.tile_scratch`): beside the
+        cube, so every worker that reaches the cube reaches it."""
+        ...
+
     def check_target(self, method: MethodSpec | None = None, tile_size: int | None = None) -> None:
         """Refuse, before anything is written, a target that holds something else, or a cube of another
         method (name, weights, settings) or tile size; nothing there passes."""

@@ -1,9 +1,10 @@
-"""Windows of lazy (band, y, x) inputs, read on a Dask cluster as the tile tasks that use them are submitted.
+"""The inputs of a tile run, staged onto its scratch (`pipeline.tile_scratch`) block by block, ahead of the tasks
+that read windows of them.
 
-Each block (Dask chunk) of an input is read once, by a task submitted with the first window over it, and
-dropped once the last window a run will ask for over it is made; a window is assembled from its blocks by a task
-of its own, shared by the uses asked for together. Only the blocks between their first and their last use stay
-in worker memory, not the scene; the windows live as long as the tasks that read them.
+Each block (Dask chunk) of a lazy (band, y, x) input is read from its sources once, by a task that writes it to
+the scratch and returns nothing but a token; a tile task takes the tokens of the blocks under its windows as
+dependencies and reads the windows from the scratch itself. No block is held in worker memory past its own
+staging task, so what a worker holds does not grow with the scene.
 """
 
 from __future__ import annotations
@@ -11,37 +12,41 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 
+from pipeline.tile_scratch import TileScratch
 from pipeline.tiles import Window
 
 Use = tuple[str, Window]  # an input's name and a window of it
 Block = tuple[str, int, int]  # an input's name and a block's (row, col) in its chunk grid
 
 
-def assemble(window: Window, parts: Sequence[tuple[Window, np.ndarray]]) -> np.ndarray:
-    """A (band, h, w) float32 window from the blocks (with their extents) that cover it."""
-    out = np.empty((parts[0][1].shape[0], window.height, window.width), np.float32)
-    for extent, block in parts:
-        overlap = extent.intersection(window)
-        out[(slice(None), *overlap.relative_to(window).slices)] = block[
-            (slice(None), *overlap.relative_to(extent).slices)
-        ]
-    return out
+def stage_block(block: np.ndarray, scratch: TileScratch, name: str, extent: Window) -> None:
+    """Write one input block to the scratch (the staging task's name marks it as input work in the timings)."""
+    scratch.put_block(name, extent, block.astype(np.float32, copy=False))
 
 
-class WindowReads:
-    """Window futures of `images`, each of whose `uses` (every use a run will make, in any order) is asked for
-    once through `take` or given up through `skip`; block reads are retried `retries` times by Dask."""
+class StagedInputs:
+    """Staging of `images` onto `scratch`, block by block as `ready` asks for them; each of `uses` (every window a
+    run will read, in any order) is asked for once through `ready` or given up through `skip`, and a block's token
+    is dropped after its last use. Block reads are retried `retries` times by Dask."""
 
-    def __init__(self, client, images: Mapping[str, xr.DataArray], uses: Iterable[Use], retries: int):
-        self.client, self.retries = client, retries
+    def __init__(
+        self, client, images: Mapping[str, xr.DataArray], scratch: TileScratch, uses: Iterable[Use], retries: int
+    ):
+        self.client, self.scratch, self.retries = client, scratch, retries
         self.arrays = {name: da.asarray(image.data) for name, image in images.items()}
         self.edges = {name: [np.cumsum((0, *c)) for c in a.chunks[1:]] for name, a in self.arrays.items()}
         self.left = Counter(b for use in uses for b in self._blocks(use))
-        self.blocks: dict[Block, object] = {}
+        self.staged: dict[Block, object] = {}  # each staged block's token future (its result is None)
+
+    @property
+    def chunks(self) -> dict[str, tuple[tuple[int, ...], ...]]:
+        """Each input's Dask chunks along y and x."""
+        return {name: a.chunks[1:] for name, a in self.arrays.items()}
 
     def _blocks(self, use: Use) -> list[Block]:
         name, window = use
@@ -57,24 +62,27 @@ class WindowReads:
         rows, cols = self.edges[name]
         return Window(int(rows[i]), int(cols[j]), int(rows[i + 1] - rows[i]), int(cols[j + 1] - cols[j]))
 
-    def take(self, uses: Sequence[Use]) -> list:
-        """A window future per use; the same window asked for twice here is read and assembled once."""
-        unique = list(dict.fromkeys(uses))
-        missing = list(dict.fromkeys(b for use in unique for b in self._blocks(use) if b not in self.blocks))
+    def ready(self, uses: Sequence[Use]) -> list:
+        """The tokens of every block under `uses`, staging those not staged yet (in one graph, so Dask finishes each
+        block's staging before it reads many more)."""
+        blocks = list(dict.fromkeys(b for use in uses for b in self._blocks(use)))
+        missing = [b for b in blocks if b not in self.staged]
         if missing:
-            reads = [self.arrays[name].blocks[:, i, j] for name, i, j in missing]
-            self.blocks.update(zip(missing, self.client.compute(reads, retries=self.retries), strict=True))
-        windows = {
-            use: self.client.submit(assemble, use[1], [(self._extent(b), self.blocks[b]) for b in self._blocks(use)])
-            for use in unique
-        }
+            stages = [
+                dask.delayed(stage_block)(
+                    self.arrays[name].blocks[:, i, j], self.scratch, name, self._extent((name, i, j))
+                )
+                for name, i, j in missing
+            ]
+            self.staged.update(zip(missing, self.client.compute(stages, retries=self.retries), strict=True))
+        tokens = [self.staged[b] for b in blocks]
         self.skip(uses)
-        return [windows[use] for use in uses]
+        return tokens
 
     def skip(self, uses: Iterable[Use]) -> None:
-        """Give up uses (their tasks are not submitted): a block none of the remaining uses reads is dropped."""
+        """Give up uses (their tasks are not submitted): a block none of the remaining uses reads drops its token."""
         for use in uses:
             for block in self._blocks(use):
                 self.left[block] -= 1
                 if not self.left[block]:
-                    self.blocks.pop(block, None)
+                    self.staged.pop(block, None)

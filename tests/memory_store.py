@@ -6,10 +6,13 @@ for in-process workers (`LocalCluster(processes=False)`), and the copy it unpick
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -44,6 +47,13 @@ class MemoryCubeStore:
     @property
     def content(self) -> Content:
         return _CONTENT[self.url]
+
+    @property
+    def scratch_url(self) -> str:
+        """A folder of this machine's temporary directory: the tile tasks' scratch is a Zarr group on disk."""
+        return str(
+            Path(tempfile.gettempdir()) / f"dsmar-memory-scratch-{hashlib.sha256(self.url.encode()).hexdigest()[:12]}"
+        )
 
     def check_reachable(self) -> str | None:
         return None  # every worker of this process's clusters shares the content

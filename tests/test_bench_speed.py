@@ -127,3 +127,14 @@ def test_a_run_that_lost_a_worker_shows_its_peak_as_a_floor():
     assert peak_cell(run) == "700"
     assert peak_cell(replace(run, workers_restarted=1, memory_limit="1GiB")) == ">=973 (1 restarted)"
     assert peak_cell(replace(run, workers_restarted=2)) == "700 (2 restarted)"
+
+
+def test_a_resumed_bench_tells_commits_apart():
+    """Runs are matched by the code that measured them: this checkout's version carries its commit."""
+    import subprocess
+
+    from dsmar.commands.bench_speed import measuring_version
+    from kernel.version import __version__
+
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True)
+    assert measuring_version().removesuffix("-dirty") == f"{__version__}+{head.stdout.strip()}"

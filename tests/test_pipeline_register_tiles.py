@@ -23,6 +23,7 @@ from pipeline.register_tiles import (
     run_tiles,
 )
 from pipeline.store import CubeLayout, Provenance
+from pipeline.tile_scratch import TileScratch
 from pipeline.tiles import plan_tiles
 from tests.memory_store import MemoryCubeStore
 
@@ -111,8 +112,10 @@ def test_run_tiles_writes_every_chunk_and_skips_done_ones(client, tmp_path):
         11,
         half,
         thumb_step=4,
+        scratch=TileScratch(writer.scratch_url),
         on_progress=progress.append,
     )
+    assert writer.scratch_url == str(tmp_path / ".cube.zarr.scratch") and not (tmp_path / ".cube.zarr.scratch").exists()
     assert len(run.chunks) == len(half) and not run.failed
     # every registration and chunk task reported as it settled, the last report the whole run
     assert len(progress) == progress[-1].registrations + len(half) and progress[-1].share == 1.0
@@ -132,6 +135,7 @@ def test_run_tiles_writes_every_chunk_and_skips_done_ones(client, tmp_path):
         11,
         rest,
         thumb_step=4,
+        scratch=TileScratch(writer.scratch_url),
     )
     assert (writer.written(0) == 11).all()
     ds = open_cube(path).isel(time=0)
@@ -161,6 +165,7 @@ def test_run_tiles_writes_through_the_store_seam_alone(client):
         7,
         plan.tiles,
         thumb_step=4,
+        scratch=TileScratch(store.scratch_url),
     )
     assert sorted(store.content.writes) == sorted((0, t.i, t.j) for t in plan.tiles)
     assert (store.written(0) == 7).all()

@@ -15,6 +15,7 @@ from kernel.contracts import MODALITY
 from pipeline.grid import Grid
 from pipeline.register_tiles import TileField, registration_plan, run_tiles
 from pipeline.store import CubeLayout, Provenance
+from pipeline.tile_scratch import TileScratch
 from pipeline.tiles import Window, plan_tiles
 from tests.memory_store import MemoryCubeStore
 
@@ -69,7 +70,10 @@ def _fields(client, size: int, halo: int) -> dict[str, np.ndarray]:
     index = store.init(CubeLayout(grid, plan, (t0,), bands), [Provenance("o", "s", t0, "d")], {})
     data = {name: xr.DataArray(v, dims=("band", "y", "x")).chunk({"y": 64, "x": 64}) for name, v in images.items()}
     moving = {"sar": data["sar"], "dem": data["dem"]}
-    run_tiles(client, plan, data["optical"], moving, WindowSizeRegistrator(), store, index[t0], 5, plan.tiles, 4)
+    run_tiles(
+        client, plan, data["optical"], moving, WindowSizeRegistrator(), store, index[t0], 5, plan.tiles, 4,
+        scratch=TileScratch(store.scratch_url),
+    )  # fmt: skip
     assert (store.written(0) == 5).all()
     return {m: store.read(f"displacement_{m}", 0) for m in moving}
 

@@ -17,6 +17,7 @@ from pipeline.grid import Grid
 from pipeline.register_tiles import ConstantRegistrator, TileField, run_tiles
 from pipeline.store import CubeLayout, Provenance
 from pipeline.tile_retry import RetryPolicy, TileFailure
+from pipeline.tile_scratch import TileScratch
 from pipeline.tiles import Tile, plan_tiles
 from tests.memory_store import MemoryCubeStore
 
@@ -80,7 +81,20 @@ def test_a_transient_registration_fault_is_retried_and_the_chunk_written(client,
     plan, store, fixed, moving = _setup("memory://faults-transient")
     counter = tmp_path / "calls"
     registrator = FlakyRegistrator(12, QUICK.attempts - 1, str(counter))
-    run = run_tiles(client, plan, fixed, moving, registrator, store, 0, 3, plan.tiles, 4, retry=QUICK)
+    run = run_tiles(
+        client,
+        plan,
+        fixed,
+        moving,
+        registrator,
+        store,
+        0,
+        3,
+        plan.tiles,
+        4,
+        scratch=TileScratch(store.scratch_url),
+        retry=QUICK,
+    )
     assert run.failed == [] and (store.written(0) == 3).all()
     assert int(counter.read_text()) == QUICK.attempts
 
@@ -90,7 +104,20 @@ def test_a_tile_that_keeps_failing_costs_the_chunks_that_blend_it_only_and_a_rer
     neighbours') are not written, since a blend without it would differ from a whole run's and never be redone."""
     plan, store, fixed, moving = _setup("memory://faults-persistent")
     broken = FlakyRegistrator(0, 99, str(tmp_path / "calls"))
-    run = run_tiles(client, plan, fixed, moving, broken, store, 0, 3, plan.tiles, 4, retry=QUICK)
+    run = run_tiles(
+        client,
+        plan,
+        fixed,
+        moving,
+        broken,
+        store,
+        0,
+        3,
+        plan.tiles,
+        4,
+        scratch=TileScratch(store.scratch_url),
+        retry=QUICK,
+    )
     needing = sorted((t.i, t.j) for t in plan.tiles if plan.tiles[0] in plan.covering(t.core))
     assert needing == [(0, 0), (0, 1), (1, 0), (1, 1)]
     reason = "registration tile (0, 0): OSError: transient fault 3"
@@ -101,7 +128,20 @@ def test_a_tile_that_keeps_failing_costs_the_chunks_that_blend_it_only_and_a_rer
     assert np.isnan(store.read("sar", 0, plan.tiles[0].core)).all()  # nothing of a failed chunk was written
     todo = [t for t in plan.tiles if store.written(0)[t.i, t.j] != 3]
     before = len(store.content.writes)
-    rerun = run_tiles(client, plan, fixed, moving, ConstantRegistrator(SHIFT), store, 0, 3, todo, 4, retry=QUICK)
+    rerun = run_tiles(
+        client,
+        plan,
+        fixed,
+        moving,
+        ConstantRegistrator(SHIFT),
+        store,
+        0,
+        3,
+        todo,
+        4,
+        scratch=TileScratch(store.scratch_url),
+        retry=QUICK,
+    )
     assert rerun.failed == [] and (store.written(0) == 3).all()
     assert sorted(w[1:] for w in store.content.writes[before:]) == needing
 
@@ -122,7 +162,20 @@ class DiesMidWrite(MemoryCubeStore):
 def test_a_chunk_whose_write_keeps_failing_keeps_hash_zero_and_is_named(client):
     plan, _, fixed, moving = _setup("memory://faults-write")
     store = DiesMidWrite("memory://faults-write")
-    run = run_tiles(client, plan, fixed, moving, ConstantRegistrator(SHIFT), store, 0, 3, plan.tiles, 4, retry=QUICK)
+    run = run_tiles(
+        client,
+        plan,
+        fixed,
+        moving,
+        ConstantRegistrator(SHIFT),
+        store,
+        0,
+        3,
+        plan.tiles,
+        4,
+        scratch=TileScratch(store.scratch_url),
+        retry=QUICK,
+    )
     assert run.failed == [TileFailure((0, 2), "sar", "OSError: storage went away")]
     written = store.written(0)
     assert written[0, 2] == 0 and (np.delete(written.ravel(), 2) == 3).all()

@@ -25,6 +25,7 @@ from pipeline.quality import (
 )
 from pipeline.register_tiles import TileField, run_tiles
 from pipeline.store import CubeLayout, Provenance
+from pipeline.tile_scratch import TileScratch
 from pipeline.tiles import plan_tiles
 
 SHAPE = (192, 256)  # 3 x 4 chunks of 64 px
@@ -108,7 +109,7 @@ def test_a_forced_bad_tile_is_flagged_and_not_silently_warped(client, tmp_path):
     bad = 10.0 * BAD_TILE[0] + BAD_TILE[1]
     run = run_tiles(
         client, plan, lazy(fixed), {"sar": lazy(moving)}, WildTileRegistrator(bad), ZarrCubeStore(path), 0, 9,
-        plan.tiles, 4,
+        plan.tiles, 4, scratch=TileScratch(ZarrCubeStore(path).scratch_url),
     )  # fmt: skip
     assert not run.failed and len(run.chunks) == len(plan.tiles)
     flagged = {k: v for k, v in run.verdicts["sar"].items() if v.flag != FLAG_REGISTERED}

@@ -1,11 +1,13 @@
-"""A tile run streams row by row: each input block is read once, each registration tile registered once, and the
-windows, blocks and fields alive at once stay a few rows' worth however many rows the scene has."""
+"""A tile run streams row by row: each input block is read once, each registration tile registered once, and what
+the cluster holds in memory at once stays a few blocks' worth however many rows and columns the scene has (the
+tasks hand each other their data through the run's scratch, `pipeline.tile_scratch`)."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -13,10 +15,13 @@ import xarray as xr
 from dask.utils import key_split
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import SchedulerPlugin
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.quality import TREND_RADIUS
-from pipeline.register_tiles import ConstantRegistrator, registration_plan, rows_ahead, run_tiles
-from pipeline.tile_reads import assemble
+from pipeline.register_tiles import ConstantRegistrator, registration_plan, run_tiles
+from pipeline.tile_reads import StagedInputs
+from pipeline.tile_scratch import TileScratch, block_side, scratch_side
 from pipeline.tile_stream import neighbours, stream_rows
 from pipeline.tiles import Window, plan_tiles
 
@@ -52,21 +57,21 @@ class Discard:
         pass
 
 
-READS: Counter[tuple[int, int, int, int]] = Counter()  # (rows, bands, i, j): the reads of each input block
+READS: Counter[tuple[int, int, int, int, int]] = Counter()  # (rows, cols, bands, i, j): the reads of each block
 READING = threading.Lock()
 
 
-def read_block(rows: int, bands: int, block_id=None) -> np.ndarray:
+def read_block(rows: int, cols: int, bands: int, block_id=None) -> np.ndarray:
     """An input block, as a loader would read it, counted in `READS` (the in-process workers share it)."""
     _, i, j = block_id
     with READING:
-        READS[rows, bands, i, j] += 1
+        READS[rows, cols, bands, i, j] += 1
     return np.random.default_rng((i, j)).random((bands, SIZE, SIZE), dtype=np.float32)
 
 
-def _input(rows: int, bands: int) -> xr.DataArray:
-    chunks = ((bands,), (SIZE,) * rows, (SIZE,) * COLS)
-    values = da.map_blocks(read_block, rows, bands, chunks=chunks, dtype=np.float32)
+def _input(rows: int, cols: int, bands: int) -> xr.DataArray:
+    chunks = ((bands,), (SIZE,) * rows, (SIZE,) * cols)
+    values = da.map_blocks(read_block, rows, cols, bands, chunks=chunks, dtype=np.float32)
     return xr.DataArray(values, dims=("band", "y", "x"))
 
 
@@ -91,14 +96,40 @@ def test_stream_rows_register_each_tile_once_before_the_row_whose_gating_reads_i
     assert last == rows[0].chunks[-1].i + 1 + TREND_RADIUS
 
 
-def test_assemble_cuts_a_window_from_the_blocks_that_cover_it():
-    image = np.arange(3 * 50 * 70, dtype=np.float64).reshape(3, 50, 70)
-    blocks = [Window(r, c, min(20, 50 - r), min(30, 70 - c)) for r in range(0, 50, 20) for c in range(0, 70, 30)]
-    for window in (Window(5, 25, 40, 40), Window(20, 30, 20, 30), Window(0, 0, 50, 70)):
-        parts = [(b, image[(slice(None), *b.slices)]) for b in blocks if b.intersection(window) is not None]
-        out = assemble(window, parts)
-        assert out.dtype == np.float32
-        np.testing.assert_array_equal(out, image[(slice(None), *window.slices)].astype(np.float32))
+def test_scratch_side_divides_the_blocks_and_stays_near_its_target():
+    assert scratch_side(512) == 256 and scratch_side(1024) == 256 and scratch_side(300) == 150
+    assert scratch_side(96) == 96 and scratch_side(509) == 509  # small or prime: the block itself
+    assert block_side({"a": ((512, 512, 100), (512, 40)), "b": ((256, 256, 256, 3), (900,))}) == 256
+    assert block_side({"a": ((70,), (90,))}) == 90  # one block per axis: any side divides its boundaries
+
+
+@given(
+    st.integers(1, 90), st.integers(1, 90), st.integers(1, 3), st.sampled_from([16, 24, 40]),
+    st.tuples(st.integers(0, 89), st.integers(0, 89), st.integers(1, 90), st.integers(1, 90)),
+)  # fmt: skip
+@settings(max_examples=25, deadline=None)
+def test_a_staged_window_is_the_input_s_window(tmp_path_factory, height, width, bands, block, window):
+    """Blocks staged one by one (in any order) give back any window of the image, bands and edges included."""
+    image = np.random.default_rng(height * width).random((bands, height, width), dtype=np.float32)
+    lazy = xr.DataArray(da.from_array(image, chunks=(bands, block, block)), dims=("band", "y", "x"))
+    where = tmp_path_factory.mktemp("scratch") / "s"
+    scratch = TileScratch(str(where))
+    scratch.create({"x": (bands, (height, width))}, block_side({"x": lazy.data.chunks[1:]}), {})
+    with dask.config.set(scheduler="sync"):
+        whole = [("x", Window(0, 0, height, width))]
+        StagedInputs(_Sync(), {"x": lazy}, scratch, whole, 0).ready(whole)
+    row, col = min(window[0], height - 1), min(window[1], width - 1)
+    win = Window(row, col, min(window[2], height - row), min(window[3], width - col))
+    np.testing.assert_array_equal(scratch.window("x", win), image[(slice(None), *win.slices)])
+    scratch.remove()
+    assert not where.exists()
+
+
+class _Sync:
+    """A client stand-in that computes at once in this thread: staging's writes are what is tested here."""
+
+    def compute(self, collections, retries=0):
+        return dask.compute(*collections)
 
 
 @pytest.fixture(scope="module")
@@ -108,30 +139,36 @@ def client():
             yield c
 
 
-def _run(client, rows: int) -> PeakInMemory:
-    plan = plan_tiles((rows * SIZE, COLS * SIZE), SIZE, HALO)
+def _run(client, rows: int, cols: int, scratch) -> PeakInMemory:
+    plan = plan_tiles((rows * SIZE, cols * SIZE), SIZE, HALO)
     scheduler = client.cluster.scheduler
     peak = PeakInMemory(scheduler)
     scheduler.add_plugin(peak, name="peak")
     try:
-        moving = {"sar": _input(rows, 2)}
-        run = run_tiles(client, plan, _input(rows, 4), moving, ConstantRegistrator(), Discard(), 0, 1, plan.tiles, 4)
+        moving = {"sar": _input(rows, cols, 2)}
+        run = run_tiles(
+            client, plan, _input(rows, cols, 4), moving, ConstantRegistrator(), Discard(), 0, 1, plan.tiles, 4,
+            scratch=TileScratch(str(scratch)),
+        )  # fmt: skip
     finally:
         scheduler.remove_plugin("peak")
+    assert not scratch.exists()  # the run empties its scratch
     assert not run.failed and len(run.chunks) == len(plan.tiles)
-    reads = [n for (r, *_), n in READS.items() if r == rows]
-    assert len(reads) == 2 * rows * COLS and set(reads) == {1}  # each block of both inputs read once
+    reads = [n for (r, c, *_), n in READS.items() if (r, c) == (rows, cols)]
+    assert len(reads) == 2 * rows * cols and set(reads) == {1}  # each block of both inputs read once
     assert peak.made["register_tile"] == len(plan.tiles)  # each registration tile registered once
     return peak
 
 
-def test_memory_in_flight_does_not_grow_with_the_number_of_rows(client):
-    short, tall = _run(client, 8), _run(client, 24)
-    row = COLS * (4 + 2) * 4 * (SIZE + 2 * HALO) ** 2  # a row's windows of both inputs, in bytes
-    # Two rows' worth of timing jitter (a loaded machine finishes tasks out of step); a peak that grew with the
-    # scene would be about three times the short scene's here.
-    assert tall.peak_bytes <= short.peak_bytes + 2 * row
-    for prefix in ("field", "assemble"):
-        assert tall.peak[prefix] <= short.peak[prefix] + 2 * COLS, prefix
-    # The fields alive: the rows a chunk row's blend and its gating read, and those registered ahead of it.
-    assert tall.peak["field"] <= (rows_ahead(client, COLS) + 3 + 2 * TREND_RADIUS) * COLS < tall.made["field"] / 2
+def test_memory_in_flight_does_not_grow_with_the_scene(client, tmp_path):
+    small, tall, wide = (
+        _run(client, 6, 3, tmp_path / "a"),
+        _run(client, 24, 3, tmp_path / "b"),
+        _run(client, 6, 12, tmp_path / "c"),
+    )
+    block = 4 * 4 * SIZE**2  # an optical block, in bytes
+    # Blocks wait in memory only between their read and their staging, two threads at a time; a design that held
+    # a row of blocks or fields would hold 12 blocks' worth and more on the wide scene.
+    for run in (small, tall, wide):
+        assert run.peak_bytes <= 6 * block, run.peak_bytes
+    assert tall.peak["stage_block"] < tall.made["stage_block"] / 2  # a staged block's token goes after its last use

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -55,13 +56,31 @@ def add_parser(sub) -> None:
     speed.add_argument(
         "--resume",
         action="store_true",
-        help="keep the runs OUT/speed.json already holds from this dsmar version and measure only the others",
+        help="keep the runs OUT/speed.json already holds from this code (dsmar version and commit) and measure only the others",
     )
     speed.add_argument("--seed", type=int, default=0, help="seed of the generated landscape")
     speed.add_argument("--keep-cubes", action="store_true", help="keep the cubes under OUT/cubes (large for full)")
     speed.add_argument("--label", default="", help="a line under the table's heading: the machine, its load")
     speed.add_argument("--update-docs", action="store_true", help="write the table into docs/performance.md")
     speed.set_defaults(func=_speed)
+
+
+def measuring_version() -> str:
+    """dsmar's version and, where it runs from a git checkout, the commit ("+<sha>", "-dirty" with uncommitted
+    changes to tracked files): a resumed bench keeps only the runs of the same code."""
+    from kernel.version import __version__
+
+    root = str(Path(__file__).resolve().parents[2])
+    try:
+        sha = _git(root, "rev-parse", "--short=12", "HEAD")
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return __version__
+    return f"{__version__}+{sha}{'-dirty' if dirty else ''}"
+
+
+def _git(root: str, *args: str) -> str:
+    return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def _counts(text: str) -> tuple[int, ...]:
@@ -131,7 +150,6 @@ def _speed(args) -> int:
     from dsmar.commands.run import execute
     from flows.environment import apply_defaults
     from kernel.config import ClusterConfig, TileConfig, build
-    from kernel.version import __version__
     from models.api import method_spec
     from pipeline.cube import open_cube
 
@@ -147,6 +165,7 @@ def _speed(args) -> int:
         _memory_limits(args.memory_limit, methods),
     )
     out = Path(args.out).resolve()
+    version = measuring_version()
     earlier = _earlier_runs(out / "speed.json") if args.resume else []
     runs: list[SpeedRun] = []
 
@@ -156,7 +175,7 @@ def _speed(args) -> int:
     for name, size in sizes:
         todo = []
         for plan in (p for p in planned if p.size == name):
-            kept = [r for r in earlier if plan.done_by(r, __version__)]
+            kept = [r for r in earlier if plan.done_by(r, version)]
             if kept:
                 say(f"speed: {name}, {plan.method}, {plan.workers} worker(s): kept from {kept[-1].measured}")
                 runs.append(kept[-1])
@@ -203,7 +222,7 @@ def _speed(args) -> int:
                     cube_bytes=_bytes_under(cube),
                     input_bytes=input_bytes,
                     memory_limit=plan.memory_limit,
-                    version=__version__,
+                    version=version,
                     measured=datetime.now(UTC).isoformat(timespec="seconds"),
                 )
                 runs.append(run)
