@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 
-import dask
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from kernel.config import ClusterConfig
@@ -170,20 +169,18 @@ def check_scheduler(address: str, timeout_s: float = 5.0) -> None:
 
 @contextmanager
 def dask_client(config: ClusterConfig) -> Iterator[object]:
-    """A connected `distributed.Client`; a cluster started here is closed on exit."""
+    """A connected `distributed.Client`; a cluster started here is closed on exit.
+
+    The client is never dask's default scheduler: everything that runs on the cluster is handed to this client
+    explicitly. A default client is process-wide state, restored on close to what it replaced, so clients closed
+    out of order (a backfill's concurrent windows in one process) would leave dask pointing at a closed one and
+    every later computation in the process failing."""
     from distributed import Client
 
     if config.address:
-        before = dask.config.get("scheduler", None)
         try:
-            client = Client(config.address, timeout=f"{config.connect_timeout_s}s")
+            client = Client(config.address, timeout=f"{config.connect_timeout_s}s", set_as_default=False)
         except (OSError, ValueError) as err:  # ValueError: a malformed address
-            # A Client that fails part-way has already made itself the default scheduler: undo that, or a
-            # caller's later dask computations in this process look for a client that is not there.
-            if before is None:
-                dask.config.config.pop("scheduler", None)
-            else:
-                dask.config.set(scheduler=before)
             raise DsmarError(f"cannot reach the Dask scheduler at {config.address}: {err}") from None
         with client:
             log_dashboard(client)
@@ -194,7 +191,7 @@ def dask_client(config: ClusterConfig) -> Iterator[object]:
     with _signals_held():
         cluster = start_local_cluster(plan, config)
         try:
-            client = Client(cluster)
+            client = Client(cluster, set_as_default=False)
         except BaseException:
             cluster.close()
             raise

@@ -300,10 +300,10 @@ def run_tiles(
     trends from. The run streams row by row of chunks (`pipeline.tile_stream`): a row's registration tiles are
     submitted a few rows ahead of it, the row is gated as soon as the summaries its gating reads are in, and its
     chunks are then blended, warped and written, each chunk task writing its own chunk only. The tasks hand each
-    other their data through `scratch` (`pipeline.tile_scratch`), which is emptied when the run ends: the input
-    blocks are staged there as the registrations that read them are submitted (`pipeline.tile_reads`), the
-    registrations write their fields there, and Dask passes only summaries, so a worker holds the tasks it runs,
-    whatever the scene's size.
+    other their data through `scratch` (`pipeline.tile_scratch`), removed when the run ends (an interrupted run
+    leaves it to the next, which lays it out anew): the input blocks are staged there as the registrations that
+    read them are submitted (`pipeline.tile_reads`), the registrations write their fields there, and Dask passes
+    only summaries, so a worker holds the tasks it runs, whatever the scene's size.
     A task that still fails after `retry` costs its chunks only: they are not written and are returned
     as failed. `on_progress` gets the registrations and chunks settled after each (chunks to do: less those failed
     for want of a registration tile).
@@ -312,19 +312,12 @@ def run_tiles(
     if not todo:
         return TileRun([], [], {m: {} for m in moving})
     stream = _TileStream(client, plan, fixed, moving, registrator, todo, scratch, retry)
-    try:
-        return stream.run(
-            partial(
-                finish_staged_chunk,
-                writer=writer,
-                time_index=time_index,
-                inputs_hash=inputs_hash,
-                thumb_step=thumb_step,
-            ),
-            on_progress,
-        )
-    finally:
-        scratch.remove()
+    finish = partial(
+        finish_staged_chunk, writer=writer, time_index=time_index, inputs_hash=inputs_hash, thumb_step=thumb_step
+    )
+    run = stream.run(finish, on_progress)
+    scratch.remove()  # not when interrupted: tasks still running would fail writing to it; the next run lays it out anew
+    return run
 
 
 class _TileStream:
@@ -377,7 +370,8 @@ class _TileStream:
     def run(self, finish: Callable[..., ChunkResult], on_progress: Callable[[TileProgress], None]) -> TileRun:
         from distributed import as_completed
 
-        events = as_completed(self._register(0), with_results=True, raise_errors=False)
+        # The client's own loop: without one, as_completed looks up dask's default client, which dsmar's never are.
+        events = as_completed(self._register(0), loop=self.client.loop, with_results=True, raise_errors=False)
         staged, gated, oldest = 1, 0, 0
         while True:
             while oldest < len(self.rows) and not self.unfinished[oldest]:

@@ -13,6 +13,7 @@ import subprocess
 import warnings
 
 import dask
+import dask.array
 import pytest
 
 from kernel.config import ClusterConfig
@@ -61,9 +62,10 @@ def test_local_cluster_then_existing_scheduler(monkeypatch, caplog):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     caplog.set_level(logging.INFO, logger="dsmar")
     config = ClusterConfig(workers=1, threads_per_worker=2, memory_limit="512MiB")
-    # Two clients nested in one process leave distributed's default-scheduler setting behind when they close;
-    # a run never nests them, so the test keeps that setting from reaching the tests after it.
-    with dask.config.set(scheduler=None), dask_client(config) as client:
+    # dsmar's clients never become dask's default scheduler (process-wide state that clients closed out of order
+    # would leave pointing at a closed one): nested or not, the setting stays as it was and dask computes here.
+    before = dask.config.get("scheduler", None)
+    with dask_client(config) as client:
         assert type(client.cluster).__name__ == "LocalCluster"
         (worker,) = client.scheduler_info()["workers"].values()
         assert (worker["nthreads"], worker["memory_limit"]) == (2, 512 * 2**20)
@@ -71,6 +73,9 @@ def test_local_cluster_then_existing_scheduler(monkeypatch, caplog):
         address = client.scheduler.address
         with dask_client(ClusterConfig(address=address)) as second:
             assert second.submit(max, [4, 5]).result() == 5
+            assert dask.config.get("scheduler", None) == before
+    assert dask.config.get("scheduler", None) == before
+    assert dask.array.ones(4, chunks=2).sum().compute() == 4
     links = re.findall(r"Dask dashboard: (http://127\.0\.0\.1:\d+/status)", caplog.text)
     assert len(links) == 2 and links[0] == links[1] and not links[0].endswith(":8787/status")
 
