@@ -396,17 +396,16 @@ class _TileStream:
 
     def _register(self, k: int) -> list:
         """Submit the registration tiles row `k` brings (staging the input blocks under them); return their futures."""
+        order = [(m, n) for m in self.moving for n in self.rows[k].register[m]]
+        staged = self.inputs.ready([self.registration_reads[key] for key in order])
         futures = []
-        for m in self.moving:
-            for n in self.rows[k].register[m]:
-                staged = self.inputs.ready(self.registration_reads[m, n])
-                future = self.client.submit(
-                    register_tile, self.registrator, self.scratch, m, n, bool(self.field_uses[m, n]), self.retry, staged
-                )
-                if self.field_uses[m, n]:
-                    self.fields[m, n] = future
-                self.pending[future.key] = (m, n)
-                futures.append(future)
+        for (m, n), tokens in zip(order, staged, strict=True):
+            keep = bool(self.field_uses[m, n])
+            future = self.client.submit(register_tile, self.registrator, self.scratch, m, n, keep, self.retry, tokens)
+            if keep:
+                self.fields[m, n] = future
+            self.pending[future.key] = (m, n)
+            futures.append(future)
         return futures
 
     def _gate(self, k: int, finish: Callable[..., ChunkResult]) -> list:
@@ -425,15 +424,12 @@ class _TileStream:
                     (tile.i, tile.j), m, f"registration tile ({n.i}, {n.j}): {self.errors[m][n]}"
                 )
         self.inputs.skip(use for tile in broken for use in self.chunk_reads[tile])
+        chunks = [tile for tile in row.chunks if tile not in broken]
+        staged = self.inputs.ready([self.chunk_reads[tile] for tile in chunks])
         futures = []
-        for tile in row.chunks:
-            if tile in broken:
-                continue
+        for tile, tokens in zip(chunks, staged, strict=True):
             pieces = {m: [(n, self.verdicts[m][n]) for n in self.pieces[m][tile]] for m in self.moving}
-            ready = [
-                *self.inputs.ready(self.chunk_reads[tile]),
-                *(self.fields[m, n] for m in self.moving for n in self.pieces[m][tile]),
-            ]
+            ready = [*tokens, *(self.fields[m, n] for m in self.moving for n in self.pieces[m][tile])]
             future = self.client.submit(
                 self.retry.call, f"chunk ({tile.i}, {tile.j})", finish, tile, self.scratch, pieces, ready,
                 key=f"{CHUNK_TASK}-{uuid.uuid4().hex}",  # named for the timings' task stream

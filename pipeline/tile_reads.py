@@ -62,11 +62,12 @@ class StagedInputs:
         rows, cols = self.edges[name]
         return Window(int(rows[i]), int(cols[j]), int(rows[i + 1] - rows[i]), int(cols[j + 1] - cols[j]))
 
-    def ready(self, uses: Sequence[Use]) -> list:
-        """The tokens of every block under `uses`, staging those not staged yet (in one graph, so Dask finishes each
-        block's staging before it reads many more)."""
-        blocks = list(dict.fromkeys(b for use in uses for b in self._blocks(use)))
-        missing = [b for b in blocks if b not in self.staged]
+    def ready(self, groups: Sequence[Sequence[Use]]) -> list[list]:
+        """Per group of uses (one task's windows), the tokens of every block under them, staging those not staged
+        yet: all in one graph (one graph per call, not per task, keeps the client's work small; in one graph Dask
+        finishes each block's staging before it reads many more)."""
+        per_group = [list(dict.fromkeys(b for use in uses for b in self._blocks(use))) for uses in groups]
+        missing = list(dict.fromkeys(b for blocks in per_group for b in blocks if b not in self.staged))
         if missing:
             stages = [
                 dask.delayed(stage_block)(
@@ -75,8 +76,8 @@ class StagedInputs:
                 for name, i, j in missing
             ]
             self.staged.update(zip(missing, self.client.compute(stages, retries=self.retries), strict=True))
-        tokens = [self.staged[b] for b in blocks]
-        self.skip(uses)
+        tokens = [[self.staged[b] for b in blocks] for blocks in per_group]
+        self.skip(use for uses in groups for use in uses)
         return tokens
 
     def skip(self, uses: Iterable[Use]) -> None:

@@ -117,7 +117,7 @@ def test_a_staged_window_is_the_input_s_window(tmp_path_factory, height, width, 
     scratch.create({"x": (bands, (height, width))}, block_side({"x": lazy.data.chunks[1:]}), {})
     with dask.config.set(scheduler="sync"):
         whole = [("x", Window(0, 0, height, width))]
-        StagedInputs(_Sync(), {"x": lazy}, scratch, whole, 0).ready(whole)
+        StagedInputs(_Sync(), {"x": lazy}, scratch, whole, 0).ready([whole])
     row, col = min(window[0], height - 1), min(window[1], width - 1)
     win = Window(row, col, min(window[2], height - row), min(window[3], width - col))
     np.testing.assert_array_equal(scratch.window("x", win), image[(slice(None), *win.slices)])
