@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from kernel.errors import InputError
@@ -16,9 +17,8 @@ def check_writable_dir(path: Path, label: str) -> Path:
         raise InputError(f"{label} {str(path)!r} cannot be created: {str(blocking)!r} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".dsmar-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".dsmar-write-test-"):
+            pass  # a probe of its own: runs started at once in one folder must not remove each other's
     except OSError as err:
         raise InputError(f"{label} {str(path)!r} is not writable: {err.strerror or err}") from None
     if not os.access(path, os.W_OK):
