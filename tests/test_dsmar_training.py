@@ -17,9 +17,9 @@ from models.training.config import TrainConfig, apply_variant, with_budget
 from models.training.data import (
     BatchSampler,
     PackedPair,
+    pack_split,
     read_pack,
     real_pairs,
-    split_holdout,
     trusted_pairs,
     write_pack,
 )
@@ -49,10 +49,25 @@ def test_pack_round_trip_and_sampler(tmp_path):
     assert (batch.images[:, :, -4:, :].std(axis=(2, 3)) > 20).all()
     assert back[5].doubtful and not back[0].doubtful
     assert [p.pair_id for p in trusted_pairs(back, ("p1", "p2"))] == ["p0", "p3", "p4"]
-    train, val = split_holdout(back, 0.2, 0)
-    assert len(val) == 1 and len(train) == 5
+    train, val = pack_split(back, 0.2)
+    assert len(val) == 1 and len(train) == 4  # the doubtful pair is in neither
     with pytest.raises(InputError):
         read_pack(tmp_path / "missing.npz")
+
+
+def test_the_held_out_pairs_are_the_packs_whatever_the_runs_seed_and_exclusions(tmp_path):
+    """A run with another seed, or one that leaves pairs out, must not train on the ledger's validation pairs."""
+    synthetic_pack(tmp_path / "pack.npz", n=12)
+    data = {**json.loads(open("configs/train_small.json").read()), "pack": str(tmp_path / "pack.npz"), "holdout": 0.25}
+    splits = {}
+    for seed, exclude in [(0, []), (1, []), (7, ["p2", "p3", "p4"])]:
+        cfg = TrainConfig.from_dict({**data, "seed": seed, "exclude": exclude, "out": str(tmp_path / f"run-{seed}")})
+        trainer = Trainer(cfg, log=lambda _: None)
+        splits[seed] = ([p.pair_id for p in trainer.train_pairs], [p.pair_id for p in trainer.val_pairs])
+    assert len(splits[0][1]) == 3
+    assert splits[1] == splits[0] and splits[7][1] == splits[0][1]
+    assert set(splits[7][0]) == set(splits[0][0]) - {"p2", "p3", "p4"}
+    assert not set(splits[0][0]) & set(splits[0][1]) and "p5" not in splits[0][0] + splits[0][1]
 
 
 def test_torch_inverse_matches_the_benchmark():

@@ -242,11 +242,24 @@ def trusted_pairs(pairs: list[PackedPair], prefixes: tuple[str, ...] = ()) -> li
     return [p for p in pairs if not p.doubtful and not any(p.pair_id.startswith(x) for x in prefixes)]
 
 
-def split_holdout(pairs: list[PackedPair], fraction: float, seed: int) -> tuple[list[PackedPair], list[PackedPair]]:
-    """(train, validation) by pair, seeded; validation is at least one pair when fraction > 0."""
-    order = np.random.default_rng(seed).permutation(len(pairs))
+HOLDOUT_SEED = 0  # the held-out pairs belong to the pack, not to a run: every run validates on the same ones
+
+
+def split_holdout(pairs: list[PackedPair], fraction: float) -> tuple[list[PackedPair], list[PackedPair]]:
+    """(train, validation) by pair under the fixed `HOLDOUT_SEED`; validation is at least one pair when
+    fraction > 0."""
+    order = np.random.default_rng(HOLDOUT_SEED).permutation(len(pairs))
     n_val = int(round(fraction * len(pairs)))
     if fraction > 0:
         n_val = max(1, n_val)
     val = set(order[:n_val].tolist())
     return [p for i, p in enumerate(pairs) if i not in val], [p for i, p in enumerate(pairs) if i in val]
+
+
+def pack_split(
+    packed: list[PackedPair], fraction: float, exclude: tuple[str, ...] = ()
+) -> tuple[list[PackedPair], list[PackedPair]]:
+    """(train, validation) of a pack: the held-out pairs depend on the pack and `fraction` only, so neither a
+    run's seed nor its exclusions can move a validation pair into training; `exclude` thins the train side."""
+    train, val = split_holdout(trusted_pairs(packed), fraction)
+    return trusted_pairs(train, exclude), val

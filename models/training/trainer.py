@@ -29,7 +29,7 @@ from models.dsmar.network import DSMAR, DSMAROutput, count_parameters
 from models.dsmar.weights import save_weights, sha256_file
 from models.training.augment import Prepared, prepare_batch
 from models.training.config import LossWeights, StageConfig, TrainConfig
-from models.training.data import BatchSampler, read_pack, self_supervised_pairs, split_holdout, trusted_pairs
+from models.training.data import BatchSampler, pack_split, read_pack, self_supervised_pairs
 
 # The stages whose steps add the self-supervised term (`LossWeights.self_supervised`): those training the field.
 SELF_SUPERVISED_STAGES = ("field", "joint")
@@ -163,8 +163,7 @@ class Trainer:
             )
         self.data_hash = sha256_file(pack)
         packed = read_pack(pack)
-        pairs = trusted_pairs(packed, cfg.exclude)
-        self.train_pairs, self.val_pairs = split_holdout(pairs, cfg.holdout, cfg.seed)
+        self.train_pairs, self.val_pairs = pack_split(packed, cfg.holdout, cfg.exclude)
         self.unlabeled = self_supervised_pairs(packed) if cfg.losses.self_supervised > 0 else []
         if cfg.losses.self_supervised > 0 and not self.unlabeled:
             raise InputError(
