@@ -7,6 +7,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -16,6 +17,7 @@ from kernel.errors import DsmarError
 
 # Each module defines `add_parser(subparsers)` which sets `func(args) -> int` as the handler.
 COMMANDS = ("demo", "run", "search", "deploy", "backfill", "bench", "train")
+REDELIVERY_S = 0.05  # a signal caught inside a finalizer is sent again this much later
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,28 +38,48 @@ class Terminated(KeyboardInterrupt):
     action would kill only this process and orphan them)."""
 
 
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated
+def _inside_finalizer(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _unwind(signum: int, frame) -> None:
+    """Raise `KeyboardInterrupt` (SIGINT) or `Terminated` (SIGTERM) where the program is.
+
+    Python swallows an exception raised inside a finalizer (`__del__`: a dropped Dask future releasing its
+    key, many times a second in a tile run), and the program would run on as if never signalled. A signal
+    that lands in one is sent to the main thread again a moment later, where it unwinds."""
+    if _inside_finalizer(frame):
+        main = threading.main_thread().ident
+        resend = threading.Timer(REDELIVERY_S, signal.pthread_kill, (main, signum))
+        resend.daemon = True
+        resend.start()
+        return
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 @contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """SIGTERM raises `Terminated` inside the block (main thread only: elsewhere signals cannot be set)."""
+def _signals_unwind() -> Iterator[None]:
+    """SIGINT and SIGTERM unwind the block through `_unwind` (main thread only: elsewhere signals cannot be set)."""
     try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = {signum: signal.signal(signum, _unwind) for signum in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with _sigterm_unwinds():
+        with _signals_unwind():
             code = int(args.func(args) or 0)
             sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
             return code

@@ -22,9 +22,13 @@ import pytest
 
 from pipeline.cube import open_cube
 
+REGISTERING = r"tiles to register"
+WRITING = r"tiles [1-9]\d*/\d+ written"  # chunks being written while registrations still run
 
-def _start_demo(workdir: Path) -> tuple[subprocess.Popen, list[str], threading.Event]:
-    """`dsmar demo` with DS-MAR on 3 x 3 tiles per date: slow enough to be caught while tiles run."""
+
+def _start_demo(workdir: Path, when: str = REGISTERING) -> tuple[subprocess.Popen, list[str], threading.Event]:
+    """`dsmar demo` with DS-MAR on 3 x 3 tiles per date: slow enough to be caught while tiles run; the event is
+    set at the first stderr line matching `when`."""
     argv = [
         sys.executable,
         "-m",
@@ -50,7 +54,7 @@ def _start_demo(workdir: Path) -> tuple[subprocess.Popen, list[str], threading.E
     def read() -> None:
         for line in process.stderr:
             lines.append(line.rstrip("\n"))
-            if "tiles to register" in line:
+            if re.search(when, line):
                 registering.set()
 
     threading.Thread(target=read, daemon=True).start()
@@ -58,17 +62,18 @@ def _start_demo(workdir: Path) -> tuple[subprocess.Popen, list[str], threading.E
 
 
 @pytest.mark.parametrize(
-    "signum,whole_group,code,word",
+    "signum,whole_group,code,word,when,delay",
     [
-        (signal.SIGINT, True, 130, "interrupted"),  # Ctrl-C in a terminal
-        (signal.SIGTERM, False, 143, "terminated"),  # kill -TERM PID
+        (signal.SIGINT, True, 130, "interrupted", REGISTERING, 2.0),  # Ctrl-C in a terminal, tiles running
+        (signal.SIGINT, True, 130, "interrupted", WRITING, 0.0),  # the same while chunks are being written
+        (signal.SIGTERM, False, 143, "terminated", REGISTERING, 2.0),  # kill -TERM PID
     ],
 )
-def test_signal_stops_the_demo_quickly_and_completely(tmp_path, signum, whole_group, code, word):
-    process, lines, registering = _start_demo(tmp_path)
+def test_signal_stops_the_demo_quickly_and_completely(tmp_path, signum, whole_group, code, word, when, delay):
+    process, lines, registering = _start_demo(tmp_path, when)
     try:
-        assert registering.wait(240), f"the demo never reached its tiles: {lines[-20:]}"
-        time.sleep(2)  # tiles are running on the workers now
+        assert registering.wait(240), f"the demo never reached {when!r}: {lines[-20:]}"
+        time.sleep(delay)
         assert process.poll() is None, f"the demo ended before it could be interrupted: {lines[-20:]}"
         children = psutil.Process(process.pid).children(recursive=True)
         assert any("server start" in " ".join(c.cmdline()) for c in children), "Prefect's temporary API not found"
@@ -100,6 +105,39 @@ def test_signal_stops_the_demo_quickly_and_completely(tmp_path, signum, whole_gr
     assert not any(Path(d).exists() for d in stac_dirs), stac_dirs
     # A signalled run leaves a cube that opens; that a rerun completes it exactly is test_resume.py's part.
     assert open_cube(str(tmp_path / "cube.zarr")).sizes["time"] == 2
+
+
+FINALIZER_SIGNALLED = """
+import signal, sys, time
+from dsmar.cli import Terminated, _signals_unwind
+
+class Dropped:
+    def __del__(self):  # a Dask future released as it is dropped, when the signal comes
+        signal.raise_signal(signal.SIG{name})
+        sum(range(10_000))  # the handler runs at a bytecode boundary in here
+
+try:
+    with _signals_unwind():
+        Dropped()
+        time.sleep(10)
+    print("ran on")
+except Terminated:
+    print("terminated")
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+@pytest.mark.parametrize("name,word", [("INT", "interrupted"), ("TERM", "terminated")])
+def test_a_signal_landing_in_a_finalizer_still_stops_the_program(name, word):
+    """Python swallows what a `__del__` raises: a Ctrl-C caught there must be delivered again, not lost."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", FINALIZER_SIGNALLED.format(name=name)], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == word, done.stdout + done.stderr
+    assert "Exception ignored" not in done.stderr, done.stderr
+    assert time.monotonic() - started < 8
 
 
 def test_sigterm_stops_a_benchmark_run_and_its_workers_at_once(pairs_dir, tmp_path):
