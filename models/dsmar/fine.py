@@ -31,9 +31,10 @@ def learned_fine(
     confidence: np.ndarray,
     trend: str,
     device: str | torch.device,
+    smooth: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Network inputs (2, H, W) per stream and the network's field (2, H, W) and confidence (H, W) -> the
-    matched field (2, H, W) and its confidence (H, W)."""
+    matched field (2, H, W) and its confidence (H, W); `smooth` overrides the matcher's own smoothing (px)."""
     from models.classical.interpolate import affine_eval
     from models.classical.register import WindowConfig, field_trend
 
@@ -41,7 +42,7 @@ def learned_fine(
     f = torch.from_numpy(fixed)[None].to(device)
     m = torch.from_numpy(moving)[None].to(device)
     fid, mid = (torch.tensor([i], device=device) for i in ids)
-    desc_f, desc_m = matcher.describe(f, m, fid, mid)
+    desc_f, desc_m = matcher.describe(f, m, fid, mid, smooth)
     shape = field.shape[1:]
     first = field
     if trend != "field":

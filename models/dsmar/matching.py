@@ -45,10 +45,27 @@ class MatchLevel:
 LEVELS = (MatchLevel(1, 5, 65, 24),)
 
 
-def image_descriptors(image: torch.Tensor) -> torch.Tensor:
-    """(B, 2, H, W) [gray, validity] -> (B, 6, H, W) MIND-SSC (patch radius 1, dilation 1, as `mind`), 0 where
-    invalid: the handcrafted prior of the descriptor heads."""
-    return mind_ssc(image[:, :1].float(), radius=1, dilation=1) * image[:, 1:2]
+def image_descriptors(image: torch.Tensor, smooth: float = 0.0) -> torch.Tensor:
+    """(B, 2, H, W) [gray, validity] -> (B, 6, H, W) MIND-SSC (patch radius 1, dilation 1, as `mind`) of the gray
+    smoothed by a Gaussian of `smooth` px, 0 where invalid: the handcrafted prior of the descriptor heads.
+
+    Smoothing makes the match indifferent to the blur that resampling leaves on a warped image: unsmoothed, a
+    cross-modal match moves with it by up to 0.35 px (benchmarks/tuning.md)."""
+    gray = image[:, :1].float()
+    if smooth > 0:
+        gray = gaussian_blur(gray, smooth)
+    return mind_ssc(gray, radius=1, dilation=1) * image[:, 1:2]
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B, C, H, W) smoothed per channel by a Gaussian of `sigma` px (3 sigma support), replicate borders."""
+    r = max(1, int(3 * sigma + 0.5))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    kern = torch.exp(-0.5 * (t / sigma) ** 2)
+    kern = kern / kern.sum()
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), kern.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), kern.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 class DescriptorHead(nn.Module):
@@ -87,18 +104,23 @@ class Matched:
 class FineMatcher(nn.Module):
     """(fixed, moving (B, 2, H, W), modality ids, prior field (B, 2, H, W)) -> `Matched`."""
 
-    def __init__(self, extra: int = 6, hidden: int = 8, levels: tuple[MatchLevel, ...] = LEVELS):
+    def __init__(self, extra: int = 6, hidden: int = 8, levels: tuple[MatchLevel, ...] = LEVELS, smooth: float = 0.0):
         super().__init__()
         self.levels = levels
+        self.smooth = smooth  # px: the Gaussian on each image before its MIND-SSC (`image_descriptors`)
         self.fixed = DescriptorHead(extra, hidden)
         self.moving = DescriptorHead(extra, hidden)
         # log temperature of each level's soft arg-max over window-mean cosine similarities
         self.log_temperature = nn.Parameter(torch.full((len(levels),), 4.0))
 
-    def describe(self, fixed, moving, fixed_modality, moving_modality) -> tuple[torch.Tensor, torch.Tensor]:
+    def describe(
+        self, fixed, moving, fixed_modality, moving_modality, smooth: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both streams' descriptors; `smooth` (px) overrides the matcher's own smoothing."""
+        sigma = self.smooth if smooth is None else smooth
         return (
-            self.fixed(fixed, fixed_modality, image_descriptors(fixed)),
-            self.moving(moving, moving_modality, image_descriptors(moving)),
+            self.fixed(fixed, fixed_modality, image_descriptors(fixed, sigma)),
+            self.moving(moving, moving_modality, image_descriptors(moving, sigma)),
         )
 
     def forward(self, fixed, moving, fixed_modality, moving_modality, prior: torch.Tensor) -> Matched:
