@@ -63,9 +63,13 @@ def _unwind(signum: int, frame) -> None:
 
 @contextmanager
 def _signals_unwind() -> Iterator[None]:
-    """SIGINT and SIGTERM unwind the block through `_unwind` (main thread only: elsewhere signals cannot be set)."""
+    """SIGINT and SIGTERM unwind the block through `_unwind` (main thread only: elsewhere signals cannot be set).
+
+    A signal ignored when dsmar started stays ignored: a shell script's background job (`dsmar train ... &`)
+    is meant to outlive a Ctrl-C of the script."""
     try:
-        previous = {signum: signal.signal(signum, _unwind) for signum in (signal.SIGINT, signal.SIGTERM)}
+        watched = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+        previous = {signum: signal.signal(signum, _unwind) for signum in watched}
     except ValueError:
         yield
         return

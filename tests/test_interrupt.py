@@ -140,6 +140,24 @@ def test_a_signal_landing_in_a_finalizer_still_stops_the_program(name, word):
     assert time.monotonic() - started < 8
 
 
+def test_a_signal_ignored_at_start_stays_ignored():
+    """`dsmar ... &` in a script starts with SIGINT ignored, so that a Ctrl-C of the script leaves it running."""
+    code = (
+        "import signal, time\n"
+        "from dsmar.cli import _signals_unwind\n"
+        "with _signals_unwind():\n"
+        "    signal.raise_signal(signal.SIGINT)\n"
+        "    time.sleep(0.2)\n"
+        "print('ran on')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "ran on", done.stdout + done.stderr
+
+
 def test_sigterm_stops_a_benchmark_run_and_its_workers_at_once(pairs_dir, tmp_path):
     """`kill` of `dsmar bench accuracy`: it used to wait for every queued pair first (here the whole eval
     split, minutes; with DS-MAR, half an hour), and its workers took the signal as a pair's result."""
