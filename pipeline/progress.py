@@ -42,12 +42,12 @@ class TileRate:
         ]
         elapsed = now - self.started
         if share and elapsed > 0:
-            parts.append(f"{_figure(share * self.megapixels / elapsed)} MP/s")
+            parts.append(f"{two_significant(share * self.megapixels / elapsed)} MP/s")
             parts.append(f"ETA {duration(elapsed * (1 - share) / share)}" if share < 1 else f"in {duration(elapsed)}")
         return ", ".join(parts)
 
 
-def _figure(value: float) -> str:
+def two_significant(value: float) -> str:
     """Two significant figures, without an exponent: 0.21, 1.8, 12, 340."""
     return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
 

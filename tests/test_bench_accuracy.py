@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -65,7 +66,12 @@ def test_bench_accuracy_end_to_end(pairs_dir, tmp_path, capsys):
     assert result.summary.dense_usable["cfog"]["overall"].pairs == 2
     assert "### Dense track on the 2 pairs with a usable ground truth" in report
     assert any(p.name.startswith("checker_best_") for p in out.iterdir())
-    assert "Dense track" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "Dense track" in captured.out
+    lines = [line for line in captured.err.splitlines() if line.startswith("[")]
+    assert len(lines) == 3 + len(result.cases["landmarks"]), captured.err
+    assert re.fullmatch(r"\[1/\d+\] dense \S+, [\d.]+ pairs/min, ETA \d+ (s|min|h)", lines[0]), lines[0]
+    assert re.fullmatch(r"\[(\d+)/\1\] \w+ \S+, [\d.]+ pairs/min, in \d+ (s|min|h)", lines[-1]), lines[-1]
 
 
 def test_limit_keeps_categories_spread(pairs_dir):
