@@ -51,7 +51,7 @@ from kernel.errors import InputError
 from kernel.field_metrics import end_point_error, folding_share
 from kernel.warp import warp_image
 from models import method_spec, register_pair
-from pipeline.progress import duration, two_significant
+from pipeline.progress import eta, two_significant
 
 S = TypeVar("S", DenseSummary, LandmarkSummary)
 
@@ -221,9 +221,7 @@ def progress_line(done: int, total: int, what: str, elapsed: float) -> str:
     """`[12/190] dense srif-map-001, 3.1 pairs/min, ETA 54 min`: the mean rate since the start."""
     if done <= 0 or elapsed <= 0:
         return f"[{done}/{total}] {what}"
-    rate = done / elapsed
-    tail = f"ETA {duration((total - done) / rate)}" if done < total else f"in {duration(elapsed)}"
-    return f"[{done}/{total}] {what}, {two_significant(60 * rate)} pairs/min, {tail}"
+    return f"[{done}/{total}] {what}, {two_significant(60 * done / elapsed)} pairs/min, {eta(done / total, elapsed)}"
 
 
 def run_benchmark(config: BenchConfig, progress: Callable[[str], None] = lambda _: None) -> BenchResult:

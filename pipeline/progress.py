@@ -43,8 +43,13 @@ class TileRate:
         elapsed = now - self.started
         if share and elapsed > 0:
             parts.append(f"{two_significant(share * self.megapixels / elapsed)} MP/s")
-            parts.append(f"ETA {duration(elapsed * (1 - share) / share)}" if share < 1 else f"in {duration(elapsed)}")
+            parts.append(eta(share, elapsed))
         return ", ".join(parts)
+
+
+def eta(share: float, elapsed: float) -> str:
+    """`ETA 44 s` for a run `share` (> 0) done after `elapsed` seconds at its mean rate, `in 3 min` once done."""
+    return f"ETA {duration(elapsed * (1 - share) / share)}" if share < 1 else f"in {duration(elapsed)}"
 
 
 def two_significant(value: float) -> str:

@@ -31,10 +31,10 @@ def learned_fine(
     confidence: np.ndarray,
     trend: str,
     device: str | torch.device,
-    smooth: float | None = None,
+    smooth: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Network inputs (2, H, W) per stream and the network's field (2, H, W) and confidence (H, W) -> the
-    matched field (2, H, W) and its confidence (H, W); `smooth` overrides the matcher's own smoothing (px)."""
+    matched field (2, H, W) and its confidence (H, W); `smooth`: px of Gaussian before the descriptors."""
     from models.classical.interpolate import affine_eval
     from models.classical.register import WindowConfig, field_trend
 

@@ -117,3 +117,19 @@ class CorrelationLevel(nn.Module):
         x = torch.cat([corr.to(fixed.dtype), fixed, prior.to(fixed.dtype), match.to(fixed.dtype)], 1)
         residual, hidden = self.estimator(x)
         return prior + match + residual.float(), hidden
+
+
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, radius: int = 4) -> torch.Tensor:
+    """Per-sample separable Gaussian blur of (B, 1, H, W); sigma (B,) in pixels (0 keeps the image), kernels of
+    `radius` px a side, replicate borders."""
+    x = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    kern = torch.exp(-0.5 * (x[None] / sigma[:, None].clamp_min(1e-3)) ** 2)
+    kern = kern / kern.sum(1, keepdim=True)
+    b = images.shape[0]
+    out = F.conv2d(
+        F.pad(images, (radius, radius, 0, 0), mode="replicate").transpose(0, 1), kern[:, None, None, :], groups=b
+    ).transpose(0, 1)
+    out = F.conv2d(
+        F.pad(out, (0, 0, radius, radius), mode="replicate").transpose(0, 1), kern[:, None, :, None], groups=b
+    ).transpose(0, 1)
+    return out

@@ -16,6 +16,7 @@ confidence-weighted normalised convolution and composed after the field (Contrac
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.api import MODALITIES
-from models.dsmar.flow import base_grid, sample_at, warp
+from models.dsmar.flow import base_grid, gaussian_blur, sample_at, warp
 from models.losses import mind_ssc
 
 MIND_CHANNELS = 6
@@ -53,19 +54,9 @@ def image_descriptors(image: torch.Tensor, smooth: float = 0.0) -> torch.Tensor:
     cross-modal match moves with it by up to 0.35 px (benchmarks/tuning.md)."""
     gray = image[:, :1].float()
     if smooth > 0:
-        gray = gaussian_blur(gray, smooth)
+        sigma = torch.full((gray.shape[0],), smooth, dtype=gray.dtype, device=gray.device)
+        gray = gaussian_blur(gray, sigma, radius=math.ceil(3 * smooth))
     return mind_ssc(gray, radius=1, dilation=1) * image[:, 1:2]
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(B, C, H, W) smoothed per channel by a Gaussian of `sigma` px (3 sigma support), replicate borders."""
-    r = max(1, int(3 * sigma + 0.5))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    kern = torch.exp(-0.5 * (t / sigma) ** 2)
-    kern = kern / kern.sum()
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), kern.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), kern.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 class DescriptorHead(nn.Module):
@@ -104,23 +95,21 @@ class Matched:
 class FineMatcher(nn.Module):
     """(fixed, moving (B, 2, H, W), modality ids, prior field (B, 2, H, W)) -> `Matched`."""
 
-    def __init__(self, extra: int = 6, hidden: int = 8, levels: tuple[MatchLevel, ...] = LEVELS, smooth: float = 0.0):
+    def __init__(self, extra: int = 6, hidden: int = 8, levels: tuple[MatchLevel, ...] = LEVELS):
         super().__init__()
         self.levels = levels
-        self.smooth = smooth  # px: the Gaussian on each image before its MIND-SSC (`image_descriptors`)
         self.fixed = DescriptorHead(extra, hidden)
         self.moving = DescriptorHead(extra, hidden)
         # log temperature of each level's soft arg-max over window-mean cosine similarities
         self.log_temperature = nn.Parameter(torch.full((len(levels),), 4.0))
 
     def describe(
-        self, fixed, moving, fixed_modality, moving_modality, smooth: float | None = None
+        self, fixed, moving, fixed_modality, moving_modality, smooth: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both streams' descriptors; `smooth` (px) overrides the matcher's own smoothing."""
-        sigma = self.smooth if smooth is None else smooth
+        """Both streams' descriptors, on images smoothed by a Gaussian of `smooth` px first (`image_descriptors`)."""
         return (
-            self.fixed(fixed, fixed_modality, image_descriptors(fixed, sigma)),
-            self.moving(moving, moving_modality, image_descriptors(moving, sigma)),
+            self.fixed(fixed, fixed_modality, image_descriptors(fixed, smooth)),
+            self.moving(moving, moving_modality, image_descriptors(moving, smooth)),
         )
 
     def forward(self, fixed, moving, fixed_modality, moving_modality, prior: torch.Tensor) -> Matched:

@@ -36,7 +36,6 @@ class DSMARConfig:
     hidden: int = 64
     refine_hidden: int = 32
     matching: bool = False
-    match_smooth: float = 0.0  # px, the fine matching stage's smoothing before MIND-SSC (`FineMatcher.smooth`)
 
     @property
     def stride(self) -> int:
@@ -96,7 +95,7 @@ class DSMAR(nn.Module):
             ]
         )
         self.refine = AdaptiveRefinement(ch[0], 1, config.refine_hidden) if config.refinement else None
-        self.matcher = FineMatcher(smooth=config.match_smooth) if config.matching else None
+        self.matcher = FineMatcher() if config.matching else None
 
     def forward(self, fixed, moving, fixed_modality, moving_modality, match: bool = True) -> DSMAROutput:
         """`match=False` stops before the fine matching stage (inference runs it on the whole pair, after the

@@ -12,9 +12,9 @@ alone, dense, and `trend="field"` polishes the network's dense field). `fine="le
 windows on the CPU by DS-MAR's own fine matching stage (`models.dsmar.matching`, in torch on the network's
 device, with the weights' trained descriptor heads; `"init"`: untrained heads, i.e. MIND-SSC descriptors),
 whose `trend="best"` second start is the learned descriptors' own coarse trend (`models.dsmar.fine`);
-`smooth=` (px) overrides the learned stage's Gaussian smoothing of each image before its
-MIND-SSC (the weights' `match_smooth`; resampling blurs a warped image, and unsmoothed descriptors let a
-cross-modal match move with that blur); `scale=2` runs the network on the pair halved (a quarter of its cost) and doubles its field. Each defaults to the value recorded under
+`smooth=` (px, 0 by default) smooths each image by a Gaussian before the learned stage's
+MIND-SSC (resampling blurs a warped image, and unsmoothed descriptors let a cross-modal match move with that
+blur); `scale=2` runs the network on the pair halved (a quarter of its cost) and doubles its field. Each defaults to the value recorded under
 "inference" in the weights' sidecar (tuned on the train split; `trend="best"` was adopted for the eval
 landmark track's large offsets, which the train split lacks: benchmarks/tuning.md), else 1 frame,
 1 iteration, no polish. The confidence (Contract 2) is the last window pass's support where windows
@@ -158,7 +158,7 @@ def make_dsmar():
             matcher = model.matcher if fine == "learned" and model.matcher is not None else FineMatcher()
             inputs = (network_input(fixed, fixed_modality), network_input(moving, moving_modality))
             ids = (modality_id(fixed_modality, known), modality_id(moving_modality, known))
-            return learned_fine(matcher, *inputs, ids, field, confidence, trend, device, chosen.get("smooth"))
+            return learned_fine(matcher, *inputs, ids, field, confidence, trend, device, chosen.get("smooth", 0.0))
         if radii:
             # The field is now the windows' work around a trend: their support says where it holds. The
             # network's confidence is calibrated on its own dense field (about 2 px), which is not returned.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from models.dsmar.flow import base_grid, sample_at
+from models.dsmar.flow import base_grid, gaussian_blur, sample_at
 
 
 @dataclass(frozen=True)
@@ -71,22 +71,6 @@ def invert_warps(warp: torch.Tensor, iterations: int = 12) -> torch.Tensor:
     return truth
 
 
-def _blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Per-sample separable Gaussian blur of (B, 1, H, W); sigma (B,) in pixels (0 keeps the image)."""
-    radius = 4
-    x = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
-    kern = torch.exp(-0.5 * (x[None] / sigma[:, None].clamp_min(1e-3)) ** 2)
-    kern = kern / kern.sum(1, keepdim=True)
-    b = images.shape[0]
-    out = F.conv2d(
-        F.pad(images, (radius, radius, 0, 0), mode="replicate").transpose(0, 1), kern[:, None, None, :], groups=b
-    ).transpose(0, 1)
-    out = F.conv2d(
-        F.pad(out, (0, 0, radius, radius), mode="replicate").transpose(0, 1), kern[:, None, :, None], groups=b
-    ).transpose(0, 1)
-    return out
-
-
 def radiometric(images: torch.Tensor, gen: torch.Generator, strength: float = 1.0) -> torch.Tensor:
     """Random radiometry of (B, 1, H, W) images in [0, 1]: gamma, inversion, speckle, blur, noise."""
     b = images.shape[0]
@@ -108,7 +92,7 @@ def radiometric(images: torch.Tensor, gen: torch.Generator, strength: float = 1.
     speckle = torch._standard_gamma(looks.expand_as(x).contiguous()) / looks
     x = x * (1 + chance(0.25) * (speckle - 1))
     sigma = torch.rand(b, generator=gen, device=dev) * 1.5 * (torch.rand(b, generator=gen, device=dev) < 0.3 * strength)
-    x = _blur(x, sigma)
+    x = gaussian_blur(x, sigma)
     noise = torch.randn(x.shape, generator=gen, device=dev) * 0.03 * torch.rand(b, 1, 1, 1, generator=gen, device=dev)
     return x + chance(0.5) * noise
 
