@@ -68,15 +68,11 @@ def bending_energy(field: torch.Tensor) -> torch.Tensor:
     return (d_yy**2 + d_xx**2 + 2 * d_xy**2).sum(1).mean()
 
 
-def mind_ssc(image: torch.Tensor, radius: int = 2, dilation: int = 2) -> torch.Tensor:
-    """MIND-SSC descriptor (Heinrich et al. 2013) of (B, 1, H, W) images -> (B, 6, H, W).
-
-    Self-similarity of the patches around the 4 axis neighbours, compared pairwise
-    (`ssc_pairs(dilation, centre=False)`, the neighbourhood the numpy descriptor shares), normalised
-    by their mean: the same structure gives the same descriptor whatever the radiometry.
-    """
+def patch_distances(image: torch.Tensor, radius: int = 2, dilation: int = 2, centre: bool = False) -> torch.Tensor:
+    """(B, 1, H, W) -> (B, P, H, W): mean squared differences of the (2 radius + 1)^2 patches around the pixel
+    pairs of `ssc_pairs(dilation, centre)` (the neighbourhood the numpy descriptor shares), replicate borders."""
     d = dilation
-    pairs = ssc_pairs(d, centre=False)
+    pairs = ssc_pairs(d, centre=centre)
     pad = F.pad(image, (d, d, d, d), mode="replicate")
     h, w = image.shape[-2:]
 
@@ -84,14 +80,28 @@ def mind_ssc(image: torch.Tensor, radius: int = 2, dilation: int = 2) -> torch.T
         return pad[:, :, d + s[0] : d + s[0] + h, d + s[1] : d + s[1] + w]
 
     k = 2 * radius + 1
-    ssd = torch.cat(
+    return torch.cat(
         [F.avg_pool2d((shifted(a) - shifted(b)) ** 2, k, 1, radius, count_include_pad=False) for a, b in pairs], dim=1
     )
-    ssd = ssd - ssd.min(1, keepdim=True).values
-    var = ssd.mean(1, keepdim=True)
+
+
+def self_similarity(distances: torch.Tensor, relative: bool = True) -> torch.Tensor:
+    """Patch distances (B, P, H, W) -> exp(-distance / their mean at the pixel), normalised by the channels'
+    maximum: the same structure gives the same descriptor whatever the radiometry. `relative` first takes each
+    pixel's smallest distance off (Heinrich et al.'s form, which stretches even a flat pixel's noise to full
+    contrast); without it a flat pixel's channels are all one, as in `models.classical.features.mind_ssc`."""
+    if relative:
+        distances = distances - distances.min(1, keepdim=True).values
+    var = distances.mean(1, keepdim=True)
     var = var.clamp(min=var.mean() * 1e-3 + 1e-6, max=var.mean() * 1e3 + 1e-6)
-    mind = torch.exp(-ssd / var)
+    mind = torch.exp(-distances / var)
     return mind / mind.max(1, keepdim=True).values
+
+
+def mind_ssc(image: torch.Tensor, radius: int = 2, dilation: int = 2) -> torch.Tensor:
+    """MIND-SSC descriptor (Heinrich et al. 2013) of (B, 1, H, W) images -> (B, 6, H, W): the self-similarity of
+    the patches around the 4 axis neighbours, compared pairwise."""
+    return self_similarity(patch_distances(image, radius, dilation))
 
 
 def mind_loss(fixed: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

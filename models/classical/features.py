@@ -51,7 +51,12 @@ def ssc_pairs(dilation: int, centre: bool) -> list[tuple[tuple[int, int], tuple[
     return pairs
 
 
-def mind_ssc(gray: np.ndarray, radius: int = 1, dilation: int = 2, sigma: float = 0.8) -> np.ndarray:
+# px of Gaussian on MIND-SSC's patch distances: each channel averages a few pixels' structure, so a match is
+# not decided by single noisy pixels (the DEM's smooth shading, SAR speckle).
+PATCH_SIGMA = 0.8
+
+
+def mind_ssc(gray: np.ndarray, radius: int = 1, dilation: int = 2, sigma: float = PATCH_SIGMA) -> np.ndarray:
     """MIND-SSC (Heinrich et al. 2013) in 2-D: exp(-patch distance / local variance) on the 10 pairs
     of `ssc_pairs(dilation, centre=True)` (10 channels), normalised by their maximum.
     """

@@ -9,6 +9,12 @@ from scipy import ndimage
 from kernel.warp import sample
 from models.classical.matching import Matches
 
+# An accepted match weighs at least this much, whatever its quality.
+MIN_WEIGHT = 0.05
+# Interpolated residuals are pulled towards the trend where the matches' support is under this share of the
+# best-supported cell's (no pull where matches are dense).
+PRIOR_SHARE = 0.3
+
 
 def affine_design(points: np.ndarray) -> np.ndarray:
     """Rows [y, x, 1] for points (N, 2) given as (y, x)."""
@@ -81,7 +87,11 @@ def _weighted_median(values, weights):
 
 
 def dense_residual(
-    matches: Matches, params: np.ndarray, shape: tuple[int, int], sigma_cells: float = 1.0, prior: float = 0.3
+    matches: Matches,
+    params: np.ndarray,
+    shape: tuple[int, int],
+    sigma_cells: float = 1.0,
+    prior: float = PRIOR_SHARE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Residual field (2, H, W) of the matches about the affine trend, interpolated by normalised
     convolution on the window lattice (pulled back to the trend where support is thin), and a
@@ -91,7 +101,7 @@ def dense_residual(
     valid = np.isfinite(matches.shifts[..., 0])
     trend = np.einsum("ijk,kl->ijl", np.concatenate([centres, np.ones((*centres.shape[:2], 1))], -1), params)
     residual = np.where(valid[..., None], matches.shifts - trend, 0.0)
-    weight = np.where(valid, np.maximum(matches.quality, 0.05), 0.0)
+    weight = np.where(valid, np.maximum(matches.quality, MIN_WEIGHT), 0.0)
     # The prior pulls towards the trend only where support is thin; where matches are dense the
     # weighted mean of their residuals stands unshrunk.
     smooth = lambda a: ndimage.gaussian_filter(a, sigma_cells, mode="nearest", truncate=3.0)  # noqa: E731

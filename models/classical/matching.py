@@ -166,7 +166,11 @@ def _parabola(left, centre, right):
     return np.clip(offset, -0.5, 0.5)
 
 
-def median_test(matches: Matches, threshold: float = 2.0, noise: float = 0.5) -> Matches:
+# The normalised median test's threshold and noise level (px) (Westerweel & Scarano 2005).
+MEDIAN_THRESHOLD, MEDIAN_NOISE = 2.0, 0.5
+
+
+def median_test(matches: Matches, threshold: float = MEDIAN_THRESHOLD, noise: float = MEDIAN_NOISE) -> Matches:
     """Normalised median test (Westerweel & Scarano 2005): drop shifts unlike their 5 x 5 neighbours."""
     shifts = matches.shifts.copy()
     valid = np.isfinite(shifts[..., 0])

@@ -19,7 +19,13 @@ import numpy as np
 
 from kernel.errors import InputError
 from kernel.warp import compose, warp_image
-from models.classical.interpolate import affine_eval, dense_residual, robust_affine, translation_consensus
+from models.classical.interpolate import (
+    MIN_WEIGHT,
+    affine_eval,
+    dense_residual,
+    robust_affine,
+    translation_consensus,
+)
 from models.classical.matching import (
     Matches,
     WindowGrid,
@@ -183,7 +189,7 @@ def trend(coarse: Matches, config: WindowConfig) -> tuple[np.ndarray, int]:
         return np.zeros((3, 2)), 0.0
     points = coarse.grid.centres()[valid]
     shifts = coarse.shifts[valid]
-    weights = np.maximum(coarse.quality[valid], 0.05)
+    weights = np.maximum(coarse.quality[valid], MIN_WEIGHT)
     needed = max(3, int(np.ceil(config.min_inlier_share * valid.sum())))
     params, inliers = robust_affine(
         points, shifts, weights, np.random.default_rng(config.seed), config.affine_threshold

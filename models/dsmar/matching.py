@@ -10,8 +10,11 @@ similarity at every integer offset within `radius` (at the level's resolution) i
 windows on a lattice (window matching's robustness: a window of texture agrees where single pixels do
 not). A parabola through the best offset and its neighbours gives the sub-pixel residual (a soft arg-max
 snapped to whole pixels: 2.95 px read for a 3.3 px shift), and the softmax mass (learned temperature)
-of the 3 x 3 offsets around the best its confidence. The lattice residuals are spread to every pixel by
-confidence-weighted normalised convolution and composed after the field (Contract 1).
+of the 3 x 3 offsets around the best its confidence. As in the window matchers of `models.classical`, a
+window whose best offset lies on the search border, or whose shift is unlike its neighbours' (normalised
+median test), is dropped, and the others are spread to every pixel by confidence-weighted normalised
+convolution (a Gaussian of one lattice cell), pulled towards no residual where their support is thin, then
+composed after the field (Contract 1).
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.api import MODALITIES
+from models.classical.features import PATCH_SIGMA
+from models.classical.interpolate import MIN_WEIGHT, PRIOR_SHARE
+from models.classical.matching import MEDIAN_NOISE, MEDIAN_THRESHOLD
+from models.classical.register import WindowConfig
 from models.dsmar.flow import base_grid, gaussian_blur, sample_at, warp
-from models.losses import mind_ssc
+from models.losses import patch_distances, self_similarity
 
-MIND_CHANNELS = 6
+MIND_CHANNELS = 10
 
 
 @dataclass(frozen=True)
@@ -47,16 +54,26 @@ LEVELS = (MatchLevel(1, 5, 65, 24),)
 
 
 def image_descriptors(image: torch.Tensor, smooth: float = 0.0) -> torch.Tensor:
-    """(B, 2, H, W) [gray, validity] -> (B, 6, H, W) MIND-SSC (patch radius 1, dilation 1, as `mind`) of the gray
-    smoothed by a Gaussian of `smooth` px, 0 where invalid: the handcrafted prior of the descriptor heads.
+    """(B, 2, H, W) [gray, validity] -> (B, 10, H, W) MIND-SSC of the gray smoothed by a Gaussian of `smooth` px,
+    0 where invalid: the handcrafted prior of the descriptor heads, the `mind` window matcher's descriptor
+    (`models.classical.features.mind_ssc`: patch radius 1, dilation 1, the 10 pairs with the centre, the patch
+    distances smoothed, not taken relative to their smallest, so flat ground adds nothing to a match).
 
-    Smoothing makes the match indifferent to the blur that resampling leaves on a warped image: unsmoothed, a
-    cross-modal match moves with it by up to 0.35 px (benchmarks/tuning.md)."""
+    Smoothing the image makes the match indifferent to the blur that resampling leaves on a warped image:
+    unsmoothed, a cross-modal match moves with it by up to 0.35 px (benchmarks/tuning.md)."""
     gray = image[:, :1].float()
     if smooth > 0:
         sigma = torch.full((gray.shape[0],), smooth, dtype=gray.dtype, device=gray.device)
         gray = gaussian_blur(gray, sigma, radius=math.ceil(3 * smooth))
-    return mind_ssc(gray, radius=1, dilation=1) * image[:, 1:2]
+    distances = blur_channels(patch_distances(gray, radius=1, dilation=1, centre=True), PATCH_SIGMA)
+    return self_similarity(distances, relative=False) * image[:, 1:2]
+
+
+def blur_channels(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A Gaussian of `sigma` (truncated at 3 sigma) on every channel of (B, C, H, W), replicate borders."""
+    b, c, h, w = x.shape
+    sigmas = torch.full((b * c,), sigma, dtype=x.dtype, device=x.device)
+    return gaussian_blur(x.reshape(b * c, 1, h, w), sigmas, radius=math.ceil(3 * sigma)).reshape(b, c, h, w)
 
 
 class DescriptorHead(nn.Module):
@@ -133,10 +150,8 @@ class FineMatcher(nn.Module):
         """Residual field (B, 2, H, W) in full-resolution pixels and confidence (B, 1, H, W) of one level."""
         lv = self.levels[index]
         shift, confidence = lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv, self.log_temperature[index])
-        shape = tuple(field.shape[-2:])
-        return spread(shift, confidence, lv.step, shape, lv.factor), spread_scalar(
-            confidence, lv.step, shape, lv.factor
-        )
+        confidence = confidence * median_test(shift, confidence > 0)
+        return spread(shift, confidence, lv.step, tuple(field.shape[-2:]), lv.factor)
 
 
 def lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv: MatchLevel, log_temperature: torch.Tensor):
@@ -186,11 +201,13 @@ def window_sums(x: torch.Tensor, lv: MatchLevel, axes: tuple[int, ...] = (2, 3))
 
 def peak_offset(cost: torch.Tensor, radius: int, temperature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sub-pixel offset (B, 2, h, w) of the best offset, refined by a parabola through it and its neighbours
-    on each axis, and the softmax(temperature * cost) mass of the 3 x 3 offsets around it (B, 1, h, w)."""
+    on each axis, and the softmax(temperature * cost) mass of the 3 x 3 offsets around it (B, 1, h, w); 0
+    where the best offset is on the search border (the match lies beyond the radius)."""
     side = 2 * radius + 1
     best = cost.argmax(1)  # (B, h, w)
-    by = (best // side).clamp(1, side - 2)
-    bx = (best % side).clamp(1, side - 2)
+    row, col = best // side, best % side
+    inside = ((row > 0) & (row < side - 1) & (col > 0) & (col < side - 1))[:, None]
+    by, bx = row.clamp(1, side - 2), col.clamp(1, side - 2)
 
     def at(oy: int, ox: int) -> torch.Tensor:
         return torch.gather(cost, 1, ((by + oy) * side + bx + ox)[:, None])
@@ -202,15 +219,23 @@ def peak_offset(cost: torch.Tensor, radius: int, temperature: torch.Tensor) -> t
         offsets.append(base[:, None] - radius + (0.5 * (lo - hi) / curve).clamp(-1, 1))
     prob = torch.softmax(temperature * cost, 1)
     mass = sum(torch.gather(prob, 1, ((by + oy) * side + bx + ox)[:, None]) for oy in (-1, 0, 1) for ox in (-1, 0, 1))
-    return torch.cat(offsets, 1), mass
+    return torch.cat(offsets, 1), mass * inside
 
 
-def _gaussian(x: torch.Tensor) -> torch.Tensor:
-    """3 x 3 binomial smoothing (about one lattice cell's sigma), replicate borders."""
-    kern = torch.tensor([0.25, 0.5, 0.25], device=x.device, dtype=x.dtype)
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (1, 1, 0, 0), mode="replicate"), kern.view(1, 1, 1, 3).expand(c, 1, 1, 3), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, 1, 1), mode="replicate"), kern.view(1, 1, 3, 1).expand(c, 1, 3, 1), groups=c)
+def median_test(
+    shift: torch.Tensor, valid: torch.Tensor, threshold: float = MEDIAN_THRESHOLD, noise: float = MEDIAN_NOISE
+) -> torch.Tensor:
+    """`models.classical.matching.median_test` on a lattice of shifts (B, 2, h, w) with `valid` (B, 1, h, w): the
+    valid shifts that are like their 5 x 5 valid neighbours (B, 1, h, w), as floats."""
+    b, _, h, w = shift.shape
+    values = torch.where(valid, shift.detach(), torch.nan)
+    rings = F.unfold(F.pad(values, (2, 2, 2, 2), value=math.nan), 5).view(b, 2, 25, h, w)
+    rings = torch.cat([rings[:, :, :12], rings[:, :, 13:]], 2)  # without the window itself
+    median = rings.nanmedian(2).values
+    deviation = (rings - median[:, :, None]).abs().nanmedian(2).values
+    residual = ((values - median).abs() / (deviation + noise)).amax(1, keepdim=True)
+    unlike = median.isfinite().all(1, keepdim=True) & (residual > threshold)
+    return (valid & ~unlike).to(shift.dtype)
 
 
 def _to_pixels(lattice: torch.Tensor, step: int, shape: tuple[int, int], factor: int) -> torch.Tensor:
@@ -220,15 +245,18 @@ def _to_pixels(lattice: torch.Tensor, step: int, shape: tuple[int, int], factor:
     return sample_at(lattice, grid.expand(lattice.shape[0], -1, -1, -1), padding="border")
 
 
-def spread(shift: torch.Tensor, confidence: torch.Tensor, step: int, shape, factor: int) -> torch.Tensor:
-    """Lattice shifts (B, 2, h, w) to a dense field (B, 2, H, W) by confidence-weighted normalised convolution."""
-    weight = confidence.clamp_min(1e-4)
-    smooth = _gaussian(shift * weight) / _gaussian(weight)
-    return _to_pixels(smooth, step, shape, factor)
-
-
-def spread_scalar(confidence: torch.Tensor, step: int, shape, factor: int) -> torch.Tensor:
-    return _to_pixels(_gaussian(confidence), step, shape, factor).clamp(0, 1)
+def spread(
+    shift: torch.Tensor, confidence: torch.Tensor, step: int, shape, factor: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lattice shifts (B, 2, h, w) and confidences (B, 1, h, w; 0: dropped) -> a dense residual field
+    (B, 2, H, W) and its confidence (B, 1, H, W), by normalised convolution with `models.classical`'s weights,
+    Gaussian and pull towards no residual (`dense_residual`)."""
+    weight = torch.where(confidence > 0, confidence.clamp_min(MIN_WEIGHT), 0.0)
+    sigma = WindowConfig.sigma_cells
+    support = blur_channels(weight, sigma)
+    floor = PRIOR_SHARE * weight.amax((2, 3), keepdim=True)
+    smooth = blur_channels(shift * weight, sigma) / (torch.maximum(support, floor) + 1e-9)
+    return _to_pixels(smooth, step, shape, factor), _to_pixels(support, step, shape, factor).clamp(0, 1)
 
 
 def compose(field: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
