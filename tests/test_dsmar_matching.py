@@ -124,6 +124,19 @@ def test_untrained_stage_recovers_a_sub_pixel_shift_of_a_real_image(optical):
     assert conf.shape == optical.shape[1:] and 0 <= conf.min() and conf.max() <= 1
 
 
+def test_untrained_heads_match_the_same_without_their_extra_channels(optical):
+    """`fine="init"` runs the heads without their extra channels (zero until trained): the same field."""
+    truth = np.array([2.4, -1.7], np.float32)[:, None, None]
+    moving = warp_image(optical, -np.broadcast_to(truth, (2, *optical.shape[1:])))
+    start = np.zeros((2, *optical.shape[1:]), np.float32)
+    inputs = (network_input(optical, "optical"), network_input(moving, "optical"))
+    confidence = np.ones(optical.shape[1:], np.float32)
+    full, lean = (
+        learned_fine(FineMatcher(extra=extra), *inputs, (0, 0), start, confidence, "field", "cpu") for extra in (6, 0)
+    )
+    assert np.allclose(full[0], lean[0], atol=1e-4) and np.allclose(full[1], lean[1], atol=1e-4)
+
+
 def test_smoothing_keeps_a_cross_modal_match_where_resampling_blur_would_move_it(pairs_dir):
     """A real optical-map pair matched as it is and with the map resampled half a pixel off the grid (as a warp
     leaves it): unsmoothed MIND-SSC reads the two inconsistently (median 0.33 px on srif-map-001); smoothed
@@ -140,7 +153,9 @@ def test_smoothing_keeps_a_cross_modal_match_where_resampling_blur_would_move_it
         def field(moving, start):
             start = np.ascontiguousarray(start, np.float32)
             moving = network_input(moving, "map")
-            return learned_fine(FineMatcher(), fixed, moving, (0, 0), start, confidence, "field", "cpu", smooth)[0]
+            return learned_fine(FineMatcher(), fixed, moving, (0, 0), start, confidence, "field", "cpu", smooth=smooth)[
+                0
+            ]
 
         as_is = field(pair.moving, np.zeros((2, h, w)))
         moved = field(resampled, -np.round(truth))

@@ -1,9 +1,10 @@
 """The `dsmar` method's learned fine stage on a whole pair: trend, start choice and matching, in torch.
 
 The network's field gives the global geometry: its robust affine consensus (or the field itself) is the
-first start. A global translation of the learned descriptors (FFT cross-correlation) is a second start
-where it points far from the first (offsets beyond the network's reach). Every start gets the first
-matching level; the one whose windows match best goes on through the others.
+first start. With `trend="best"` the learned descriptors' own coarse trend, around no motion and around
+their global translation (FFT cross-correlation) where that points far from the first (offsets beyond the
+network's reach), gives more. Every start gets the first matching pass; the one whose windows match best
+goes on through the narrower ones, as the method's MIND window passes do.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ def learned_fine(
     confidence: np.ndarray,
     trend: str,
     device: str | torch.device,
+    radii: tuple[int, ...] = (5,),
     smooth: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Network inputs (2, H, W) per stream and the network's field (2, H, W) and confidence (H, W) -> the
-    matched field (2, H, W) and its confidence (H, W); `smooth`: px of Gaussian before the descriptors."""
+    matched field (2, H, W) and its confidence (H, W): one matching pass per search radius in `radii`; `smooth`:
+    px of Gaussian before the descriptors."""
     from models.classical.interpolate import affine_eval
     from models.classical.register import WindowConfig, field_trend
 
@@ -61,9 +64,9 @@ def learned_fine(
             params = descriptor_trend(desc_f, desc_m, valid_f, valid_m, start.contiguous(), matcher)
             if params is not None:
                 starts.append(torch.from_numpy(affine_eval(params, shape))[None].to(device))
-    tried = [matcher.match(desc_f, desc_m, valid_f, valid_m, start, levels=1) for start in starts]
+    tried = [matcher.passes(desc_f, desc_m, valid_f, valid_m, start, radii[:1]) for start in starts]
     best = max(tried, key=lambda done: float(done.confidence.mean()))
-    done = matcher.match(desc_f, desc_m, valid_f, valid_m, best.field, levels=None, first=1)
+    done = matcher.passes(desc_f, desc_m, valid_f, valid_m, best.field, radii[1:]) if radii[1:] else best
     return done.field[0].cpu().numpy(), done.confidence[0, 0].cpu().numpy()
 
 

@@ -20,7 +20,7 @@ composed after the field (Contract 1).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -137,21 +137,34 @@ class FineMatcher(nn.Module):
         self, desc_f, desc_m, valid_f, valid_m, prior: torch.Tensor, levels: int | None = None, first: int = 0
     ) -> Matched:
         """The field `prior` corrected by levels `first` up to `levels` (all by default)."""
+        return self._passes(
+            desc_f,
+            desc_m,
+            valid_f,
+            valid_m,
+            prior,
+            [(i, self.levels[i]) for i in range(first, len(self.levels) if levels is None else levels)],
+        )
+
+    def passes(self, desc_f, desc_m, valid_f, valid_m, prior: torch.Tensor, radii: tuple[int, ...]) -> Matched:
+        """The field `prior` corrected by one pass of the first level per search radius in `radii` (the method's
+        `polish`): a first wide search, then narrower ones around what it found."""
+        first = self.levels[0]
+        return self._passes(desc_f, desc_m, valid_f, valid_m, prior, [(0, replace(first, radius=r)) for r in radii])
+
+    def _passes(self, desc_f, desc_m, valid_f, valid_m, prior, levels: list[tuple[int, MatchLevel]]) -> Matched:
         field, confidence, fields = prior.float(), None, []
-        for index in range(first, len(self.levels) if levels is None else levels):
-            residual, confidence = self.level(desc_f, desc_m, valid_f, valid_m, field, index)
+        for index, lv in levels:
+            shift, confidence = lattice_matches(
+                desc_f, desc_m, valid_f, valid_m, field, lv, self.log_temperature[index]
+            )
+            confidence = confidence * median_test(shift, confidence > 0)
+            residual, confidence = spread(shift, confidence, lv.step, tuple(field.shape[-2:]), lv.factor)
             field = compose(field, residual)
             fields.append(field)
         if confidence is None:
             confidence = torch.ones_like(prior[:, :1])
         return Matched(field, confidence * valid_f.float(), fields)
-
-    def level(self, desc_f, desc_m, valid_f, valid_m, field, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Residual field (B, 2, H, W) in full-resolution pixels and confidence (B, 1, H, W) of one level."""
-        lv = self.levels[index]
-        shift, confidence = lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv, self.log_temperature[index])
-        confidence = confidence * median_test(shift, confidence > 0)
-        return spread(shift, confidence, lv.step, tuple(field.shape[-2:]), lv.factor)
 
 
 def lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv: MatchLevel, log_temperature: torch.Tensor):

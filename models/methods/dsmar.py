@@ -3,23 +3,23 @@
 `weights=` (or the environment variable DSMAR_WEIGHTS, which reaches benchmark worker processes)
 points the method at another weights file, such as an ablation's; it is checked the same way.
 `iterations=` re-registers the warped moving image and composes; `augment=` averages over that many
-rotated/mirrored frames (1, 2, 4, 8); `polish=` (px, or a list of px for several passes; 0 = off)
-corrects the field by the classical MIND-SSC fine window stage searched that far around it, and
-`trend="affine"` first reduces the network's field to its robust affine consensus, so the network gives
-the global geometry and the windows the local detail; `trend="best"` also tries the classical coarse
-search's trend and keeps whichever the fine windows support more (a hybrid: `polish=0` is the network
-alone, dense, and `trend="field"` polishes the network's dense field). `fine="learned"` replaces the MIND
-windows on the CPU by DS-MAR's own fine matching stage (`models.dsmar.matching`, in torch on the network's
-device, with the weights' trained descriptor heads; `"init"`: untrained heads, i.e. MIND-SSC descriptors),
-whose `trend="best"` second start is the learned descriptors' own coarse trend (`models.dsmar.fine`);
-`smooth=` (px, 0 by default) smooths each image by a Gaussian before the learned stage's
-MIND-SSC (resampling blurs a warped image, and unsmoothed descriptors let a cross-modal match move with that
-blur); `scale=2` runs the network on the pair halved (a quarter of its cost) and doubles its field. Each defaults to the value recorded under
-"inference" in the weights' sidecar (tuned on the train split; `trend="best"` was adopted for the eval
-landmark track's large offsets, which the train split lacks: benchmarks/tuning.md), else 1 frame,
-1 iteration, no polish. The confidence (Contract 2) is the last window pass's support where windows
-shaped the field, else the network's own (its refinement module's). The method's identity (`resolve`)
-is the checksum of the weights file it loads and those settings merged with the options given.
+rotated/mirrored frames (1, 2, 4, 8); `polish=` (px, or a list of px for several passes; 0 = off) corrects
+the field by passes of window matching searched that far around it, and `trend="affine"` first reduces the
+network's field to its robust affine consensus, so the network gives the global geometry and the windows
+the local detail; `trend="best"` also tries a coarse window search's trend and keeps whichever the first
+pass supports more (`polish=0` is the network alone, dense, and `trend="field"` passes over the network's
+dense field). `fine=` picks the window matcher: `"learned"` is DS-MAR's own fine matching stage
+(`models.dsmar.matching`, in torch on the network's device) with the weights' trained descriptor heads,
+`"init"` the same stage with untrained heads (MIND-SSC descriptors), both with the learned descriptors'
+coarse trend as `trend="best"`'s second start (`models.dsmar.fine`); `"mind"` the classical MIND-SSC window
+stage on the CPU with the classical coarse search. `smooth=` (px, 0 by default) smooths each image by a
+Gaussian before the learned stage's MIND-SSC (resampling blurs a warped image, and unsmoothed descriptors
+let a cross-modal match move with that blur); `scale=2` runs the network on the pair halved (a quarter of
+its cost) and doubles its field. Each defaults to the value recorded under "inference" in the weights'
+sidecar (tuned on the train split: benchmarks/tuning.md), else 1 frame, 1 iteration, no polish. The
+confidence (Contract 2) is the last window pass's support where windows shaped the field, else the
+network's own (its refinement module's). The method's identity (`resolve`) is the checksum of the weights
+file it loads and those settings merged with the options given.
 """
 
 from __future__ import annotations
@@ -155,10 +155,12 @@ def make_dsmar():
         if scale == 2:
             field, confidence = double(field, confidence, fixed.shape[1:])
         if radii and fine != "mind":
-            matcher = model.matcher if fine == "learned" and model.matcher is not None else FineMatcher()
+            # Untrained heads' extra channels are zero: without them no match changes and the window costs shrink.
+            matcher = model.matcher if fine == "learned" and model.matcher is not None else FineMatcher(extra=0)
             inputs = (network_input(fixed, fixed_modality), network_input(moving, moving_modality))
             ids = (modality_id(fixed_modality, known), modality_id(moving_modality, known))
-            return learned_fine(matcher, *inputs, ids, field, confidence, trend, device, chosen.get("smooth", 0.0))
+            smooth = chosen.get("smooth", 0.0)
+            return learned_fine(matcher, *inputs, ids, field, confidence, trend, device, radii, smooth)
         if radii:
             # The field is now the windows' work around a trend: their support says where it holds. The
             # network's confidence is calibrated on its own dense field (about 2 px), which is not returned.
