@@ -153,6 +153,7 @@ class FineMatcher(nn.Module):
         return self._passes(desc_f, desc_m, valid_f, valid_m, prior, [(0, replace(first, radius=r)) for r in radii])
 
     def _passes(self, desc_f, desc_m, valid_f, valid_m, prior, levels: list[tuple[int, MatchLevel]]) -> Matched:
+        """`prior` corrected by each (temperature index, level) of `levels` in turn."""
         field, confidence, fields = prior.float(), None, []
         for index, lv in levels:
             shift, confidence = lattice_matches(
