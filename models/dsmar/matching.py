@@ -63,8 +63,7 @@ def image_descriptors(image: torch.Tensor, smooth: float = 0.0) -> torch.Tensor:
     unsmoothed, a cross-modal match moves with it by up to 0.35 px (benchmarks/tuning.md)."""
     gray = image[:, :1].float()
     if smooth > 0:
-        sigma = torch.full((gray.shape[0],), smooth, dtype=gray.dtype, device=gray.device)
-        gray = gaussian_blur(gray, sigma, radius=math.ceil(3 * smooth))
+        gray = blur_channels(gray, smooth)
     distances = blur_channels(patch_distances(gray, radius=1, dilation=1, centre=True), PATCH_SIGMA)
     return self_similarity(distances, relative=False) * image[:, 1:2]
 
