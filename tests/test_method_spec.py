@@ -48,9 +48,9 @@ def test_a_methods_settings_are_its_tuned_defaults_merged_with_its_options():
     assert method_spec("cfog").settings == () and method_spec("cfog").weights_sha256 is None
     assert method_spec("dsmar").weights_sha256 == SHIPPED["sha256"] == sha256_file(DEFAULT_WEIGHTS)
     assert dict(method_spec("dsmar").settings) == TUNED
-    assert dict(method_spec("dsmar:augment=1").settings) == {**TUNED, "augment": 1}
+    assert dict(method_spec("dsmar:augment=2").settings) == {**TUNED, "augment": 2}
     fingerprints = {method_spec(t).fingerprint for t in ("identity", "cfog", "cfog:fine_radius=3", "dsmar")}
-    assert len(fingerprints) == 4 and method_spec("dsmar:augment=1").fingerprint != method_spec("dsmar").fingerprint
+    assert len(fingerprints) == 4 and method_spec("dsmar:augment=2").fingerprint != method_spec("dsmar").fingerprint
     assert method_spec("dsmar", augment=TUNED["augment"]).fingerprint == method_spec("dsmar").fingerprint
 
 

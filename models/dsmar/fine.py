@@ -66,7 +66,7 @@ def learned_fine(
                 starts.append(torch.from_numpy(affine_eval(params, shape))[None].to(device))
     tried = [matcher.passes(desc_f, desc_m, valid_f, valid_m, start, radii[:1]) for start in starts]
     best = max(tried, key=lambda done: float(done.confidence.mean()))
-    done = matcher.passes(desc_f, desc_m, valid_f, valid_m, best.field, radii[1:]) if radii[1:] else best
+    done = matcher.passes(desc_f, desc_m, valid_f, valid_m, best.field, radii[1:], first=False) if radii[1:] else best
     return done.field[0].cpu().numpy(), done.confidence[0, 0].cpu().numpy()
 
 

@@ -13,8 +13,8 @@ snapped to whole pixels: 2.95 px read for a 3.3 px shift), and the softmax mass 
 of the 3 x 3 offsets around the best its confidence. As in the window matchers of `models.classical`, a
 window whose best offset lies on the search border, or whose shift is unlike its neighbours' (normalised
 median test), is dropped, and the others are spread to every pixel by confidence-weighted normalised
-convolution (a Gaussian of one lattice cell), pulled towards no residual where their support is thin, then
-composed after the field (Contract 1).
+convolution (a Gaussian of one lattice cell, two after the first pass), pulled towards no residual where their
+support is thin, then composed after the field (Contract 1).
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ class MatchLevel:
 # One full-resolution level, +-5 px, windows of 65 px every 24 px (as the `mind` fine stage): a half-resolution
 # level first and a second pass both made the fields noisier (benchmarks/tuning.md).
 LEVELS = (MatchLevel(1, 5, 65, 24),)
+# The passes after the first spread their residual by a Gaussian this many times wider: they correct what the
+# first left broadly wrong, while their cell-to-cell noise moved exact truth away (benchmarks/tuning.md).
+REFINE_SPREAD = 2.0
 
 
 def image_descriptors(image: torch.Tensor, smooth: float = 0.0) -> torch.Tensor:
@@ -145,21 +148,38 @@ class FineMatcher(nn.Module):
             [(i, self.levels[i]) for i in range(first, len(self.levels) if levels is None else levels)],
         )
 
-    def passes(self, desc_f, desc_m, valid_f, valid_m, prior: torch.Tensor, radii: tuple[int, ...]) -> Matched:
+    def passes(
+        self, desc_f, desc_m, valid_f, valid_m, prior: torch.Tensor, radii: tuple[int, ...], first: bool = True
+    ) -> Matched:
         """The field `prior` corrected by one pass of the first level per search radius in `radii` (the method's
-        `polish`): a first wide search, then narrower ones around what it found."""
-        first = self.levels[0]
-        return self._passes(desc_f, desc_m, valid_f, valid_m, prior, [(0, replace(first, radius=r)) for r in radii])
+        `polish`): a first wide search, then narrower ones around what it found, whose residual is spread
+        `REFINE_SPREAD` times wider (all of them with `first=False`: they follow an earlier call's first pass)."""
+        level = self.levels[0]
+        sigma = WindowConfig.sigma_cells
+        spreads = [sigma if first and i == 0 else REFINE_SPREAD * sigma for i in range(len(radii))]
+        return self._passes(
+            desc_f,
+            desc_m,
+            valid_f,
+            valid_m,
+            prior,
+            [(0, replace(level, radius=r)) for r in radii],
+            spreads,
+        )
 
-    def _passes(self, desc_f, desc_m, valid_f, valid_m, prior, levels: list[tuple[int, MatchLevel]]) -> Matched:
-        """`prior` corrected by each (temperature index, level) of `levels` in turn."""
+    def _passes(
+        self, desc_f, desc_m, valid_f, valid_m, prior, levels: list[tuple[int, MatchLevel]], spreads=None
+    ) -> Matched:
+        """`prior` corrected by each (temperature index, level) of `levels` in turn, each residual spread by a
+        Gaussian of its `spreads` lattice cells (the window matchers' `sigma_cells` by default)."""
         field, confidence, fields = prior.float(), None, []
-        for index, lv in levels:
+        spreads = spreads or [WindowConfig.sigma_cells] * len(levels)
+        for (index, lv), sigma in zip(levels, spreads, strict=True):
             shift, confidence = lattice_matches(
                 desc_f, desc_m, valid_f, valid_m, field, lv, self.log_temperature[index]
             )
             confidence = confidence * median_test(shift, confidence > 0)
-            residual, confidence = spread(shift, confidence, lv.step, tuple(field.shape[-2:]), lv.factor)
+            residual, confidence = spread(shift, confidence, lv.step, tuple(field.shape[-2:]), lv.factor, sigma)
             field = compose(field, residual)
             fields.append(field)
         if confidence is None:
@@ -259,13 +279,17 @@ def _to_pixels(lattice: torch.Tensor, step: int, shape: tuple[int, int], factor:
 
 
 def spread(
-    shift: torch.Tensor, confidence: torch.Tensor, step: int, shape, factor: int
+    shift: torch.Tensor,
+    confidence: torch.Tensor,
+    step: int,
+    shape,
+    factor: int,
+    sigma: float = WindowConfig.sigma_cells,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lattice shifts (B, 2, h, w) and confidences (B, 1, h, w; 0: dropped) -> a dense residual field
-    (B, 2, H, W) and its confidence (B, 1, H, W), by normalised convolution with `models.classical`'s weights,
-    Gaussian and pull towards no residual (`dense_residual`)."""
+    (B, 2, H, W) and its confidence (B, 1, H, W), by normalised convolution with `models.classical`'s weights
+    and pull towards no residual (`dense_residual`), by a Gaussian of `sigma` lattice cells."""
     weight = torch.where(confidence > 0, confidence.clamp_min(MIN_WEIGHT), 0.0)
-    sigma = WindowConfig.sigma_cells
     support = blur_channels(weight, sigma)
     floor = PRIOR_SHARE * weight.amax((2, 3), keepdim=True)
     smooth = blur_channels(shift * weight, sigma) / (torch.maximum(support, floor) + 1e-9)
