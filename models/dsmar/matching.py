@@ -139,14 +139,9 @@ class FineMatcher(nn.Module):
         self, desc_f, desc_m, valid_f, valid_m, prior: torch.Tensor, levels: int | None = None, first: int = 0
     ) -> Matched:
         """The field `prior` corrected by levels `first` up to `levels` (all by default)."""
-        return self._passes(
-            desc_f,
-            desc_m,
-            valid_f,
-            valid_m,
-            prior,
-            [(i, self.levels[i]) for i in range(first, len(self.levels) if levels is None else levels)],
-        )
+        last = len(self.levels) if levels is None else levels
+        steps = [(i, self.levels[i], WindowConfig.sigma_cells) for i in range(first, last)]
+        return self._passes(desc_f, desc_m, valid_f, valid_m, prior, steps)
 
     def passes(
         self, desc_f, desc_m, valid_f, valid_m, prior: torch.Tensor, radii: tuple[int, ...], first: bool = True
@@ -154,27 +149,18 @@ class FineMatcher(nn.Module):
         """The field `prior` corrected by one pass of the first level per search radius in `radii` (the method's
         `polish`): a first wide search, then narrower ones around what it found, whose residual is spread
         `REFINE_SPREAD` times wider (all of them with `first=False`: they follow an earlier call's first pass)."""
-        level = self.levels[0]
-        sigma = WindowConfig.sigma_cells
-        spreads = [sigma if first and i == 0 else REFINE_SPREAD * sigma for i in range(len(radii))]
-        return self._passes(
-            desc_f,
-            desc_m,
-            valid_f,
-            valid_m,
-            prior,
-            [(0, replace(level, radius=r)) for r in radii],
-            spreads,
-        )
+        level, sigma = self.levels[0], WindowConfig.sigma_cells
+        steps = [
+            (0, replace(level, radius=r), sigma if first and i == 0 else REFINE_SPREAD * sigma)
+            for i, r in enumerate(radii)
+        ]
+        return self._passes(desc_f, desc_m, valid_f, valid_m, prior, steps)
 
-    def _passes(
-        self, desc_f, desc_m, valid_f, valid_m, prior, levels: list[tuple[int, MatchLevel]], spreads=None
-    ) -> Matched:
-        """`prior` corrected by each (temperature index, level) of `levels` in turn, each residual spread by a
-        Gaussian of its `spreads` lattice cells (the window matchers' `sigma_cells` by default)."""
+    def _passes(self, desc_f, desc_m, valid_f, valid_m, prior, steps: list[tuple[int, MatchLevel, float]]) -> Matched:
+        """`prior` corrected by each (temperature index, level, Gaussian of the residual's spread in lattice
+        cells) of `steps` in turn."""
         field, confidence, fields = prior.float(), None, []
-        spreads = spreads or [WindowConfig.sigma_cells] * len(levels)
-        for (index, lv), sigma in zip(levels, spreads, strict=True):
+        for index, lv, sigma in steps:
             shift, confidence = lattice_matches(
                 desc_f, desc_m, valid_f, valid_m, field, lv, self.log_temperature[index]
             )
