@@ -132,6 +132,10 @@ def _masked_ssd(patches, search, n_off):
     return np.maximum(ssd, 0.0), support
 
 
+# The runner-up of a surface's best offset is its best at least this many px (on either axis) away from it.
+RUNNER_UP_GAP = 3
+
+
 def _peaks(ssd, radius, prior, min_distinct):
     """Sub-pixel minimum of each SSD surface, rejected on the border or when not distinct."""
     n, k, _ = ssd.shape
@@ -140,9 +144,10 @@ def _peaks(ssd, radius, prior, min_distinct):
     iy, ix = np.divmod(best, k)
     rows = np.arange(n)
     best_val = flat[rows, best]
-    # The runner-up: the lowest SSD at least 3 px away from the best offset.
     yy, xx = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
-    far = (np.abs(yy[None] - iy[:, None, None]) > 2) | (np.abs(xx[None] - ix[:, None, None]) > 2)
+    far = (np.abs(yy[None] - iy[:, None, None]) >= RUNNER_UP_GAP) | (
+        np.abs(xx[None] - ix[:, None, None]) >= RUNNER_UP_GAP
+    )
     second = np.where(far, ssd, np.inf).reshape(n, -1).min(axis=1)
     finite = np.isfinite(flat)
     median = np.array([np.median(row[ok]) if ok.any() else np.inf for row, ok in zip(flat, finite)])

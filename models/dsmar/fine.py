@@ -33,11 +33,9 @@ def learned_fine(
     trend: str,
     device: str | torch.device,
     radii: tuple[int, ...] = (5,),
-    smooth: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Network inputs (2, H, W) per stream and the network's field (2, H, W) and confidence (H, W) -> the
-    matched field (2, H, W) and its confidence (H, W): one matching pass per search radius in `radii`; `smooth`:
-    px of Gaussian before the descriptors."""
+    matched field (2, H, W) and its confidence (H, W): one matching pass per search radius in `radii`."""
     from models.classical.interpolate import affine_eval
     from models.classical.register import WindowConfig, field_trend
 
@@ -45,7 +43,7 @@ def learned_fine(
     f = torch.from_numpy(fixed)[None].to(device)
     m = torch.from_numpy(moving)[None].to(device)
     fid, mid = (torch.tensor([i], device=device) for i in ids)
-    desc_f, desc_m = matcher.describe(f, m, fid, mid, smooth)
+    desc_f, desc_m = matcher.describe(f, m, fid, mid)
     shape = field.shape[1:]
     first = field
     if trend != "field":
@@ -61,7 +59,7 @@ def learned_fine(
             priors.append(shift)
         for prior in priors:
             start = torch.tensor(prior, dtype=torch.float32, device=device).view(1, 2, 1, 1).expand_as(starts[0])
-            params = descriptor_trend(desc_f, desc_m, valid_f, valid_m, start.contiguous(), matcher)
+            params = descriptor_trend(desc_f, desc_m, valid_f, valid_m, start.contiguous())
             if params is not None:
                 starts.append(torch.from_numpy(affine_eval(params, shape))[None].to(device))
     tried = [matcher.passes(desc_f, desc_m, valid_f, valid_m, start, radii[:1]) for start in starts]
@@ -70,13 +68,13 @@ def learned_fine(
     return done.field[0].cpu().numpy(), done.confidence[0, 0].cpu().numpy()
 
 
-def descriptor_trend(desc_f, desc_m, valid_f, valid_m, start: torch.Tensor, matcher: FineMatcher) -> np.ndarray | None:
+def descriptor_trend(desc_f, desc_m, valid_f, valid_m, start: torch.Tensor) -> np.ndarray | None:
     """Affine params (3, 2) of the learned descriptors' coarse window matches searched around `start` (a
     constant field), by the classical robust fit (RANSAC affine, else translation); None without consensus."""
     from models.classical.matching import Matches, WindowGrid
     from models.classical.register import WindowConfig, trend
 
-    shift, quality = lattice_matches(desc_f, desc_m, valid_f, valid_m, start, COARSE, matcher.log_temperature[0])
+    shift, quality = lattice_matches(desc_f, desc_m, valid_f, valid_m, start, COARSE)
     shifts = (shift[0] + start[0, :, :1, :1]).permute(1, 2, 0).double().cpu().numpy()
     quality = quality[0, 0].double().cpu().numpy()
     shifts[quality <= 0] = np.nan

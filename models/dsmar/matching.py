@@ -2,15 +2,15 @@
 
 Each stream has its own small descriptor head on [gray, validity, MIND-SSC] (separate weights, a modality
 FiLM as in the encoders). Its output is the image's centred MIND-SSC channels plus a learned residual and
-learned extra channels, all starting at zero, L2-normalised: at initialisation the stage is MIND matching,
-and training can only add to it.
+learned extra channels, all starting at zero, normalised softly (`SOFT_NORM`): at initialisation the stage is
+MIND matching, and training can only add to it.
 
 A level matches the fixed descriptors against the moving ones warped by the field so far: the cosine
 similarity at every integer offset within `radius` (at the level's resolution) is averaged over square
 windows on a lattice (window matching's robustness: a window of texture agrees where single pixels do
 not). A parabola through the best offset and its neighbours gives the sub-pixel residual (a soft arg-max
-snapped to whole pixels: 2.95 px read for a 3.3 px shift), and the softmax mass (learned temperature)
-of the 3 x 3 offsets around the best its confidence. As in the window matchers of `models.classical`, a
+snapped to whole pixels: 2.95 px read for a 3.3 px shift), and its distinctness, as the window matchers
+judge a peak, its confidence. As in the window matchers of `models.classical`, a
 window whose best offset lies on the search border, or whose shift is unlike its neighbours' (normalised
 median test), is dropped, and the others are spread to every pixel by confidence-weighted normalised
 convolution (a Gaussian of one lattice cell, two after the first pass), pulled towards no residual where their
@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from models.api import MODALITIES
 from models.classical.features import PATCH_SIGMA
 from models.classical.interpolate import MIN_WEIGHT, PRIOR_SHARE
-from models.classical.matching import MEDIAN_NOISE, MEDIAN_THRESHOLD
+from models.classical.matching import MEDIAN_NOISE, MEDIAN_THRESHOLD, RUNNER_UP_GAP
 from models.classical.register import WindowConfig
 from models.dsmar.flow import base_grid, gaussian_blur, sample_at, warp
 from models.losses import patch_distances, self_similarity
@@ -54,19 +54,17 @@ LEVELS = (MatchLevel(1, 5, 65, 24),)
 # The passes after the first spread their residual by a Gaussian this many times wider: they correct what the
 # first left broadly wrong, while their cell-to-cell noise moved exact truth away (benchmarks/tuning.md).
 REFINE_SPREAD = 2.0
+# A descriptor is divided by sqrt(|d|^2 + (SOFT_NORM * the image's median |d|)^2), not by |d|: near-flat ground,
+# whose centred MIND-SSC is noise around zero, keeps a short descriptor instead of noise stretched to unit
+# length, which drew the windows of a smooth DEM corner to false matches (benchmarks/tuning.md).
+SOFT_NORM = 0.3
 
 
-def image_descriptors(image: torch.Tensor, smooth: float = 0.0) -> torch.Tensor:
-    """(B, 2, H, W) [gray, validity] -> (B, 10, H, W) MIND-SSC of the gray smoothed by a Gaussian of `smooth` px,
-    0 where invalid: the handcrafted prior of the descriptor heads, the `mind` window matcher's descriptor
+def image_descriptors(image: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W) [gray, validity] -> (B, 10, H, W) MIND-SSC of the gray, 0 where invalid: the handcrafted prior of the descriptor heads, the `mind` window matcher's descriptor
     (`models.classical.features.mind_ssc`: patch radius 1, dilation 1, the 10 pairs with the centre, the patch
-    distances smoothed, not taken relative to their smallest, so flat ground adds nothing to a match).
-
-    Smoothing the image makes the match indifferent to the blur that resampling leaves on a warped image:
-    unsmoothed, a cross-modal match moves with it by up to 0.35 px (benchmarks/tuning.md)."""
+    distances smoothed, not taken relative to their smallest, so flat ground adds nothing to a match)."""
     gray = image[:, :1].float()
-    if smooth > 0:
-        gray = blur_channels(gray, smooth)
     distances = blur_channels(patch_distances(gray, radius=1, dilation=1, centre=True), PATCH_SIGMA)
     return self_similarity(distances, relative=False) * image[:, 1:2]
 
@@ -79,7 +77,8 @@ def blur_channels(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 class DescriptorHead(nn.Module):
-    """One stream: (B, 2, H, W) [gray, validity] and its MIND-SSC -> (B, 6 + extra, H, W), unit length."""
+    """One stream: (B, 2, H, W) [gray, validity] and its MIND-SSC -> (B, 10 + extra, H, W), at most unit length
+    (`soft_normalise`)."""
 
     def __init__(self, extra: int = 6, hidden: int = 8):
         super().__init__()
@@ -98,7 +97,15 @@ class DescriptorHead(nn.Module):
         x = F.leaky_relu(x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None], 0.1)
         prior = mind - mind.mean(1, keepdim=True)
         prior = F.pad(prior, (0, 0, 0, 0, 0, self.extra))
-        return F.normalize((prior + self.head(self.body(x))) * valid, dim=1)
+        return soft_normalise((prior + self.head(self.body(x))) * valid, valid)
+
+
+def soft_normalise(desc: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) descriptors divided by sqrt(|d|^2 + (SOFT_NORM * m)^2), m the median length over each image's
+    valid pixels: textured pixels near unit length, flat ones short (0 stays 0)."""
+    length = desc.norm(dim=1, keepdim=True)
+    typical = torch.where(valid > 0, length, torch.nan).flatten(1).nanmedian(1).values.nan_to_num(0.0)
+    return desc / torch.sqrt(length**2 + (SOFT_NORM * typical.view(-1, 1, 1, 1)) ** 2).clamp_min(1e-12)
 
 
 @dataclass(frozen=True)
@@ -119,16 +126,12 @@ class FineMatcher(nn.Module):
         self.levels = levels
         self.fixed = DescriptorHead(extra, hidden)
         self.moving = DescriptorHead(extra, hidden)
-        # log temperature of each level's soft arg-max over window-mean cosine similarities
-        self.log_temperature = nn.Parameter(torch.full((len(levels),), 4.0))
 
-    def describe(
-        self, fixed, moving, fixed_modality, moving_modality, smooth: float = 0.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both streams' descriptors, on images smoothed by a Gaussian of `smooth` px first (`image_descriptors`)."""
+    def describe(self, fixed, moving, fixed_modality, moving_modality) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both streams' descriptors."""
         return (
-            self.fixed(fixed, fixed_modality, image_descriptors(fixed, smooth)),
-            self.moving(moving, moving_modality, image_descriptors(moving, smooth)),
+            self.fixed(fixed, fixed_modality, image_descriptors(fixed)),
+            self.moving(moving, moving_modality, image_descriptors(moving)),
         )
 
     def forward(self, fixed, moving, fixed_modality, moving_modality, prior: torch.Tensor) -> Matched:
@@ -140,7 +143,7 @@ class FineMatcher(nn.Module):
     ) -> Matched:
         """The field `prior` corrected by levels `first` up to `levels` (all by default)."""
         last = len(self.levels) if levels is None else levels
-        steps = [(i, self.levels[i], WindowConfig.sigma_cells) for i in range(first, last)]
+        steps = [(self.levels[i], WindowConfig.sigma_cells) for i in range(first, last)]
         return self._passes(desc_f, desc_m, valid_f, valid_m, prior, steps)
 
     def passes(
@@ -151,19 +154,17 @@ class FineMatcher(nn.Module):
         `REFINE_SPREAD` times wider (all of them with `first=False`: they follow an earlier call's first pass)."""
         level, sigma = self.levels[0], WindowConfig.sigma_cells
         steps = [
-            (0, replace(level, radius=r), sigma if first and i == 0 else REFINE_SPREAD * sigma)
+            (replace(level, radius=r), sigma if first and i == 0 else REFINE_SPREAD * sigma)
             for i, r in enumerate(radii)
         ]
         return self._passes(desc_f, desc_m, valid_f, valid_m, prior, steps)
 
-    def _passes(self, desc_f, desc_m, valid_f, valid_m, prior, steps: list[tuple[int, MatchLevel, float]]) -> Matched:
-        """`prior` corrected by each (temperature index, level, Gaussian of the residual's spread in lattice
-        cells) of `steps` in turn."""
+    def _passes(self, desc_f, desc_m, valid_f, valid_m, prior, steps: list[tuple[MatchLevel, float]]) -> Matched:
+        """`prior` corrected by each (level, Gaussian of the residual's spread in lattice cells) of `steps` in
+        turn."""
         field, confidence, fields = prior.float(), None, []
-        for index, lv, sigma in steps:
-            shift, confidence = lattice_matches(
-                desc_f, desc_m, valid_f, valid_m, field, lv, self.log_temperature[index]
-            )
+        for lv, sigma in steps:
+            shift, confidence = lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv)
             confidence = confidence * median_test(shift, confidence > 0)
             residual, confidence = spread(shift, confidence, lv.step, tuple(field.shape[-2:]), lv.factor, sigma)
             field = compose(field, residual)
@@ -173,7 +174,7 @@ class FineMatcher(nn.Module):
         return Matched(field, confidence * valid_f.float(), fields)
 
 
-def lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv: MatchLevel, log_temperature: torch.Tensor):
+def lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv: MatchLevel):
     """The residual shift (B, 2, h', w') in full-resolution pixels of every window of level `lv` on the lattice,
     after the moving descriptors are warped by `field`, and its confidence (B, 1, h', w') in [0, 1]."""
     moved = warp(torch.cat([desc_m, valid_m.float()], 1), field)
@@ -181,7 +182,7 @@ def lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv: MatchLevel, log
     if lv.factor > 1:
         f, moved = F.avg_pool2d(f, lv.factor), F.avg_pool2d(moved, lv.factor)
     cost, support = window_costs(f[:, :-1], f[:, -1:], moved[:, :-1], moved[:, -1:], lv)
-    shift, confidence = peak_offset(cost, lv.radius, log_temperature.exp())
+    shift, confidence = peak_offset(cost, lv.radius)
     return shift * lv.factor, confidence * (support > 0.5).float()
 
 
@@ -218,10 +219,13 @@ def window_sums(x: torch.Tensor, lv: MatchLevel, axes: tuple[int, ...] = (2, 3))
     return x
 
 
-def peak_offset(cost: torch.Tensor, radius: int, temperature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def peak_offset(cost: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Sub-pixel offset (B, 2, h, w) of the best offset, refined by a parabola through it and its neighbours
-    on each axis, and the softmax(temperature * cost) mass of the 3 x 3 offsets around it (B, 1, h, w); 0
-    where the best offset is on the search border (the match lies beyond the radius)."""
+    on each axis, and its distinctness (B, 1, h, w) in [0, 1], as the window matchers judge a peak: the gap
+    between the best similarity and the runner-up (the best `RUNNER_UP_GAP` px or more from it) over the gap
+    between the best and the median. A lone peak scores near 1, a flat or repeating surface near 0, whatever
+    the descriptors' contrast. 0 below `WindowConfig.min_distinct`, without a runner-up, and where the best
+    offset is on the search border (the match lies beyond the radius)."""
     side = 2 * radius + 1
     best = cost.argmax(1)  # (B, h, w)
     row, col = best // side, best % side
@@ -236,9 +240,15 @@ def peak_offset(cost: torch.Tensor, radius: int, temperature: torch.Tensor) -> t
     for lo, hi, base in ((at(-1, 0), at(1, 0), by), (at(0, -1), at(0, 1), bx)):
         curve = (lo + hi - 2 * centre).clamp(max=-1e-6)
         offsets.append(base[:, None] - radius + (0.5 * (lo - hi) / curve).clamp(-1, 1))
-    prob = torch.softmax(temperature * cost, 1)
-    mass = sum(torch.gather(prob, 1, ((by + oy) * side + bx + ox)[:, None]) for oy in (-1, 0, 1) for ox in (-1, 0, 1))
-    return torch.cat(offsets, 1), mass * inside
+    ys = torch.arange(side, device=cost.device).repeat_interleave(side).view(1, -1, 1, 1)
+    xs = torch.arange(side, device=cost.device).repeat(side).view(1, -1, 1, 1)
+    far = ((ys - row[:, None]).abs() >= RUNNER_UP_GAP) | ((xs - col[:, None]).abs() >= RUNNER_UP_GAP)
+    top = cost.amax(1, keepdim=True)
+    second = cost.masked_fill(~far, -math.inf).amax(1, keepdim=True)
+    median = cost.median(1, keepdim=True).values
+    distinct = ((top - second) / (top - median).clamp_min(1e-9)).clamp(0, 1)
+    kept = inside & (top > median) & second.isfinite() & (distinct >= WindowConfig.min_distinct)
+    return torch.cat(offsets, 1), torch.where(kept, distinct, torch.zeros_like(distinct))
 
 
 def median_test(

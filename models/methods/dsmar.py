@@ -12,9 +12,7 @@ dense field). `fine=` picks the window matcher: `"learned"` is DS-MAR's own fine
 (`models.dsmar.matching`, in torch on the network's device) with the weights' trained descriptor heads,
 `"init"` the same stage with untrained heads (MIND-SSC descriptors), both with the learned descriptors'
 coarse trend as `trend="best"`'s second start (`models.dsmar.fine`); `"mind"` the classical MIND-SSC window
-stage on the CPU with the classical coarse search. `smooth=` (px, 0 by default) smooths each image by a
-Gaussian before the learned stage's MIND-SSC (resampling blurs a warped image, and unsmoothed descriptors
-let a cross-modal match move with that blur); `scale=2` runs the network on the pair halved (a quarter of
+stage on the CPU with the classical coarse search. `scale=2` runs the network on the pair halved (a quarter of
 its cost) and doubles its field. Each defaults to the value recorded under "inference" in the weights'
 sidecar (tuned on the train split: benchmarks/tuning.md), else 1 frame, 1 iteration, no polish. The
 confidence (Contract 2) is the last window pass's support where windows shaped the field, else the
@@ -31,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from models.registry import integer, integers, keywords, number, one_of, path, register_method, text
+from models.registry import integer, integers, keywords, one_of, path, register_method, text
 
 TRENDS = ("affine", "best", "field")
 FINE = ("mind", "learned", "init")
@@ -47,7 +45,6 @@ OPTIONS = {
     "trend": one_of(*TRENDS),
     "fine": one_of(*FINE),
     "scale": integer(1, choices=(1, 2)),
-    "smooth": number(0.0),
 }
 
 
@@ -118,7 +115,6 @@ def make_dsmar():
         trend: str | None = None,
         fine: str | None = None,
         scale: int | None = None,
-        smooth: float | None = None,
         **_,
     ) -> tuple[np.ndarray, np.ndarray]:
         model, meta = _weights(weights)
@@ -130,7 +126,6 @@ def make_dsmar():
             "trend": trend,
             "fine": fine,
             "scale": scale,
-            "smooth": smooth,
         }
         chosen = settings(meta, {k: v for k, v in given.items() if v is not None})  # benchmarks/tuning.md
         iterations, augment, scale = int(chosen["iterations"]), int(chosen["augment"]), int(chosen["scale"])
@@ -159,8 +154,7 @@ def make_dsmar():
             matcher = model.matcher if fine == "learned" and model.matcher is not None else FineMatcher(extra=0)
             inputs = (network_input(fixed, fixed_modality), network_input(moving, moving_modality))
             ids = (modality_id(fixed_modality, known), modality_id(moving_modality, known))
-            smooth = chosen.get("smooth", 0.0)
-            return learned_fine(matcher, *inputs, ids, field, confidence, trend, device, radii, smooth)
+            return learned_fine(matcher, *inputs, ids, field, confidence, trend, device, radii)
         if radii:
             # The field is now the windows' work around a trend: their support says where it holds. The
             # network's confidence is calibrated on its own dense field (about 2 px), which is not returned.
