@@ -166,15 +166,15 @@ def test_untrained_stage_recovers_a_sub_pixel_shift_of_a_real_image(optical):
     assert conf.shape == optical.shape[1:] and 0 <= conf.min() and conf.max() <= 1
 
 
-def test_untrained_heads_match_the_same_without_their_extra_channels(optical):
-    """`fine="init"` runs the heads without their extra channels (zero until trained): the same field."""
+def test_the_untrained_stage_matches_the_same_without_running_its_heads(optical):
+    """`fine="init"` skips the untrained heads (their residual and extra channels are zero): the same field."""
     truth = np.array([2.4, -1.7], np.float32)[:, None, None]
     moving = warp_image(optical, -np.broadcast_to(truth, (2, *optical.shape[1:])))
     start = np.zeros((2, *optical.shape[1:]), np.float32)
     inputs = (network_input(optical, "optical"), network_input(moving, "optical"))
     confidence = np.ones(optical.shape[1:], np.float32)
     full, lean = (
-        learned_fine(FineMatcher(extra=extra), *inputs, (0, 0), start, confidence, "field", "cpu") for extra in (6, 0)
+        learned_fine(matcher, *inputs, (0, 0), start, confidence, "field", "cpu") for matcher in (FineMatcher(), None)
     )
     assert np.allclose(full[0], lean[0], atol=1e-4) and np.allclose(full[1], lean[1], atol=1e-4)
 

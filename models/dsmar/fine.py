@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from models.dsmar.flow import upsample_field
-from models.dsmar.matching import FineMatcher, MatchLevel, global_shift, lattice_matches
+from models.dsmar.matching import FineMatcher, MatchLevel, global_shift, lattice_matches, mind_descriptors
 
 # A global translation this far (px) from the first start's shift at the image centre is tried as a start.
 FAR_SHIFT = 8.0
@@ -24,7 +24,7 @@ COARSE = MatchLevel(4, 7, 33, 8)
 
 @torch.no_grad()
 def learned_fine(
-    matcher: FineMatcher,
+    matcher: FineMatcher | None,
     fixed: np.ndarray,
     moving: np.ndarray,
     ids: tuple[int, int],
@@ -35,15 +35,18 @@ def learned_fine(
     radii: tuple[int, ...] = (5,),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Network inputs (2, H, W) per stream and the network's field (2, H, W) and confidence (H, W) -> the
-    matched field (2, H, W) and its confidence (H, W): one matching pass per search radius in `radii`."""
+    matched field (2, H, W) and its confidence (H, W): one matching pass per search radius in `radii`. `matcher`
+    None is the untrained stage: MIND-SSC descriptors (`mind_descriptors`), no heads run."""
     from models.classical.interpolate import affine_eval
     from models.classical.register import WindowConfig, field_trend
 
-    matcher = matcher.to(device).eval()
     f = torch.from_numpy(fixed)[None].to(device)
     m = torch.from_numpy(moving)[None].to(device)
-    fid, mid = (torch.tensor([i], device=device) for i in ids)
-    desc_f, desc_m = matcher.describe(f, m, fid, mid)
+    if matcher is None:
+        matcher, desc_f, desc_m = FineMatcher(), mind_descriptors(f), mind_descriptors(m)
+    else:
+        matcher = matcher.to(device).eval()
+        desc_f, desc_m = matcher.describe(f, m, *(torch.tensor([i], device=device) for i in ids))
     shape = field.shape[1:]
     first = field
     if trend != "field":

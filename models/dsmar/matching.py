@@ -95,9 +95,16 @@ class DescriptorHead(nn.Module):
         x = self.stem(torch.cat([image.float(), mind], 1))
         gamma, beta = self.film(modality).chunk(2, dim=1)
         x = F.leaky_relu(x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None], 0.1)
-        prior = mind - mind.mean(1, keepdim=True)
-        prior = F.pad(prior, (0, 0, 0, 0, 0, self.extra))
+        prior = F.pad(mind - mind.mean(1, keepdim=True), (0, 0, 0, 0, 0, self.extra))
         return soft_normalise((prior + self.head(self.body(x))) * valid, valid)
+
+
+def mind_descriptors(image: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W) [gray, validity] -> (B, 10, H, W): what untrained heads give without their extra channels
+    (zero until trained), computed without running them: the centred MIND-SSC, softly normalised."""
+    mind = image_descriptors(image)
+    valid = image[:, 1:2].float()
+    return soft_normalise((mind - mind.mean(1, keepdim=True)) * valid, valid)
 
 
 def soft_normalise(desc: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

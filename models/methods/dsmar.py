@@ -96,7 +96,6 @@ def settings(meta: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, A
 def make_dsmar():
     from models.dsmar.fine import double, halve, learned_fine
     from models.dsmar.infer import OVERLAP, TILE, default_device, modality_id, network_input, predict_field
-    from models.dsmar.matching import FineMatcher
 
     def dsmar(
         fixed: np.ndarray,
@@ -150,8 +149,8 @@ def make_dsmar():
         if scale == 2:
             field, confidence = double(field, confidence, fixed.shape[1:])
         if radii and fine != "mind":
-            # Untrained heads' extra channels are zero: without them no match changes and the window costs shrink.
-            matcher = model.matcher if fine == "learned" and model.matcher is not None else FineMatcher(extra=0)
+            # None: the untrained stage, whose heads' output is zero (`mind_descriptors`), without running them.
+            matcher = model.matcher if fine == "learned" else None
             inputs = (network_input(fixed, fixed_modality), network_input(moving, moving_modality))
             ids = (modality_id(fixed_modality, known), modality_id(moving_modality, known))
             return learned_fine(matcher, *inputs, ids, field, confidence, trend, device, radii)
