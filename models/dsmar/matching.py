@@ -5,8 +5,8 @@ FiLM as in the encoders). Its output is the image's centred MIND-SSC channels pl
 learned extra channels, all starting at zero, normalised softly (`SOFT_NORM`): at initialisation the stage is
 MIND matching, and training can only add to it.
 
-A level matches the fixed descriptors against the moving ones warped by the field so far: the cosine
-similarity at every integer offset within `radius` (at the level's resolution) is averaged over square
+A level matches the fixed descriptors against the moving ones warped by the field so far: their dot
+product at every integer offset within `radius` (at the level's resolution) is averaged over square
 windows on a lattice (window matching's robustness: a window of texture agrees where single pixels do
 not). A parabola through the best offset and its neighbours gives the sub-pixel residual (a soft arg-max
 snapped to whole pixels: 2.95 px read for a 3.3 px shift), and its distinctness, as the window matchers
@@ -61,9 +61,10 @@ SOFT_NORM = 0.3
 
 
 def image_descriptors(image: torch.Tensor) -> torch.Tensor:
-    """(B, 2, H, W) [gray, validity] -> (B, 10, H, W) MIND-SSC of the gray, 0 where invalid: the handcrafted prior of the descriptor heads, the `mind` window matcher's descriptor
-    (`models.classical.features.mind_ssc`: patch radius 1, dilation 1, the 10 pairs with the centre, the patch
-    distances smoothed, not taken relative to their smallest, so flat ground adds nothing to a match)."""
+    """(B, 2, H, W) [gray, validity] -> (B, 10, H, W) MIND-SSC of the gray, 0 where invalid: the handcrafted
+    prior of the descriptor heads, the `mind` window matcher's descriptor (`models.classical.features.mind_ssc`:
+    patch radius 1, dilation 1, the 10 pairs with the centre, the patch distances smoothed, not taken relative
+    to their smallest, so flat ground adds nothing to a match)."""
     gray = image[:, :1].float()
     distances = blur_channels(patch_distances(gray, radius=1, dilation=1, centre=True), PATCH_SIGMA)
     return self_similarity(distances, relative=False) * image[:, 1:2]
@@ -95,16 +96,20 @@ class DescriptorHead(nn.Module):
         x = self.stem(torch.cat([image.float(), mind], 1))
         gamma, beta = self.film(modality).chunk(2, dim=1)
         x = F.leaky_relu(x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None], 0.1)
-        prior = F.pad(mind - mind.mean(1, keepdim=True), (0, 0, 0, 0, 0, self.extra))
+        prior = F.pad(centred(mind), (0, 0, 0, 0, 0, self.extra))
         return soft_normalise((prior + self.head(self.body(x))) * valid, valid)
 
 
 def mind_descriptors(image: torch.Tensor) -> torch.Tensor:
     """(B, 2, H, W) [gray, validity] -> (B, 10, H, W): what untrained heads give without their extra channels
     (zero until trained), computed without running them: the centred MIND-SSC, softly normalised."""
-    mind = image_descriptors(image)
     valid = image[:, 1:2].float()
-    return soft_normalise((mind - mind.mean(1, keepdim=True)) * valid, valid)
+    return soft_normalise(centred(image_descriptors(image)) * valid, valid)
+
+
+def centred(mind: torch.Tensor) -> torch.Tensor:
+    """MIND-SSC channels less their mean at each pixel: flat ground, all channels alike, becomes zero."""
+    return mind - mind.mean(1, keepdim=True)
 
 
 def soft_normalise(desc: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -194,8 +199,8 @@ def lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv: MatchLevel):
 
 
 def window_costs(desc_f, valid_f, desc_m, valid_m, lv: MatchLevel) -> tuple[torch.Tensor, torch.Tensor]:
-    """Window-mean descriptor similarity (dot product) at every offset (B, (2r+1)^2, h', w') on the lattice, offsets (dy, dx)
-    row-major, and the share of each window where both streams are valid at zero offset (B, 1, h', w').
+    """Window-mean descriptor similarity (dot product) at every offset (B, (2r+1)^2, h', w') on the lattice,
+    offsets (dy, dx) row-major, and the share of each window where both streams are valid at zero offset (B, 1, h', w').
 
     Each offset's similarity map is reduced to the lattice rows at once (`window_sums` on the row axis), so
     the full-resolution maps of all offsets are never held together."""
