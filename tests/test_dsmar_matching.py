@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch.nn import functional as F
 
 from datagen.pairs import load_aligned_pair, read_pairs
 from kernel.warp import warp_image
@@ -23,7 +22,7 @@ from models.dsmar.matching import (
     image_descriptors,
     median_test,
     peak_offset,
-    window_sums,
+    window_costs,
 )
 from models.methods.mind import describe as mind_describe
 from models.training.config import TrainConfig
@@ -137,13 +136,61 @@ def test_median_test_drops_what_the_window_matchers_drop():
     assert np.array_equal(ours > 0, kept)
 
 
-def test_window_sums_are_box_sums_on_the_lattice():
-    x = torch.rand(1, 3, 37, 29, generator=torch.Generator().manual_seed(1))
-    lv = MatchLevel(1, 1, 7, 5)
-    direct = F.avg_pool2d(x, 7, 5, 3, count_include_pad=False) * F.avg_pool2d(
-        torch.ones_like(x[:, :1]), 7, 5, 3, count_include_pad=False, divisor_override=1
+def _brute_window_costs(fixed: np.ndarray, moved: np.ndarray, lv: MatchLevel) -> tuple[np.ndarray, np.ndarray]:
+    """`window_costs` by its definition, in loops: the moving stack shifted by each whole-pixel offset (zeros
+    outside), both stacks' k x k cell means, the channel dot product and the both-valid share summed over each
+    window of cells on the lattice."""
+    k, r = lv.pool, lv.radius
+    c, h, w = fixed.shape
+    hp, wp = -(-h // k), -(-w // k)
+
+    def cells(x: np.ndarray) -> np.ndarray:
+        padded = np.zeros((c, hp * k, wp * k))
+        padded[:, :h, :w] = x
+        return padded.reshape(c, hp, k, wp, k).mean((2, 4))
+
+    half, step = -(-lv.window // k) // 2, lv.step // k
+    centres_y, centres_x = range(0, hp, step), range(0, wp, step)
+    f = cells(fixed)
+    costs = np.zeros(((2 * r + 1) ** 2, len(centres_y), len(centres_x)))
+    for i, (dy, dx) in enumerate(np.ndindex(2 * r + 1, 2 * r + 1)):
+        shifted = np.zeros_like(moved)
+        oy, ox = dy - r, dx - r
+        shifted[:, max(0, -oy) : h - max(0, oy), max(0, -ox) : w - max(0, ox)] = moved[
+            :, max(0, oy) : h + min(0, oy), max(0, ox) : w + min(0, ox)
+        ]
+        m = cells(shifted)
+        dot, both = (f[:-1] * m[:-1]).sum(0), f[-1] * m[-1]
+        for a, y in enumerate(centres_y):
+            for b, x in enumerate(centres_x):
+                window = (slice(max(0, y - half), y + half + 1), slice(max(0, x - half), x + half + 1))
+                costs[i, a, b] = dot[window].sum() / max(both[window].sum(), 1e-3)
+    both = f[-1] * cells(moved)[-1]
+    support = np.array(
+        [
+            [both[max(0, y - half) : y + half + 1, max(0, x - half) : x + half + 1].mean() for x in centres_x]
+            for y in centres_y
+        ]
     )
-    assert torch.allclose(window_sums(x, lv), direct, atol=1e-4)
+    return costs, support
+
+
+@pytest.mark.parametrize("pool", [1, 2])
+def test_window_costs_are_window_means_of_cell_products_at_whole_pixel_offsets(pool):
+    """Direct products (pool 1) and products of 2 x 2 cell means, with part of each stream invalid, against
+    the definition computed in loops (on a whole number of cells: a last partial cell reads the moving
+    stack's pixels beyond the fixed image's edge)."""
+    rng = np.random.default_rng(pool)
+    stacks = []
+    for _ in range(2):
+        valid = np.ones((1, 38, 28))
+        valid[:, rng.integers(0, 38, 60), rng.integers(0, 28, 60)] = 0
+        stacks.append(np.concatenate([rng.normal(size=(3, 38, 28)) * valid, valid]))
+    lv = MatchLevel(1, 2, 7, 6, pool)
+    costs, support = window_costs(*(torch.from_numpy(x)[None].float() for x in stacks), lv)
+    want_costs, want_support = _brute_window_costs(stacks[0], stacks[1], lv)
+    assert np.allclose(costs[0].numpy(), want_costs, atol=1e-4)
+    assert np.allclose(support[0, 0].numpy(), want_support, atol=1e-5)
 
 
 @pytest.fixture(scope="module")

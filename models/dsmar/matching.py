@@ -6,8 +6,8 @@ learned extra channels, all starting at zero, normalised softly (`SOFT_NORM`): a
 MIND matching, and training can only add to it.
 
 A level matches the fixed descriptors against the moving ones warped by the field so far: their dot
-product at every integer offset within `radius` (at the level's resolution) is averaged over square
-windows on a lattice (window matching's robustness: a window of texture agrees where single pixels do
+product at every integer offset within `radius` (at the level's resolution; on 2 x 2 cell means) is averaged
+over square windows on a lattice (window matching's robustness: a window of texture agrees where single pixels do
 not). A parabola through the best offset and its neighbours gives the sub-pixel residual (a soft arg-max
 snapped to whole pixels: 2.95 px read for a 3.3 px shift), and its distinctness, as the window matchers
 judge a peak, its confidence. As in the window matchers of `models.classical`, a
@@ -40,17 +40,25 @@ MIND_CHANNELS = 10
 @dataclass(frozen=True)
 class MatchLevel:
     """One pass: descriptors pooled `factor` x, offsets up to `radius` level pixels, windows of `window`
-    level pixels every `step` level pixels."""
+    level pixels every `step` level pixels, their products taken on `pool` x `pool` cell means
+    (`window_costs`)."""
 
     factor: int
     radius: int
     window: int
     step: int
+    pool: int = 1
+
+    @property
+    def lattice(self) -> tuple[int, int]:
+        """(step, factor) of the lattice the costs come on: pooled products put it on the pooled grid."""
+        return (self.step // self.pool, self.factor * self.pool)
 
 
 # One full-resolution level, +-5 px, windows of 65 px every 24 px (as the `mind` fine stage): a half-resolution
-# level first and a second pass both made the fields noisier (benchmarks/tuning.md).
-LEVELS = (MatchLevel(1, 5, 65, 24),)
+# level first and a second pass both made the fields noisier (benchmarks/tuning.md). Products on 2 x 2 cell
+# means at whole-pixel offsets: a pass in half the time, level on 18 train pairs (benchmarks/tuning.md).
+LEVELS = (MatchLevel(1, 5, 65, 24, 2),)
 # The passes after the first spread their residual by a Gaussian this many times wider: they correct what the
 # first left broadly wrong, while their cell-to-cell noise moved exact truth away (benchmarks/tuning.md).
 REFINE_SPREAD = 2.0
@@ -115,7 +123,7 @@ def centred(mind: torch.Tensor) -> torch.Tensor:
 def soft_normalise(desc: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) descriptors divided by sqrt(|d|^2 + (SOFT_NORM * m)^2), m the median length over each image's
     valid pixels: textured pixels near unit length, flat ones short (0 stays 0)."""
-    length = desc.norm(dim=1, keepdim=True)
+    length = (desc * desc).sum(1, keepdim=True).sqrt()  # a tenth of `Tensor.norm`'s time over channels on a CPU
     typical = torch.where(valid > 0, length, torch.nan).flatten(1).nanmedian(1).values.nan_to_num(0.0)
     return desc / torch.sqrt(length**2 + (SOFT_NORM * typical.view(-1, 1, 1, 1)) ** 2).clamp_min(1e-12)
 
@@ -178,7 +186,8 @@ class FineMatcher(nn.Module):
         for lv, sigma in steps:
             shift, confidence = lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv)
             confidence = confidence * median_test(shift, confidence > 0)
-            residual, confidence = spread(shift, confidence, lv.step, tuple(field.shape[-2:]), lv.factor, sigma)
+            step, factor = lv.lattice
+            residual, confidence = spread(shift, confidence, step, tuple(field.shape[-2:]), factor, sigma)
             field = compose(field, residual)
             fields.append(field)
         if confidence is None:
@@ -190,32 +199,53 @@ def lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv: MatchLevel):
     """The residual shift (B, 2, h', w') in full-resolution pixels of every window of level `lv` on the lattice,
     after the moving descriptors are warped by `field`, and its confidence (B, 1, h', w') in [0, 1]."""
     moved = warp(torch.cat([desc_m, valid_m.float()], 1), field)
-    f = torch.cat([desc_f, valid_f.float()], 1)
+    fixed = torch.cat([desc_f, valid_f.float()], 1)
     if lv.factor > 1:
-        f, moved = F.avg_pool2d(f, lv.factor), F.avg_pool2d(moved, lv.factor)
-    cost, support = window_costs(f[:, :-1], f[:, -1:], moved[:, :-1], moved[:, -1:], lv)
+        fixed, moved = F.avg_pool2d(fixed, lv.factor), F.avg_pool2d(moved, lv.factor)
+    cost, support = window_costs(fixed, moved, lv)
     shift, confidence = peak_offset(cost, lv.radius)
     return shift * lv.factor, confidence * (support > 0.5).float()
 
 
-def window_costs(desc_f, valid_f, desc_m, valid_m, lv: MatchLevel) -> tuple[torch.Tensor, torch.Tensor]:
-    """Window-mean descriptor similarity (dot product) at every offset (B, (2r+1)^2, h', w') on the lattice,
-    offsets (dy, dx) row-major, and the share of each window where both streams are valid at zero offset (B, 1, h', w').
+def window_costs(fixed: torch.Tensor, moved: torch.Tensor, lv: MatchLevel) -> tuple[torch.Tensor, torch.Tensor]:
+    """Descriptors with their validity as the last channel (B, C + 1, H, W), fixed and moving -> the window-mean
+    similarity (dot product) at every offset (B, (2r+1)^2, h', w') on the lattice, offsets (dy, dx) row-major,
+    and the share of each window where both streams are valid at zero offset (B, 1, h', w').
 
-    Each offset's similarity map is reduced to the lattice rows at once (`window_sums` on the row axis), so
-    the full-resolution maps of all offsets are never held together."""
-    r = lv.radius
-    h, w = desc_f.shape[-2:]
-    padded = F.pad(torch.cat([desc_m, valid_m], 1), (r,) * 4)
-    rows = []
+    With `lv.pool` k > 1 the products are taken on k x k cell means, the offsets still whole level pixels: the
+    moving descriptors' cell means at each of the k^2 phases, shifted by whole cells (k^2 times fewer
+    products; the lattice is then `lv.lattice`). Each offset's similarity map is reduced to the lattice rows at
+    once (a product with the windows' 0/1 band matrix), so the maps of all offsets are never held together."""
+    r, k = lv.radius, lv.pool
+    h, w = fixed.shape[-2:]
+    hp, wp = -(-h // k), -(-w // k)
+    padded = F.pad(moved, (r, r + 2 * k - 1, r, r + 2 * k - 1))
+    if k > 1:
+        fixed = F.avg_pool2d(F.pad(fixed, (0, wp * k - w, 0, hp * k - h)), k)
+        padded = box_means(padded, k)
+    phases = {(p, q): padded[:, :, p::k, q::k].contiguous() for p in range(k) for q in range(k)}
+    cell = replace(lv, window=-(-lv.window // k), step=lv.step // k, pool=1)
+    rows, cols = window_band(hp, cell, fixed.dtype, fixed.device), window_band(wp, cell, fixed.dtype, fixed.device)
+    desc, valid = fixed[:, :-1], fixed[:, -1:]
+    products, overlaps = [], []
     for dy in range(2 * r + 1):
         for dx in range(2 * r + 1):
-            moved = padded[:, :, dy : dy + h, dx : dx + w]
-            both = valid_f * moved[:, -1:]
-            rows.append(window_sums(torch.cat([channel_dot(desc_f, moved[:, :-1]), both], 1), lv, (2,)))
-    sums = window_sums(torch.cat(rows + [window_sums(valid_f * valid_m, lv, (2,))], 1), lv, (3,))
-    costs = sums[:, 0:-1:2] / sums[:, 1:-1:2].clamp_min(1e-3)
-    return costs, sums[:, -1:] / window_sums(torch.ones_like(valid_f), lv)
+            (ky, p), (kx, q) = divmod(dy, k), divmod(dx, k)
+            shifted = phases[p, q][:, :, ky : ky + hp, kx : kx + wp]
+            products.append(rows @ channel_dot(desc, shifted[:, :-1]))
+            overlaps.append(rows @ (valid * shifted[:, -1:]))
+    zero = phases[r % k, r % k][:, -1:, r // k : r // k + hp, r // k : r // k + wp]
+    sums = torch.cat(products + overlaps + [rows @ (valid * zero)], 1) @ cols.T
+    n = len(products)
+    costs = sums[:, :n] / sums[:, n : 2 * n].clamp_min(1e-3)
+    return costs, sums[:, -1:] / (rows.sum(1)[:, None] * cols.sum(1)[None])
+
+
+def box_means(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Means of every k x k block of (B, C, H, W), at each top-left pixel (B, C, H - k + 1, W - k + 1), as sums
+    of shifted slices (several times faster on a CPU than a pooling with stride 1)."""
+    rows = sum(x[:, :, i : x.shape[2] - k + 1 + i] for i in range(k))
+    return sum(rows[..., j : x.shape[3] - k + 1 + j] for j in range(k)) / (k * k)
 
 
 def channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -225,16 +255,6 @@ def channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     for c in range(1, a.shape[1]):
         out.addcmul_(a[:, c : c + 1], b[:, c : c + 1])
     return out
-
-
-def window_sums(x: torch.Tensor, lv: MatchLevel, axes: tuple[int, ...] = (2, 3)) -> torch.Tensor:
-    """Sums of (B, C, h, w) over `lv.window`-square windows (clipped at the borders) centred on the lattice
-    points 0, step, 2 step, ... of each of `axes`: a product with the 0/1 band matrix of the windows (a
-    matrix product is ten times faster than running sums here, and exact up to float rounding)."""
-    for axis in axes:
-        band = window_band(x.shape[axis], lv, x.dtype, x.device)
-        x = torch.matmul(band, x) if axis == 2 else torch.matmul(x, band.T)
-    return x
 
 
 def window_band(size: int, lv: MatchLevel, dtype: torch.dtype, device) -> torch.Tensor:
