@@ -81,7 +81,7 @@ def descriptor_trend(desc_f, desc_m, valid_f, valid_m, start: torch.Tensor) -> n
     shifts = (shift[0] + start[0, :, :1, :1]).permute(1, 2, 0).double().cpu().numpy()
     quality = quality[0, 0].double().cpu().numpy()
     shifts[quality <= 0] = np.nan
-    step, factor = COARSE.step, COARSE.factor
+    step, factor = COARSE.lattice
     origin = 0.5 * factor - 0.5  # level pixel 0's centre at full resolution
     grid = WindowGrid(origin, origin, step * factor, *quality.shape)
     params, support = trend(Matches(grid, shifts, quality), WindowConfig())

@@ -49,6 +49,10 @@ class MatchLevel:
     step: int
     pool: int = 1
 
+    def __post_init__(self) -> None:
+        if self.step % self.pool:
+            raise ValueError(f"a lattice step of {self.step} px is not a whole number of {self.pool} px cells")
+
     @property
     def lattice(self) -> tuple[int, int]:
         """(step, factor) of the lattice the costs come on: pooled products put it on the pooled grid."""
