@@ -78,7 +78,7 @@ def test_dsmar_defaults_are_the_weights_sidecar_inference_settings(tmp_path):
     explicit = register_pair(fixed, moving, "optical", "sar", method="dsmar", **settings).displacement
     np.testing.assert_array_equal(default, explicit)
 
-    plain = {"augment": 1, "iterations": 1, "polish": 0, "trend": "field"}
+    plain = {"augment": 1, "iterations": 1, "polish": 0, "trend": "field", "scale": 1}
     assert plain != settings
     copy = tmp_path / "copy.pt"
     shutil.copyfile(DEFAULT_WEIGHTS, copy)
