@@ -47,16 +47,18 @@ def robust_affine(
         return translation_consensus(shifts, weights, threshold)
     design = affine_design(points)
     picks = np.array([rng.choice(n, 3, replace=False) for _ in range(trials)])
+    picks = picks[np.abs(np.linalg.det(design[picks])) >= 1e-6]
     best_inliers, best_score = None, -1.0
-    for pick in picks:
-        a = design[pick]
-        if abs(np.linalg.det(a)) < 1e-6:
+    # All hypotheses of a chunk at once (one batched solve), chunks bounded to about 4M residuals.
+    for chunk in np.array_split(picks, max(1, len(picks) * n // 2_000_000)):
+        if not len(chunk):
             continue
-        params = np.linalg.solve(a, shifts[pick])
-        inliers = np.linalg.norm(design @ params - shifts, axis=1) < threshold
-        score = weights[inliers].sum()
-        if score > best_score:
-            best_inliers, best_score = inliers, score
+        params = np.linalg.solve(design[chunk], shifts[chunk])  # (T, 3, 2)
+        inliers = np.linalg.norm(design @ params - shifts, axis=2) < threshold  # (T, n)
+        scores = inliers @ weights
+        best = int(np.argmax(scores))  # the first of equal scores, as a loop keeping strict improvements
+        if scores[best] > best_score:
+            best_inliers, best_score = inliers[best], scores[best]
     if best_inliers is None or best_inliers.sum() < 3:
         return translation_consensus(shifts, weights, threshold)
     for _ in range(2):
