@@ -6,11 +6,11 @@ learned extra channels, all starting at zero, normalised softly (`SOFT_NORM`): a
 MIND matching, and training can only add to it.
 
 A level matches the fixed descriptors against the moving ones warped by the field so far: their dot
-product at every integer offset within `radius` (at the level's resolution; on 2 x 2 cell means) is averaged
-over square windows on a lattice (window matching's robustness: a window of texture agrees where single pixels do
-not). A parabola through the best offset and its neighbours gives the sub-pixel residual (a soft arg-max
-snapped to whole pixels: 2.95 px read for a 3.3 px shift), and its distinctness, as the window matchers
-judge a peak, its confidence. As in the window matchers of `models.classical`, a
+product at every integer offset within `radius` (at the level's resolution; on 2 x 2 cell means) is
+averaged over square windows on a lattice (window matching's robustness: a window of texture agrees where
+single pixels do not). A parabola through the best offset and its neighbours gives the sub-pixel residual
+(a soft arg-max snapped to whole pixels: 2.95 px read for a 3.3 px shift), and its distinctness, as the
+window matchers judge a peak, its confidence. As in the window matchers of `models.classical`, a
 window whose best offset lies on the search border, or whose shift is unlike its neighbours' (normalised
 median test), is dropped, and the others are spread to every pixel by confidence-weighted normalised
 convolution (a Gaussian of one lattice cell, two after the first pass), pulled towards no residual where their
