@@ -265,6 +265,7 @@ def test_match_stage_trains_only_the_matcher(tmp_path):
         batch=2,
         val_batches=1,
         model={"channels": [8, 16, 16, 16], "hidden": 16, "refine_hidden": 8, "matching": True},
+        nodata=1.0,  # every crop has a no-data region, whose descriptors are zero
         stages=[{"name": "match", "steps": 2, "lr": 0.01}],
     )
     trainer = Trainer(TrainConfig.from_dict(data), log=lambda _: None)
@@ -273,6 +274,7 @@ def test_match_stage_trains_only_the_matcher(tmp_path):
     after = trainer.model.state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"matcher"}
+    assert all(torch.isfinite(v).all() for v in after.values())  # no-data pixels' zero descriptors: finite gradients
     assert record["history"][0]["stage"] == "match" and "val_epe_median" in record["history"][0]
     assert {id(p) for p in stage_parameters(trainer.model, "match")} == {
         id(p) for p in trainer.model.matcher.parameters()
