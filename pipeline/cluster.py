@@ -8,7 +8,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, replace
 
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -141,6 +141,26 @@ def _quiet_worker_logs() -> None:
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
+@contextmanager
+def _gathers_cut_short_quiet() -> Iterator[None]:
+    """Drop the errors of result transfers a closing client cuts short: the traceback of each `as_completed`
+    gather whose connection closed (tornado's callback log) and the scheduler's "Couldn't gather keys"."""
+    from distributed.comm.core import CommClosedError
+
+    def keep(record: logging.LogRecord) -> bool:
+        cut = record.exc_info is not None and isinstance(record.exc_info[1], CommClosedError)
+        return not cut and not record.getMessage().startswith("Couldn't gather keys")
+
+    loggers = [logging.getLogger("tornado.application"), logging.getLogger("distributed.scheduler")]
+    for logger in loggers:
+        logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(keep)
+
+
 def _cancelled_by_shutdown(record: logging.LogRecord) -> bool:
     """False for 'Async instruction for <Task cancelled ...> ended with CancelledError' (a closing cluster)."""
     return "ended with CancelledError" not in record.getMessage()
@@ -203,7 +223,7 @@ def dask_client(config: ClusterConfig) -> Iterator[object]:
         interrupted = True
         raise
     finally:
-        with _signals_held():
+        with _signals_held(), _gathers_cut_short_quiet() if interrupted else nullcontext():
             if interrupted:  # tiles in flight: workers would log every peer closing under them
                 client.run(_quiet_worker_logs, on_error="ignore")
             client.close()

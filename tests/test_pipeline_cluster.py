@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 import warnings
 
 import dask
@@ -108,6 +109,23 @@ def test_local_cluster_keeps_off_8787_and_workers_ignore_ctrl_c(monkeypatch):
             assert http.port != 8787 and http.address == "127.0.0.1"
             assert set(client.run(signal.getsignal, signal.SIGINT).values()) == {signal.SIG_IGN}
     assert not [w for w in caught if "8787" in str(w.message)]
+
+
+def test_an_interrupt_during_a_result_transfer_logs_no_traceback(monkeypatch, caplog):
+    """Ctrl-C while `as_completed` fetches a finished tile's result: the client closes under the transfer, and
+    neither its cut connection nor the scheduler's failed gather is logged as an error."""
+    import numpy as np
+    from distributed import as_completed
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(KeyboardInterrupt), dask_client(ClusterConfig(workers=1, threads_per_worker=1)) as client:
+        result = client.submit(np.ones, 25_000_000)  # 200 MB: its transfer is still running when the block ends
+        as_completed([result], loop=client.loop, with_results=True)
+        while result.status != "finished":
+            time.sleep(0.001)
+        raise KeyboardInterrupt
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_scheduler_checks_fail_fast():
