@@ -12,7 +12,7 @@ from models import register_pair
 from models.classical.matching import Matches, WindowGrid, _peaks
 from models.classical.matching import median_test as classical_median_test
 from models.dsmar import DSMAR, DSMARConfig
-from models.dsmar.fine import learned_fine
+from models.dsmar.fine import distinct_starts, learned_fine
 from models.dsmar.infer import network_input
 from models.dsmar.matching import (
     MIND_CHANNELS,
@@ -197,6 +197,25 @@ def test_window_costs_are_window_means_of_cell_products_at_whole_pixel_offsets(p
 def optical(pairs_dir):
     record = next(r for r in read_pairs(pairs_dir, "train") if r.category == "optical-optical")
     return load_aligned_pair(record).fixed
+
+
+def _gap(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().amax())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_starts_closer_than_the_tolerance_everywhere_share_one_first_pass(seed):
+    """Kept starts differ by more than the tolerance somewhere; each dropped one is within it everywhere of a
+    kept one, and the first start is always kept."""
+    rng = np.random.default_rng(seed)
+    base = torch.from_numpy(rng.normal(0, 3, (1, 2, 8, 8)).astype(np.float32))
+    starts = [
+        base + float(rng.uniform(-3, 3)) + torch.from_numpy(rng.normal(0, 0.2, (1, 2, 8, 8))).float() for _ in range(6)
+    ]
+    kept = distinct_starts(starts, 2.0)
+    assert kept[0] is starts[0]
+    assert all(_gap(a, b) > 2.0 for i, a in enumerate(kept) for b in kept[:i])
+    assert all(any(_gap(s, k) <= 2.0 for k in kept) for s in starts if not any(s is k for k in kept))
 
 
 def test_untrained_stage_recovers_a_sub_pixel_shift_of_a_real_image(optical):

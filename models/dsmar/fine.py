@@ -3,8 +3,9 @@
 The network's field gives the global geometry: its robust affine consensus (or the field itself) is the
 first start. With `trend="best"` the learned descriptors' own coarse trend, around no motion and around
 their global translation (FFT cross-correlation) where that points far from the first (offsets beyond the
-network's reach), gives more. Every start gets the first matching pass; the one whose windows match best
-goes on through the narrower ones, as the method's MIND window passes do.
+network's reach), gives more. Every start gets the first matching pass (starts within `SAME_START` px of an
+earlier one everywhere share its pass); the one whose windows match best goes on through the narrower ones, as
+the method's MIND window passes do.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from models.dsmar.matching import FineMatcher, MatchLevel, global_shift, lattice
 
 # A global translation this far (px) from the first start's shift at the image centre is tried as a start.
 FAR_SHIFT = 8.0
+# Starts closer than this (px, everywhere) share one first pass.
+SAME_START = 2.0
 # The coarse search of the learned descriptors' own trend: 1/4 resolution, +-28 px, windows of 132 px every 32 px.
 COARSE = MatchLevel(4, 7, 33, 8)
 
@@ -65,10 +68,21 @@ def learned_fine(
             params = descriptor_trend(desc_f, desc_m, valid_f, valid_m, start.contiguous())
             if params is not None:
                 starts.append(torch.from_numpy(affine_eval(params, shape))[None].to(device))
+    starts = distinct_starts(starts, SAME_START)
     tried = [matcher.passes(desc_f, desc_m, valid_f, valid_m, start, radii[:1]) for start in starts]
     best = max(tried, key=lambda done: float(done.confidence.mean()))
     done = matcher.passes(desc_f, desc_m, valid_f, valid_m, best.field, radii[1:], first=False) if radii[1:] else best
     return done.field[0].cpu().numpy(), done.confidence[0, 0].cpu().numpy()
+
+
+def distinct_starts(starts: list[torch.Tensor], tolerance: float) -> list[torch.Tensor]:
+    """`starts` without those within `tolerance` px everywhere of an earlier one: the first pass would
+    find the same matches from both."""
+    kept: list[torch.Tensor] = []
+    for start in starts:
+        if all(float((start - other).abs().amax()) > tolerance for other in kept):
+            kept.append(start)
+    return kept
 
 
 def descriptor_trend(desc_f, desc_m, valid_f, valid_m, start: torch.Tensor) -> np.ndarray | None:
