@@ -5,7 +5,7 @@ first start. With `trend="best"` the learned descriptors' own coarse trend, arou
 their global translation (FFT cross-correlation) where that points far from the first (offsets beyond the
 network's reach), gives more. Every start gets the first matching pass (starts within `SAME_START` px of an
 earlier one everywhere share its pass); the one whose windows match best goes on through the narrower ones, as
-the method's MIND window passes do.
+the method's MIND window passes do, then through the Gauss-Newton steps.
 """
 
 from __future__ import annotations
@@ -15,7 +15,15 @@ import torch
 from torch.nn import functional as F
 
 from models.dsmar.flow import upsample_field
-from models.dsmar.matching import FineMatcher, MatchLevel, global_shift, lattice_matches, mind_descriptors
+from models.dsmar.matching import (
+    NEWTON_STEPS,
+    FineMatcher,
+    MatchLevel,
+    global_shift,
+    lattice_matches,
+    mind_descriptors,
+    newton_refine,
+)
 
 # A global translation this far (px) from the first start's shift at the image centre is tried as a start.
 FAR_SHIFT = 8.0
@@ -36,10 +44,12 @@ def learned_fine(
     trend: str,
     device: str | torch.device,
     radii: tuple[int, ...] = (5,),
+    newton: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Network inputs (2, H, W) per stream and the network's field (2, H, W) and confidence (H, W) -> the
-    matched field (2, H, W) and its confidence (H, W): one matching pass per search radius in `radii`. `matcher`
-    None is the untrained stage: MIND-SSC descriptors (`mind_descriptors`), no heads run."""
+    matched field (2, H, W) and its confidence (H, W): one matching pass per search radius in `radii`, then the
+    first `newton` Gauss-Newton steps (`NEWTON_STEPS`). `matcher` None is the untrained stage: MIND-SSC
+    descriptors (`mind_descriptors`), no heads run."""
     from models.classical.interpolate import affine_eval
     from models.classical.register import WindowConfig, field_trend
 
@@ -72,6 +82,7 @@ def learned_fine(
     tried = [matcher.passes(desc_f, desc_m, valid_f, valid_m, start, radii[:1]) for start in starts]
     best = max(tried, key=lambda done: float(done.confidence.mean()))
     done = matcher.passes(desc_f, desc_m, valid_f, valid_m, best.field, radii[1:], first=False) if radii[1:] else best
+    done = newton_refine(desc_f, desc_m, valid_f, valid_m, done, NEWTON_STEPS[:newton])
     return done.field[0].cpu().numpy(), done.confidence[0, 0].cpu().numpy()
 
 

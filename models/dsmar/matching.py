@@ -66,6 +66,27 @@ LEVELS = (MatchLevel(1, 5, 65, 24, 2),)
 # The passes after the first spread their residual by a Gaussian this many times wider: they correct what the
 # first left broadly wrong, while their cell-to-cell noise moved exact truth away (benchmarks/tuning.md).
 REFINE_SPREAD = 2.0
+
+
+@dataclass(frozen=True)
+class NewtonStep:
+    """One Gauss-Newton step after the window passes: the residual shift solved by least squares over windows of
+    `window` px every `step` px (`newton_matches`), spread by a Gaussian of `spread` lattice cells."""
+
+    window: int
+    step: int
+    spread: float
+
+
+# The method's `newton` steps: the windows' whole-pixel products lock sub-pixel shifts towards whole pixels and
+# their 65 px windows smooth the field's detail; a step on 65 px windows, then one on 33 px windows, solve the
+# shift from the descriptors' gradients instead (benchmarks/tuning.md).
+NEWTON_STEPS = (NewtonStep(65, 24, 2.0), NewtonStep(33, 12, 1.0))
+# A step's normal equations are damped by this times the window's mean squared descriptor difference: windows
+# whose streams differ much (speckle, another modality's texture) move less (benchmarks/tuning.md).
+NEWTON_DAMPING = 400.0
+# px: a window's step beyond this lies outside the linearisation; the window is dropped.
+NEWTON_REACH = 1.0
 # A descriptor is divided by sqrt(|d|^2 + (SOFT_NORM * the image's median |d|)^2), not by |d|: near-flat ground,
 # whose centred MIND-SSC is noise around zero, keeps a short descriptor instead of noise stretched to unit
 # length, which drew the windows of a smooth DEM corner to false matches (benchmarks/tuning.md).
@@ -231,7 +252,7 @@ def window_costs(fixed: torch.Tensor, moved: torch.Tensor, lv: MatchLevel) -> tu
         padded = box_means(padded, k)
     phases = {(p, q): padded[:, :, p::k, q::k].contiguous() for p in range(k) for q in range(k)}
     cell = replace(lv, window=-(-lv.window // k), step=lv.step // k, pool=1)
-    rows, cols = window_band(hp, cell, fixed.dtype, fixed.device), window_band(wp, cell, fixed.dtype, fixed.device)
+    rows, cols = (window_band(n, cell.window, cell.step, fixed.dtype, fixed.device) for n in (hp, wp))
     desc, valid = fixed[:, :-1], fixed[:, -1:]
     products, overlaps = [], []
     for dy in range(2 * r + 1):
@@ -263,11 +284,12 @@ def channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def window_band(size: int, lv: MatchLevel, dtype: torch.dtype, device) -> torch.Tensor:
-    """(lattice points, size): 1 where a pixel lies in the window of `lv` centred on the lattice point."""
-    centres = torch.arange(0, size, lv.step, device=device)
+def window_band(size: int, window: int, step: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """(lattice points, size): 1 where a pixel lies in the `window` centred on the lattice point (one every
+    `step` pixels)."""
+    centres = torch.arange(0, size, step, device=device)
     pixels = torch.arange(size, device=device)
-    return ((pixels - centres[:, None]).abs() <= lv.window // 2).to(dtype)
+    return ((pixels - centres[:, None]).abs() <= window // 2).to(dtype)
 
 
 def peak_offset(cost: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -341,6 +363,49 @@ def spread(
     floor = PRIOR_SHARE * weight.amax((2, 3), keepdim=True)
     smooth = blur_channels(shift * weight, sigma) / (torch.maximum(support, floor) + 1e-9)
     return _to_pixels(smooth, step, shape, factor), _to_pixels(support, step, shape, factor).clamp(0, 1)
+
+
+def newton_refine(desc_f, desc_m, valid_f, valid_m, matched: Matched, steps: tuple[NewtonStep, ...]) -> Matched:
+    """`matched`'s field corrected by each Gauss-Newton step in turn (its windows' shifts checked by the median test
+    and spread as a pass's are); the confidence stays the window passes' (Contract 2: their support)."""
+    field, fields = matched.field, list(matched.levels)
+    for step in steps:
+        shift, confidence = newton_matches(desc_f, desc_m, valid_f, valid_m, field, step)
+        confidence = confidence * median_test(shift, confidence > 0)
+        residual, _ = spread(shift, confidence, step.step, tuple(field.shape[-2:]), 1, step.spread)
+        field = compose(field, residual)
+        fields.append(field)
+    return Matched(field, matched.confidence, fields)
+
+
+def newton_matches(desc_f, desc_m, valid_f, valid_m, field, step: NewtonStep) -> tuple[torch.Tensor, torch.Tensor]:
+    """The residual shift (B, 2, h', w') of every window of `step` on its lattice after the moving descriptors are
+    warped by `field`, by one damped Gauss-Newton step on the streams' difference (the gradient the mean of both
+    streams': second-order accurate), and its confidence (B, 1, h', w') in [0, 1]: the window's smallest curvature
+    against the image's median one. 0 where under half the window has both streams valid, where the system is
+    singular and where the step reaches `NEWTON_REACH` or beyond."""
+    moved = warp(torch.cat([desc_m, valid_m.float()], 1), field)
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))  # where both central differences exist
+    both = ((valid_f.float() * moved[:, -1:]) > 0.999).float()[inner]
+    total, diff = desc_f + moved[:, :-1], (desc_f - moved[:, :-1])[inner]
+    gy = (total[:, :, 2:, 1:-1] - total[:, :, :-2, 1:-1]) / 4  # the mean of both streams' derivatives
+    gx = (total[:, :, 1:-1, 2:] - total[:, :, 1:-1, :-2]) / 4
+    maps = [channel_dot(gy, gy), channel_dot(gy, gx), channel_dot(gx, gx), channel_dot(gy, diff), channel_dot(gx, diff)]
+    maps += [channel_dot(diff, diff) / diff.shape[1], torch.ones_like(both)]
+    h, w = desc_f.shape[-2:]
+    rows, cols = (window_band(n, step.window, step.step, desc_f.dtype, desc_f.device)[:, 1:-1] for n in (h, w))
+    sums = rows @ (torch.cat(maps, 1) * both) @ cols.T
+    yy, yx, xx, by, bx, energy, count = sums.unbind(1)
+    damping = NEWTON_DAMPING * energy / count.clamp_min(1)
+    yy, xx = yy + damping, xx + damping
+    det = yy * xx - yx * yx
+    shift = torch.stack([xx * by - yx * bx, yy * bx - yx * by], 1) / det.clamp_min(1e-12)[:, None]
+    smallest = 0.5 * (yy + xx - torch.sqrt(((yy - xx) ** 2 + 4 * yx * yx).clamp_min(0))) / count.clamp_min(1)
+    support = count / (rows.sum(1)[:, None] * cols.sum(1)[None])
+    typical = torch.where(support > 0.5, smallest, torch.nan).flatten(1).nanmedian(1).values.nan_to_num(0.0)
+    confidence = smallest / (smallest + typical.view(-1, 1, 1) + 1e-12)
+    kept = (support > 0.5) & (det > 0) & (shift.abs().amax(1) < NEWTON_REACH)
+    return shift, torch.where(kept, confidence, torch.zeros_like(confidence))[:, None]
 
 
 def compose(field: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:

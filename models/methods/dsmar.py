@@ -12,7 +12,8 @@ dense field). `fine=` picks the window matcher: `"learned"` is DS-MAR's own fine
 (`models.dsmar.matching`, in torch on the network's device) with the weights' trained descriptor heads,
 `"init"` the same stage with untrained heads (MIND-SSC descriptors), both with the learned descriptors'
 coarse trend as `trend="best"`'s second start (`models.dsmar.fine`); `"mind"` the classical MIND-SSC window
-stage on the CPU with the classical coarse search. `scale=2` runs the network on the pair halved (a quarter of
+stage on the CPU with the classical coarse search. `newton=` (0-2) Gauss-Newton steps on the learned
+descriptors follow the passes of the torch stage (`models.dsmar.matching.NEWTON_STEPS`). `scale=2` runs the network on the pair halved (a quarter of
 its cost) and doubles its field. Each defaults to the value recorded under "inference" in the weights'
 sidecar (tuned on the train split: benchmarks/tuning.md), else 1 frame, 1 iteration, no polish. The
 confidence (Contract 2) is the last window pass's support where windows shaped the field, else the
@@ -45,6 +46,7 @@ OPTIONS = {
     "trend": one_of(*TRENDS),
     "fine": one_of(*FINE),
     "scale": integer(1, choices=(1, 2)),
+    "newton": integer(0, choices=(0, 1, 2)),
 }
 
 
@@ -82,7 +84,7 @@ def resolve(options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 # What runs where neither the options nor the weights' tuned "inference" settings say otherwise.
-FALLBACK = {"iterations": 1, "augment": 1, "polish": 0, "trend": "field", "fine": "mind", "scale": 1}
+FALLBACK = {"iterations": 1, "augment": 1, "polish": 0, "trend": "field", "fine": "mind", "scale": 1, "newton": 0}
 
 
 def settings(meta: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,6 +116,7 @@ def make_dsmar():
         trend: str | None = None,
         fine: str | None = None,
         scale: int | None = None,
+        newton: int | None = None,
         **_,
     ) -> tuple[np.ndarray, np.ndarray]:
         model, meta = _weights(weights)
@@ -125,6 +128,7 @@ def make_dsmar():
             "trend": trend,
             "fine": fine,
             "scale": scale,
+            "newton": newton,
         }
         chosen = settings(meta, {k: v for k, v in given.items() if v is not None})  # benchmarks/tuning.md
         iterations, augment, scale = int(chosen["iterations"]), int(chosen["augment"]), int(chosen["scale"])
@@ -153,7 +157,7 @@ def make_dsmar():
             matcher = model.matcher if fine == "learned" else None
             inputs = (network_input(fixed, fixed_modality), network_input(moving, moving_modality))
             ids = (modality_id(fixed_modality, known), modality_id(moving_modality, known))
-            return learned_fine(matcher, *inputs, ids, field, confidence, trend, device, radii)
+            return learned_fine(matcher, *inputs, ids, field, confidence, trend, device, radii, int(chosen["newton"]))
         if radii:
             # The field is now the windows' work around a trend: their support says where it holds. The
             # network's confidence is calibrated on its own dense field (about 2 px), which is not returned.
