@@ -122,8 +122,10 @@ def test_an_interrupt_during_a_result_transfer_logs_no_traceback(monkeypatch, ca
     with pytest.raises(KeyboardInterrupt), dask_client(ClusterConfig(workers=1, threads_per_worker=1)) as client:
         result = client.submit(np.ones, 25_000_000)  # 200 MB: its transfer is still running when the block ends
         as_completed([result], loop=client.loop, with_results=True)
-        while result.status != "finished":
+        deadline = time.monotonic() + 60
+        while result.status == "pending" and time.monotonic() < deadline:
             time.sleep(0.001)
+        assert result.status == "finished", result.status
         raise KeyboardInterrupt
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 

@@ -14,7 +14,9 @@ window matchers judge a peak, its confidence. As in the window matchers of `mode
 window whose best offset lies on the search border, or whose shift is unlike its neighbours' (normalised
 median test), is dropped, and the others are spread to every pixel by confidence-weighted normalised
 convolution (a Gaussian of one lattice cell, two after the first pass), pulled towards no residual where their
-support is thin, then composed after the field (Contract 1).
+support is thin, then composed after the field (Contract 1). After the passes, Gauss-Newton steps
+(`newton_refine`) solve each window's remaining shift from the descriptors' difference and gradients, without an
+offset search, so on smaller windows that follow the field's detail.
 """
 
 from __future__ import annotations
@@ -78,12 +80,14 @@ class NewtonStep:
     spread: float
 
 
-# The method's `newton` steps: the windows' whole-pixel products lock sub-pixel shifts towards whole pixels and
-# their 65 px windows smooth the field's detail; a step on 65 px windows, then one on 33 px windows, solve the
-# shift from the descriptors' gradients instead (benchmarks/tuning.md).
+# The method's `newton` steps (tuned apart from the window passes, whose window, step and spread the first repeats):
+# the 65 px windows smooth the field's detail; a step on 65 px windows, then one on 33 px windows, solve the
+# shift from the descriptors' gradients instead (benchmarks/tuning.md). `models.methods.dsmar` offers 0 to this many.
 NEWTON_STEPS = (NewtonStep(65, 24, 2.0), NewtonStep(33, 12, 1.0))
-# A step's normal equations are damped by this times the window's mean squared descriptor difference: windows
-# whose streams differ much (speckle, another modality's texture) move less (benchmarks/tuning.md).
+# A step's normal equations (sums over the window's pixels and the descriptors' channels) get this times the
+# window's mean squared descriptor difference (a mean over both) on their diagonal: windows whose streams differ
+# much (speckle, another modality's texture) move less. Relative to the sums, the damping is stronger on smaller
+# windows and on fewer channels: it was tuned on these steps and the 10 MIND-SSC channels (benchmarks/tuning.md).
 NEWTON_DAMPING = 400.0
 # px: a window's step beyond this lies outside the linearisation; the window is dropped.
 NEWTON_REACH = 1.0
@@ -251,8 +255,7 @@ def window_costs(fixed: torch.Tensor, moved: torch.Tensor, lv: MatchLevel) -> tu
         fixed = F.avg_pool2d(F.pad(fixed, (0, wp * k - w, 0, hp * k - h)), k)
         padded = box_means(padded, k)
     phases = {(p, q): padded[:, :, p::k, q::k].contiguous() for p in range(k) for q in range(k)}
-    cell = replace(lv, window=-(-lv.window // k), step=lv.step // k, pool=1)
-    rows, cols = (window_band(n, cell.window, cell.step, fixed.dtype, fixed.device) for n in (hp, wp))
+    rows, cols = (window_band(n, -(-lv.window // k), lv.step // k, fixed.dtype, fixed.device) for n in (hp, wp))
     desc, valid = fixed[:, :-1], fixed[:, -1:]
     products, overlaps = [], []
     for dy in range(2 * r + 1):
@@ -381,12 +384,13 @@ def newton_refine(desc_f, desc_m, valid_f, valid_m, matched: Matched, steps: tup
 def newton_matches(desc_f, desc_m, valid_f, valid_m, field, step: NewtonStep) -> tuple[torch.Tensor, torch.Tensor]:
     """The residual shift (B, 2, h', w') of every window of `step` on its lattice after the moving descriptors are
     warped by `field`, by one damped Gauss-Newton step on the streams' difference (the gradient the mean of both
-    streams': second-order accurate), and its confidence (B, 1, h', w') in [0, 1]: the window's smallest curvature
-    against the image's median one. 0 where under half the window has both streams valid, where the system is
-    singular and where the step reaches `NEWTON_REACH` or beyond."""
+    streams': second-order accurate; pixels whose differences reach no-data left out), and its confidence
+    (B, 1, h', w') in [0, 1]: the window's smallest curvature (undamped) against the image's median one. 0 where
+    under half the window has both streams valid, where the window has no curvature across some direction (a
+    straight edge) and where the step reaches `NEWTON_REACH` or beyond."""
     moved = warp(torch.cat([desc_m, valid_m.float()], 1), field)
     inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))  # where both central differences exist
-    both = ((valid_f.float() * moved[:, -1:]) > 0.999).float()[inner]
+    both = -F.max_pool2d(-((valid_f.float() * moved[:, -1:]) > 0.999).float(), 3, 1, 1)[inner]  # with its neighbours
     total, diff = desc_f + moved[:, :-1], (desc_f - moved[:, :-1])[inner]
     gy = (total[:, :, 2:, 1:-1] - total[:, :, :-2, 1:-1]) / 4  # the mean of both streams' derivatives
     gx = (total[:, :, 1:-1, 2:] - total[:, :, 1:-1, :-2]) / 4
@@ -396,15 +400,15 @@ def newton_matches(desc_f, desc_m, valid_f, valid_m, field, step: NewtonStep) ->
     rows, cols = (window_band(n, step.window, step.step, desc_f.dtype, desc_f.device)[:, 1:-1] for n in (h, w))
     sums = rows @ (torch.cat(maps, 1) * both) @ cols.T
     yy, yx, xx, by, bx, energy, count = sums.unbind(1)
+    smallest = 0.5 * (yy + xx - torch.sqrt(((yy - xx) ** 2 + 4 * yx * yx).clamp_min(0))) / count.clamp_min(1)
     damping = NEWTON_DAMPING * energy / count.clamp_min(1)
     yy, xx = yy + damping, xx + damping
     det = yy * xx - yx * yx
     shift = torch.stack([xx * by - yx * bx, yy * bx - yx * by], 1) / det.clamp_min(1e-12)[:, None]
-    smallest = 0.5 * (yy + xx - torch.sqrt(((yy - xx) ** 2 + 4 * yx * yx).clamp_min(0))) / count.clamp_min(1)
     support = count / (rows.sum(1)[:, None] * cols.sum(1)[None])
     typical = torch.where(support > 0.5, smallest, torch.nan).flatten(1).nanmedian(1).values.nan_to_num(0.0)
     confidence = smallest / (smallest + typical.view(-1, 1, 1) + 1e-12)
-    kept = (support > 0.5) & (det > 0) & (shift.abs().amax(1) < NEWTON_REACH)
+    kept = (support > 0.5) & (smallest > 0) & (shift.abs().amax(1) < NEWTON_REACH)
     return shift, torch.where(kept, confidence, torch.zeros_like(confidence))[:, None]
 
 
