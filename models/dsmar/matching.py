@@ -216,10 +216,7 @@ class FineMatcher(nn.Module):
         field, confidence, fields = prior.float(), None, []
         for lv, sigma in steps:
             shift, confidence = lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv)
-            confidence = confidence * median_test(shift, confidence > 0)
-            step, factor = lv.lattice
-            residual, confidence = spread(shift, confidence, step, tuple(field.shape[-2:]), factor, sigma)
-            field = compose(field, residual)
+            field, confidence = correct(field, shift, confidence, *lv.lattice, sigma)
             fields.append(field)
         if confidence is None:
             confidence = torch.ones_like(prior[:, :1])
@@ -368,15 +365,22 @@ def spread(
     return _to_pixels(smooth, step, shape, factor), _to_pixels(support, step, shape, factor).clamp(0, 1)
 
 
+def correct(field, shift, confidence, step: int, factor: int, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`field` (B, 2, H, W) corrected by lattice shifts (B, 2, h, w) found on the moving side warped by it, with
+    their confidences (B, 1, h, w): the median test, the spread (`spread`) and the composition (Contract 1); the
+    corrected field and its dense confidence (B, 1, H, W)."""
+    confidence = confidence * median_test(shift, confidence > 0)
+    residual, support = spread(shift, confidence, step, tuple(field.shape[-2:]), factor, sigma)
+    return compose(field, residual), support
+
+
 def newton_refine(desc_f, desc_m, valid_f, valid_m, matched: Matched, steps: tuple[NewtonStep, ...]) -> Matched:
     """`matched`'s field corrected by each Gauss-Newton step in turn (its windows' shifts checked by the median test
     and spread as a pass's are); the confidence stays the window passes' (Contract 2: their support)."""
     field, fields = matched.field, list(matched.levels)
     for step in steps:
         shift, confidence = newton_matches(desc_f, desc_m, valid_f, valid_m, field, step)
-        confidence = confidence * median_test(shift, confidence > 0)
-        residual, _ = spread(shift, confidence, step.step, tuple(field.shape[-2:]), 1, step.spread)
-        field = compose(field, residual)
+        field, _ = correct(field, shift, confidence, step.step, 1, step.spread)
         fields.append(field)
     return Matched(field, matched.confidence, fields)
 

@@ -15,9 +15,8 @@ coarse trend as `trend="best"`'s second start (`models.dsmar.fine`); `"mind"` th
 stage on the CPU with the classical coarse search. `newton=` (0-2) Gauss-Newton steps on the learned
 descriptors follow the passes of the torch stage (`models.dsmar.matching.NEWTON_STEPS`; without that stage,
 `fine="mind"` or `polish=0`, there is nothing to follow). `scale=2` runs the network on the pair halved (a
-quarter of its cost) and doubles its field. Each defaults to the value recorded
-under "inference" in the weights' sidecar (tuned on the train split: benchmarks/tuning.md), else 1 frame,
-1 iteration, no polish. The confidence (Contract 2) is the last window pass's support where windows shaped the
+quarter of its cost) and doubles its field. Each defaults to the value recorded under "inference" in the
+weights' sidecar (tuned on the train split: benchmarks/tuning.md), else 1 frame, 1 iteration, no polish. The confidence (Contract 2) is the last window pass's support where windows shaped the
 field, else the network's own (its refinement module's). The method's identity (`resolve`) is the checksum of
 the weights file it loads and those settings merged with the options given.
 """
