@@ -71,18 +71,21 @@ def bending_energy(field: torch.Tensor) -> torch.Tensor:
 def patch_distances(image: torch.Tensor, radius: int = 2, dilation: int = 2, centre: bool = False) -> torch.Tensor:
     """(B, 1, H, W) -> (B, P, H, W): mean squared differences of the (2 radius + 1)^2 patches around the pixel
     pairs of `ssc_pairs(dilation, centre)` (the neighbourhood the numpy descriptor shares), replicate borders."""
+    k = 2 * radius + 1
+    return F.avg_pool2d(pair_differences(image, dilation, centre), k, 1, radius, count_include_pad=False)
+
+
+def pair_differences(image: torch.Tensor, dilation: int, centre: bool) -> torch.Tensor:
+    """(B, 1, H, W) -> (B, P, H, W): the squared differences between the pixels of each pair of
+    `ssc_pairs(dilation, centre)` around every pixel, replicate borders (what a patch distance averages)."""
     d = dilation
-    pairs = ssc_pairs(d, centre=centre)
     pad = F.pad(image, (d, d, d, d), mode="replicate")
     h, w = image.shape[-2:]
 
     def shifted(s):
         return pad[:, :, d + s[0] : d + s[0] + h, d + s[1] : d + s[1] + w]
 
-    k = 2 * radius + 1
-    return torch.cat(
-        [F.avg_pool2d((shifted(a) - shifted(b)) ** 2, k, 1, radius, count_include_pad=False) for a, b in pairs], dim=1
-    )
+    return torch.cat([(shifted(a) - shifted(b)) ** 2 for a, b in ssc_pairs(d, centre=centre)], dim=1)
 
 
 def self_similarity(distances: torch.Tensor, relative: bool = True) -> torch.Tensor:

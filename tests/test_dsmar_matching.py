@@ -14,7 +14,7 @@ from models import register_pair
 from models.classical.matching import Matches, WindowGrid, _peaks
 from models.classical.matching import median_test as classical_median_test
 from models.dsmar import DSMAR, DSMARConfig
-from models.dsmar.fine import distinct_starts, learned_fine
+from models.dsmar.fine import COARSE, FAR_SHIFT, coarse_priors, distinct_starts, enlarge, learned_fine, shrink
 from models.dsmar.infer import network_input
 from models.dsmar.matching import (
     MIND_CHANNELS,
@@ -219,6 +219,40 @@ def test_starts_closer_than_the_tolerance_everywhere_share_one_first_pass(seed):
     assert kept[0] is starts[0]
     assert all(_gap(a, b) > 2.0 for i, a in enumerate(kept) for b in kept[:i])
     assert all(any(_gap(s, k) <= 2.0 for k in kept) for s in starts if not any(s is k for k in kept))
+
+
+@pytest.mark.parametrize("side", [2 * COARSE.window * COARSE.factor, 2 * COARSE.window * COARSE.factor - 4])
+@pytest.mark.parametrize("seed", range(4))
+def test_the_coarse_search_looks_around_the_start_and_far_priors_once(side, seed):
+    """A wide image is searched around the start itself, a narrower one around the start's shift at the centre (a
+    constant field); no motion and the global shift are added only where they lie beyond `FAR_SHIFT` of every
+    centre before them."""
+    rng = np.random.default_rng(seed)
+    yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    first = torch.stack([0.01 * yy + float(rng.uniform(-30, 30)), -0.01 * xx + float(rng.uniform(-30, 30))])[None]
+    shift = tuple(float(v) for v in rng.uniform(-40, 40, 2))
+    priors = coarse_priors(first, shift)
+    centres = [tuple(p[0, :, side // 2, side // 2].tolist()) for p in priors]
+    wide = side >= 2 * COARSE.window * COARSE.factor
+    assert (priors[0] is first) == wide and all(p.shape == first.shape for p in priors)
+    assert all(float(p.std((2, 3)).max()) == 0 for p in priors[int(wide) :])
+    assert all(np.hypot(a[0] - b[0], a[1] - b[1]) > FAR_SHIFT for i, a in enumerate(centres) for b in centres[:i])
+    for candidate in ((0.0, 0.0), shift):
+        near = [np.hypot(candidate[0] - c[0], candidate[1] - c[1]) for c in centres]
+        assert min(near) <= FAR_SHIFT + 1e-4 or candidate in centres
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_a_field_of_the_shrunk_pair_enlarged_is_the_same_motion_at_full_resolution(factor):
+    """A shift of s shrunk pixels is factor x s full pixels everywhere, a last partial block included."""
+    image = np.random.default_rng(factor).random((2, 4 * 9 + 3, 4 * 7 + 1)).astype(np.float32)
+    small = shrink(image, factor)
+    assert small.shape == (2, image.shape[1] // factor, image.shape[2] // factor)
+    assert np.allclose(small[:, 0, 0], image[:, :factor, :factor].mean((1, 2)))
+    field = np.broadcast_to(np.array([1.5, -0.5], np.float32)[:, None, None], (2, *small.shape[1:])).copy()
+    full, conf = enlarge(field, np.full(small.shape[1:], 0.5, np.float32), image.shape[1:], factor)
+    assert full.shape == (2, *image.shape[1:]) and conf.shape == image.shape[1:]
+    assert np.allclose(full[0], 1.5 * factor) and np.allclose(full[1], -0.5 * factor) and np.allclose(conf, 0.5)
 
 
 def test_untrained_stage_recovers_a_sub_pixel_shift_of_a_real_image(optical):

@@ -45,7 +45,7 @@ def _shipped(pairs_dir, category) -> dict[str, DenseScore]:
 
 
 # Measured medians (EPE / recovery, px): infrared (srif-infrared-141): identity 7.32 / 7.42, mind 0.99 / 0.64,
-# dsmar 0.99 / 0.54; map (srif-map-141): identity 4.88 / 4.96, mind 2.01 / 0.88, dsmar 1.71 / 0.64.
+# dsmar 1.00 / 0.55; map (srif-map-141): identity 4.88 / 4.96, mind 2.01 / 0.88, dsmar 1.52 / 0.59.
 @pytest.mark.parametrize(
     "category,metric",
     [
@@ -62,8 +62,8 @@ def test_default_is_not_worse_than_mind(pairs_dir, category, metric):
     assert default.folding < 0.005  # measured 0.0
 
 
-# Warp recovery medians (px) measured on 2026-12-07, default / mind: srif-infrared-141 0.54 / 0.64 (optical-infrared),
-# cfog-vis-ir-1 0.07 / 0.13 (optical-infrared, another source), cfog-opt-sar-2-geotiff 0.20 / 0.22 (optical-SAR).
+# Warp recovery medians (px) measured on 2026-12-07, default / mind: srif-infrared-141 0.55 / 0.64 (optical-infrared),
+# cfog-vis-ir-1 0.07 / 0.13 (optical-infrared, another source), cfog-opt-sar-2-geotiff 0.19 / 0.22 (optical-SAR).
 # The benchmark's dense case fills the border: it scores an inner crop where the warped image is valid everywhere.
 @pytest.mark.parametrize("pair_id", ["srif-infrared-141", "cfog-vis-ir-1", "cfog-opt-sar-2-geotiff"])
 def test_the_default_with_the_shipped_weights_beats_mind_on_warp_recovery(pairs_dir, pair_id):
@@ -83,15 +83,26 @@ def test_the_network_alone_recovers_a_known_warp(pairs_dir, category, epe, recov
     assert scores.folding < 0.005  # measured 0.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the network does not yet matter under the default settings: untrained weights of the same "
-    "architecture score as the shipped ones, 0.99 / 0.54 px (EPE / recovery) on srif-infrared-141 and 1.71 / 0.64 "
-    "on srif-map-141: the descriptors' coarse trend and the untrained MIND-SSC matching stage carry it",
+# The coarse search looks around the network's affine start: with untrained weights of the same architecture the
+# default scores 29.4 / 4.45 px (EPE / recovery) on srif-map-141 (400 px), against the shipped weights' 1.52 / 0.59.
+# On an image under two coarse windows a side (srif-infrared-141, 184 px) it looks around the start's shift at the
+# centre, which an untrained network leaves near no motion, within the search's reach: 1.00 / 0.54 against 1.00 / 0.55.
+@pytest.mark.parametrize(
+    "category",
+    [
+        "optical-map",
+        pytest.param(
+            "optical-infrared",
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=AssertionError,
+                reason="on a small image the search looks around the start's centre shift, and an untrained "
+                "network's lies within its reach: the network's rotation and scale do not matter there",
+            ),
+        ),
+    ],
 )
-def test_untrained_weights_score_clearly_worse_than_the_shipped_ones(pairs_dir, tmp_path):
-    category = "optical-infrared"
+def test_untrained_weights_score_clearly_worse_than_the_shipped_ones(pairs_dir, tmp_path, category):
     untrained = write_untrained(tmp_path / "untrained.pt")
     spec = f"dsmar:weights={untrained}"
     trained = _shipped(pairs_dir, category)[default_method()]

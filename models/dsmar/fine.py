@@ -1,11 +1,12 @@
 """The `dsmar` method's learned fine stage on a whole pair: trend, start choice and matching, in torch.
 
-The network's field gives the global geometry: its robust affine consensus (or the field itself) is the
-first start. With `trend="best"` the learned descriptors' own coarse trend, around no motion and around
-their global translation (FFT cross-correlation) where that points far from the first (offsets beyond the
-network's reach), gives more. Every start gets the first matching pass (starts within `SAME_START` px of an
-earlier one everywhere share its pass); the one whose windows match best goes on through the narrower ones, as
-the method's MIND window passes do, then through the Gauss-Newton steps.
+The network's field gives the global geometry: its robust affine consensus (or the field itself) is where the
+learned descriptors' coarse search (`COARSE`, +-28 px) looks, and the coarse matches' robust trend is the start
+of the matching passes. With `trend="best"` the search also looks around no motion and around the descriptors'
+global translation (FFT cross-correlation) where those lie more than `FAR_SHIFT` px from where it already looked
+(offsets beyond the network's reach). Every distinct start gets the first matching pass (starts within
+`SAME_START` px of an earlier one everywhere share its pass); the one whose windows match best goes on through the
+narrower ones, as the method's MIND window passes do, then through the Gauss-Newton steps.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from models.dsmar.matching import (
     newton_refine,
 )
 
-# A global translation this far (px) from the first start's shift at the image centre is tried as a start.
-FAR_SHIFT = 8.0
+# px: no motion and the descriptors' global translation are searched around too when this far, at the image
+# centre, from every centre searched before (the coarse search reaches +-28 px around each).
+FAR_SHIFT = 20.0
 # Starts closer than this (px, everywhere) share one first pass.
 SAME_START = 2.0
 # The coarse search of the learned descriptors' own trend: 1/4 resolution, +-28 px, windows of 132 px every 32 px.
@@ -69,16 +71,12 @@ def learned_fine(
     starts = [torch.from_numpy(np.ascontiguousarray(first, np.float32))[None].to(device)]
     valid_f, valid_m = f[:, 1:2], m[:, 1:2]
     if trend == "best":
-        priors = [(0.0, 0.0)]
-        shift = global_shift(desc_f, desc_m)
-        if np.hypot(*shift) > FAR_SHIFT:
-            priors.append(shift)
-        for prior in priors:
-            start = torch.tensor(prior, dtype=torch.float32, device=device).view(1, 2, 1, 1).expand_as(starts[0])
-            params = descriptor_trend(desc_f, desc_m, valid_f, valid_m, start.contiguous())
-            if params is not None:
-                starts.append(torch.from_numpy(affine_eval(params, shape))[None].to(device))
-    starts = distinct_starts(starts, SAME_START)
+        priors = coarse_priors(starts[0], global_shift(desc_f, desc_m))
+        found = [descriptor_trend(desc_f, desc_m, valid_f, valid_m, prior) for prior in priors]
+        trends = [
+            torch.from_numpy(affine_eval(params, shape))[None].to(device) for params in found if params is not None
+        ]
+        starts = distinct_starts(trends, SAME_START) or starts
     tried = [matcher.passes(desc_f, desc_m, valid_f, valid_m, start, radii[:1]) for start in starts]
     best = max(tried, key=lambda done: float(done.confidence.mean()))
     done = matcher.passes(desc_f, desc_m, valid_f, valid_m, best.field, radii[1:], first=False) if radii[1:] else best
@@ -96,34 +94,58 @@ def distinct_starts(starts: list[torch.Tensor], tolerance: float) -> list[torch.
     return kept
 
 
+def coarse_priors(first: torch.Tensor, shift: tuple[float, float]) -> list[torch.Tensor]:
+    """Where the coarse search looks: around `first` (1, 2, H, W), then around no motion and the global translation
+    `shift` (dy, dx) where each lies more than `FAR_SHIFT` px, at the image centre, from every shift looked around
+    before (constant fields). On an image under two coarse windows a side the search looks around `first`'s shift
+    at the centre instead: windows that wide match one shift each, so the start's rotation or scale error would pass
+    into the trend."""
+    h, w = first.shape[-2:]
+    centre = tuple(first[0, :, h // 2, w // 2].tolist())
+    wide = min(h, w) >= 2 * COARSE.window * COARSE.factor
+    centres: list[tuple[float, float]] = []
+    for prior in (centre, (0.0, 0.0), shift):
+        if all(np.hypot(prior[0] - y, prior[1] - x) > FAR_SHIFT for y, x in centres):
+            centres.append(prior)
+    constant = [
+        torch.tensor(c, dtype=first.dtype, device=first.device).view(1, 2, 1, 1).expand_as(first) for c in centres
+    ]
+    return [first, *constant[1:]] if wide else constant
+
+
 def descriptor_trend(desc_f, desc_m, valid_f, valid_m, start: torch.Tensor) -> np.ndarray | None:
-    """Affine params (3, 2) of the learned descriptors' coarse window matches searched around `start` (a
-    constant field), by the classical robust fit (RANSAC affine, else translation); None without consensus."""
+    """Affine params (3, 2) of the learned descriptors' coarse window matches searched around the field `start`
+    (1, 2, H, W), by the classical robust fit (RANSAC affine, else translation); None without consensus."""
     from models.classical.matching import Matches, WindowGrid
     from models.classical.register import WindowConfig, trend
 
     shift, quality = lattice_matches(desc_f, desc_m, valid_f, valid_m, start, COARSE)
-    shifts = (shift[0] + start[0, :, :1, :1]).permute(1, 2, 0).double().cpu().numpy()
-    quality = quality[0, 0].double().cpu().numpy()
-    shifts[quality <= 0] = np.nan
     step, factor = COARSE.lattice
     origin = 0.5 * factor - 0.5  # level pixel 0's centre at full resolution
-    grid = WindowGrid(origin, origin, step * factor, *quality.shape)
+    grid = WindowGrid(origin, origin, step * factor, *quality.shape[-2:])
+    centres = grid.centres().transpose(2, 0, 1)
+    rows, cols = (np.clip(np.rint(c), 0, n - 1).astype(int) for c, n in zip(centres, start.shape[-2:]))
+    shifts = (shift[0] + start[0][:, rows, cols]).permute(1, 2, 0).double().cpu().numpy()
+    quality = quality[0, 0].double().cpu().numpy()
+    shifts[quality <= 0] = np.nan
     params, support = trend(Matches(grid, shifts, quality), WindowConfig())
     return params if support else None
 
 
-def halve(image: np.ndarray) -> np.ndarray:
-    """(C, H, W) 2 x 2 block means per band (`models.classical.register.halve`)."""
-    from models.classical.register import halve as halve_band
+def shrink(image: np.ndarray, factor: int) -> np.ndarray:
+    """(C, H, W) -> its `factor` x `factor` block means per band (NaN where any is NaN; a last partial block is
+    dropped)."""
+    c, h, w = image.shape
+    h, w = h // factor * factor, w // factor * factor
+    return image[:, :h, :w].reshape(c, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
 
-    return np.stack([halve_band(band) for band in image])
 
-
-def double(field: np.ndarray, confidence: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """A half-resolution field (2, h, w) and confidence (h, w) at full resolution `shape` (vectors doubled; an
-    odd last row or column repeats its neighbour)."""
-    full = (2 * field.shape[1], 2 * field.shape[2])
+def enlarge(
+    field: np.ndarray, confidence: np.ndarray, shape: tuple[int, int], factor: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A field (2, h, w) and confidence (h, w) of the pair shrunk `factor` x at full resolution `shape` (vectors
+    scaled; a last partial block repeats its neighbour)."""
+    full = (factor * field.shape[1], factor * field.shape[2])
     up = upsample_field(torch.from_numpy(field)[None], full)[0].numpy()
     conf = F.interpolate(torch.from_numpy(confidence)[None, None], size=full, mode="bilinear")[0, 0].numpy()
     pad = ((0, shape[0] - full[0]), (0, shape[1] - full[1]))

@@ -6,17 +6,19 @@ points the method at another weights file, such as an ablation's; it is checked 
 rotated/mirrored frames (1, 2, 4, 8); `polish=` (px, or a list of px for several passes; 0 = off) corrects
 the field by passes of window matching searched that far around it, and `trend="affine"` first reduces the
 network's field to its robust affine consensus, so the network gives the global geometry and the windows
-the local detail; `trend="best"` also tries a coarse window search's trend and keeps whichever the first
-pass supports more (`polish=0` is the network alone, dense, and `trend="field"` passes over the network's
-dense field). `fine=` picks the window matcher: `"learned"` is DS-MAR's own fine matching stage
-(`models.dsmar.matching`, in torch on the network's device) with the weights' trained descriptor heads,
-`"init"` the same stage with untrained heads (MIND-SSC descriptors), both with the learned descriptors'
-coarse trend as `trend="best"`'s second start (`models.dsmar.fine`); `"mind"` the classical MIND-SSC window
-stage on the CPU with the classical coarse search. `newton=` (0-2) Gauss-Newton steps on the learned
-descriptors follow the passes of the torch stage (`models.dsmar.matching.NEWTON_STEPS`; without that stage,
-`fine="mind"` or `polish=0`, there is nothing to follow). `scale=2` runs the network on the pair halved (a
-quarter of its cost) and doubles its field. Each defaults to the value recorded under "inference" in the
-weights' sidecar (tuned on the train split: benchmarks/tuning.md), else 1 frame, 1 iteration, no polish. The confidence (Contract 2) is the last window pass's support where windows shaped the
+the local detail; `trend="best"` adds a coarse window search: with the classical `fine="mind"` its trend is a
+second start, and whichever the first pass supports more goes on; with the torch stage the learned descriptors'
+search looks around the network's start (and around no motion and their global translation where those lie
+beyond its reach) and its trend is the start (`models.dsmar.fine`). `polish=0` is the network alone, dense, and
+`trend="field"` passes over the network's dense field. `fine=` picks the window matcher: `"learned"` is DS-MAR's
+own fine matching stage (`models.dsmar.matching`, in torch on the network's device) with the weights' trained
+descriptor heads, `"init"` the same stage with untrained heads (MIND-SSC descriptors); `"mind"` the classical
+MIND-SSC window stage on the CPU with the classical coarse search. `newton=` (0-2) Gauss-Newton steps on the
+learned descriptors follow the passes of the torch stage (`models.dsmar.matching.NEWTON_STEPS`; without that
+stage, `fine="mind"` or `polish=0`, there is nothing to follow). `scale=2` (or 4) runs the network on the pair
+shrunk by block means (a quarter, or a sixteenth, of its cost) and scales its field back up. Each defaults to
+the value recorded under "inference" in the weights' sidecar (tuned on the train split: benchmarks/tuning.md),
+else 1 frame, 1 iteration, no polish. The confidence (Contract 2) is the last window pass's support where windows shaped the
 field, else the network's own (its refinement module's). The method's identity (`resolve`) is the checksum of
 the weights file it loads and those settings merged with the options given.
 """
@@ -45,7 +47,7 @@ OPTIONS = {
     "polish": integers(0),
     "trend": one_of(*TRENDS),
     "fine": one_of(*FINE),
-    "scale": integer(1, choices=(1, 2)),
+    "scale": integer(1, choices=(1, 2, 4)),
     "newton": integer(0, choices=(0, 1, 2)),
 }
 
@@ -96,7 +98,7 @@ def settings(meta: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, A
 
 @register_method("dsmar", options=OPTIONS, resolve=resolve)
 def make_dsmar():
-    from models.dsmar.fine import double, halve, learned_fine
+    from models.dsmar.fine import enlarge, learned_fine, shrink
     from models.dsmar.infer import OVERLAP, TILE, default_device, modality_id, network_input, predict_field
 
     def dsmar(
@@ -136,7 +138,7 @@ def make_dsmar():
         radii = _radii(polish)
         known = meta.get("record", {}).get("modalities")
         device = default_device(device)
-        pair = (halve(fixed), halve(moving)) if scale == 2 else (fixed, moving)
+        pair = (shrink(fixed, scale), shrink(moving, scale)) if scale > 1 else (fixed, moving)
         field, confidence = predict_field(
             model,
             *pair,
@@ -150,8 +152,8 @@ def make_dsmar():
             optimise=optimise,
             augment=augment,
         )
-        if scale == 2:
-            field, confidence = double(field, confidence, fixed.shape[1:])
+        if scale > 1:
+            field, confidence = enlarge(field, confidence, fixed.shape[1:], scale)
         if radii and fine != "mind":
             # None: the untrained stage, whose heads' output is zero (`mind_descriptors`), without running them.
             matcher = model.matcher if fine == "learned" else None
