@@ -108,7 +108,7 @@ def image_descriptors(image: torch.Tensor) -> torch.Tensor:
     to their smallest, so flat ground adds nothing to a match). The patch mean and the smoothing are one
     separable filter (`PATCH_KERNEL`, replicate borders)."""
     squared = pair_differences(image[:, :1].float(), dilation=1, centre=True)
-    distances = separable_filter(squared, PATCH_KERNEL.to(squared))
+    distances = separable_filter(squared, PATCH_KERNEL)
     return self_similarity(distances, relative=False) * image[:, 1:2]
 
 
@@ -126,12 +126,17 @@ PATCH_KERNEL = patch_kernel(1, PATCH_SIGMA)
 
 
 def separable_filter(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """The same odd 1-D filter along both axes of every channel of (B, C, H, W), replicate borders (a depthwise
-    convolution: on a CPU several times faster than one convolution per channel image)."""
-    c, r = x.shape[1], taps.numel() // 2
-    padded = F.pad(x, (r, r, r, r), mode="replicate")
-    rows = F.conv2d(padded, taps.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(rows, taps.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    """The same odd 1-D filter along both axes of every channel of (B, C, H, W), replicate borders, as weighted sums
+    of shifted slices (on a CPU a third of the time of a depthwise convolution)."""
+    r = taps.numel() // 2
+    weights = taps.tolist()
+    for axis in (3, 2):
+        size = x.shape[axis]
+        padded = F.pad(x, (r, r, 0, 0) if axis == 3 else (0, 0, r, r), mode="replicate")
+        x = padded.narrow(axis, 0, size) * weights[0]
+        for i in range(1, len(weights)):
+            x.add_(padded.narrow(axis, i, size), alpha=weights[i])
+    return x
 
 
 def blur_channels(x: torch.Tensor, sigma: float) -> torch.Tensor:
