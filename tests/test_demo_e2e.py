@@ -70,10 +70,11 @@ def _errors(workdir, ds, modality: str, t: int) -> tuple[np.ndarray, np.ndarray]
     return epe[np.isfinite(epe)], np.sqrt((truth**2).sum(axis=0))[np.isfinite(epe)]
 
 
-# (median, p90, share of pixels above 5 px) per time step, measured with the default method: SAR (0.22, 0.47, 0)
-# and (0.33, 0.77, 0) (2026-12-07); DEM (1.11, 2.32, 0) and (1.22, 2.54, 0), registered on 512 px tiles of its own,
-# not the 256 px chunks; no registration: SAR medians 2.37 and 3.64 px, DEM 2.10 px.
-LIMITS = {"sar": (0.45, 1.06, 0.001), "dem": (1.4, 2.9, 0.01)}
+# (median, p90, share of pixels above 5 px) per time step, measured with the default method: SAR (0.23, 0.50, 0)
+# and (0.35, 0.77, 0) (2026-12-07); DEM (1.11, 2.48, 0) and (1.26, 2.79, 0), registered on 512 px tiles of its own,
+# not the 256 px chunks; no registration: SAR medians 2.37 and 3.64 px, DEM 2.10 px. (With a first pass from each
+# of two starts, the default before: DEM p90 2.32 and 2.52.)
+LIMITS = {"sar": (0.45, 1.06, 0.001), "dem": (1.6, 3.5, 0.01)}
 
 
 @pytest.mark.parametrize("modality", ["sar", "dem"])
