@@ -236,23 +236,31 @@ def test_the_coarse_search_looks_around_the_start_and_far_priors_once(side, seed
     wide = side >= 2 * COARSE.window * COARSE.factor
     assert (priors[0] is first) == wide and all(p.shape == first.shape for p in priors)
     assert all(float(p.std((2, 3)).max()) == 0 for p in priors[int(wide) :])
+    assert np.allclose(centres[0], first[0, :, side // 2, side // 2].tolist())
     assert all(np.hypot(a[0] - b[0], a[1] - b[1]) > FAR_SHIFT for i, a in enumerate(centres) for b in centres[:i])
-    for candidate in ((0.0, 0.0), shift):
-        near = [np.hypot(candidate[0] - c[0], candidate[1] - c[1]) for c in centres]
-        assert min(near) <= FAR_SHIFT + 1e-4 or candidate in centres
+    for candidate in ((0.0, 0.0), shift):  # searched around, or near a centre that is
+        assert min(np.hypot(candidate[0] - c[0], candidate[1] - c[1]) for c in centres) <= FAR_SHIFT + 1e-4
 
 
 @pytest.mark.parametrize("factor", [2, 4])
 def test_a_field_of_the_shrunk_pair_enlarged_is_the_same_motion_at_full_resolution(factor):
-    """A shift of s shrunk pixels is factor x s full pixels everywhere, a last partial block included."""
+    """Block means, and a linear field of the shrunk grid read at full resolution: small pixel c is centred on full
+    pixel factor (c + 0.5) - 0.5, its vectors are factor times longer; a last partial block repeats its neighbour."""
     image = np.random.default_rng(factor).random((2, 4 * 9 + 3, 4 * 7 + 1)).astype(np.float32)
     small = shrink(image, factor)
-    assert small.shape == (2, image.shape[1] // factor, image.shape[2] // factor)
-    assert np.allclose(small[:, 0, 0], image[:, :factor, :factor].mean((1, 2)))
-    field = np.broadcast_to(np.array([1.5, -0.5], np.float32)[:, None, None], (2, *small.shape[1:])).copy()
-    full, conf = enlarge(field, np.full(small.shape[1:], 0.5, np.float32), image.shape[1:], factor)
-    assert full.shape == (2, *image.shape[1:]) and conf.shape == image.shape[1:]
-    assert np.allclose(full[0], 1.5 * factor) and np.allclose(full[1], -0.5 * factor) and np.allclose(conf, 0.5)
+    h, w = small.shape[1:]
+    assert (h, w) == (image.shape[1] // factor, image.shape[2] // factor)
+    blocks = image[:, : h * factor, : w * factor].reshape(2, h, factor, w, factor).mean((2, 4))
+    assert np.allclose(small, blocks)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    field = np.stack([0.3 * yy - 0.1 * xx + 1.5, 0.05 * yy + 0.2 * xx - 0.5])
+    full, conf = enlarge(field, np.full((h, w), 0.5, np.float32), image.shape[1:], factor)
+    assert full.shape == (2, *image.shape[1:]) and conf.shape == image.shape[1:] and np.allclose(conf, 0.5)
+    py, px = np.mgrid[0 : image.shape[1], 0 : image.shape[2]].astype(np.float32)
+    sy, sx = (py + 0.5) / factor - 0.5, (px + 0.5) / factor - 0.5  # full pixel centres on the small grid
+    want = factor * np.stack([0.3 * sy - 0.1 * sx + 1.5, 0.05 * sy + 0.2 * sx - 0.5])
+    inner = (slice(None), slice(factor, (h - 1) * factor), slice(factor, (w - 1) * factor))
+    assert np.allclose(full[inner], want[inner], atol=1e-4)
 
 
 def test_untrained_stage_recovers_a_sub_pixel_shift_of_a_real_image(optical):

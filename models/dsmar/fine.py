@@ -1,12 +1,12 @@
 """The `dsmar` method's learned fine stage on a whole pair: trend, start choice and matching, in torch.
 
-The network's field gives the global geometry: its robust affine consensus (or the field itself) is where the
-learned descriptors' coarse search (`COARSE`, +-28 px) looks, and the coarse matches' robust trend is the start
-of the matching passes. With `trend="best"` the search also looks around no motion and around the descriptors'
-global translation (FFT cross-correlation) where those lie more than `FAR_SHIFT` px from where it already looked
-(offsets beyond the network's reach). Every distinct start gets the first matching pass (starts within
-`SAME_START` px of an earlier one everywhere share its pass); the one whose windows match best goes on through the
-narrower ones, as the method's MIND window passes do, then through the Gauss-Newton steps.
+The network's field gives the global geometry: its robust affine consensus (or, without one, the field itself) is
+the start. With `trend="best"` the learned descriptors' coarse search (`COARSE`, +-28 px) looks around it, and
+around no motion and the descriptors' global translation (FFT cross-correlation) where those lie more than
+`FAR_SHIFT` px from where it already looked (offsets beyond the network's reach); the coarse matches' robust trends
+are then the starts. Every distinct start gets the first matching pass (starts within `SAME_START` px of an earlier
+one everywhere share its pass); the one whose windows match best goes on through the narrower ones, as the
+method's MIND window passes do, then through the Gauss-Newton steps.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from models.dsmar.flow import upsample_field
+from models.dsmar.flow import sample_at, upsample_field
 from models.dsmar.matching import (
     NEWTON_STEPS,
     FineMatcher,
@@ -123,9 +123,9 @@ def descriptor_trend(desc_f, desc_m, valid_f, valid_m, start: torch.Tensor) -> n
     step, factor = COARSE.lattice
     origin = 0.5 * factor - 0.5  # level pixel 0's centre at full resolution
     grid = WindowGrid(origin, origin, step * factor, *quality.shape[-2:])
-    centres = grid.centres().transpose(2, 0, 1)
-    rows, cols = (np.clip(np.rint(c), 0, n - 1).astype(int) for c, n in zip(centres, start.shape[-2:]))
-    shifts = (shift[0] + start[0][:, rows, cols]).permute(1, 2, 0).double().cpu().numpy()
+    centres = torch.from_numpy(grid.centres()).permute(2, 0, 1)[None].to(shift)
+    total = shift + sample_at(start, centres + shift, padding="border")  # Contract 1: the residual, then the start
+    shifts = total[0].permute(1, 2, 0).double().cpu().numpy()
     quality = quality[0, 0].double().cpu().numpy()
     shifts[quality <= 0] = np.nan
     params, support = trend(Matches(grid, shifts, quality), WindowConfig())

@@ -75,18 +75,25 @@ class NewtonStep:
     """One Gauss-Newton step after the window passes: the residual shift solved by least squares over windows of
     `window` px every `step` px (`newton_matches`), spread by a Gaussian of `spread` lattice cells; with `pool` k > 1
     on both streams' k x k cell means (the moving ones warped by the field's cell means: a step in a third of the
-    time on a 628 px pair)."""
+    time on a 628 px pair), windows of ceil(window / k) cells. Bilinear warping at the coarser resolution biases a
+    pooled step by up to a tenth of a pixel towards whole cells on a sub-pixel shift: a full-resolution step after
+    it takes that out."""
 
     window: int
     step: int
     spread: float
     pool: int = 1
 
+    def __post_init__(self) -> None:
+        if self.step % self.pool:
+            raise ValueError(f"a lattice step of {self.step} px is not a whole number of {self.pool} px cells")
+
 
 # The method's `newton` steps (tuned apart from the window passes, whose window, step and spread the first repeats):
 # the 65 px windows smooth the field's detail; a step on 65 px windows, then one on 33 px windows, solve the
 # shift from the descriptors' gradients instead (benchmarks/tuning.md). The first runs on 2 x 2 cell means (the
-# demo's SAR median 0.221 -> 0.228 px; both pooled: 0.246). `models.methods.dsmar` offers 0 to this many.
+# demo's SAR median 0.221 -> 0.228 px; both pooled: 0.246); `newton=1` runs it alone, with its bias of up to 0.1 px
+# (`NewtonStep`). `models.methods.dsmar` offers 0 to this many.
 NEWTON_STEPS = (NewtonStep(65, 24, 2.0, 2), NewtonStep(33, 12, 1.0))
 # A step's normal equations (sums over the window's pixels and the descriptors' channels) get this times the
 # window's mean squared descriptor difference (a mean over both) on their diagonal: windows whose streams differ
