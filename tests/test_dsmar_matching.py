@@ -13,8 +13,9 @@ from kernel.warp import warp_image
 from models import register_pair
 from models.classical.matching import Matches, WindowGrid, _peaks
 from models.classical.matching import median_test as classical_median_test
+from models.classical.register import block_means
 from models.dsmar import DSMAR, DSMARConfig
-from models.dsmar.fine import COARSE, FAR_SHIFT, coarse_priors, distinct_starts, enlarge, learned_fine, shrink
+from models.dsmar.fine import COARSE, FAR_SHIFT, coarse_priors, distinct_starts, enlarge, learned_fine
 from models.dsmar.infer import network_input
 from models.dsmar.matching import (
     MIND_CHANNELS,
@@ -247,7 +248,7 @@ def test_a_field_of_the_shrunk_pair_enlarged_is_the_same_motion_at_full_resoluti
     """Block means, and a linear field of the shrunk grid read at full resolution: small pixel c is centred on full
     pixel factor (c + 0.5) - 0.5, its vectors are factor times longer; a last partial block repeats its neighbour."""
     image = np.random.default_rng(factor).random((2, 4 * 9 + 3, 4 * 7 + 1)).astype(np.float32)
-    small = shrink(image, factor)
+    small = block_means(image, factor)
     h, w = small.shape[1:]
     assert (h, w) == (image.shape[1] // factor, image.shape[2] // factor)
     blocks = image[:, : h * factor, : w * factor].reshape(2, h, factor, w, factor).mean((2, 4))

@@ -130,7 +130,7 @@ def coarse_trend(
     descriptors points further away than max_shift / 2, also around that translation; the search
     whose trend clearly more windows support wins.
     """
-    fixed_half, moving_half = halve(fixed_gray), halve(moving_gray)
+    fixed_half, moving_half = block_means(fixed_gray, 2), block_means(moving_gray, 2)
     fixed_desc, moving_desc = describe(fixed_half), describe(moving_half)
     glob, _ = phase_correlation(fixed_desc, moving_desc, config.max_global_shift / 2, whitening=0.5)
     priors = [(0, 0)]
@@ -170,10 +170,12 @@ def coarse_trend(
     return params
 
 
-def halve(gray: np.ndarray) -> np.ndarray:
-    """2 x 2 block means (NaN where any of the four is NaN)."""
-    h, w = (gray.shape[0] // 2) * 2, (gray.shape[1] // 2) * 2
-    return gray[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+def block_means(image: np.ndarray, factor: int) -> np.ndarray:
+    """`factor` x `factor` block means over the last two axes of (..., H, W) (NaN where any is NaN; a last partial
+    block is dropped)."""
+    h, w = (image.shape[-2] // factor) * factor, (image.shape[-1] // factor) * factor
+    blocks = image[..., :h, :w].reshape(*image.shape[:-2], h // factor, factor, w // factor, factor)
+    return blocks.mean(axis=(-3, -1))
 
 
 def capped_step(shape: tuple[int, int], step: int, max_windows: int) -> int:

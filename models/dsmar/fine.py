@@ -132,19 +132,11 @@ def descriptor_trend(desc_f, desc_m, valid_f, valid_m, start: torch.Tensor) -> n
     return params if support else None
 
 
-def shrink(image: np.ndarray, factor: int) -> np.ndarray:
-    """(C, H, W) -> its `factor` x `factor` block means per band (NaN where any is NaN; a last partial block is
-    dropped)."""
-    c, h, w = image.shape
-    h, w = h // factor * factor, w // factor * factor
-    return image[:, :h, :w].reshape(c, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
-
-
 def enlarge(
     field: np.ndarray, confidence: np.ndarray, shape: tuple[int, int], factor: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A field (2, h, w) and confidence (h, w) of the pair shrunk `factor` x at full resolution `shape` (vectors
-    scaled; a last partial block repeats its neighbour)."""
+    """A field (2, h, w) and confidence (h, w) of the pair shrunk `factor` x (`models.classical.register.block_means`)
+    at full resolution `shape` (vectors scaled; a last partial block repeats its neighbour)."""
     full = (factor * field.shape[1], factor * field.shape[2])
     up = upsample_field(torch.from_numpy(field)[None], full)[0].numpy()
     conf = F.interpolate(torch.from_numpy(confidence)[None, None], size=full, mode="bilinear")[0, 0].numpy()

@@ -33,7 +33,7 @@ from models.classical.features import PATCH_SIGMA
 from models.classical.interpolate import MIN_WEIGHT, PRIOR_SHARE
 from models.classical.matching import MEDIAN_NOISE, MEDIAN_THRESHOLD, RUNNER_UP_GAP
 from models.classical.register import WindowConfig
-from models.dsmar.flow import base_grid, downsample_field, gaussian_blur, sample_at, warp
+from models.dsmar.flow import base_grid, downsample_field, sample_at, warp
 from models.losses import pair_differences, self_similarity
 
 MIND_CHANNELS = 10
@@ -119,14 +119,19 @@ def image_descriptors(image: torch.Tensor) -> torch.Tensor:
     return self_similarity(distances, relative=False) * image[:, 1:2]
 
 
-def patch_kernel(radius: int, sigma: float) -> torch.Tensor:
-    """1-D taps of a (2 radius + 1) px box mean followed by a Gaussian of `sigma` truncated at 3 sigma: a patch
-    distance smoothed as `models.classical.features.mind_ssc` smooths it, in one pass per axis."""
+def gaussian_taps(sigma: float) -> torch.Tensor:
+    """1-D taps of a Gaussian of `sigma` truncated at 3 sigma, summing to one (float64)."""
     r = math.ceil(3 * sigma)
     x = torch.arange(-r, r + 1, dtype=torch.float64)
     gauss = torch.exp(-0.5 * (x / sigma) ** 2)
+    return gauss / gauss.sum()
+
+
+def patch_kernel(radius: int, sigma: float) -> torch.Tensor:
+    """1-D taps of a (2 radius + 1) px box mean followed by a Gaussian of `sigma` truncated at 3 sigma: a patch
+    distance smoothed as `models.classical.features.mind_ssc` smooths it, in one pass per axis."""
     box = torch.full((1, 1, 2 * radius + 1), 1.0 / (2 * radius + 1), dtype=torch.float64)
-    return F.conv1d(F.pad(gauss / gauss.sum(), (2 * radius, 2 * radius))[None, None], box)[0, 0].float()
+    return F.conv1d(F.pad(gaussian_taps(sigma), (2 * radius, 2 * radius))[None, None], box)[0, 0].float()
 
 
 PATCH_KERNEL = patch_kernel(1, PATCH_SIGMA)
@@ -148,9 +153,7 @@ def separable_filter(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
 
 def blur_channels(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """A Gaussian of `sigma` (truncated at 3 sigma) on every channel of (B, C, H, W), replicate borders."""
-    b, c, h, w = x.shape
-    sigmas = torch.full((b * c,), sigma, dtype=x.dtype, device=x.device)
-    return gaussian_blur(x.reshape(b * c, 1, h, w), sigmas, radius=math.ceil(3 * sigma)).reshape(b, c, h, w)
+    return separable_filter(x, gaussian_taps(sigma))
 
 
 class DescriptorHead(nn.Module):

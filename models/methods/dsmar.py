@@ -98,7 +98,8 @@ def settings(meta: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, A
 
 @register_method("dsmar", options=OPTIONS, resolve=resolve)
 def make_dsmar():
-    from models.dsmar.fine import enlarge, learned_fine, shrink
+    from models.classical.register import block_means
+    from models.dsmar.fine import enlarge, learned_fine
     from models.dsmar.infer import OVERLAP, TILE, default_device, modality_id, network_input, predict_field
 
     def dsmar(
@@ -138,7 +139,7 @@ def make_dsmar():
         radii = _radii(polish)
         known = meta.get("record", {}).get("modalities")
         device = default_device(device)
-        pair = (shrink(fixed, scale), shrink(moving, scale)) if scale > 1 else (fixed, moving)
+        pair = (block_means(fixed, scale), block_means(moving, scale)) if scale > 1 else (fixed, moving)
         field, confidence = predict_field(
             model,
             *pair,
