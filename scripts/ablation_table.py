@@ -2,8 +2,10 @@
 
 Usage: .venv/bin/python scripts/ablation_table.py --weights full=PATH no-attention=PATH ... \
            [--pairs ../shared/data/pairs] [--split eval] [--limit N] [--out docs/ablation.md]
-Each weights file is scored through `register_pair(method="dsmar")` (DSMAR_WEIGHTS points the
-method at it), on the same pairs and the same seeded warps as `dsmar bench accuracy`.
+Each weights file is scored through `register_pair` with the method spec after `@` (`dsmar` when none is given;
+DSMAR_WEIGHTS points the method at the file), on the same pairs and the same seeded warps as `dsmar bench accuracy`:
+`shipped=models/weights/dsmar.pt@dsmar:polish=0:scale=1` scores the shipped network alone, as the ablation weights
+(whose sidecars carry no "inference" settings) are scored.
 """
 
 from __future__ import annotations
@@ -22,18 +24,18 @@ from benchmarks.accuracy import BenchConfig, run_benchmark  # noqa: E402
 START, END = "<!-- ablation table: generated -->", "<!-- end of generated table -->"
 
 
-def score(weights: Path, args) -> dict:
+def score(weights: Path, method: str, args) -> dict:
     os.environ["DSMAR_WEIGHTS"] = str(weights.resolve())
     config = BenchConfig(
         pairs_dir=Path(args.pairs).resolve(),
         split=args.split,
-        methods=("dsmar",),
+        methods=(method,),
         limit=args.limit,
         workers=args.workers,
         landmarks=False,
     )
     result = run_benchmark(config).to_dict()  # the results.json form, as --json writes it
-    return {"summary": result["summary"]["dense"]["dsmar"], "config": result["config"]}
+    return {"summary": result["summary"]["dense"][method], "config": result["config"]}
 
 
 def table(rows: dict[str, dict], categories: list[str]) -> str:
@@ -59,7 +61,7 @@ def table(rows: dict[str, dict], categories: list[str]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", nargs="+", required=True, help="NAME=PATH, in table order")
+    parser.add_argument("--weights", nargs="+", required=True, help="NAME=PATH[@SPEC], in table order")
     parser.add_argument("--pairs", default=str(REPO.parent / "shared" / "data" / "pairs"))
     parser.add_argument("--split", default="eval")
     parser.add_argument("--limit", type=int, default=None)
@@ -69,8 +71,9 @@ def main() -> int:
     args = parser.parse_args()
     rows = {}
     for spec in args.weights:
-        name, _, path = spec.partition("=")
-        rows[name] = score(Path(path), args)
+        name, _, target = spec.partition("=")
+        path, _, method = target.partition("@")
+        rows[name] = score(Path(path), method or "dsmar", args)
         print(name, json.dumps(rows[name]["summary"]["overall"]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -24,6 +24,7 @@ from models.training.data import (
     write_pack,
 )
 from models.training.trainer import Trainer
+from models.training.validate import validate_weights
 
 
 def synthetic_pack(path, n=6, size=80):
@@ -256,6 +257,12 @@ def test_tiny_run_exports_resumes_and_records(tmp_path):
     assert any("initialised from" in line and f"{len(model.state_dict())}/" in line for line in logged)
     for name, tensor in model.state_dict().items():
         assert torch.allclose(warm.model.state_dict()[name].float(), tensor.float())
+    # The ledger's scorer names the pack its held-out crops came from, and scores the same weights the same way twice.
+    config = tmp_path / "ledger.json"
+    config.write_text(json.dumps({**data, "out": str(tmp_path / "unused")}))
+    first, second = (validate_weights(tmp_path / "run" / f"{cfg.name}.pt", config, threads=1) for _ in range(2))
+    assert first == second and first["pack_sha256"] == record["data_sha256"]
+    assert 0 <= first["val_under_1px"] <= 1 and first["val_epe_median"] > 0
 
 
 def test_a_missing_pack_says_how_to_build_it(tmp_path, capsys):
@@ -323,3 +330,9 @@ def test_train_builds_a_pack_without_eval_pairs_and_exports_weights(pairs_dir, t
     _, info = load_weights(tmp_path / "run" / "tiny.pt")
     assert info["record"]["finished"] and info["record"]["total_steps"] == 4
     assert f"weights {tmp_path / 'run' / 'tiny.pt'} sha256 {info['sha256']}" in out
+    # The pack is the pairs' and the pack's own, whatever the seed of the config that built it: a rebuild from a
+    # run's config (another seed) writes the same bytes, so the ledger's held-out set stays the same.
+    first = (tmp_path / "pack.npz").read_bytes()
+    config.write_text(json.dumps({**json.loads(config.read_text()), "seed": 20}))
+    assert main([*argv, "--out", str(tmp_path / "run-20")]) == 0
+    assert (tmp_path / "pack.npz").read_bytes() == first

@@ -45,7 +45,7 @@ def train(args) -> int:
     if args.build_pack:
         from models.training.data import real_pairs, synthetic_pairs, unlabeled_pairs, write_pack
 
-        pairs = real_pairs(Path(args.build_pack), "train") + synthetic_pairs(args.synthetic, 384, cfg.seed + 7)
+        pairs = real_pairs(Path(args.build_pack), "train") + synthetic_pairs(args.synthetic, 384)
         if args.unlabeled:
             pairs += unlabeled_pairs(Path(args.unlabeled))
         digest = write_pack(pairs, Path(cfg.pack))

@@ -2,7 +2,9 @@
 
 Each training run validates on batches drawn by its own config (batch size, device generator), so their
 numbers do not compare across runs. This scores weights the same way every time: the held-out pairs of
-the training pack under `LEDGER_CONFIG`'s split and warps, drawn with the CPU generator.
+the training pack under `LEDGER_CONFIG`'s split and warps, drawn with the CPU generator. The held-out crops come
+from the pack's bytes, so a pack rebuilt elsewhere (another PIL, another generator) scores on another set: every
+score names its pack (`pack_sha256`), and only scores on one pack compare.
 
     python -m models.training.validate models/weights/dsmar.pt runs/dsmar-cpu/dsmar.pt
 """
@@ -23,8 +25,9 @@ from models.training.config import TrainConfig
 LEDGER_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train_gpu_continue.json"
 
 
-def validate_weights(weights: Path, config: Path = LEDGER_CONFIG, threads: int = 2) -> dict[str, float]:
-    """Median/mean end-point error (px), share under 1 px and folded share of `weights` on the ledger's set."""
+def validate_weights(weights: Path, config: Path = LEDGER_CONFIG, threads: int = 2) -> dict[str, float | str]:
+    """Median/mean end-point error (px), share under 1 px and folded share of `weights` on the ledger's set, and the
+    sha256 of the pack that set was drawn from."""
     from models.dsmar.weights import checked_metadata
     from models.training.trainer import Trainer
 
@@ -34,7 +37,7 @@ def validate_weights(weights: Path, config: Path = LEDGER_CONFIG, threads: int =
         cfg = TrainConfig.from_dict({**cfg.to_dict(), "init": str(weights), "threads": threads, "model": architecture})
         trainer = Trainer(cfg, log=lambda message: None)
         torch.manual_seed(0)
-        return trainer.validate()
+        return {"pack_sha256": trainer.data_hash, **trainer.validate()}
 
 
 def main(argv: list[str] | None = None) -> int:
