@@ -109,15 +109,15 @@ def self_supervised_pairs(pairs: list[PackedPair]) -> list[PackedPair]:
 
 
 # The synthetic scenes belong to the pack, not to a run: a pack rebuilt from any config holds the same scenes, so the
-# held-out set drawn from it, the training ledger's, is the same (sha256 8cb9c7283eb2... from the shared pairs).
+# held-out set drawn from it, the training ledger's, is the same.
 PACK_SYNTHETIC_SEED = 7
 
 
-def synthetic_pairs(count: int, size: int, seed: int = PACK_SYNTHETIC_SEED) -> list[PackedPair]:
+def synthetic_pairs(count: int, size: int) -> list[PackedPair]:
     """`count` scenes, each giving an optical-SAR and an optical-DEM pair, stretched to uint8."""
     from datagen.synthetic import render_scene
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(PACK_SYNTHETIC_SEED)
     packed = []
     for i in range(count):
         scene = render_scene((size, size), rng)

@@ -6,8 +6,10 @@ Continuations of one set of weights (the same network, trained on from the same 
 their average often validates better than each of them (Wortsman et al., "Model soups", 2022): the CPU runs that
 continue the shipped weights each move the ledger's median and mean EPE in opposite directions, and their
 average with the weights they started from improved both. The soup's record names its ingredients, and with
-`--validate` their ledger scores and its own; it keeps the first ingredient's sidecar settings ("inference",
-"gpu_throughput"), since the method's settings belong to the network, not to one set of its weights.
+`--validate` their ledger scores and its own. It takes the first ingredient's sidecar settings (`KEPT_SIDECAR_KEYS`:
+the method's tuned "inference" belongs to the network, not to one set of its weights; "gpu_throughput" names the
+weights it was measured on) and the modalities the weights were trained on, which every ingredient must share.
+OUT is written once, after everything else succeeded, so it may be one of the ingredients.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from kernel.errors import DsmarError, InputError
@@ -22,38 +25,51 @@ from models.dsmar.network import DSMAR
 from models.dsmar.weights import load_weights, save_weights
 
 KEPT_SIDECAR_KEYS = ("inference", "gpu_throughput")
+# Record fields of the first ingredient the soup keeps: what it was trained on, as the method reads it (the
+# modalities decide which embeddings `models.dsmar.infer.modality_id` uses).
+KEPT_RECORD_KEYS = ("config", "data_sha256", "seed", "modalities")
 
 
-def soup(paths: list[Path]) -> tuple[DSMAR, dict]:
-    """The uniform average of the weights at `paths` (two or more, one network configuration) and its record."""
+def soup(paths: list[Path]) -> tuple[DSMAR, dict, dict]:
+    """The uniform average of the weights at `paths` (two or more of one network, trained on the same modalities),
+    its record and the first ingredient's sidecar settings."""
     if len(paths) < 2:
         raise InputError("a soup needs two or more weights files")
     loaded = [load_weights(path) for path in paths]
     base, first = loaded[0]
-    for (model, _), path in zip(loaded[1:], paths[1:], strict=True):
+    for (model, meta), path in zip(loaded[1:], paths[1:], strict=True):
         if model.config != base.config:
             raise InputError(f"{path} is another network than {paths[0]}: only continuations of one network average")
+        if meta["record"].get("modalities") != first["record"].get("modalities"):
+            raise InputError(f"{path} was trained on other modalities than {paths[0]}: their embeddings do not average")
     states = [model.state_dict() for model, _ in loaded]
     base.load_state_dict(
         {
-            name: (sum(state[name].float() for state in states) / len(states)) if tensor.is_floating_point() else tensor
-            for name, tensor in base.state_dict().items()
+            name: sum(state[name] for state in states) / len(states) if tensor.is_floating_point() else tensor
+            for name, tensor in states[0].items()
         }
     )
-    record = first["record"]
-    soup_record = {
-        "config": record.get("config"),
-        "data_sha256": record.get("data_sha256"),
-        "seed": record.get("seed"),
-        "soup": {
-            "method": "the uniform average of the ingredients' tensors (models.training.soup)",
-            "ingredients": [
-                {"sha256": meta["sha256"], "record": {k: v for k, v in meta["record"].items() if k != "history"}}
-                for _, meta in loaded
-            ],
-        },
+    record = {key: first["record"][key] for key in KEPT_RECORD_KEYS if key in first["record"]}
+    record["soup"] = {
+        "method": "the uniform average of the ingredients' tensors (models.training.soup)",
+        "ingredients": [
+            {"sha256": meta["sha256"], "record": {k: v for k, v in meta["record"].items() if k != "history"}}
+            for _, meta in loaded
+        ],
     }
-    return base, soup_record
+    return base, record, {key: first[key] for key in KEPT_SIDECAR_KEYS if key in first}
+
+
+def write_soup(out: Path, model: DSMAR, record: dict, settings: dict) -> str:
+    """Save the soup as `out` (.pt and sidecar) with the ingredient's sidecar `settings` over any `out` had; its
+    sha256."""
+    meta = save_weights(model, out, record)
+    meta.update(settings)
+    sidecar = out.with_suffix(".json")
+    partial = sidecar.with_suffix(".json.tmp")
+    partial.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    partial.replace(sidecar)
+    return meta["sha256"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,25 +81,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        model, record = soup(args.weights)
-        save_weights(model, args.out, record)
-        if args.validate:  # the soup is scored from its file: the tensors as they are stored (float16)
+        model, record, settings = soup(args.weights)
+        if args.validate:  # the soup is scored from a file: the tensors as they are stored (float16)
             from models.training.validate import validate_weights
 
-            record["soup"]["ledger_validation"] = {
-                "ingredients": [validate_weights(path) for path in args.weights],
-                "soup": validate_weights(args.out),
-            }
-            save_weights(model, args.out, record)
-        sidecar = args.out.with_suffix(".json")
-        meta = json.loads(sidecar.read_text())
-        kept = json.loads(args.weights[0].with_suffix(".json").read_text())
-        meta.update({k: kept[k] for k in KEPT_SIDECAR_KEYS if k in kept and k not in meta})
-        sidecar.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+            scores = [validate_weights(path) for path in args.weights]
+            with tempfile.TemporaryDirectory() as scratch:
+                trial = Path(scratch) / "soup.pt"
+                save_weights(model, trial, record)
+                record["soup"]["ledger_validation"] = {"ingredients": scores, "soup": validate_weights(trial)}
+        sha256 = write_soup(args.out, model, record, settings)
     except DsmarError as err:
         print(f"soup: error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps({"weights": str(args.out), "sha256": meta["sha256"], **record["soup"]}, default=str)[:2000])
+    print(json.dumps({"weights": str(args.out), "sha256": sha256, **record["soup"].get("ledger_validation", {})}))
     return 0
 
 
