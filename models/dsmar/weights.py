@@ -44,8 +44,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_weights(model: DSMAR, path: Path, record: dict | None = None) -> dict:
-    """Write `path` (.pt) and its sidecar `path.with_suffix('.json')`; return the sidecar's content."""
+def save_weights(model: DSMAR, path: Path, record: dict | None = None, settings: dict | None = None) -> dict:
+    """Write `path` (.pt) and its sidecar `path.with_suffix('.json')` (with `settings`, `write_sidecar`); return the
+    sidecar's content."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -56,11 +57,12 @@ def save_weights(model: DSMAR, path: Path, record: dict | None = None) -> dict:
     tmp = path.with_suffix(".tmp")
     torch.save({"config": model.config.to_dict(), "state_dict": state, "record": record}, tmp)
     tmp.replace(path)
-    return write_sidecar(path)
+    return write_sidecar(path, settings)
 
 
-def write_sidecar(path: Path) -> dict:
-    """(Re)write `path.with_suffix('.json')` from the .pt itself: checksum, size, config, record."""
+def write_sidecar(path: Path, settings: dict | None = None) -> dict:
+    """(Re)write `path.with_suffix('.json')` from the .pt itself: checksum, size, config, record, and keys added after
+    training (inference settings, GPU speed): `settings`, over those the sidecar already had."""
     path = Path(path)
     blob = torch.load(path, map_location="cpu", weights_only=True)
     meta = {
@@ -75,6 +77,7 @@ def write_sidecar(path: Path) -> dict:
     if sidecar.exists():  # keys added after training (inference settings, GPU speed) are kept
         previous = json.loads(sidecar.read_text())
         meta.update({k: v for k, v in previous.items() if k not in meta})
+    meta.update(settings or {})
     sidecar.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     return meta
 

@@ -60,18 +60,6 @@ def soup(paths: list[Path]) -> tuple[DSMAR, dict, dict]:
     return base, record, {key: first[key] for key in KEPT_SIDECAR_KEYS if key in first}
 
 
-def write_soup(out: Path, model: DSMAR, record: dict, settings: dict) -> str:
-    """Save the soup as `out` (.pt and sidecar) with the ingredient's sidecar `settings` over any `out` had; its
-    sha256."""
-    meta = save_weights(model, out, record)
-    meta.update(settings)
-    sidecar = out.with_suffix(".json")
-    partial = sidecar.with_suffix(".json.tmp")
-    partial.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    partial.replace(sidecar)
-    return meta["sha256"]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.training.soup", description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="the soup's weights file (.pt, with its .json sidecar)")
@@ -90,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 trial = Path(scratch) / "soup.pt"
                 save_weights(model, trial, record)
                 record["soup"]["ledger_validation"] = {"ingredients": scores, "soup": validate_weights(trial)}
-        sha256 = write_soup(args.out, model, record, settings)
+        sha256 = save_weights(model, args.out, record, settings)["sha256"]
     except DsmarError as err:
         print(f"soup: error: {err}", file=sys.stderr)
         return 2
