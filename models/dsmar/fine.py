@@ -6,7 +6,7 @@ around no motion and the descriptors' global translation (FFT cross-correlation)
 `FAR_SHIFT` px from where it already looked (offsets beyond the network's reach); the coarse matches' robust trends
 are then the starts. Every distinct start gets the first matching pass (starts within `SAME_START` px of an earlier
 one everywhere share its pass); the one whose windows match best goes on through the narrower ones, as the
-method's MIND window passes do, then through the Gauss-Newton steps.
+method's MIND window passes do, then through the Gauss-Newton steps (repeated on small images).
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from torch.nn import functional as F
 
 from models.dsmar.flow import sample_at, upsample_field
 from models.dsmar.matching import (
-    NEWTON_STEPS,
     FineMatcher,
     MatchLevel,
     global_shift,
     lattice_matches,
     mind_descriptors,
     newton_refine,
+    newton_schedule,
 )
 
 # px: no motion and the descriptors' global translation are searched around too when this far, at the image
@@ -47,10 +47,11 @@ def learned_fine(
     device: str | torch.device,
     radii: tuple[int, ...] = (5,),
     newton: int = 0,
+    repeat: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Network inputs (2, H, W) per stream and the network's field (2, H, W) and confidence (H, W) -> the
     matched field (2, H, W) and its confidence (H, W): one matching pass per search radius in `radii`, then the
-    first `newton` Gauss-Newton steps (`NEWTON_STEPS`). `matcher` None is the untrained stage: MIND-SSC
+    first `newton` Gauss-Newton steps, the last `repeat` times more on a small image (`newton_schedule`). `matcher` None is the untrained stage: MIND-SSC
     descriptors (`mind_descriptors`), no heads run."""
     from models.classical.interpolate import affine_eval
     from models.classical.register import WindowConfig, field_trend
@@ -80,7 +81,7 @@ def learned_fine(
     tried = [matcher.passes(desc_f, desc_m, valid_f, valid_m, start, radii[:1]) for start in starts]
     best = max(tried, key=lambda done: float(done.confidence.mean()))
     done = matcher.passes(desc_f, desc_m, valid_f, valid_m, best.field, radii[1:], first=False) if radii[1:] else best
-    done = newton_refine(desc_f, desc_m, valid_f, valid_m, done, NEWTON_STEPS[:newton])
+    done = newton_refine(desc_f, desc_m, valid_f, valid_m, done, newton_schedule(newton, repeat, shape))
     return done.field[0].cpu().numpy(), done.confidence[0, 0].cpu().numpy()
 
 

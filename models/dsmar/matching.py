@@ -95,6 +95,11 @@ class NewtonStep:
 # demo's SAR median 0.221 -> 0.228 px; both pooled: 0.246); `newton=1` runs it alone, with its bias of up to 0.1 px
 # (`NewtonStep`). `models.methods.dsmar` offers 0 to this many.
 NEWTON_STEPS = (NewtonStep(65, 24, 2.0, 2), NewtonStep(33, 12, 1.0))
+# px: on images whose smaller side is under this, the last step runs again the method's `repeat` times
+# (`newton_schedule`). A deformation that varies over a given share of an image varies over fewer pixels on a
+# small one, finer than one damped 33 px step follows (it recovers a 50 px wave to an eighth), and each repeat
+# takes in more of it; on larger images the repeats follow the descriptors' noise instead (benchmarks/tuning.md).
+REPEAT_SIDE = 256
 # A step's normal equations (sums over the window's pixels and the descriptors' channels) get this times the
 # window's mean squared descriptor difference (a mean over both) on their diagonal: windows whose streams differ
 # much (speckle, another modality's texture) move less. Relative to the sums, the damping is stronger on smaller
@@ -425,6 +430,15 @@ def newton_refine(desc_f, desc_m, valid_f, valid_m, matched: Matched, steps: tup
         field, _ = correct(field, shift, confidence, step.step // step.pool, step.pool, step.spread)
         fields.append(field)
     return Matched(field, matched.confidence, fields)
+
+
+def newton_schedule(newton: int, repeat: int, shape: tuple[int, int]) -> tuple[NewtonStep, ...]:
+    """The Gauss-Newton steps an image of `shape` (H, W) gets: the first `newton` of `NEWTON_STEPS`, the last of them
+    `repeat` times more where the smaller side is under `REPEAT_SIDE` px."""
+    steps = NEWTON_STEPS[:newton]
+    if steps and min(shape) < REPEAT_SIDE:
+        steps += (steps[-1],) * repeat
+    return steps
 
 
 def newton_matches(desc_f, desc_m, valid_f, valid_m, field, step: NewtonStep) -> tuple[torch.Tensor, torch.Tensor]:

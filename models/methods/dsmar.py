@@ -15,7 +15,8 @@ own fine matching stage (`models.dsmar.matching`, in torch on the network's devi
 descriptor heads, `"init"` the same stage with untrained heads (MIND-SSC descriptors); `"mind"` the classical
 MIND-SSC window stage on the CPU with the classical coarse search. `newton=` (0-2) Gauss-Newton steps on the
 learned descriptors follow the passes of the torch stage (`models.dsmar.matching.NEWTON_STEPS`; without that
-stage, `fine="mind"` or `polish=0`, there is nothing to follow). `scale=2` (or 4) runs the network on the pair
+stage, `fine="mind"` or `polish=0`, there is nothing to follow); `repeat=` runs the last of them that many times
+more on images under `models.dsmar.matching.REPEAT_SIDE` px a side. `scale=2` (or 4) runs the network on the pair
 shrunk by block means (a quarter, or a sixteenth, of its cost) and scales its field back up. Each defaults to
 the value recorded under "inference" in the weights' sidecar (tuned on the train split: benchmarks/tuning.md),
 else 1 frame, 1 iteration, no polish. The confidence (Contract 2) is the last window pass's support where windows shaped the
@@ -49,6 +50,7 @@ OPTIONS = {
     "fine": one_of(*FINE),
     "scale": integer(1, choices=(1, 2, 4)),
     "newton": integer(0, choices=(0, 1, 2)),
+    "repeat": integer(0, choices=tuple(range(9))),
 }
 
 
@@ -86,7 +88,16 @@ def resolve(options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 # What runs where neither the options nor the weights' tuned "inference" settings say otherwise.
-FALLBACK = {"iterations": 1, "augment": 1, "polish": 0, "trend": "field", "fine": "mind", "scale": 1, "newton": 0}
+FALLBACK = {
+    "iterations": 1,
+    "augment": 1,
+    "polish": 0,
+    "trend": "field",
+    "fine": "mind",
+    "scale": 1,
+    "newton": 0,
+    "repeat": 0,
+}
 
 
 def settings(meta: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,6 +131,7 @@ def make_dsmar():
         fine: str | None = None,
         scale: int | None = None,
         newton: int | None = None,
+        repeat: int | None = None,
         **_,
     ) -> tuple[np.ndarray, np.ndarray]:
         model, meta = _weights(weights)
@@ -132,6 +144,7 @@ def make_dsmar():
             "fine": fine,
             "scale": scale,
             "newton": newton,
+            "repeat": repeat,
         }
         chosen = settings(meta, {k: v for k, v in given.items() if v is not None})  # benchmarks/tuning.md
         iterations, augment, scale = int(chosen["iterations"]), int(chosen["augment"]), int(chosen["scale"])
@@ -160,7 +173,8 @@ def make_dsmar():
             matcher = model.matcher if fine == "learned" else None
             inputs = (network_input(fixed, fixed_modality), network_input(moving, moving_modality))
             ids = (modality_id(fixed_modality, known), modality_id(moving_modality, known))
-            return learned_fine(matcher, *inputs, ids, field, confidence, trend, device, radii, int(chosen["newton"]))
+            steps = (int(chosen["newton"]), int(chosen["repeat"]))
+            return learned_fine(matcher, *inputs, ids, field, confidence, trend, device, radii, *steps)
         if radii:
             # The field is now the windows' work around a trend: their support says where it holds. The
             # network's confidence is calibrated on its own dense field (about 2 px), which is not returned.
