@@ -51,8 +51,8 @@ def learned_fine(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Network inputs (2, H, W) per stream and the network's field (2, H, W) and confidence (H, W) -> the
     matched field (2, H, W) and its confidence (H, W): one matching pass per search radius in `radii`, then the
-    first `newton` Gauss-Newton steps, the last `repeat` times more on a small image (`newton_schedule`). `matcher` None is the untrained stage: MIND-SSC
-    descriptors (`mind_descriptors`), no heads run."""
+    first `newton` Gauss-Newton steps, the last `repeat` times more on a small image (`newton_schedule`). `matcher`
+    None is the untrained stage: MIND-SSC descriptors (`mind_descriptors`), no heads run."""
     from models.classical.interpolate import affine_eval
     from models.classical.register import WindowConfig, field_trend
 
