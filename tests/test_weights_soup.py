@@ -35,9 +35,14 @@ def test_a_soup_is_the_mean_of_its_ingredients_and_keeps_what_the_method_reads(t
         if tensor.is_floating_point():  # stored as float16, like every weights file
             assert torch.allclose(tensor, (a[name] + b[name]) / 2, atol=2e-3, rtol=1e-3), name
     assert [x["sha256"] for x in meta["record"]["soup"]["ingredients"]] == shas
+    assert [x["seed"] for x in meta["record"]["soup"]["ingredients"]] == [1, 2]
     assert meta["record"]["modalities"] == SEEN  # which embeddings the method uses (models.dsmar.infer)
     assert meta["record"]["seed"] == 1 and meta["record"]["data_sha256"] == "d" * 64
     assert meta["inference"] == {"polish": [5]}
+    # A soup of that soup names the soup's own ingredients by checksum only: the record stays one level deep.
+    assert main([str(tmp_path / "c.pt"), str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]) == 0
+    first = load_weights(tmp_path / "c.pt")[1]["record"]["soup"]["ingredients"][0]
+    assert first["soup_of"] == shas and "soup" not in first and "record" not in first
 
 
 def test_weights_of_another_network_or_other_modalities_do_not_average(tmp_path, capsys):

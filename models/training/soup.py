@@ -28,6 +28,8 @@ KEPT_SIDECAR_KEYS = ("inference", "gpu_throughput")
 # Record fields of the first ingredient the soup keeps: what it was trained on, as the method reads it (the
 # modalities decide which embeddings `models.dsmar.infer.modality_id` uses).
 KEPT_RECORD_KEYS = ("config", "data_sha256", "seed", "modalities")
+# Record fields each ingredient is summarised by: where it came from and how long it trained (the ledger has the rest).
+INGREDIENT_KEYS = ("seed", "device", "total_steps", "finished")
 
 
 def soup(paths: list[Path]) -> tuple[DSMAR, dict, dict]:
@@ -52,12 +54,19 @@ def soup(paths: list[Path]) -> tuple[DSMAR, dict, dict]:
     record = {key: first["record"][key] for key in KEPT_RECORD_KEYS if key in first["record"]}
     record["soup"] = {
         "method": "the uniform average of the ingredients' tensors (models.training.soup)",
-        "ingredients": [
-            {"sha256": meta["sha256"], "record": {k: v for k, v in meta["record"].items() if k != "history"}}
-            for _, meta in loaded
-        ],
+        "ingredients": [_ingredient(meta) for _, meta in loaded],
     }
     return base, record, {key: first[key] for key in KEPT_SIDECAR_KEYS if key in first}
+
+
+def _ingredient(meta: dict) -> dict:
+    """What identifies one ingredient: its checksum and the fields of `INGREDIENT_KEYS`; a soup ingredient names
+    its own ingredients by checksum only, so a soup of soups stays one level deep."""
+    summary = {"sha256": meta["sha256"]}
+    summary.update({key: meta["record"][key] for key in INGREDIENT_KEYS if key in meta["record"]})
+    if "soup" in meta["record"]:
+        summary["soup_of"] = [part["sha256"] for part in meta["record"]["soup"]["ingredients"]]
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
