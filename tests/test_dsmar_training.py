@@ -265,6 +265,36 @@ def test_tiny_run_exports_resumes_and_records(tmp_path):
     assert 0 <= first["val_under_1px"] <= 1 and first["val_epe_median"] > 0
 
 
+def test_bf16_trains_on_the_cpu_and_the_ledger_scores_in_float32(tmp_path):
+    synthetic_pack(tmp_path / "pack.npz")
+    data = {
+        **json.loads(open("configs/train_small.json").read()),
+        "pack": str(tmp_path / "pack.npz"),
+        "out": str(tmp_path / "run"),
+        "crop": 64,
+        "margin": 16,
+        "batch": 2,
+        "device": "cpu",
+        "bf16": True,
+        "model": {"channels": [8, 16, 16, 16], "hidden": 16, "refine_hidden": 8},
+        "stages": [{"name": "joint", "steps": 2}],
+    }
+    trainer = Trainer(TrainConfig.from_dict(data), log=lambda _: None)
+    batch = trainer._val[0]
+    with trainer._autocast():
+        features = trainer.model.encoder(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
+    assert features[0][0].dtype == torch.bfloat16
+    loss = trainer.run()["record"]["history"][-1]["loss"]
+    assert all(np.isfinite(v) for v in loss.values())
+    # The ledger scores a run's weights the same under a bf16 config as under a float32 one.
+    scores = []
+    for bf16 in (True, False):
+        config = tmp_path / f"ledger-{bf16}.json"
+        config.write_text(json.dumps({**data, "bf16": bf16, "out": str(tmp_path / "unused")}))
+        scores.append(validate_weights(tmp_path / "run" / f"{trainer.cfg.name}.pt", config, threads=1))
+    assert scores[0] == scores[1]
+
+
 def test_a_missing_pack_says_how_to_build_it(tmp_path, capsys):
     """The README's `dsmar train --config configs/train_small.json` on a fresh clone: advice, no traceback."""
     from dsmar.cli import main

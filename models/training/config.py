@@ -53,7 +53,7 @@ class TrainConfig:
     batch: int = 8
     holdout: float = 0.05
     device: str = "auto"
-    bf16: bool = False
+    bf16: bool = False  # bfloat16 autocast for training steps (CUDA or CPU); the ledger scores in float32
     threads: int = 0
     checkpoint_every_s: float = 60.0
     val_batches: int = 2

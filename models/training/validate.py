@@ -34,7 +34,10 @@ def validate_weights(weights: Path, config: Path = LEDGER_CONFIG, threads: int =
     architecture = checked_metadata(weights)["config"]  # the weights' own network, fine matching stage included
     with tempfile.TemporaryDirectory() as scratch:
         cfg = TrainConfig.from_json(config, out=scratch, device="cpu")
-        cfg = TrainConfig.from_dict({**cfg.to_dict(), "init": str(weights), "threads": threads, "model": architecture})
+        # float32: the ledger's numbers compare across runs whatever precision each run trained in.
+        cfg = TrainConfig.from_dict(
+            {**cfg.to_dict(), "init": str(weights), "threads": threads, "model": architecture, "bf16": False}
+        )
         trainer = Trainer(cfg, log=lambda message: None)
         torch.manual_seed(0)
         return {"pack_sha256": trainer.data_hash, **trainer.validate()}
