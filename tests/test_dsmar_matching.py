@@ -315,6 +315,27 @@ def test_repeated_steps_follow_a_warp_too_fine_for_one_on_a_small_image(optical,
     assert errors[1] < 0.7 * errors[0], errors  # measured 0.37 against 0.67, 0.40 against 0.70
 
 
+def test_retrend_spreads_the_first_pass_around_the_trend_it_found_where_windows_are_missing(optical):
+    """A real image shifted by a constant, a flat block (no window matches there) and a start 1.8 px off: the first
+    pass corrects the textured ground, and the block keeps the start's error; spread around the trend of what the
+    pass found (`retrend`), the block takes the shift the textured ground agrees on."""
+    image = optical.copy()
+    block = (slice(None), slice(64, 320), slice(64, 320))
+    image[block] = np.nanmean(image[block], axis=(1, 2), keepdims=True)
+    truth = np.array([2.4, -1.7], np.float32)[:, None, None]
+    moving = warp_image(image, -np.broadcast_to(truth, (2, *image.shape[1:])))
+    inputs = (network_input(image, "optical"), network_input(moving, "optical"))
+    start = np.broadcast_to(truth + np.array([1.5, -1.0], np.float32)[:, None, None], (2, *image.shape[1:])).copy()
+    confidence = np.ones(image.shape[1:], np.float32)
+    inside = (slice(None), slice(152, 232), slice(152, 232))
+    errors = []
+    for retrend in (False, True):
+        field, conf = learned_fine(None, *inputs, (0, 0), start, confidence, "field", "cpu", (5,), 0, 0, retrend)
+        errors.append(float(np.median(np.hypot(*(field - truth)[inside]))))
+        assert 0 <= conf.min() and conf.max() <= 1
+    assert errors[0] > 1.5 and errors[1] < 0.3, errors  # measured 1.78 against 0.09
+
+
 def test_only_images_under_the_repeat_side_repeat_the_last_step():
     """The schedule: the first `newton` steps, the last of them `repeat` times more below `REPEAT_SIDE` px a side,
     and no steps to repeat without `newton`."""

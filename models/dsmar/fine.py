@@ -6,19 +6,26 @@ around no motion and the descriptors' global translation (FFT cross-correlation)
 `FAR_SHIFT` px from where it already looked (offsets beyond the network's reach); the coarse matches' robust trends
 are then the starts. Every distinct start gets the first matching pass (starts within `SAME_START` px of an earlier
 one everywhere share its pass); the one whose windows match best goes on through the narrower ones, as the
-method's MIND window passes do, then through the Gauss-Newton steps (repeated on small images).
+method's MIND window passes do, then through the Gauss-Newton steps (repeated on small images). With `retrend` the
+first pass's matches are spread around the trend of the field they found rather than the start's (`retrended`).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from models.classical.matching import WindowGrid
+from models.classical.register import WindowConfig
 from models.dsmar.flow import sample_at, upsample_field
 from models.dsmar.matching import (
     FineMatcher,
+    Matched,
     MatchLevel,
+    correct,
     global_shift,
     lattice_matches,
     mind_descriptors,
@@ -48,13 +55,15 @@ def learned_fine(
     radii: tuple[int, ...] = (5,),
     newton: int = 0,
     repeat: int = 0,
+    retrend: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Network inputs (2, H, W) per stream and the network's field (2, H, W) and confidence (H, W) -> the
-    matched field (2, H, W) and its confidence (H, W): one matching pass per search radius in `radii`, then the
-    first `newton` Gauss-Newton steps, the last `repeat` times more on a small image (`newton_schedule`). `matcher`
-    None is the untrained stage: MIND-SSC descriptors (`mind_descriptors`), no heads run."""
+    matched field (2, H, W) and its confidence (H, W): one matching pass per search radius in `radii` (the first
+    `retrended` if `retrend`), then the first `newton` Gauss-Newton steps, the last `repeat` times more on a small
+    image (`newton_schedule`). `matcher` None is the untrained stage: MIND-SSC descriptors (`mind_descriptors`), no
+    heads run."""
     from models.classical.interpolate import affine_eval
-    from models.classical.register import WindowConfig, field_trend
+    from models.classical.register import field_trend
 
     f = torch.from_numpy(fixed)[None].to(device)
     m = torch.from_numpy(moving)[None].to(device)
@@ -78,11 +87,68 @@ def learned_fine(
             torch.from_numpy(affine_eval(params, shape))[None].to(device) for params in found if params is not None
         ]
         starts = distinct_starts(trends, SAME_START) or starts
-    tried = [matcher.passes(desc_f, desc_m, valid_f, valid_m, start, radii[:1]) for start in starts]
-    best = max(tried, key=lambda done: float(done.confidence.mean()))
+    level = replace(matcher.levels[0], radius=radii[0])
+    tried = [first_pass(desc_f, desc_m, valid_f, valid_m, start.float(), level) for start in starts]
+    best, start, matches = max(tried, key=lambda done: float(done[0].confidence.mean()))
+    if retrend:
+        best = retrended(best, start, matches, level, valid_f)
     done = matcher.passes(desc_f, desc_m, valid_f, valid_m, best.field, radii[1:], first=False) if radii[1:] else best
     done = newton_refine(desc_f, desc_m, valid_f, valid_m, done, newton_schedule(newton, repeat, shape))
     return done.field[0].cpu().numpy(), done.confidence[0, 0].cpu().numpy()
+
+
+def first_pass(
+    desc_f, desc_m, valid_f, valid_m, start: torch.Tensor, level: MatchLevel
+) -> tuple[Matched, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """The first window pass of `level` around `start` (`FineMatcher.passes` with one radius), with the start and
+    the pass's lattice matches (shift, confidence) that `retrended` reuses."""
+    shift, confidence = lattice_matches(desc_f, desc_m, valid_f, valid_m, start, level)
+    field, support = correct(start, shift, confidence, *level.lattice, WindowConfig.sigma_cells)
+    return Matched(field, support * valid_f.float(), [field]), start, (shift, confidence)
+
+
+def retrended(
+    matched: Matched,
+    start: torch.Tensor,
+    matches: tuple[torch.Tensor, torch.Tensor],
+    level: MatchLevel,
+    valid_f: torch.Tensor,
+) -> Matched:
+    """The first pass's matches spread around the robust affine trend of the field they gave instead of around
+    the `start` they were searched from.
+
+    Where the windows' support is thin the spread pulls a pass towards no residual, so the field there is its start:
+    the coarse search's trend (1/4 resolution, 132 px windows). The trend of the pass's own field (fitted as the
+    network's consensus is, weighted by the pass's support) is the better fallback. The same matches, re-expressed
+    as residuals of that trend (Contract 1: the matched point `c + shift + start(c + shift)`), are spread again:
+    no window is matched twice. On 90 train pairs the median EPE fell on 26 and rose on 15 (benchmarks/tuning.md).
+    """
+    from models.classical.interpolate import affine_eval
+    from models.classical.register import field_trend
+
+    field = matched.field[0].double().cpu().numpy()
+    weights = np.where(valid_f[0, 0].cpu().numpy() > 0, matched.confidence[0, 0].cpu().numpy(), np.nan)
+    params, support = field_trend(field, weights, WindowConfig())
+    if not support:
+        return matched
+    trend = torch.from_numpy(affine_eval(params, field.shape[1:]).astype(np.float32))[None].to(start)
+    shift, confidence = matches
+    matched_at = centres(lattice_grid(level, tuple(confidence.shape[-2:]))).to(shift) + shift
+    residual = shift + sample_at(start, matched_at, padding="border") - sample_at(trend, matched_at, padding="border")
+    field_t, support_t = correct(trend, residual, confidence, *level.lattice, WindowConfig.sigma_cells)
+    return Matched(field_t, support_t * valid_f.float(), [field_t])
+
+
+def lattice_grid(level: MatchLevel, shape: tuple[int, int]) -> WindowGrid:
+    """The full-resolution window grid of `level`'s lattice of `shape` (h, w) cells."""
+    step, factor = level.lattice
+    origin = 0.5 * factor - 0.5  # level pixel 0's centre at full resolution
+    return WindowGrid(origin, origin, step * factor, *shape)
+
+
+def centres(grid: WindowGrid) -> torch.Tensor:
+    """(1, 2, h, w) the (y, x) centres of `grid`'s windows."""
+    return torch.from_numpy(grid.centres()).permute(2, 0, 1)[None]
 
 
 def distinct_starts(starts: list[torch.Tensor], tolerance: float) -> list[torch.Tensor]:
@@ -117,15 +183,12 @@ def coarse_priors(first: torch.Tensor, shift: tuple[float, float]) -> list[torch
 def descriptor_trend(desc_f, desc_m, valid_f, valid_m, start: torch.Tensor) -> np.ndarray | None:
     """Affine params (3, 2) of the learned descriptors' coarse window matches searched around the field `start`
     (1, 2, H, W), by the classical robust fit (RANSAC affine, else translation); None without consensus."""
-    from models.classical.matching import Matches, WindowGrid
-    from models.classical.register import WindowConfig, trend
+    from models.classical.matching import Matches
+    from models.classical.register import trend
 
     shift, quality = lattice_matches(desc_f, desc_m, valid_f, valid_m, start, COARSE)
-    step, factor = COARSE.lattice
-    origin = 0.5 * factor - 0.5  # level pixel 0's centre at full resolution
-    grid = WindowGrid(origin, origin, step * factor, *quality.shape[-2:])
-    centres = torch.from_numpy(grid.centres()).permute(2, 0, 1)[None].to(shift)
-    total = shift + sample_at(start, centres + shift, padding="border")  # Contract 1: the residual, then the start
+    grid = lattice_grid(COARSE, tuple(quality.shape[-2:]))
+    total = shift + sample_at(start, centres(grid).to(shift) + shift, padding="border")  # Contract 1
     shifts = total[0].permute(1, 2, 0).double().cpu().numpy()
     quality = quality[0, 0].double().cpu().numpy()
     shifts[quality <= 0] = np.nan

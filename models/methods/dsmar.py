@@ -16,7 +16,8 @@ descriptor heads, `"init"` the same stage with untrained heads (MIND-SSC descrip
 MIND-SSC window stage on the CPU with the classical coarse search. `newton=` (0-2) Gauss-Newton steps on the
 learned descriptors follow the passes of the torch stage (`models.dsmar.matching.NEWTON_STEPS`; without that
 stage, `fine="mind"` or `polish=0`, there is nothing to follow); `repeat=` runs the last of them that many times
-more on images under `models.dsmar.matching.REPEAT_SIDE` px a side. `scale=2` (or 4) runs the network on the pair
+more on images under `models.dsmar.matching.REPEAT_SIDE` px a side; `retrend=1` spreads the first pass's matches
+around the trend of the field they found (`models.dsmar.fine.retrended`). `scale=2` (or 4) runs the network on the pair
 shrunk by block means (a quarter, or a sixteenth, of its cost) and scales its field back up. Each defaults to
 the value recorded under "inference" in the weights' sidecar (tuned on the train split: benchmarks/tuning.md),
 else 1 frame, 1 iteration, no polish. The confidence (Contract 2) is the last window pass's support where windows shaped the
@@ -51,6 +52,7 @@ OPTIONS = {
     "scale": integer(1, choices=(1, 2, 4)),
     "newton": integer(0, choices=(0, 1, 2)),
     "repeat": integer(0, choices=tuple(range(9))),
+    "retrend": integer(0, choices=(0, 1)),
 }
 
 
@@ -97,6 +99,7 @@ FALLBACK = {
     "scale": 1,
     "newton": 0,
     "repeat": 0,
+    "retrend": 0,
 }
 
 
@@ -132,6 +135,7 @@ def make_dsmar():
         scale: int | None = None,
         newton: int | None = None,
         repeat: int | None = None,
+        retrend: int | None = None,
         **_,
     ) -> tuple[np.ndarray, np.ndarray]:
         model, meta = _weights(weights)
@@ -145,6 +149,7 @@ def make_dsmar():
             "scale": scale,
             "newton": newton,
             "repeat": repeat,
+            "retrend": retrend,
         }
         chosen = settings(meta, {k: v for k, v in given.items() if v is not None})  # benchmarks/tuning.md
         iterations, augment, scale = int(chosen["iterations"]), int(chosen["augment"]), int(chosen["scale"])
@@ -174,7 +179,8 @@ def make_dsmar():
             inputs = (network_input(fixed, fixed_modality), network_input(moving, moving_modality))
             ids = (modality_id(fixed_modality, known), modality_id(moving_modality, known))
             steps = (int(chosen["newton"]), int(chosen["repeat"]))
-            return learned_fine(matcher, *inputs, ids, field, confidence, trend, device, radii, *steps)
+            retrended = bool(chosen["retrend"])
+            return learned_fine(matcher, *inputs, ids, field, confidence, trend, device, radii, *steps, retrended)
         if radii:
             # The field is now the windows' work around a trend: their support says where it holds. The
             # network's confidence is calibrated on its own dense field (about 2 px), which is not returned.
