@@ -61,12 +61,23 @@ def robust_affine(
             best_inliers, best_score = inliers[best], scores[best]
     if best_inliers is None or best_inliers.sum() < 3:
         return translation_consensus(shifts, weights, threshold)
+    return refined_affine(points, shifts, weights, best_inliers, threshold)
+
+
+def refined_affine(
+    points: np.ndarray, shifts: np.ndarray, weights: np.ndarray, inliers: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least squares on `inliers`, twice, each time keeping the matches within `threshold` px of the fit:
+    affine params (3, 2) and the last inlier mask. RANSAC's last step, and the whole fit for matches already
+    screened (a window pass's, after the median test)."""
+    design = affine_design(points)
+    params = np.zeros((3, 2))
     for _ in range(2):
-        params = _weighted_lstsq(design[best_inliers], shifts[best_inliers], weights[best_inliers])
-        best_inliers = np.linalg.norm(design @ params - shifts, axis=1) < threshold
-        if best_inliers.sum() < 3:
+        params = _weighted_lstsq(design[inliers], shifts[inliers], weights[inliers])
+        inliers = np.linalg.norm(design @ params - shifts, axis=1) < threshold
+        if inliers.sum() < 3:
             break
-    return params, best_inliers
+    return params, inliers
 
 
 def translation_consensus(shifts: np.ndarray, weights: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:

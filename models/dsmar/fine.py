@@ -28,6 +28,7 @@ from models.dsmar.matching import (
     correct,
     global_shift,
     lattice_matches,
+    median_test,
     mind_descriptors,
     newton_refine,
     newton_schedule,
@@ -38,6 +39,8 @@ from models.dsmar.matching import (
 FAR_SHIFT = 20.0
 # Starts closer than this (px, everywhere) share one first pass.
 SAME_START = 2.0
+# `retrended` fits its trend only to at least this many of the first pass's matches (an affine has 6 parameters).
+MIN_TREND_MATCHES = 6
 # The coarse search of the learned descriptors' own trend: 1/4 resolution, +-28 px, windows of 132 px every 32 px.
 COARSE = MatchLevel(4, 7, 33, 8)
 
@@ -114,29 +117,31 @@ def retrended(
     level: MatchLevel,
     valid_f: torch.Tensor,
 ) -> Matched:
-    """The first pass's matches spread around the robust affine trend of the field they gave instead of around
-    the `start` they were searched from.
+    """The first pass's matches spread around their own affine trend instead of around the `start` they were
+    searched from.
 
     Where the windows' support is thin the spread pulls a pass towards no residual, so the field there is its start:
-    the coarse search's trend (1/4 resolution, 132 px windows). The trend of the pass's own field (fitted as the
-    network's consensus is, weighted by the pass's support) is the better fallback. The same matches, re-expressed
-    as residuals of that trend (Contract 1: the matched point `c + shift + start(c + shift)`), are spread again:
-    no window is matched twice. On 90 train pairs the median EPE fell on 26 and rose on 15 (benchmarks/tuning.md).
+    the coarse search's trend (1/4 resolution, 132 px windows). The trend of the pass's own matches (those the
+    median test keeps, weighted by their confidence, by least squares within `WindowConfig.affine_threshold` px) is
+    the better fallback. The same matches, re-expressed as residuals of that trend (Contract 1: the matched point
+    `c + shift + start(c + shift)`), are spread again: no window is matched twice. On 90 train pairs the median
+    EPE fell on 26 and rose on 15 (benchmarks/tuning.md).
     """
-    from models.classical.interpolate import affine_eval
-    from models.classical.register import field_trend
+    from models.classical.interpolate import affine_eval, refined_affine
 
-    field = matched.field[0].double().cpu().numpy()
-    weights = np.where(valid_f[0, 0].cpu().numpy() > 0, matched.confidence[0, 0].cpu().numpy(), np.nan)
-    params, support = field_trend(field, weights, WindowConfig())
-    if not support:
-        return matched
-    trend = torch.from_numpy(affine_eval(params, field.shape[1:]).astype(np.float32))[None].to(start)
     shift, confidence = matches
+    kept = (confidence * median_test(shift, confidence > 0))[0, 0] > 0
+    if int(kept.sum()) < MIN_TREND_MATCHES:
+        return matched
     matched_at = centres(lattice_grid(level, tuple(confidence.shape[-2:]))).to(shift) + shift
-    residual = shift + sample_at(start, matched_at, padding="border") - sample_at(trend, matched_at, padding="border")
-    field_t, support_t = correct(trend, residual, confidence, *level.lattice, WindowConfig.sigma_cells)
-    return Matched(field_t, support_t * valid_f.float(), [field_t])
+    total = shift + sample_at(start, matched_at, padding="border")
+    points, shifts = (x[0].permute(1, 2, 0)[kept].double().cpu().numpy() for x in (matched_at, total))
+    weights = confidence[0, 0][kept].double().cpu().numpy()
+    params, _ = refined_affine(points, shifts, weights, np.ones(len(points), bool), WindowConfig().affine_threshold)
+    trend = torch.from_numpy(affine_eval(params, tuple(start.shape[-2:])))[None].to(start)
+    residual = total - sample_at(trend, matched_at, padding="border")
+    field, support = correct(trend, residual, confidence, *level.lattice, WindowConfig.sigma_cells)
+    return Matched(field, support * valid_f.float(), [field])
 
 
 def lattice_grid(level: MatchLevel, shape: tuple[int, int]) -> WindowGrid:
