@@ -7,7 +7,7 @@ around no motion and the descriptors' global translation (FFT cross-correlation)
 are then the starts. Every distinct start gets the first matching pass (starts within `SAME_START` px of an earlier
 one everywhere share its pass); the one whose windows match best goes on through the narrower ones, as the
 method's MIND window passes do, then through the Gauss-Newton steps (repeated on small images). With `retrend` the
-first pass's matches are spread around the trend of the field they found rather than the start's (`retrended`).
+first pass's matches are spread around their own affine trend rather than around the start (`retrended`).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def retrended(
     median test keeps, weighted by their confidence, by least squares within `WindowConfig.affine_threshold` px) is
     the better fallback. The same matches, re-expressed as residuals of that trend (Contract 1: the matched point
     `c + shift + start(c + shift)`), are spread again: no window is matched twice. On 90 train pairs the median
-    EPE fell on 26 and rose on 15 (benchmarks/tuning.md).
+    EPE fell on 31 and rose on 14 (benchmarks/tuning.md).
     """
     from models.classical.interpolate import affine_eval, refined_affine
 
