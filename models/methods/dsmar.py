@@ -17,7 +17,7 @@ MIND-SSC window stage on the CPU with the classical coarse search. `newton=` (0-
 learned descriptors follow the passes of the torch stage (`models.dsmar.matching.NEWTON_STEPS`; without that
 stage, `fine="mind"` or `polish=0`, there is nothing to follow); `repeat=` runs the last of them that many times
 more on images under `models.dsmar.matching.REPEAT_SIDE` px a side; `retrend=1` spreads the first pass's matches
-around the trend of the field they found (`models.dsmar.fine.retrended`). `scale=2` (or 4) runs the network on the pair
+around their own affine trend rather than the start's (`models.dsmar.fine.retrended`). `scale=2` (or 4) runs the network on the pair
 shrunk by block means (a quarter, or a sixteenth, of its cost) and scales its field back up. Each defaults to
 the value recorded under "inference" in the weights' sidecar (tuned on the train split: benchmarks/tuning.md),
 else 1 frame, 1 iteration, no polish. The confidence (Contract 2) is the last window pass's support where windows shaped the
