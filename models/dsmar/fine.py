@@ -90,35 +90,23 @@ def learned_fine(
             torch.from_numpy(affine_eval(params, shape))[None].to(device) for params in found if params is not None
         ]
         starts = distinct_starts(trends, SAME_START) or starts
-    level = replace(matcher.levels[0], radius=radii[0])
-    tried = [first_pass(desc_f, desc_m, valid_f, valid_m, start.float(), level) for start in starts]
-    best, start, matches = max(tried, key=lambda done: float(done[0].confidence.mean()))
+    tried = [(matcher.passes(desc_f, desc_m, valid_f, valid_m, start, radii[:1]), start) for start in starts]
+    best, start = max(tried, key=lambda done: float(done[0].confidence.mean()))
     if retrend:
-        best = retrended(best, start, matches, level, valid_f)
+        best = retrended(best, start.float(), replace(matcher.levels[0], radius=radii[0]), valid_f)
     done = matcher.passes(desc_f, desc_m, valid_f, valid_m, best.field, radii[1:], first=False) if radii[1:] else best
     done = newton_refine(desc_f, desc_m, valid_f, valid_m, done, newton_schedule(newton, repeat, shape))
     return done.field[0].cpu().numpy(), done.confidence[0, 0].cpu().numpy()
 
 
-def first_pass(
-    desc_f, desc_m, valid_f, valid_m, start: torch.Tensor, level: MatchLevel
-) -> tuple[Matched, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """The first window pass of `level` around `start` (`FineMatcher.passes` with one radius), with the start and
-    the pass's lattice matches (shift, confidence) that `retrended` reuses."""
-    shift, confidence = lattice_matches(desc_f, desc_m, valid_f, valid_m, start, level)
-    field, support = correct(start, shift, confidence, *level.lattice, WindowConfig.sigma_cells)
-    return Matched(field, support * valid_f.float(), [field]), start, (shift, confidence)
-
-
 def retrended(
     matched: Matched,
     start: torch.Tensor,
-    matches: tuple[torch.Tensor, torch.Tensor],
     level: MatchLevel,
     valid_f: torch.Tensor,
 ) -> Matched:
-    """The first pass's matches spread around their own affine trend instead of around the `start` they were
-    searched from.
+    """The first pass's matches (`matched.matches[0]`, a pass of `level`) spread around their own affine trend
+    instead of around the `start` they were searched from.
 
     Where the windows' support is thin the spread pulls a pass towards no residual, so the field there is its start:
     the coarse search's trend (1/4 resolution, 132 px windows). The trend of the pass's own matches (those the
@@ -129,7 +117,7 @@ def retrended(
     """
     from models.classical.interpolate import affine_eval, refined_affine
 
-    shift, confidence = matches
+    shift, confidence = matched.matches[0]
     kept = (confidence * median_test(shift, confidence > 0))[0, 0] > 0
     if int(kept.sum()) < MIN_TREND_MATCHES:
         return matched
@@ -141,7 +129,7 @@ def retrended(
     trend = torch.from_numpy(affine_eval(params, tuple(start.shape[-2:])))[None].to(start)
     residual = total - sample_at(trend, matched_at, padding="border")
     field, support = correct(trend, residual, confidence, *level.lattice, WindowConfig.sigma_cells)
-    return Matched(field, support * valid_f.float(), [field])
+    return Matched(field, support * valid_f.float(), [field], matched.matches)
 
 
 def lattice_grid(level: MatchLevel, shape: tuple[int, int]) -> WindowGrid:

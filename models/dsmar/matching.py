@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from dataclasses import field as default
 
 import torch
 from torch import nn
@@ -208,12 +209,15 @@ def soft_normalise(desc: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Matched:
-    """A matching run: the final field (B, 2, H, W), its confidence (B, 1, H, W) in [0, 1], and the field
-    after every level (full resolution), for training."""
+    """A matching run: the final field (B, 2, H, W), its confidence (B, 1, H, W) in [0, 1], the field
+    after every level (full resolution), for training, and every window pass's lattice matches (shift
+    (B, 2, h, w), confidence (B, 1, h, w), before the median test), which `models.dsmar.fine.retrended` spreads
+    again around their own trend."""
 
     field: torch.Tensor
     confidence: torch.Tensor
     levels: list[torch.Tensor]
+    matches: list[tuple[torch.Tensor, torch.Tensor]] = default(default_factory=list)
 
 
 class FineMatcher(nn.Module):
@@ -260,14 +264,15 @@ class FineMatcher(nn.Module):
     def _passes(self, desc_f, desc_m, valid_f, valid_m, prior, steps: list[tuple[MatchLevel, float]]) -> Matched:
         """`prior` corrected by each (level, Gaussian of the residual's spread in lattice cells) of `steps` in
         turn."""
-        field, confidence, fields = prior.float(), None, []
+        field, confidence, fields, matches = prior.float(), None, [], []
         for lv, sigma in steps:
             shift, confidence = lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv)
+            matches.append((shift, confidence))
             field, confidence = correct(field, shift, confidence, *lv.lattice, sigma)
             fields.append(field)
         if confidence is None:
             confidence = torch.ones_like(prior[:, :1])
-        return Matched(field, confidence * valid_f.float(), fields)
+        return Matched(field, confidence * valid_f.float(), fields, matches)
 
 
 def lattice_matches(desc_f, desc_m, valid_f, valid_m, field, lv: MatchLevel):
