@@ -93,9 +93,13 @@ def tables(result: BenchResult) -> str:
     ]
     gpu = result.gpu_speed
     if gpu:
+        method = gpu.get("method_mp_per_s")
+        whole = (
+            f"; the whole method with its defaults: {method:.1f} MP/s" if method else " (the network's forward pass)"
+        )
         parts.append(
             f"dsmar on a GPU ({gpu['gpu']}, {gpu['size']} x {gpu['size']} px, fp32, measured by "
-            f"`python -m models.training.throughput` with these weights): {gpu['s_per_mp_fp32']:.3f} s/MP."
+            f"`python -m models.training.throughput` with these weights): {gpu['s_per_mp_fp32']:.3f} s/MP{whole}."
         )
     parts += usable_section(result)
     parts += [

@@ -185,6 +185,20 @@ def test_summary_and_report_show_the_pairs_with_a_usable_ground_truth():
     assert "| cfog | 1 | 0 | 0.50 | 0.50 | 100% | 0.25 |" in section
 
 
+def test_report_shows_the_gpu_speed_of_the_whole_method_where_it_was_measured():
+    cases = [_fake_case("jm-MO1", "optical-map", {"identity": 4.0, "cfog": 1.0})]
+    summary = summarise({"dense": cases, "landmarks": []}, ("identity", "cfog"))
+    network = {"gpu": "NVIDIA H100", "size": 1024, "s_per_mp_fp32": 0.013}
+    whole = _result(summary, cases, {})
+    for speed, expected in (
+        (network, "0.013 s/MP (the network's forward pass)."),
+        ({**network, "method_mp_per_s": 24.5}, "0.013 s/MP; the whole method with its defaults: 24.5 MP/s."),
+    ):
+        text = tables(replace(whole, gpu_speed=speed))
+        assert "dsmar on a GPU (NVIDIA H100, 1024 x 1024 px, fp32" in text and expected in text
+    assert "dsmar on a GPU" not in tables(whole)
+
+
 def test_best_method_is_ranked_on_the_pairs_with_a_usable_ground_truth():
     from benchmarks.report import best_method
 

@@ -366,3 +366,17 @@ def test_train_builds_a_pack_without_eval_pairs_and_exports_weights(pairs_dir, t
     config.write_text(json.dumps({**json.loads(config.read_text()), "seed": 20}))
     assert main([*argv, "--out", str(tmp_path / "run-20")]) == 0
     assert (tmp_path / "pack.npz").read_bytes() == first
+
+
+def test_throughput_times_the_whole_method_beside_the_network(capsys):
+    """`python -m models.training.throughput` reports the network's forward pass and the whole `register_pair(
+    method="dsmar")` with the shipped weights, on the device at hand (here the CPU), as MP/s too."""
+    from models.training.throughput import main
+
+    weights = Path(__file__).resolve().parents[1] / "models" / "weights" / "dsmar.pt"
+    assert main([str(weights), "--size", "128"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["device"] == "cpu" and result["size"] == 128
+    assert result["weights_sha256"] == load_weights(weights)[1]["sha256"]
+    assert result["s_per_mp_fp32"] > 0 and result["method_s_per_mp"] > 0
+    assert result["method_mp_per_s"] == pytest.approx(1 / result["method_s_per_mp"])
