@@ -43,7 +43,7 @@ from pipeline.report_checks import full_resolution_evidence
 from pipeline.stac_output import write_cube_stac
 from pipeline.store import CubeLayout, CubeStore, Provenance, cube_attrs, inputs_hash, time_settings
 from pipeline.tile_scratch import TileScratch
-from pipeline.tiles import Tile, TilePlan, plan_tiles, region_grid
+from pipeline.tiles import CONTEXT_RULE, Tile, TilePlan, plan_tiles, region_grid
 from pipeline.timings import WORKER_STAGES, StageClock, cpu_between, worker_seconds, workers_usage
 
 log = logging.getLogger("dsmar")
@@ -239,6 +239,7 @@ def register_scene_set(
         [i.id for i in scene_set.dem],
         sorted(moving),
         {m: (plan.size, plan.halo) for m, plan in registration.items()},  # each modality's registration tiles
+        CONTEXT_RULE,
     )
     written = store.written(time_index)
     todo = [t for t in cube.plan.tiles if written[t.i, t.j] != fingerprint]

@@ -92,6 +92,12 @@ class ConstantRegistrator:
         return TileField(displacement, np.full((h, w), self.confidence, np.float32))
 
 
+def outer_part(field: TileField, tile: Tile) -> TileField:
+    """The part of a field registered on `tile.context` that lies on its outer window, which the blend reads."""
+    inside = tile.outer.relative_to(tile.context).slices
+    return TileField(field.displacement[(slice(None), *inside)], field.confidence[inside])
+
+
 def warp_core(moving_outer: np.ndarray, field_core: np.ndarray, core_in_outer: Window) -> np.ndarray:
     """Warp the core of a tile: sample the moving outer window (halo included) at core + field.
 
@@ -215,9 +221,9 @@ def register_tile(
     (`pipeline.timings`)."""
 
     def attempt() -> TileSummary:
-        fixed, moving = scratch.window(REFERENCE, tile.outer), scratch.window(modality, tile.outer)
+        fixed, moving = scratch.window(REFERENCE, tile.context), scratch.window(modality, tile.context)
         with cpu_clock("register"):
-            field = registrator(fixed, moving, moving_modality=modality)
+            field = outer_part(registrator(fixed, moving, moving_modality=modality), tile)
         if keep_field:
             scratch.put_field(modality, tile.i, tile.j, np.concatenate([field.displacement, field.confidence[None]]))
         return TileSummary.of(field.displacement, field.confidence)
@@ -343,7 +349,10 @@ class _TileStream:
         self.scratch = scratch
         self.chunk_reads = {tile: [(name, tile.outer) for name in images] for tile in todo}
         self.registration_reads = {
-            (m, n): [(REFERENCE, n.outer), (m, n.outer)] for row in self.rows for m in moving for n in row.register[m]
+            (m, n): [(REFERENCE, n.context), (m, n.context)]
+            for row in self.rows
+            for m in moving
+            for n in row.register[m]
         }
         uses = [*chain(*self.registration_reads.values()), *chain(*self.chunk_reads.values())]
         self.inputs = StagedInputs(client, images, scratch, uses, retry.attempts - 1)

@@ -2,8 +2,11 @@
 
 Cores are a regular `size` x `size` partition of the grid (the last row/column may be smaller) and
 are exactly the Zarr chunks, so a tile's writer owns whole chunks and parallel writers never share
-one. Each core is registered with `halo` extra pixels per side (clipped at the grid's edge): the
-halo gives the matcher context at the core's border and the blender an overlap to fade across.
+one. Each core has `halo` extra pixels per side (its outer window, clipped at the grid's edge): the
+halo gives the matcher context at the core's border and the blender an overlap to fade across. A tile
+is registered on its context window: the outer window, widened towards the grid's inside where it spans
+less than a first tile's `size + halo`, so the last row or column's narrow cores are not matched on a
+sliver (a few windows, or none, across it); only the outer part of that field is kept.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ from pyproj import CRS, Transformer
 
 from kernel.errors import InputError
 from pipeline.grid import Grid
+
+# The rule that sets each tile's context window (`_widened`): chunk fingerprints record it, so a cube whose chunks
+# were registered under another rule is redone rather than mixed with this one's.
+CONTEXT_RULE = "outer window widened inwards to size + halo"
 
 
 @dataclass(frozen=True)
@@ -44,12 +51,14 @@ class Window:
 
 @dataclass(frozen=True)
 class Tile:
-    """Tile (`i`, `j`) of the plan: `core` is its Zarr chunk, `outer` the core plus the halo."""
+    """Tile (`i`, `j`) of the plan: `core` is its Zarr chunk, `outer` the core plus the halo, `context` the
+    window it is registered on (`outer` where that spans a full tile)."""
 
     i: int
     j: int
     core: Window
     outer: Window
+    context: Window
 
 
 @dataclass(frozen=True)
@@ -103,8 +112,16 @@ def plan_tiles(shape: tuple[int, int], size: int, halo: int) -> TilePlan:
             r0, c0 = max(0, row - halo), max(0, col - halo)
             r1 = min(height, row + core.height + halo)
             c1 = min(width, col + core.width + halo)
-            tiles.append(Tile(i, j, core, Window(r0, c0, r1 - r0, c1 - c0)))
+            (q0, q1), (p0, p1) = _widened(r0, r1, height, size + halo), _widened(c0, c1, width, size + halo)
+            outer, context = Window(r0, c0, r1 - r0, c1 - c0), Window(q0, p0, q1 - q0, p1 - p0)
+            tiles.append(Tile(i, j, core, outer, context))
     return TilePlan((height, width), size, halo, tuple(tiles))
+
+
+def _widened(start: int, stop: int, extent: int, span: int) -> tuple[int, int]:
+    """[start, stop) widened to at least `span` pixels of [0, extent): towards 0 first, then past `stop`."""
+    start = min(start, max(0, stop - span))
+    return start, max(stop, min(extent, start + span))
 
 
 def region_grid(grid: Grid, bbox: tuple[float, float, float, float]) -> Grid:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from kernel.errors import InputError
 from pipeline.grid import Grid
-from pipeline.tiles import plan_tiles, region_grid
+from pipeline.tiles import Window, plan_tiles, region_grid
 
 
 @settings(max_examples=60, deadline=None)
@@ -28,6 +28,10 @@ def test_cores_partition_grid_and_align_to_chunks(height, width, size, halo):
         assert o.row == max(0, tile.core.row - halo) and o.col == max(0, tile.core.col - halo)
         assert o.row + o.height == min(height, tile.core.row + tile.core.height + halo)
         assert o.col + o.width == min(width, tile.core.col + tile.core.width + halo)
+        c = tile.context  # registered on: the outer window, widened inwards to a first tile's span
+        assert c.intersection(o) == o and c.intersection(Window(0, 0, height, width)) == c
+        for outer_span, span, extent in ((o.height, c.height, height), (o.width, c.width, width)):
+            assert span == max(outer_span, min(size + halo, extent))
     assert (cover == 1).all()
     assert len(plan.tiles) == plan.n_rows * plan.n_cols
 

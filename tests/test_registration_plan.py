@@ -58,13 +58,13 @@ def client():
             yield c
 
 
-def _fields(client, size: int, halo: int) -> dict[str, np.ndarray]:
+def _fields(client, size: int, halo: int, tag: str = "") -> dict[str, np.ndarray]:
     rng = np.random.default_rng(3)
     images = {name: rng.random((bands, *SHAPE)).astype(np.float32) for name, bands in (("optical", 4), ("sar", 2))}
     images["dem"] = rng.random((1, *SHAPE)).astype(np.float32)
     grid = Grid.from_affine(32633, Affine(10, 0, 459960, 0, -10, 5110020), *SHAPE)
     plan = plan_tiles(SHAPE, size, halo)
-    store = MemoryCubeStore(f"memory://registration-plan-{size}")
+    store = MemoryCubeStore(f"memory://registration-plan-{size}{tag}")
     bands = {"optical": ("b", "g", "r", "n"), "sar": ("vv", "vh"), "dem": ("elevation",)}
     t0 = np.datetime64("2024-01-01", "ns")
     index = store.init(CubeLayout(grid, plan, (t0,), bands), [Provenance("o", "s", t0, "d")], {})
@@ -86,3 +86,12 @@ def test_dem_field_does_not_depend_on_the_chunk_size_and_sar_keeps_its_tiles(cli
     # SAR is registered on the chunk tiles: a 64 px chunk's 96 px outer window in the grid's middle.
     np.testing.assert_allclose(small["sar"][:, 100, 100], [0.96, 0.96], atol=1e-6)
     np.testing.assert_allclose(large["sar"][:, 100, 100], [2.0, 2.6])
+
+
+def test_an_edge_tile_narrower_than_the_chunks_is_registered_on_a_full_tiles_window(client):
+    """The 200 px grid's last row of 64 px chunks is 8 px high: its tiles are registered on 80 px (a first
+    tile's 64 + 16), not on the 24 px of core and halo, and only their outer part is blended (the tile above
+    fades out there, hence the tolerance)."""
+    sar = _fields(client, 64, 16, "-edge")["sar"]
+    np.testing.assert_allclose(sar[:, 199, 100], [0.80, 0.96], atol=1e-3)
+    np.testing.assert_allclose(sar[:, 100, 259], [0.96, 0.80], atol=1e-3)  # the 260 px grid's last column: 4 px
