@@ -11,7 +11,7 @@ import torch
 from datagen.warps import invert_warp
 from kernel.errors import InputError
 from models.dsmar.flow import base_grid, sample_at
-from models.dsmar.weights import load_weights
+from models.dsmar.weights import load_weights, write_sidecar
 from models.training.augment import WarpRanges, invert_warps, prepare_batch, random_warps, stretch
 from models.training.config import TrainConfig, apply_variant, with_budget
 from models.training.data import (
@@ -257,6 +257,15 @@ def test_tiny_run_exports_resumes_and_records(tmp_path):
     assert any("initialised from" in line and f"{len(model.state_dict())}/" in line for line in logged)
     for name, tensor in model.state_dict().items():
         assert torch.allclose(warm.model.state_dict()[name].float(), tensor.float())
+    # The method's tuned settings belong to the network: a continuation's weights carry them, an ablation's do not.
+    run_pt, inference = tmp_path / "run" / f"{cfg.name}.pt", {"polish": 5, "tuned": "on the train split"}
+    write_sidecar(run_pt, {"inference": inference})
+    continued = TrainConfig.from_dict({**data, "out": str(tmp_path / "continued"), "init": str(run_pt)})
+    assert Trainer(continued, log=lambda _: None).export()["inference"] == inference
+    variant = apply_variant(
+        TrainConfig.from_dict({**data, "out": str(tmp_path / "variant"), "init": str(run_pt)}), "no-attention"
+    )
+    assert "inference" not in Trainer(variant, log=lambda _: None).export()
     # The ledger's scorer names the pack its held-out crops came from, and scores the same weights the same way twice.
     config = tmp_path / "ledger.json"
     config.write_text(json.dumps({**data, "out": str(tmp_path / "unused")}))

@@ -55,16 +55,19 @@ def stage_parameters(model: DSMAR, stage: str) -> list[torch.nn.Parameter]:
     return [p for m in modules for p in m.parameters()]
 
 
-def warm_start(model: DSMAR, path: Path) -> str:
+def warm_start(model: DSMAR, path: Path) -> tuple[str, dict]:
     """Load the tensors of checksummed weights that fit `model` (all of them for the same architecture;
-    the shared parts for an ablation variant); return what was loaded."""
+    the shared parts for an ablation variant); return what was loaded, and the sidecar settings the trained
+    weights inherit: the method's tuned "inference", which belongs to the network, not to one set of its
+    weights, where every tensor fits (an ablation variant is another network and keeps the fallbacks)."""
     from models.dsmar.weights import load_weights
 
     source, meta = load_weights(path)
     own = model.state_dict()
     fitting = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(fitting, strict=False)
-    return f"{len(fitting)}/{len(own)} tensors, sha256 {meta['sha256'][:12]}"
+    inherited = {"inference": meta["inference"]} if len(fitting) == len(own) and "inference" in meta else {}
+    return f"{len(fitting)}/{len(own)} tensors, sha256 {meta['sha256'][:12]}", inherited
 
 
 def contrastive_loss(feats_f, feats_m, mask, temperature: float, gen: torch.Generator, points: int = 256):
@@ -182,8 +185,10 @@ class Trainer:
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.ranges = cfg.warp
         self.model = DSMAR(cfg.model)
+        self.inherited: dict = {}  # sidecar settings the exported weights carry over from `init`
         if cfg.init:
-            self.log(f"initialised from {cfg.init}: {warm_start(self.model, Path(cfg.init))}")
+            loaded, self.inherited = warm_start(self.model, Path(cfg.init))
+            self.log(f"initialised from {cfg.init}: {loaded}")
         self.model = self.model.to(self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -256,7 +261,7 @@ class Trainer:
         return True
 
     def export(self, extra: dict | None = None) -> dict:
-        return save_weights(self.model, self.out / f"{self.cfg.name}.pt", self.record(extra))
+        return save_weights(self.model, self.out / f"{self.cfg.name}.pt", self.record(extra), self.inherited)
 
     def record(self, extra: dict | None = None) -> dict:
         return {
