@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from dataclasses import field as default
+from dataclasses import field as dataclass_field
 
 import torch
 from torch import nn
@@ -217,7 +217,7 @@ class Matched:
     field: torch.Tensor
     confidence: torch.Tensor
     levels: list[torch.Tensor]
-    matches: list[tuple[torch.Tensor, torch.Tensor]] = default(default_factory=list)
+    matches: list[tuple[torch.Tensor, torch.Tensor]] = dataclass_field(default_factory=list)
 
 
 class FineMatcher(nn.Module):
