@@ -24,7 +24,7 @@ from models.training.data import (
     write_pack,
 )
 from models.training.trainer import Trainer
-from models.training.validate import validate_weights
+from models.training.validate import median_difference, validate_weights
 
 
 def synthetic_pack(path, n=6, size=80):
@@ -272,6 +272,18 @@ def test_tiny_run_exports_resumes_and_records(tmp_path):
     first, second = (validate_weights(tmp_path / "run" / f"{cfg.name}.pt", config, threads=1) for _ in range(2))
     assert first == second and first["pack_sha256"] == record["data_sha256"]
     assert 0 <= first["val_under_1px"] <= 1 and first["val_epe_median"] > 0
+    # Paired against other weights on the same crops: the difference of the two ledger medians, inside its interval.
+    fresh = Trainer(TrainConfig.from_dict({**data, "out": str(tmp_path / "fresh")}), log=lambda _: None)
+    fresh_pt = tmp_path / "fresh" / f"{cfg.name}.pt"
+    fresh.export()
+    paired = median_difference(fresh_pt, run_pt, config, threads=1, draws=50)
+    expected = validate_weights(fresh_pt, config, threads=1)["val_epe_median"] - first["val_epe_median"]
+    assert paired["median_difference"] == pytest.approx(expected, abs=1e-6) and paired["median_difference"] != 0
+    assert paired["interval_90"][0] <= paired["median_difference"] <= paired["interval_90"][1]
+    assert median_difference(run_pt, run_pt, config, threads=1, draws=50) == {
+        "median_difference": 0.0,
+        "interval_90": [0.0, 0.0],
+    }
 
 
 def test_bf16_trains_on_the_cpu_and_the_ledger_scores_in_float32(tmp_path):

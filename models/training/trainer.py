@@ -288,20 +288,26 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
     @torch.no_grad()
-    def validate(self) -> dict:
+    def held_out_errors(self) -> tuple[list[torch.Tensor], list[float]]:
+        """Per held-out crop, the end-point errors (px) of its valid pixels; per held-out batch, its folded share."""
         self.model.eval()
-        epes, folds = [], []
-        for batch in self._val:
-            with self._autocast():
-                out = self.model(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
-            field = out.field.float()
-            epe = torch.sqrt(((field - batch.target) ** 2).sum(1))[batch.mask[:, 0]]
-            epes.append(epe.cpu())
-            folds.append(float(L.folding_share(field)))
+        crops, folds = [], []
+        with torch.no_grad():
+            for batch in self._val:
+                with self._autocast():
+                    out = self.model(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
+                field = out.field.float()
+                epe = torch.sqrt(((field - batch.target) ** 2).sum(1)).cpu()
+                crops += [crop[mask] for crop, mask in zip(epe, batch.mask[:, 0].cpu(), strict=True)]
+                folds.append(float(L.folding_share(field)))
         self.model.train()
-        if not epes:
+        return crops, folds
+
+    def validate(self) -> dict:
+        crops, folds = self.held_out_errors()
+        if not crops:
             return {}
-        e = torch.cat(epes)
+        e = torch.cat(crops)
         return {
             "val_epe_mean": float(e.mean()),
             "val_epe_median": float(e.median()),
