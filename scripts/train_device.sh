@@ -25,6 +25,8 @@ collect() {
     IFS=: read -r variant name budget <<< "$spec"
     f="$RUNS/$name/$name.pt"
     [ -f "$f" ] && cp "$f" "$OUT/$name.pt.part" && mv "$OUT/$name.pt.part" "$OUT/$name.pt"
+    # The sidecar after the weights (it holds their checksum, the inherited "inference" and the GPU speed).
+    [ -f "${f%.pt}.json" ] && cp "${f%.pt}.json" "$OUT/$name.json"
   done
   cat "$RUNS"/*/*.log > "$OUT/train.log" 2>/dev/null
 }
@@ -43,7 +45,8 @@ while alive; do
   tail -qn1 "$RUNS"/*.stdout
 done
 wait
+# The whole method's speed on this GPU, into the main run's sidecar as well, before the last copy to $OUT.
+[ -f "$RUNS/dsmar/dsmar.pt" ] && $PY -m models.training.throughput "$RUNS/dsmar/dsmar.pt" --record | tee "$OUT/throughput.json"
 collect
-[ -f "$RUNS/dsmar/dsmar.pt" ] && $PY -m models.training.throughput "$RUNS/dsmar/dsmar.pt" | tee "$OUT/throughput.json"
 tail -n 3 "$RUNS"/*.stdout
 ls -la "$OUT"

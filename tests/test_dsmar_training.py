@@ -401,3 +401,24 @@ def test_throughput_times_the_whole_method_beside_the_network(capsys):
     assert result["weights_sha256"] == load_weights(weights)[1]["sha256"]
     assert result["s_per_mp_fp32"] > 0 and result["method_s_per_mp"] > 0
     assert result["method_mp_per_s"] == pytest.approx(1 / result["method_s_per_mp"])
+
+
+def test_throughput_records_a_gpu_speed_only_on_a_gpu(tmp_path, capsys):
+    """`--record` writes `gpu_throughput` into the sidecar; where no GPU is visible it refuses in one line and
+    leaves the sidecar as it was."""
+    import shutil
+
+    from models.training.throughput import main
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "weights" / "dsmar.pt"
+    weights = tmp_path / "dsmar.pt"
+    shutil.copy(shipped, weights)
+    shutil.copy(shipped.with_suffix(".json"), weights.with_suffix(".json"))
+    before = weights.with_suffix(".json").read_bytes()
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the refusal is for hosts without one")
+    assert main([str(weights), "--size", "128", "--record"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "throughput: error: --record writes a GPU speed, and no GPU is visible here"
+    ]
+    assert weights.with_suffix(".json").read_bytes() == before

@@ -62,19 +62,25 @@ def method_seconds_per_megapixel(weights: Path, device: torch.device, size: int 
 
 
 def main(argv=None) -> int:
-    """`python -m models.training.throughput WEIGHTS [--size N]`: print the network's s/MP (fp32, bf16 on CUDA) and
-    the whole method's (s/MP and MP/s) as JSON."""
+    """`python -m models.training.throughput WEIGHTS [--size N] [--record]`: print the network's s/MP (fp32, bf16 on
+    CUDA) and the whole method's (s/MP and MP/s) as JSON; `--record` (on a GPU) also writes them into the weights'
+    sidecar as `gpu_throughput`, which the accuracy report shows next to the baselines."""
     import argparse
     import json
+    import sys
 
-    from models.dsmar.weights import load_weights
+    from models.dsmar.weights import load_weights, write_sidecar
 
     parser = argparse.ArgumentParser(prog="python -m models.training.throughput")
     parser.add_argument("weights")
     parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--record", action="store_true", help="write the GPU speed into the weights' sidecar")
     args = parser.parse_args(argv)
-    model, meta = load_weights(Path(args.weights))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.record and device.type != "cuda":
+        print("throughput: error: --record writes a GPU speed, and no GPU is visible here", file=sys.stderr)
+        return 2
+    model, meta = load_weights(Path(args.weights))
     result = {
         "weights_sha256": meta["sha256"],
         "size": args.size,
@@ -87,6 +93,8 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(0)
         result["s_per_mp_bf16"] = seconds_per_megapixel(model, device, args.size, bf16=True)
+    if args.record:
+        write_sidecar(Path(args.weights), {"gpu_throughput": result})
     print(json.dumps(result))
     return 0
 
