@@ -148,6 +148,19 @@ def lr_factor(progress: float) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
 
 
+def held_out_scores(crops: list[torch.Tensor], folds: list[float]) -> dict:
+    """Median/mean end-point error (px), share under 1 px over every held-out pixel, and the mean folded share."""
+    if not crops:
+        return {}
+    e = torch.cat(crops)
+    return {
+        "val_epe_mean": float(e.mean()),
+        "val_epe_median": float(e.median()),
+        "val_under_1px": float((e < 1).float().mean()),
+        "val_folded": float(np.mean(folds)),
+    }
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, log: Callable[[str], None] = print):
         self.cfg = cfg
@@ -292,28 +305,18 @@ class Trainer:
         """Per held-out crop, the end-point errors (px) of its valid pixels; per held-out batch, its folded share."""
         self.model.eval()
         crops, folds = [], []
-        with torch.no_grad():
-            for batch in self._val:
-                with self._autocast():
-                    out = self.model(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
-                field = out.field.float()
-                epe = torch.sqrt(((field - batch.target) ** 2).sum(1)).cpu()
-                crops += [crop[mask] for crop, mask in zip(epe, batch.mask[:, 0].cpu(), strict=True)]
-                folds.append(float(L.folding_share(field)))
+        for batch in self._val:
+            with self._autocast():
+                out = self.model(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
+            field = out.field.float()
+            epe = torch.sqrt(((field - batch.target) ** 2).sum(1)).cpu()
+            crops += [crop[mask] for crop, mask in zip(epe, batch.mask[:, 0].cpu(), strict=True)]
+            folds.append(float(L.folding_share(field)))
         self.model.train()
         return crops, folds
 
     def validate(self) -> dict:
-        crops, folds = self.held_out_errors()
-        if not crops:
-            return {}
-        e = torch.cat(crops)
-        return {
-            "val_epe_mean": float(e.mean()),
-            "val_epe_median": float(e.median()),
-            "val_under_1px": float((e < 1).float().mean()),
-            "val_folded": float(np.mean(folds)),
-        }
+        return held_out_scores(*self.held_out_errors())
 
     def _self_supervised(self, parts: dict[str, torch.Tensor], ranges) -> dict[str, torch.Tensor]:
         """`parts` with the self-supervised term of an unlabeled batch added (and weighted into the total): the

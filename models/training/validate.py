@@ -21,8 +21,6 @@ import argparse
 import json
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +28,15 @@ import torch
 
 from kernel.errors import DsmarError
 from models.training.config import TrainConfig
-from models.training.trainer import Trainer
+from models.training.trainer import Trainer, held_out_scores
 
 LEDGER_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train_gpu_continue.json"
 
 
-@contextmanager
-def ledger_trainer(weights: Path, config: Path = LEDGER_CONFIG, threads: int = 2) -> Iterator[Trainer]:
-    """A trainer holding `weights` and the ledger's held-out batches, on the CPU, in float32 (the ledger's numbers
-    compare across runs whatever precision each run trained in)."""
+def ledger_errors(weights: Path, config: Path = LEDGER_CONFIG, threads: int = 2) -> tuple[str, list, list[float]]:
+    """`weights` run once over the ledger's held-out batches, on the CPU, in float32 (the ledger's numbers compare
+    across runs whatever precision each run trained in): the pack's sha256, the per-crop end-point errors and the
+    per-batch folded shares (`Trainer.held_out_errors`)."""
     from models.dsmar.weights import checked_metadata
 
     architecture = checked_metadata(weights)["config"]  # the weights' own network, fine matching stage included
@@ -49,36 +47,37 @@ def ledger_trainer(weights: Path, config: Path = LEDGER_CONFIG, threads: int = 2
         )
         trainer = Trainer(cfg, log=lambda message: None)
         torch.manual_seed(0)
-        yield trainer
+        return (trainer.data_hash, *trainer.held_out_errors())
 
 
 def validate_weights(weights: Path, config: Path = LEDGER_CONFIG, threads: int = 2) -> dict[str, float | str]:
     """Median/mean end-point error (px), share under 1 px and folded share of `weights` on the ledger's set, and the
     sha256 of the pack that set was drawn from."""
-    with ledger_trainer(weights, config, threads) as trainer:
-        return {"pack_sha256": trainer.data_hash, **trainer.validate()}
+    pack, crops, folds = ledger_errors(weights, config, threads)
+    return {"pack_sha256": pack, **held_out_scores(crops, folds)}
+
+
+def paired_difference(ours: list, theirs: list, draws: int = 1000) -> dict[str, float | list[float]]:
+    """The median EPE over crops `ours` minus that over `theirs` (the same held-out crops, each scored by one set of
+    weights), and its 90 % interval over `draws` resamplings of the crops, both read on the same resampled crops
+    (seeded: the same every time)."""
+    rng = np.random.default_rng(0)
+
+    def median(crops: list, picked) -> float:
+        return float(np.median(np.concatenate([np.asarray(crops[i]) for i in picked])))
+
+    every = range(len(ours))
+    picks = [rng.integers(0, len(ours), len(ours)) for _ in range(draws)]
+    low, high = np.percentile([median(ours, p) - median(theirs, p) for p in picks], [5, 95])
+    return {"median_difference": median(ours, every) - median(theirs, every), "interval_90": [low, high]}
 
 
 def median_difference(
     weights: Path, against: Path, config: Path = LEDGER_CONFIG, threads: int = 2, draws: int = 1000
 ) -> dict[str, float | list[float]]:
-    """The ledger's median EPE of `weights` minus that of `against`, and its 90 % interval over `draws` resamplings
-    of the held-out crops, both sets of weights scored on the same resampled crops (seeded: the same every time)."""
-    errors = []
-    for path in (weights, against):
-        with ledger_trainer(path, config, threads) as trainer:
-            errors.append([crop.numpy() for crop in trainer.held_out_errors()[0]])
-    ours, theirs = errors
-    rng = np.random.default_rng(0)
-
-    def median(crops: list[np.ndarray], picked) -> float:
-        return float(np.median(np.concatenate([crops[i] for i in picked])))
-
-    every = range(len(ours))
-    picks = [rng.integers(0, len(ours), len(ours)) for _ in range(draws)]
-    spread = [median(ours, p) - median(theirs, p) for p in picks]
-    low, high = np.percentile(spread, [5, 95])
-    return {"median_difference": median(ours, every) - median(theirs, every), "interval_90": [low, high]}
+    """`paired_difference` of the ledger's median EPE of `weights` and of `against`."""
+    ours, theirs = (ledger_errors(path, config, threads)[1] for path in (weights, against))
+    return paired_difference(ours, theirs, draws)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", type=Path, help="also the median's difference from these weights, paired")
     args = parser.parse_args(argv)
     try:
+        theirs = ledger_errors(args.against, args.config)[1] if args.against is not None else None
         for path in args.weights:
-            scores: dict = {"weights": str(path), **validate_weights(path, args.config)}
-            if args.against is not None:
-                scores["against"] = {"weights": str(args.against), **median_difference(path, args.against, args.config)}
+            pack, crops, folds = ledger_errors(path, args.config)
+            scores: dict = {"weights": str(path), "pack_sha256": pack, **held_out_scores(crops, folds)}
+            if theirs is not None:
+                scores["against"] = {"weights": str(args.against), **paired_difference(crops, theirs)}
             print(json.dumps(scores), flush=True)
     except DsmarError as err:
         print(f"validate: error: {err}", file=sys.stderr)
