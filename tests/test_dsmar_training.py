@@ -13,6 +13,7 @@ from kernel.errors import InputError
 from models.dsmar.flow import base_grid, sample_at
 from models.dsmar.weights import load_weights, write_sidecar
 from models.training.augment import WarpRanges, invert_warps, prepare_batch, random_warps, stretch
+from models.training.average import WeightAverage
 from models.training.config import TrainConfig, apply_variant, with_budget
 from models.training.data import (
     BatchSampler,
@@ -422,3 +423,48 @@ def test_throughput_records_a_gpu_speed_only_on_a_gpu(tmp_path, capsys):
         "throughput: error: --record writes a GPU speed, and no GPU is visible here"
     ]
     assert weights.with_suffix(".json").read_bytes() == before
+
+
+def test_the_weight_average_follows_the_steps_and_gives_the_model_back():
+    model = torch.nn.Linear(2, 1)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    average = WeightAverage(model, decay=0.75)
+    with torch.no_grad():
+        model.weight.add_(4.0)
+    average.update(model)
+    assert torch.allclose(average.shadow["weight"], start["weight"] + 1.0)  # a quarter of the way
+    with average.applied(model):
+        assert torch.allclose(model.weight, start["weight"] + 1.0)
+    assert torch.allclose(model.weight, start["weight"] + 4.0)
+    with pytest.raises(ValueError):
+        average.load_state_dict({"weight": start["weight"]})
+
+
+def test_a_run_with_a_weight_average_exports_scores_and_resumes_the_average(tmp_path):
+    synthetic_pack(tmp_path / "pack.npz")
+    data = {
+        **json.loads(open("configs/train_small.json").read()),
+        "pack": str(tmp_path / "pack.npz"),
+        "out": str(tmp_path / "run"),
+        "crop": 64,
+        "margin": 16,
+        "batch": 2,
+        "device": "cpu",
+        "ema": 0.5,
+        "model": {"channels": [8, 16, 16, 16], "hidden": 16, "refine_hidden": 8},
+        "stages": [{"name": "joint", "steps": 3, "lr": 1e-2}],
+    }
+    cfg = TrainConfig.from_dict(data)
+    trainer = Trainer(cfg, log=lambda _: None)
+    trainer.run()
+    exported, _ = load_weights(tmp_path / "run" / f"{cfg.name}.pt")
+    raw = trainer.model.state_dict()
+    for name, tensor in exported.state_dict().items():
+        if tensor.is_floating_point():
+            assert torch.allclose(tensor.float(), trainer.average.shadow[name].half().float())
+    assert any(not torch.equal(raw[k], trainer.average.shadow[k]) for k in trainer.average.shadow)
+    again = Trainer(cfg, log=lambda _: None)
+    assert again.try_resume()
+    assert all(torch.equal(again.average.shadow[k], v) for k, v in trainer.average.shadow.items())
+    with pytest.raises(InputError, match="ema"):
+        TrainConfig.from_dict({**data, "ema": 1.0})

@@ -56,6 +56,9 @@ class TrainConfig:
     bf16: bool = False  # bfloat16 autocast for training steps (CUDA or CPU); the ledger scores in float32
     threads: int = 0
     checkpoint_every_s: float = 60.0
+    # decay of the moving average of the weights that the run validates and exports (0 = the raw weights);
+    # about 1 / (1 - ema) steps are averaged (`models.training.average`)
+    ema: float = 0.0
     val_batches: int = 2
     model: DSMARConfig = DSMARConfig()
     losses: LossWeights = LossWeights()
@@ -78,6 +81,8 @@ class TrainConfig:
                 raise InputError(f"stage {s.name!r} is not one of {', '.join(STAGES)}")
             if s.steps <= 0 and s.seconds <= 0:
                 raise InputError(f"stage {s.name!r} needs steps or seconds")
+        if not 0.0 <= data.get("ema", 0.0) < 1.0:
+            raise InputError(f"ema {data['ema']} is not in [0, 1): it is the decay of the weights' moving average")
         losses = LossWeights(**_known(LossWeights, data.pop("losses", {}), "losses"))
         warp = WarpRanges(**_known(WarpRanges, data.pop("warp", {}), "warp"))
         model = DSMARConfig.from_dict(_known(DSMARConfig, data.pop("model", {}), "model"))

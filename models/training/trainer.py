@@ -11,6 +11,7 @@ short still leaves usable weights behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -28,6 +29,7 @@ from models.dsmar.flow import downsample_field, warp
 from models.dsmar.network import DSMAR, DSMAROutput, count_parameters
 from models.dsmar.weights import save_weights, sha256_file
 from models.training.augment import Prepared, prepare_batch
+from models.training.average import WeightAverage
 from models.training.config import LossWeights, StageConfig, TrainConfig
 from models.training.data import BatchSampler, pack_split, read_pack, self_supervised_pairs
 
@@ -206,6 +208,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.average = WeightAverage(self.model, cfg.ema) if cfg.ema > 0 else None
         self.state = {"stage": 0, "step": 0, "elapsed": 0.0, "history": [], "total_steps": 0}
         self.optimizer_state = None
         self._val = self._validation_batches()
@@ -250,6 +253,7 @@ class Trainer:
             ),
             "generator": self.gen.get_state(),
             "config": json.dumps(self.cfg.to_dict()),
+            "average": self.average.state_dict() if self.average is not None else {},
         }
         tmp = self.checkpoint_path.with_suffix(".tmp")
         torch.save(blob, tmp)
@@ -270,11 +274,19 @@ class Trainer:
             self.unlabeled_sampler.rng.bit_generator.state = unlabeled_state
         self.gen.set_state(blob["generator"].cpu())
         self.optimizer_state = blob["optimizer"] or None
+        if self.average is not None:
+            self.average.load_state_dict(blob["average"])
         self.log(f"resumed at stage {self.state['stage']} step {self.state['step']}")
         return True
 
+    def averaged(self):
+        """A block in which the model holds the weights the run stands for: their moving average where the config
+        keeps one, else the raw weights."""
+        return self.average.applied(self.model) if self.average is not None else contextlib.nullcontext()
+
     def export(self, extra: dict | None = None) -> dict:
-        return save_weights(self.model, self.out / f"{self.cfg.name}.pt", self.record(extra), self.inherited)
+        with self.averaged():
+            return save_weights(self.model, self.out / f"{self.cfg.name}.pt", self.record(extra), self.inherited)
 
     def record(self, extra: dict | None = None) -> dict:
         return {
@@ -316,7 +328,8 @@ class Trainer:
         return crops, folds
 
     def validate(self) -> dict:
-        return held_out_scores(*self.held_out_errors())
+        with self.averaged():
+            return held_out_scores(*self.held_out_errors())
 
     def _self_supervised(self, parts: dict[str, torch.Tensor], ranges) -> dict[str, torch.Tensor]:
         """`parts` with the self-supervised term of an unlabeled batch added (and weighted into the total): the
@@ -383,6 +396,8 @@ class Trainer:
             parts["total"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
+            if self.average is not None:
+                self.average.update(self.model)
             self.state["step"] += 1
             self.state["total_steps"] += 1
             self.state["elapsed"] = time.monotonic() - start
