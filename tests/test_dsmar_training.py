@@ -38,6 +38,22 @@ def synthetic_pack(path, n=6, size=80):
     return pairs, write_pack(pairs, path)
 
 
+def tiny_cpu_run(tmp_path, **overrides) -> dict:
+    """The config of a run of a tiny network on the CPU over a synthetic pack written under `tmp_path`."""
+    synthetic_pack(tmp_path / "pack.npz")
+    return {
+        **json.loads(open("configs/train_small.json").read()),
+        "pack": str(tmp_path / "pack.npz"),
+        "out": str(tmp_path / "run"),
+        "crop": 64,
+        "margin": 16,
+        "batch": 2,
+        "device": "cpu",
+        "model": {"channels": [8, 16, 16, 16], "hidden": 16, "refine_hidden": 8},
+        **overrides,
+    }
+
+
 def test_pack_round_trip_and_sampler(tmp_path):
     pairs, digest = synthetic_pack(tmp_path / "pack.npz")
     back = read_pack(tmp_path / "pack.npz")
@@ -288,19 +304,7 @@ def test_tiny_run_exports_resumes_and_records(tmp_path):
 
 
 def test_bf16_trains_on_the_cpu_and_the_ledger_scores_in_float32(tmp_path):
-    synthetic_pack(tmp_path / "pack.npz")
-    data = {
-        **json.loads(open("configs/train_small.json").read()),
-        "pack": str(tmp_path / "pack.npz"),
-        "out": str(tmp_path / "run"),
-        "crop": 64,
-        "margin": 16,
-        "batch": 2,
-        "device": "cpu",
-        "bf16": True,
-        "model": {"channels": [8, 16, 16, 16], "hidden": 16, "refine_hidden": 8},
-        "stages": [{"name": "joint", "steps": 2}],
-    }
+    data = tiny_cpu_run(tmp_path, bf16=True, stages=[{"name": "joint", "steps": 2}])
     trainer = Trainer(TrainConfig.from_dict(data), log=lambda _: None)
     batch = trainer._val[0]
     with trainer._autocast():
@@ -441,19 +445,7 @@ def test_the_weight_average_follows_the_steps_and_gives_the_model_back():
 
 
 def test_a_run_with_a_weight_average_exports_scores_and_resumes_the_average(tmp_path):
-    synthetic_pack(tmp_path / "pack.npz")
-    data = {
-        **json.loads(open("configs/train_small.json").read()),
-        "pack": str(tmp_path / "pack.npz"),
-        "out": str(tmp_path / "run"),
-        "crop": 64,
-        "margin": 16,
-        "batch": 2,
-        "device": "cpu",
-        "ema": 0.5,
-        "model": {"channels": [8, 16, 16, 16], "hidden": 16, "refine_hidden": 8},
-        "stages": [{"name": "joint", "steps": 3, "lr": 1e-2}],
-    }
+    data = tiny_cpu_run(tmp_path, ema=0.5, stages=[{"name": "joint", "steps": 3, "lr": 1e-2}])
     cfg = TrainConfig.from_dict(data)
     trainer = Trainer(cfg, log=lambda _: None)
     trainer.run()
