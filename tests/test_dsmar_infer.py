@@ -24,7 +24,7 @@ def model():
 def test_network_input_marks_nan_invalid():
     img = np.random.default_rng(0).random((3, 20, 30)).astype(np.float32)
     img[:, :5] = np.nan
-    x = network_input(img, "optical")
+    x = network_input(torch.from_numpy(img), "optical").numpy()
     assert x.shape == (2, 20, 30)
     assert (x[1, :5] == 0).all() and (x[0, :5] == 0).all() and (x[1, 5:] == 1).all()
     assert x[0].min() >= -1 and x[0].max() <= 1
@@ -83,7 +83,7 @@ def test_instance_optimisation_moves_towards_a_known_shift():
     base = ndimage.gaussian_filter(rng.random((96, 96)), 3)
     fixed = base[None].astype(np.float32)
     moving = ndimage.shift(base, (0.0, 1.5), order=3, mode="nearest")[None].astype(np.float32)
-    f_in, m_in = network_input(fixed, "optical"), network_input(moving, "optical")
+    f_in, m_in = (network_input(torch.from_numpy(x), "optical").numpy() for x in (fixed, moving))
     field = instance_optimise(f_in, m_in, np.zeros((2, 96, 96), np.float32), steps=(40, 40), lr=0.1)
     inner = field[:, 16:-16, 16:-16]
     # moving(y, x + 1.5) = fixed(y, x): the field's dx approaches 1.5, dy stays near 0.

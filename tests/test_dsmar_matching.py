@@ -13,7 +13,6 @@ from kernel.warp import warp_image
 from models import register_pair
 from models.classical.matching import Matches, WindowGrid, _peaks
 from models.classical.matching import median_test as classical_median_test
-from models.classical.register import block_means
 from models.dsmar import DSMAR, DSMARConfig
 from models.dsmar.fine import COARSE, FAR_SHIFT, coarse_priors, distinct_starts, enlarge, learned_fine
 from models.dsmar.infer import network_input
@@ -31,6 +30,7 @@ from models.dsmar.matching import (
     window_costs,
 )
 from models.methods.mind import describe as mind_describe
+from models.preprocess import block_means
 from models.training.config import TrainConfig
 from models.training.trainer import Trainer, stage_parameters
 from tests.test_dsmar_training import synthetic_pack
@@ -205,6 +205,18 @@ def optical(pairs_dir):
     return load_aligned_pair(record).fixed
 
 
+def optical_inputs(*images: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """The network inputs of optical images."""
+    return tuple(network_input(torch.from_numpy(np.ascontiguousarray(x)), "optical") for x in images)
+
+
+def fine_stage(matcher, inputs, start: np.ndarray, confidence: np.ndarray, *args) -> tuple[np.ndarray, np.ndarray]:
+    """`learned_fine` on the CPU, from and to numpy, for a start field followed as it is (`trend="field"`)."""
+    start_t, confidence_t = (torch.from_numpy(np.ascontiguousarray(x)) for x in (start, confidence))
+    field, conf = learned_fine(matcher, *inputs, (0, 0), start_t, confidence_t, "field", *args)
+    return field.numpy(), conf.numpy()
+
+
 def _gap(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().amax())
 
@@ -250,14 +262,15 @@ def test_a_field_of_the_shrunk_pair_enlarged_is_the_same_motion_at_full_resoluti
     """Block means, and a linear field of the shrunk grid read at full resolution: small pixel c is centred on full
     pixel factor (c + 0.5) - 0.5, its vectors are factor times longer; a last partial block repeats its neighbour."""
     image = np.random.default_rng(factor).random((2, 4 * 9 + 3, 4 * 7 + 1)).astype(np.float32)
-    small = block_means(image, factor)
+    small = block_means(torch.from_numpy(image), factor).numpy()
     h, w = small.shape[1:]
     assert (h, w) == (image.shape[1] // factor, image.shape[2] // factor)
     blocks = image[:, : h * factor, : w * factor].reshape(2, h, factor, w, factor).mean((2, 4))
     assert np.allclose(small, blocks)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     field = np.stack([0.3 * yy - 0.1 * xx + 1.5, 0.05 * yy + 0.2 * xx - 0.5])
-    full, conf = enlarge(field, np.full((h, w), 0.5, np.float32), image.shape[1:], factor)
+    confidence = torch.full((h, w), 0.5)
+    full, conf = (x.numpy() for x in enlarge(torch.from_numpy(field), confidence, image.shape[1:], factor))
     assert full.shape == (2, *image.shape[1:]) and conf.shape == image.shape[1:] and np.allclose(conf, 0.5)
     py, px = np.mgrid[0 : image.shape[1], 0 : image.shape[2]].astype(np.float32)
     sy, sx = (py + 0.5) / factor - 0.5, (px + 0.5) / factor - 0.5  # full pixel centres on the small grid
@@ -271,9 +284,9 @@ def test_untrained_stage_recovers_a_sub_pixel_shift_of_a_real_image(optical):
     truth = np.array([3.3, -2.6], np.float32)[:, None, None]
     moving = warp_image(optical, -np.broadcast_to(truth, (2, *optical.shape[1:])))  # fixed(p) = moving(p + t)
     start = np.broadcast_to(truth + 1.5, (2, *optical.shape[1:])).astype(np.float32)
-    inputs = (network_input(optical, "optical"), network_input(moving, "optical"))
+    inputs = optical_inputs(optical, moving)
     confidence = np.ones(optical.shape[1:], np.float32)
-    field, conf = learned_fine(FineMatcher(), *inputs, (0, 0), start, confidence, "field", "cpu")
+    field, conf = fine_stage(FineMatcher(), inputs, start, confidence)
     inner = (slice(None), slice(48, -48), slice(48, -48))
     error = np.hypot(*(field - truth)[inner])
     assert np.median(error) < 0.3, np.median(error)  # measured 0.20 (parabola peaks on 65 px windows)
@@ -287,12 +300,12 @@ def test_gauss_newton_steps_follow_detail_the_window_passes_smooth_away(optical,
     the last on 33 px windows, follow it to a few hundredths."""
     warp = elastic_field(optical.shape[1:], np.random.default_rng(seed), 3.0, max(optical.shape[1:]) / 4)
     truth = invert_warp(warp)  # moving(q) = optical(q + warp(q)), so fixed(p) = moving(p + truth(p))
-    inputs = (network_input(optical, "optical"), network_input(warp_image(optical, warp), "optical"))
+    inputs = optical_inputs(optical, warp_image(optical, warp))
     start, confidence = np.zeros_like(truth), np.ones(optical.shape[1:], np.float32)
     inner = (slice(None), slice(48, -48), slice(48, -48))
     errors = []
     for radii, newton in (((5, 3), 0), ((5,), len(NEWTON_STEPS))):
-        field, conf = learned_fine(None, *inputs, (0, 0), start, confidence, "field", "cpu", radii, newton)
+        field, conf = fine_stage(None, inputs, start, confidence, radii, newton)
         errors.append(float(np.median(np.hypot(*(field - truth)[inner]))))
         assert 0 <= conf.min() and conf.max() <= 1
     assert errors[1] < 0.06 and errors[1] < errors[0] / 2, errors  # measured 0.036 against 0.09-0.11
@@ -305,12 +318,12 @@ def test_repeated_steps_follow_a_warp_too_fine_for_one_on_a_small_image(optical,
     small = optical[:, :176, :176]
     warp = elastic_field(small.shape[1:], np.random.default_rng(seed), 3.0, 176 / 8)
     truth = invert_warp(warp)
-    inputs = (network_input(small, "optical"), network_input(warp_image(small, warp), "optical"))
+    inputs = optical_inputs(small, warp_image(small, warp))
     start, confidence = np.zeros_like(truth), np.ones(small.shape[1:], np.float32)
     inner = (slice(None), slice(24, -24), slice(24, -24))
     errors = []
     for repeat in (0, 6):
-        field, _ = learned_fine(None, *inputs, (0, 0), start, confidence, "field", "cpu", (5,), 2, repeat)
+        field, _ = fine_stage(None, inputs, start, confidence, (5,), 2, repeat)
         errors.append(float(np.median(np.hypot(*(field - truth)[inner]))))
     assert errors[1] < 0.7 * errors[0], errors  # measured 0.37 against 0.67, 0.40 against 0.70
 
@@ -324,13 +337,13 @@ def test_retrend_spreads_the_first_pass_around_the_trend_it_found_where_windows_
     image[block] = np.nanmean(image[block], axis=(1, 2), keepdims=True)
     truth = np.array([2.4, -1.7], np.float32)[:, None, None]
     moving = warp_image(image, -np.broadcast_to(truth, (2, *image.shape[1:])))
-    inputs = (network_input(image, "optical"), network_input(moving, "optical"))
+    inputs = optical_inputs(image, moving)
     start = np.broadcast_to(truth + np.array([1.5, -1.0], np.float32)[:, None, None], (2, *image.shape[1:])).copy()
     confidence = np.ones(image.shape[1:], np.float32)
     inside = (slice(None), slice(152, 232), slice(152, 232))
     errors = []
     for retrend in (False, True):
-        field, conf = learned_fine(None, *inputs, (0, 0), start, confidence, "field", "cpu", (5,), 0, 0, retrend)
+        field, conf = fine_stage(None, inputs, start, confidence, (5,), 0, 0, retrend)
         errors.append(float(np.median(np.hypot(*(field - truth)[inside]))))
         assert 0 <= conf.min() and conf.max() <= 1
     assert errors[0] > 1.5 and errors[1] < 0.3, errors  # measured 1.78 against 0.09
@@ -351,11 +364,9 @@ def test_the_untrained_stage_matches_the_same_without_running_its_heads(optical)
     truth = np.array([2.4, -1.7], np.float32)[:, None, None]
     moving = warp_image(optical, -np.broadcast_to(truth, (2, *optical.shape[1:])))
     start = np.zeros((2, *optical.shape[1:]), np.float32)
-    inputs = (network_input(optical, "optical"), network_input(moving, "optical"))
+    inputs = optical_inputs(optical, moving)
     confidence = np.ones(optical.shape[1:], np.float32)
-    full, lean = (
-        learned_fine(matcher, *inputs, (0, 0), start, confidence, "field", "cpu") for matcher in (FineMatcher(), None)
-    )
+    full, lean = (fine_stage(matcher, inputs, start, confidence) for matcher in (FineMatcher(), None))
     assert np.allclose(full[0], lean[0], atol=1e-4) and np.allclose(full[1], lean[1], atol=1e-4)
 
 
@@ -364,7 +375,7 @@ def test_the_passes_after_the_first_spread_their_residual_wider(optical):
     `REFINE_SPREAD` times wider: a smoother residual, as accurate (a real image against its shifted negative)."""
     truth = np.array([1.6, -1.2], np.float32)[:, None, None]
     moving = 1.0 - warp_image(optical, -np.broadcast_to(truth, (2, *optical.shape[1:])))
-    f, m = (torch.from_numpy(network_input(x, "optical"))[None] for x in (optical, moving))
+    f, m = (network_input(torch.from_numpy(x), "optical")[None] for x in (optical, moving))
     matcher = FineMatcher(extra=0)
     ids = torch.tensor([0])
     start = torch.from_numpy(np.broadcast_to(truth + 0.8, (1, 2, *f.shape[-2:])).copy())

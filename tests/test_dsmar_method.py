@@ -131,3 +131,32 @@ def test_dsmar_refuses_bad_inference_options_in_one_line(options):
     image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
     with pytest.raises(InputError, match="trend|polish"):
         register_pair(image, image, "optical", "sar", method="dsmar", augment=1, **options)
+
+
+def test_the_default_method_copies_only_lattice_points_and_its_result_to_the_host(pairs_dir, monkeypatch):
+    """The all-device path: from the pair's upload to the returned field, nothing image-sized comes back to the host
+    (`Tensor.numpy`), only the few hundred lattice points the robust trend fits read. The CPU reads its percentiles
+    through numpy's view of the image; here the device's selection stands in for it, as on a GPU."""
+    import torch
+
+    import models.preprocess
+    from datagen.pairs import load_aligned_pair
+    from models.methods.dsmar import make_dsmar
+
+    pair = load_aligned_pair(_record(pairs_dir, "optical-sar"))
+    fixed, moving = pair.fixed[:, :256, :256], np.roll(pair.moving, (2, -3), axis=(1, 2))[:, :256, :256]
+    monkeypatch.setattr(models.preprocess, "percentiles", models.preprocess.selected_percentiles)
+    copied: list[int] = []
+    to_host = torch.Tensor.numpy
+
+    def recorded(self, *args, **kwargs):
+        copied.append(self.numel())
+        return to_host(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "numpy", recorded)
+    field, confidence = make_dsmar()(fixed, moving, fixed_modality="optical", moving_modality="sar", device="cpu")
+    monkeypatch.undo()
+    h, w = fixed.shape[1:]
+    assert field.shape == (2, h, w) and confidence.shape == (h, w) and h * w > 4 * 4096
+    assert [n for n in copied if n > 4096] == [2 * h * w, h * w]  # the field and its confidence
+    assert copied[:-2] and max(copied[:-2]) <= 4096

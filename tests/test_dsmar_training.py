@@ -164,7 +164,7 @@ def test_stretch_matches_inference_normalisation():
 
     rng = np.random.default_rng(3)
     img = rng.random((1, 40, 40)).astype(np.float32)
-    ref = network_input(img, "optical")
+    ref = network_input(torch.from_numpy(img), "optical").numpy()
     got = stretch(torch.from_numpy(img)[None], torch.ones(1, 1, 40, 40, dtype=torch.bool))[0].numpy()
     assert np.abs(ref - got).max() < 0.02
 
@@ -395,8 +395,9 @@ def test_train_builds_a_pack_without_eval_pairs_and_exports_weights(pairs_dir, t
 
 
 def test_throughput_times_the_whole_method_beside_the_network(capsys):
-    """`python -m models.training.throughput` reports the network's forward pass and the whole `register_pair(
-    method="dsmar")` with the shipped weights, on the device at hand (here the CPU), as MP/s too."""
+    """`python -m models.training.throughput` reports the network's forward pass, the whole method with the shipped
+    weights (as MP/s too) and `register_pair(method="dsmar")`, which adds the API's warp, on the device at hand (here
+    the CPU)."""
     from models.training.throughput import main
 
     weights = Path(__file__).resolve().parents[1] / "models" / "weights" / "dsmar.pt"
@@ -406,6 +407,7 @@ def test_throughput_times_the_whole_method_beside_the_network(capsys):
     assert result["weights_sha256"] == load_weights(weights)[1]["sha256"]
     assert result["s_per_mp_fp32"] > 0 and result["method_s_per_mp"] > 0
     assert result["method_mp_per_s"] == pytest.approx(1 / result["method_s_per_mp"])
+    assert result["register_pair_s_per_mp"] > 0
 
 
 def test_throughput_records_a_gpu_speed_only_on_a_gpu(tmp_path, capsys):

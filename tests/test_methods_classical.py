@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from datagen.pairs import load_aligned_pair, read_pairs
 from datagen.warps import inside_mask, invert_warp
@@ -120,7 +121,7 @@ def test_field_trend_is_the_affine_consensus_of_a_dense_field_despite_outliers_a
     weight = np.ones(shape, np.float32)
     weight[:, 250:] = np.nan  # no-data: its field is garbage and must not count
     field[:, :, 250:] = -40.0
-    params, support = field_trend(field, weight, WindowConfig())
+    params, support = field_trend(torch.from_numpy(field), torch.from_numpy(weight), WindowConfig())
     assert np.abs(affine_eval(params, shape) - truth).max() < 0.05 and support > 0
 
 
@@ -129,6 +130,6 @@ def test_field_trend_finds_the_shift_of_a_small_image_or_edge_tile(shape):
     from models.classical.register import WindowConfig, field_trend
 
     field = np.broadcast_to(np.array([2.5, -4.0], np.float32)[:, None, None], (2, *shape)).copy()
-    params, support = field_trend(field, np.ones(shape, np.float32), WindowConfig())
+    params, support = field_trend(torch.from_numpy(field), torch.ones(shape), WindowConfig())
     np.testing.assert_allclose(params[2], [2.5, -4.0], atol=1e-6)
     assert support >= 6

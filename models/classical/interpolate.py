@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from kernel.warp import sample
@@ -22,10 +23,17 @@ def affine_design(points: np.ndarray) -> np.ndarray:
 
 
 def affine_eval(params: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """The dense field (2, H, W) of an affine displacement model params (3, 2): d = [y, x, 1] @ params."""
-    yy, xx = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
-    field = params[0][:, None, None] * yy + params[1][:, None, None] * xx + params[2][:, None, None]
-    return field.astype(np.float32)
+    """The dense field (2, H, W) of an affine displacement model params (3, 2) (`affine_eval_tensor`, on the CPU)."""
+    return affine_eval_tensor(params, shape).numpy()
+
+
+def affine_eval_tensor(params: np.ndarray, shape: tuple[int, int], device: str | torch.device = "cpu") -> torch.Tensor:
+    """The dense field (2, H, W) float32 of an affine displacement model params (3, 2): d = [y, x, 1] @ params,
+    evaluated in float64 on `device`."""
+    p = torch.from_numpy(np.asarray(params, np.float64)).to(device)
+    yy = torch.arange(shape[0], dtype=torch.float64, device=device)[:, None]
+    xx = torch.arange(shape[1], dtype=torch.float64, device=device)[None, :]
+    return (p[0][:, None, None] * yy + p[1][:, None, None] * xx + p[2][:, None, None]).float()
 
 
 def robust_affine(

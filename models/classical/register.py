@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from kernel.errors import InputError
 from kernel.warp import compose, warp_image
@@ -34,7 +35,7 @@ from models.classical.matching import (
     phase_correlation,
     window_grid,
 )
-from models.preprocess import to_gray
+from models.preprocess import block_means, to_gray
 
 Describe = Callable[[np.ndarray], np.ndarray]
 
@@ -130,7 +131,7 @@ def coarse_trend(
     descriptors points further away than max_shift / 2, also around that translation; the search
     whose trend clearly more windows support wins.
     """
-    fixed_half, moving_half = block_means(fixed_gray, 2), block_means(moving_gray, 2)
+    fixed_half, moving_half = (block_means(torch.from_numpy(gray), 2).numpy() for gray in (fixed_gray, moving_gray))
     fixed_desc, moving_desc = describe(fixed_half), describe(moving_half)
     glob, _ = phase_correlation(fixed_desc, moving_desc, config.max_global_shift / 2, whitening=0.5)
     priors = [(0, 0)]
@@ -170,14 +171,6 @@ def coarse_trend(
     return params
 
 
-def block_means(image: np.ndarray, factor: int) -> np.ndarray:
-    """`factor` x `factor` block means over the last two axes of (..., H, W) (NaN where any is NaN; a last partial
-    block is dropped)."""
-    h, w = (image.shape[-2] // factor) * factor, (image.shape[-1] // factor) * factor
-    blocks = image[..., :h, :w].reshape(*image.shape[:-2], h // factor, factor, w // factor, factor)
-    return blocks.mean(axis=(-3, -1))
-
-
 def capped_step(shape: tuple[int, int], step: int, max_windows: int) -> int:
     """The lattice step, widened on large images so that about `max_windows` windows are matched."""
     return max(step, int(np.ceil(np.sqrt(shape[0] * shape[1] / max_windows))))
@@ -204,19 +197,19 @@ def trend(coarse: Matches, config: WindowConfig) -> tuple[np.ndarray, int]:
     return np.zeros((3, 2)), 0
 
 
-def field_trend(field: np.ndarray, weight: np.ndarray, config: WindowConfig) -> tuple[np.ndarray, int]:
+def field_trend(field: torch.Tensor, weight: torch.Tensor, config: WindowConfig) -> tuple[np.ndarray, int]:
     """Affine params (3, 2) of a dense field's consensus, and how many lattice points support it (0: no
-    consensus, the params are zero): the field read on the fine lattice as if each point were a window
-    match (weighted by `weight`, NaN = no-data), then the same robust fit as the coarse stage's matches
-    (RANSAC affine, else translation)."""
-    shape = field.shape[1:]
+    consensus, the params are zero): the field (2, H, W) read on the fine lattice, on its device, as if each point
+    were a window match (weighted by `weight` (H, W), NaN = no-data), then the same robust fit as the coarse stage's
+    matches (RANSAC affine, else translation) on the host."""
+    shape = tuple(field.shape[1:])
     # Small images (and edge tiles) get a finer lattice, so the fit still has points to agree on.
     window = min(config.fine_window, max(8, min(shape) // 2))
     step = config.fine_step if window == config.fine_window else max(4, window // 2)
     grid = window_grid(shape, window, capped_step(shape, step, config.max_fine_windows))
-    rows, cols = np.rint(grid.centres()).astype(int).transpose(2, 0, 1)
-    shifts = np.moveaxis(field[:, rows, cols], 0, -1).astype(np.float64)
-    quality = weight[rows, cols].astype(np.float64)
+    rows, cols = torch.from_numpy(np.rint(grid.centres()).astype(np.int64).transpose(2, 0, 1)).to(field.device)
+    shifts = field[:, rows, cols].permute(1, 2, 0).double().cpu().numpy()
+    quality = weight[rows, cols].double().cpu().numpy()
     shifts[~np.isfinite(quality)] = np.nan
     return trend(Matches(grid, shifts, np.nan_to_num(quality)), config)
 

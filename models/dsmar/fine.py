@@ -48,47 +48,46 @@ COARSE = MatchLevel(4, 7, 33, 8)
 @torch.no_grad()
 def learned_fine(
     matcher: FineMatcher | None,
-    fixed: np.ndarray,
-    moving: np.ndarray,
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
     ids: tuple[int, int],
-    field: np.ndarray,
-    confidence: np.ndarray,
+    field: torch.Tensor,
+    confidence: torch.Tensor,
     trend: str,
-    device: str | torch.device,
     radii: tuple[int, ...] = (5,),
     newton: int = 0,
     repeat: int = 0,
     retrend: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Network inputs (2, H, W) per stream and the network's field (2, H, W) and confidence (H, W) -> the
-    matched field (2, H, W) and its confidence (H, W): one matching pass per search radius in `radii` (the first
-    `retrended` if `retrend`), then the first `newton` Gauss-Newton steps, the last `repeat` times more on a small
-    image (`newton_schedule`). `matcher` None is the untrained stage: MIND-SSC descriptors (`mind_descriptors`), no
-    heads run."""
-    from models.classical.interpolate import affine_eval
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Network inputs (2, H, W) per stream and the network's field (2, H, W) and confidence (H, W), all on one
+    device -> the matched field (2, H, W) and its confidence (H, W) there: one matching pass per search radius in
+    `radii` (the first `retrended` if `retrend`), then the first `newton` Gauss-Newton steps, the last `repeat` times
+    more on a small image (`newton_schedule`). `matcher` None is the untrained stage: MIND-SSC descriptors
+    (`mind_descriptors`), no heads run. Only the robust fits of the trends (a few hundred lattice points) run on the
+    host."""
+    from models.classical.interpolate import affine_eval_tensor
     from models.classical.register import field_trend
 
-    f = torch.from_numpy(fixed)[None].to(device)
-    m = torch.from_numpy(moving)[None].to(device)
+    device = fixed.device
+    f, m = fixed[None], moving[None]
     if matcher is None:
         matcher, desc_f, desc_m = FineMatcher(), mind_descriptors(f), mind_descriptors(m)
     else:
         matcher = matcher.to(device).eval()
         desc_f, desc_m = matcher.describe(f, m, *(torch.tensor([i], device=device) for i in ids))
-    shape = field.shape[1:]
+    shape = tuple(field.shape[1:])
     first = field
     if trend != "field":
-        params, support = field_trend(field, np.where(fixed[1] > 0, confidence, np.nan), WindowConfig())
+        weight = torch.where(fixed[1] > 0, confidence, torch.nan)
+        params, support = field_trend(field, weight, WindowConfig())
         if support:  # no consensus: the network's own field is the better start than no motion
-            first = affine_eval(params, shape)
-    starts = [torch.from_numpy(np.ascontiguousarray(first, np.float32))[None].to(device)]
+            first = affine_eval_tensor(params, shape, device)
+    starts = [first[None].float()]
     valid_f, valid_m = f[:, 1:2], m[:, 1:2]
     if trend == "best":
         priors = coarse_priors(starts[0], global_shift(desc_f, desc_m))
         found = [descriptor_trend(desc_f, desc_m, valid_f, valid_m, prior) for prior in priors]
-        trends = [
-            torch.from_numpy(affine_eval(params, shape))[None].to(device) for params in found if params is not None
-        ]
+        trends = [affine_eval_tensor(params, shape, device)[None] for params in found if params is not None]
         starts = distinct_starts(trends, SAME_START) or starts
     tried = [(matcher.passes(desc_f, desc_m, valid_f, valid_m, start, radii[:1]), start) for start in starts]
     best, start = max(tried, key=lambda done: float(done[0].confidence.mean()))
@@ -96,7 +95,7 @@ def learned_fine(
         best = retrended(best, start.float(), replace(matcher.levels[0], radius=radii[0]), valid_f)
     done = matcher.passes(desc_f, desc_m, valid_f, valid_m, best.field, radii[1:], first=False) if radii[1:] else best
     done = newton_refine(desc_f, desc_m, valid_f, valid_m, done, newton_schedule(newton, repeat, shape))
-    return done.field[0].cpu().numpy(), done.confidence[0, 0].cpu().numpy()
+    return done.field[0], done.confidence[0, 0]
 
 
 def retrended(
@@ -115,7 +114,7 @@ def retrended(
     `c + shift + start(c + shift)`), are spread again: no window is matched twice. On 90 train pairs the median
     EPE fell on 31 and rose on 14 (benchmarks/tuning.md).
     """
-    from models.classical.interpolate import affine_eval, refined_affine
+    from models.classical.interpolate import affine_eval_tensor, refined_affine
 
     shift, confidence = matched.matches[0]
     kept = (confidence * median_test(shift, confidence > 0))[0, 0] > 0
@@ -126,7 +125,7 @@ def retrended(
     points, shifts = (x[0].permute(1, 2, 0)[kept].double().cpu().numpy() for x in (matched_at, total))
     weights = confidence[0, 0][kept].double().cpu().numpy()
     params, _ = refined_affine(points, shifts, weights, np.ones(len(points), bool), WindowConfig().affine_threshold)
-    trend = torch.from_numpy(affine_eval(params, tuple(start.shape[-2:])))[None].to(start)
+    trend = affine_eval_tensor(params, tuple(start.shape[-2:]), start.device)[None].to(start)
     residual = total - sample_at(trend, matched_at, padding="border")
     field, support = correct(trend, residual, confidence, *level.lattice, WindowConfig.sigma_cells)
     return Matched(field, support * valid_f.float(), [field], matched.matches)
@@ -190,12 +189,12 @@ def descriptor_trend(desc_f, desc_m, valid_f, valid_m, start: torch.Tensor) -> n
 
 
 def enlarge(
-    field: np.ndarray, confidence: np.ndarray, shape: tuple[int, int], factor: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """A field (2, h, w) and confidence (h, w) of the pair shrunk `factor` x (`models.classical.register.block_means`)
-    at full resolution `shape` (vectors scaled; a last partial block repeats its neighbour)."""
+    field: torch.Tensor, confidence: torch.Tensor, shape: tuple[int, int], factor: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A field (2, h, w) and confidence (h, w) of the pair shrunk `factor` x (`models.preprocess.block_means`) at
+    full resolution `shape`, on their device (vectors scaled; a last partial block repeats its neighbour)."""
     full = (factor * field.shape[1], factor * field.shape[2])
-    up = upsample_field(torch.from_numpy(field)[None], full)[0].numpy()
-    conf = F.interpolate(torch.from_numpy(confidence)[None, None], size=full, mode="bilinear")[0, 0].numpy()
-    pad = ((0, shape[0] - full[0]), (0, shape[1] - full[1]))
-    return np.pad(up, ((0, 0), *pad), mode="edge"), np.pad(conf, pad, mode="edge")
+    up = upsample_field(field[None], full)
+    conf = F.interpolate(confidence[None, None], size=full, mode="bilinear")
+    pad = (0, shape[1] - full[1], 0, shape[0] - full[0])
+    return F.pad(up, pad, mode="replicate")[0], F.pad(conf, pad, mode="replicate")[0, 0]

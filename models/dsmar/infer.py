@@ -13,17 +13,18 @@ from kernel.warp import compose, warp_image
 from models.api import MODALITIES
 from models.dsmar import dihedral
 from models.dsmar.network import DSMAR
-from models.preprocess import to_gray
+from models.preprocess import gray
 
 # Images larger than TILE px a side are registered in tiles overlapping by OVERLAP px, blended by `kernel.taper`.
 TILE, OVERLAP = 1024, 128
 
 
-def network_input(image: np.ndarray, modality: str) -> np.ndarray:
-    """(C, H, W) float32 with NaN -> (2, H, W): gray stretched to [-1, 1] (0 where invalid), validity."""
-    gray = to_gray(image, modality)
-    valid = np.isfinite(gray)
-    return np.stack([np.where(valid, 2.0 * gray - 1.0, 0.0), valid]).astype(np.float32)
+def network_input(image: torch.Tensor, modality: str) -> torch.Tensor:
+    """(C, H, W) float32 with NaN -> (2, H, W) float32 on the image's device: gray stretched to [-1, 1] (0 where
+    invalid), validity."""
+    stretched = gray(image, modality)
+    valid = torch.isfinite(stretched)
+    return torch.stack([torch.where(valid, 2.0 * stretched - 1.0, 0.0), valid.float()])
 
 
 def modality_id(name: str, known: Iterable[str] | None) -> int:
@@ -50,22 +51,17 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
 
 
 @torch.no_grad()
-def _run_tile(model: DSMAR, fixed: np.ndarray, moving: np.ndarray, ids: tuple[int, int], device) -> tuple:
-    """One tile (2, h, w) per stream -> field (2, h, w), confidence (h, w); pads to the network stride."""
+def _run_tile(model: DSMAR, fixed: torch.Tensor, moving: torch.Tensor, ids: tuple[int, int]) -> tuple:
+    """One tile (2, h, w) per stream -> field (2, h, w), confidence (h, w) on its device; pads to the network
+    stride."""
     h, w = fixed.shape[-2:]
     s = model.config.stride
     ph, pw = (-h) % s, (-w) % s
-    f = torch.from_numpy(fixed)[None].to(device)
-    m = torch.from_numpy(moving)[None].to(device)
-    if ph or pw:
-        f = F.pad(f, (0, pw, 0, ph))
-        m = F.pad(m, (0, pw, 0, ph))
-    fid = torch.tensor([ids[0]], device=device)
-    mid = torch.tensor([ids[1]], device=device)
+    f, m = F.pad(fixed[None], (0, pw, 0, ph)), F.pad(moving[None], (0, pw, 0, ph))
+    fid = torch.tensor([ids[0]], device=fixed.device)
+    mid = torch.tensor([ids[1]], device=fixed.device)
     out = model(f, m, fid, mid, match=False)
-    field = out.field[0, :, :h, :w].float().cpu().numpy()
-    conf = out.confidence[0, 0, :h, :w].float().cpu().numpy()
-    return field, conf
+    return out.field[0, :, :h, :w].float(), out.confidence[0, 0, :h, :w].float()
 
 
 def predict_field(
@@ -100,9 +96,11 @@ def predict_field(
     if optimise is not None:
         from models.dsmar.instance import instance_optimise
 
-        field = instance_optimise(
-            network_input(fixed, fixed_modality), network_input(moving, moving_modality), field, **optimise
+        inputs = (
+            network_input(torch.from_numpy(np.ascontiguousarray(image)), modality).numpy()
+            for image, modality in ((fixed, fixed_modality), (moving, moving_modality))
         )
+        field = instance_optimise(*inputs, field, **optimise)
     return field, conf
 
 
@@ -131,26 +129,36 @@ def _predict_once(
     device: str | torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     device = default_device(device)
-    model = model.to(device)
     known = list(known_modalities) if known_modalities is not None else None
     ids = (modality_id(fixed_modality, known), modality_id(moving_modality, known))
-    f_in = network_input(fixed, fixed_modality)
-    m_in = network_input(moving, moving_modality)
-    h, w = f_in.shape[-2:]
+    f_in, m_in = (
+        network_input(torch.from_numpy(np.ascontiguousarray(image)).to(device), modality)
+        for image, modality in ((fixed, fixed_modality), (moving, moving_modality))
+    )
+    field, conf = predict_tiles(model.to(device), f_in, m_in, ids, tile, overlap)
+    return field.cpu().numpy(), conf.cpu().numpy()
+
+
+def predict_tiles(
+    model: DSMAR, fixed: torch.Tensor, moving: torch.Tensor, ids: tuple[int, int], tile: int, overlap: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's field (2, H, W) and confidence (H, W) for network inputs (2, H, W) (`network_input`), all on
+    their device: tiles of `tile` px overlapping by `overlap`, blended by linear tapers (`kernel.taper`)."""
+    h, w = fixed.shape[-2:]
     overlap = min(overlap, tile // 2)
-    field = np.zeros((2, h, w), np.float32)
-    conf = np.zeros((h, w), np.float32)
-    weight = np.zeros((h, w), np.float32)
-    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
-    for y0 in ys:
-        for x0 in xs:
+    field = fixed.new_zeros((2, h, w))
+    conf = fixed.new_zeros((h, w))
+    weight = fixed.new_zeros((h, w))
+    for y0 in tile_starts(h, tile, overlap):
+        for x0 in tile_starts(w, tile, overlap):
             sl = (slice(y0, y0 + tile), slice(x0, x0 + tile))
-            t_field, t_conf = _run_tile(model, f_in[(slice(None), *sl)], m_in[(slice(None), *sl)], ids, device)
+            t_field, t_conf = _run_tile(model, fixed[(slice(None), *sl)], moving[(slice(None), *sl)], ids)
             th, tw = t_conf.shape
             top, bottom, left, right = (
                 0 if edge else overlap for edge in (y0 == 0, y0 + th >= h, x0 == 0, x0 + tw >= w)
             )
-            wgt = tile_taper((th, tw), (top, bottom, left, right), "linear", np.float32)
+            wgt = torch.from_numpy(tile_taper((th, tw), (top, bottom, left, right), "linear", np.float32))
+            wgt = wgt.to(fixed.device)
             field[(slice(None), *sl)] += t_field * wgt
             conf[sl] += t_conf * wgt
             weight[sl] += wgt

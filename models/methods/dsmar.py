@@ -112,9 +112,19 @@ def settings(meta: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, A
 
 @register_method("dsmar", options=OPTIONS, resolve=resolve)
 def make_dsmar():
-    from models.classical.register import block_means
+    import torch
+
     from models.dsmar.fine import enlarge, learned_fine
-    from models.dsmar.infer import OVERLAP, TILE, default_device, modality_id, network_input, predict_field
+    from models.dsmar.infer import (
+        OVERLAP,
+        TILE,
+        default_device,
+        modality_id,
+        network_input,
+        predict_field,
+        predict_tiles,
+    )
+    from models.preprocess import block_means
 
     def dsmar(
         fixed: np.ndarray,
@@ -156,31 +166,45 @@ def make_dsmar():
         optimise, polish, trend, fine = chosen.get("optimise"), chosen["polish"], chosen["trend"], chosen["fine"]
         radii = _radii(polish)
         known = meta.get("record", {}).get("modalities")
+        ids = (modality_id(fixed_modality, known), modality_id(moving_modality, known))
         device = default_device(device)
-        pair = (block_means(fixed, scale), block_means(moving, scale)) if scale > 1 else (fixed, moving)
-        field, confidence = predict_field(
-            model,
-            *pair,
-            fixed_modality,
-            moving_modality,
-            known_modalities=known,
-            tile=tile,
-            overlap=overlap,
-            device=device,
-            iterations=iterations,
-            optimise=optimise,
-            augment=augment,
+        # The pair goes to the device once; from there to the returned field nothing runs on the host but the
+        # robust fits of the trends, on a few hundred lattice points.
+        raw = (
+            torch.from_numpy(np.ascontiguousarray(fixed)).to(device),
+            torch.from_numpy(np.ascontiguousarray(moving)).to(device),
         )
+        pair = tuple(block_means(image, scale) for image in raw) if scale > 1 else raw
+        if augment == 1 and iterations == 1 and optimise is None:
+            shrunk = (network_input(pair[0], fixed_modality), network_input(pair[1], moving_modality))
+            field, confidence = predict_tiles(model.to(device), *shrunk, ids, tile, overlap)
+        else:  # frames, iterations and instance optimisation work on the host (`predict_field`)
+            host = (pair[0].cpu().numpy(), pair[1].cpu().numpy())
+            found = predict_field(
+                model,
+                *host,
+                fixed_modality,
+                moving_modality,
+                known_modalities=known,
+                tile=tile,
+                overlap=overlap,
+                device=device,
+                iterations=iterations,
+                optimise=optimise,
+                augment=augment,
+            )
+            field, confidence = (torch.from_numpy(x).to(device) for x in found)
         if scale > 1:
             field, confidence = enlarge(field, confidence, fixed.shape[1:], scale)
         if radii and fine != "mind":
             # None: the untrained stage, whose heads' output is zero (`mind_descriptors`), without running them.
             matcher = model.matcher if fine == "learned" else None
-            inputs = (network_input(fixed, fixed_modality), network_input(moving, moving_modality))
-            ids = (modality_id(fixed_modality, known), modality_id(moving_modality, known))
+            inputs = (network_input(raw[0], fixed_modality), network_input(raw[1], moving_modality))
             steps = (int(chosen["newton"]), int(chosen["repeat"]))
             retrended = bool(chosen["retrend"])
-            return learned_fine(matcher, *inputs, ids, field, confidence, trend, device, radii, *steps, retrended)
+            field, confidence = learned_fine(matcher, *inputs, ids, field, confidence, trend, radii, *steps, retrended)
+            return field.cpu().numpy(), confidence.cpu().numpy()
+        field, confidence = field.cpu().numpy(), confidence.cpu().numpy()
         if radii:
             # The field is now the windows' work around a trend: their support says where it holds. The
             # network's confidence is calibrated on its own dense field (about 2 px), which is not returned.
@@ -203,6 +227,8 @@ def _polish(
     """The network's field (or its affine consensus, or the classical trend) corrected by passes of
     MIND-SSC window matching, each searched at most its radius around the field so far; with the last
     pass's window support (H, W)."""
+    import torch
+
     from models.classical.interpolate import affine_eval
     from models.classical.register import WindowConfig, coarse_trend, field_trend, polish
     from models.methods.mind import describe as mind_describe
@@ -215,7 +241,8 @@ def _polish(
     describe = lambda image: fixed_desc if image is fixed_gray else mind_describe(image)  # noqa: E731
     starts = [field]
     if trend != "field":
-        params, support = field_trend(field, np.where(fixed_valid, confidence, np.nan), config)
+        weight = np.where(fixed_valid, confidence, np.nan)
+        params, support = field_trend(torch.from_numpy(field), torch.from_numpy(weight), config)
         if support:  # no consensus: the network's own field is the better start than no motion
             starts = [affine_eval(params, shape)]
         if trend == "best":
