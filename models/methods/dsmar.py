@@ -176,8 +176,8 @@ def make_dsmar():
         )
         pair = tuple(block_means(image, scale) for image in raw) if scale > 1 else raw
         if augment == 1 and iterations == 1 and optimise is None:
-            shrunk = (network_input(pair[0], fixed_modality), network_input(pair[1], moving_modality))
-            field, confidence = predict_tiles(model.to(device), *shrunk, ids, tile, overlap)
+            at_scale = (network_input(pair[0], fixed_modality), network_input(pair[1], moving_modality))
+            field, confidence = predict_tiles(model.to(device), *at_scale, ids, tile, overlap)
         else:  # frames, iterations and instance optimisation work on the host (`predict_field`)
             host = (pair[0].cpu().numpy(), pair[1].cpu().numpy())
             found = predict_field(
