@@ -398,7 +398,7 @@ def test_throughput_times_the_whole_method_beside_the_network(capsys):
     """`python -m models.training.throughput` reports the network's forward pass, the whole method with the shipped
     weights (as MP/s too) and `register_pair(method="dsmar")`, which adds the API's warp, on the device at hand (here
     the CPU)."""
-    from models.training.throughput import main
+    from models.training.throughput import device_agreement, main
 
     weights = Path(__file__).resolve().parents[1] / "models" / "weights" / "dsmar.pt"
     assert main([str(weights), "--size", "128"]) == 0
@@ -408,6 +408,8 @@ def test_throughput_times_the_whole_method_beside_the_network(capsys):
     assert result["s_per_mp_fp32"] > 0 and result["method_s_per_mp"] > 0
     assert result["method_mp_per_s"] == pytest.approx(1 / result["method_s_per_mp"])
     assert result["register_pair_s_per_mp"] > 0
+    # A GPU window compares the device's field with the CPU's; the CPU against itself is the same field.
+    assert device_agreement(weights, torch.device("cpu"), 128) == {"median_px": 0.0, "p99_px": 0.0}
 
 
 def test_throughput_records_a_gpu_speed_only_on_a_gpu(tmp_path, capsys):

@@ -48,13 +48,10 @@ def method_seconds_per_megapixel(
     (size x size) synthetic optical-SAR scene whose SAR is shifted by (3, -2) px, divided by its megapixels.
 
     A rendered scene, not noise: the method's trend and window passes do the work they do on real ground."""
-    from datagen.synthetic import render_scene
     from models.api import register_pair
     from models.methods.dsmar import make_dsmar
 
-    scene = render_scene((size + 8, size + 8), np.random.default_rng(0))
-    fixed = np.ascontiguousarray(scene.optical[:, 4 : 4 + size, 4 : 4 + size], np.float32)
-    moving = np.ascontiguousarray(scene.sar[:, 7 : 7 + size, 2 : 2 + size], np.float32)
+    fixed, moving = rendered_pair(size)
     method = make_dsmar()
     runs = (
         lambda: method(
@@ -76,9 +73,36 @@ def method_seconds_per_megapixel(
     return medians[0], medians[1]
 
 
+def rendered_pair(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A (size x size) synthetic optical-SAR scene whose SAR is shifted by (3, -2) px: (fixed, moving)."""
+    from datagen.synthetic import render_scene
+
+    scene = render_scene((size + 8, size + 8), np.random.default_rng(0))
+    fixed = np.ascontiguousarray(scene.optical[:, 4 : 4 + size, 4 : 4 + size], np.float32)
+    moving = np.ascontiguousarray(scene.sar[:, 7 : 7 + size, 2 : 2 + size], np.float32)
+    return fixed, moving
+
+
+def device_agreement(weights: Path, device: torch.device, size: int = 1024) -> dict[str, float]:
+    """How far the method's field on `device` lies from its field on the CPU, on `rendered_pair`: the median and
+    99th percentile of the vectors' difference (px). The same steps in another device's arithmetic; a GPU window
+    reports it beside the speed, so a device path that computed something else shows."""
+    from models.methods.dsmar import make_dsmar
+
+    fixed, moving = rendered_pair(size)
+    method = make_dsmar()
+    fields = [
+        method(fixed, moving, fixed_modality="optical", moving_modality="sar", weights=str(weights), device=str(d))[0]
+        for d in (device, torch.device("cpu"))
+    ]
+    gap = np.hypot(*(fields[0] - fields[1]))
+    return {"median_px": float(np.median(gap)), "p99_px": float(np.percentile(gap, 99))}
+
+
 def main(argv=None) -> int:
     """`python -m models.training.throughput WEIGHTS [--size N] [--record]`: print the network's s/MP (fp32, bf16 on
-    CUDA), the whole method's (s/MP and MP/s) and `register_pair`'s (s/MP) as JSON; `--record` (on a GPU) also writes them into the weights'
+    CUDA), the whole method's (s/MP and MP/s) and `register_pair`'s (s/MP) as JSON, on CUDA with the method's field
+    against the CPU's (`device_agreement`); `--record` (on a GPU) also writes them into the weights'
     sidecar as `gpu_throughput`, which the accuracy report shows next to the baselines."""
     import argparse
     import json
@@ -107,6 +131,7 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(0)
         result["s_per_mp_bf16"] = seconds_per_megapixel(model, device, args.size, bf16=True)
+        result["field_vs_cpu"] = device_agreement(Path(args.weights), device, args.size)
     if args.record:
         write_sidecar(Path(args.weights), {"gpu_throughput": result})
     print(json.dumps(result))
