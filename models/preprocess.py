@@ -14,7 +14,7 @@ import torch
 from kernel.contracts import MODALITY
 
 # Order statistics nearer an end than this share of the values are read by a partial sort of that end (`topk`);
-# others by two selections.
+# others by a full sort.
 _END_SHARE = 0.125
 
 
@@ -34,8 +34,10 @@ def gray(image: torch.Tensor, modality: str) -> torch.Tensor:
     valid = torch.isfinite(out)
     if not bool(valid.any()):
         return out
-    if MODALITY[modality].backscatter and float(out[valid].min()) >= 0 and percentiles(out, valid, (50.0,))[0] < 1.0:
-        out = torch.where(valid, 10.0 * torch.log10(out.clamp_min(1e-6)), torch.nan)
+    least = float(torch.where(valid, out, torch.inf).amin())
+    if MODALITY[modality].backscatter and least >= 0 and percentiles(out, valid, (50.0,))[0] < 1.0:
+        # in float64, rounded once: every device gives the same float32 decibels
+        out = torch.where(valid, 10.0 * torch.log10(out.clamp_min(1e-6).double()), torch.nan).float()
     lo, hi = percentiles(out, valid, (1.0, 99.0))
     scale = hi - lo if hi > lo else 1.0
     return ((out.double() - lo) / scale).clamp(0.0, 1.0).float()
@@ -81,8 +83,9 @@ def selected_percentiles(image: torch.Tensor, valid: torch.Tensor, qs: tuple[flo
         elif total - i <= _END_SHARE * total:
             high = torch.topk(values, total - i, largest=True).values
             a, b = high[total - 1 - i], high[total - 1 - j]
-        else:
-            a, b = (torch.kthvalue(values, k + 1).values for k in (i, j))
+        else:  # one sort on the device; a selection there runs in one block per slice
+            ordered = torch.sort(values).values
+            a, b = ordered[i], ordered[j]
         out.append(_lerp(a.cpu().numpy(), b.cpu().numpy(), share))
     return out
 

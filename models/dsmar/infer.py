@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from kernel.taper import tile_taper
+from kernel.taper import edge_taper
 from kernel.warp import compose, warp_image
 from models.api import MODALITIES
 from models.dsmar import dihedral
@@ -157,8 +157,11 @@ def predict_tiles(
             top, bottom, left, right = (
                 0 if edge else overlap for edge in (y0 == 0, y0 + th >= h, x0 == 0, x0 + tw >= w)
             )
-            wgt = torch.from_numpy(tile_taper((th, tw), (top, bottom, left, right), "linear", np.float32))
-            wgt = wgt.to(fixed.device)
+            rows, cols = (
+                torch.from_numpy(edge_taper(n, *fades, "linear").astype(np.float32)).to(fixed.device)
+                for n, fades in ((th, (top, bottom)), (tw, (left, right)))
+            )
+            wgt = torch.outer(rows, cols)  # `kernel.taper.tile_taper`, built where the tiles are
             field[(slice(None), *sl)] += t_field * wgt
             conf[sl] += t_conf * wgt
             weight[sl] += wgt

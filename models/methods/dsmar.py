@@ -175,8 +175,13 @@ def make_dsmar():
             torch.from_numpy(np.ascontiguousarray(moving)).to(device),
         )
         pair = tuple(block_means(image, scale) for image in raw) if scale > 1 else raw
+
+        def inputs_of(images: tuple) -> tuple:
+            return network_input(images[0], fixed_modality), network_input(images[1], moving_modality)
+
+        at_scale = None
         if augment == 1 and iterations == 1 and optimise is None:
-            at_scale = (network_input(pair[0], fixed_modality), network_input(pair[1], moving_modality))
+            at_scale = inputs_of(pair)
             field, confidence = predict_tiles(model.to(device), *at_scale, ids, tile, overlap)
         else:  # frames, iterations and instance optimisation work on the host (`predict_field`)
             host = (pair[0].cpu().numpy(), pair[1].cpu().numpy())
@@ -199,7 +204,7 @@ def make_dsmar():
         if radii and fine != "mind":
             # None: the untrained stage, whose heads' output is zero (`mind_descriptors`), without running them.
             matcher = model.matcher if fine == "learned" else None
-            inputs = (network_input(raw[0], fixed_modality), network_input(raw[1], moving_modality))
+            inputs = at_scale if scale == 1 and at_scale is not None else inputs_of(raw)
             steps = (int(chosen["newton"]), int(chosen["repeat"]))
             retrended = bool(chosen["retrend"])
             field, confidence = learned_fine(matcher, *inputs, ids, field, confidence, trend, radii, *steps, retrended)
