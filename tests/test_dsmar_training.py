@@ -97,6 +97,13 @@ def test_torch_inverse_matches_the_benchmark():
         assert np.abs(ref - t[b].numpy()).max() < 1e-3
 
 
+def test_the_default_inversion_is_converged_on_the_configs_largest_warps():
+    gen = torch.Generator().manual_seed(1)
+    ranges = WarpRanges(max_shift_px=10.0, max_rotation_deg=2.0, max_scale=0.02, elastic_px=3.0)
+    w = random_warps(8, 256, ranges, gen, "cpu")
+    assert float((invert_warps(w) - invert_warps(w, iterations=40)).abs().max()) < 1e-4
+
+
 def test_random_warps_stay_in_range():
     gen = torch.Generator().manual_seed(1)
     r = WarpRanges(max_shift_px=5.0, max_rotation_deg=0.0, max_scale=0.0, elastic_px=0.0)

@@ -59,8 +59,9 @@ def random_warps(batch: int, size: int, ranges: WarpRanges, gen: torch.Generator
     return field + elastic / peak * amplitude
 
 
-def invert_warps(warp: torch.Tensor, iterations: int = 12) -> torch.Tensor:
-    """t with t(p) + w(p + t(p)) = 0, by fixed-point iteration (w smooth, |grad w| << 1)."""
+def invert_warps(warp: torch.Tensor, iterations: int = 8) -> torch.Tensor:
+    """t with t(p) + w(p + t(p)) = 0, by fixed-point iteration (w smooth, |grad w| << 1): on the configs' warps
+    (10 px, 2 deg, 2 %, 3 px elastic) 8 iterations reach float32's precision (a few 1e-6 px from 40)."""
     grid = base_grid(warp.shape[-2:], warp)
     h, w = warp.shape[-2:]
     truth = -warp
