@@ -14,7 +14,7 @@ from models.dsmar.flow import base_grid, sample_at
 from models.dsmar.weights import load_weights, write_sidecar
 from models.training.augment import WarpRanges, invert_warps, prepare_batch, random_warps, stretch
 from models.training.average import WeightAverage
-from models.training.config import TrainConfig, apply_variant, with_budget
+from models.training.config import StageConfig, TrainConfig, apply_variant, with_budget
 from models.training.data import (
     BatchSampler,
     PackedPair,
@@ -24,7 +24,7 @@ from models.training.data import (
     trusted_pairs,
     write_pack,
 )
-from models.training.trainer import Trainer
+from models.training.trainer import Trainer, progress_line, stage_progress
 from models.training.validate import median_difference, validate_weights
 
 
@@ -471,3 +471,13 @@ def test_a_run_with_a_weight_average_exports_scores_and_resumes_the_average(tmp_
     assert all(torch.equal(again.average.shadow[k], v) for k, v in trainer.average.shadow.items())
     with pytest.raises(InputError, match="ema"):
         TrainConfig.from_dict({**data, "ema": 1.0})
+
+
+def test_a_training_log_line_gives_the_rate_and_the_eta_of_its_stage():
+    joint = StageConfig(name="joint", seconds=400.0, lr=1e-4)
+    assert stage_progress(joint, 50, 100.0) == 0.25
+    assert stage_progress(StageConfig(name="field", steps=200, seconds=1e6, lr=1e-4), 150, 10.0) == 0.75
+    assert progress_line("joint", 50, 100.0, stage_progress(joint, 50, 100.0), 8) == (
+        "joint step 50 (25 %), 0.5 steps/s, 4 crops/s, ETA 5 min, t=100s"
+    )
+    assert progress_line("joint", 0, 0.0, 0.0, 8) == "joint step 0 (0 %), t=0s"

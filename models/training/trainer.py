@@ -32,6 +32,7 @@ from models.training.augment import Prepared, prepare_batch
 from models.training.average import WeightAverage
 from models.training.config import LossWeights, StageConfig, TrainConfig
 from models.training.data import BatchSampler, pack_split, read_pack, self_supervised_pairs
+from pipeline.progress import eta, two_significant
 
 # The stages whose steps add the self-supervised term (`LossWeights.self_supervised`): those training the field.
 SELF_SUPERVISED_STAGES = ("field", "joint")
@@ -148,6 +149,22 @@ def lr_factor(progress: float) -> float:
         return max(progress / 0.03, 0.05)
     p = (progress - 0.03) / 0.97
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
+
+
+def stage_progress(stage: StageConfig, step: int, elapsed: float) -> float:
+    """The share of a stage done: of its steps or of its seconds, whichever budget runs out first."""
+    return max(step / stage.steps if stage.steps else 0.0, elapsed / stage.seconds if stage.seconds else 0.0)
+
+
+def progress_line(stage: str, step: int, elapsed: float, progress: float, batch: int) -> str:
+    """`joint step 50 (25 %), 0.50 steps/s, 4.0 crops/s, ETA 5 min, t=100s`: where a stage stands, at its mean
+    rate since it started, for an operator deciding whether to wait for it."""
+    parts = [f"{stage} step {step} ({100 * progress:.0f} %)"]
+    if elapsed > 0:
+        parts += [f"{two_significant(step / elapsed)} steps/s", f"{two_significant(step * batch / elapsed)} crops/s"]
+    if progress > 0:
+        parts.append(eta(progress, elapsed))
+    return ", ".join(parts + [f"t={elapsed:.0f}s"])
 
 
 def held_out_scores(crops: list[torch.Tensor], folds: list[float]) -> dict:
@@ -363,10 +380,7 @@ class Trainer:
         running: dict[str, float] = {}
         while True:
             elapsed = time.monotonic() - start
-            progress = max(
-                self.state["step"] / stage.steps if stage.steps else 0.0,
-                elapsed / stage.seconds if stage.seconds else 0.0,
-            )
+            progress = stage_progress(stage, self.state["step"], elapsed)
             if progress >= 1.0:
                 break
             for group in optimizer.param_groups:
@@ -406,7 +420,14 @@ class Trainer:
                 running[k] = 0.9 * running.get(k, float(v.detach())) + 0.1 * float(v.detach())
             if self.state["step"] % 50 == 0:
                 self.log(
-                    f"{stage.name} step {self.state['step']} t={self.state['elapsed']:.0f}s "
+                    progress_line(
+                        stage.name,
+                        self.state["step"],
+                        self.state["elapsed"],
+                        stage_progress(stage, self.state["step"], self.state["elapsed"]),
+                        self.cfg.batch,
+                    )
+                    + " "
                     + " ".join(f"{k}={v:.3f}" for k, v in running.items())
                 )
             if time.monotonic() - last_ckpt > self.cfg.checkpoint_every_s:
