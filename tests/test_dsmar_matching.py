@@ -199,6 +199,30 @@ def test_window_costs_are_window_means_of_cell_products_at_whole_pixel_offsets(p
     assert np.allclose(support[0, 0].numpy(), want_support, atol=1e-5)
 
 
+def test_window_costs_cost_a_few_operations_per_row_of_offsets_not_per_offset():
+    """On a GPU every operation is a kernel launch: a pass of +-7 px (225 offsets) dispatching a dozen operations
+    per offset would spend more time launching than computing on a megapixel."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counting(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += 1
+            return func(*args, **(kwargs or {}))
+
+    def operations(radius: int) -> int:
+        stacks = (torch.rand(1, MIND_CHANNELS + 1, 64, 64) for _ in range(2))
+        with Counting() as counting:
+            window_costs(*stacks, MatchLevel(1, radius, 17, 8, 1))
+        return counting.count
+
+    more_offsets = 15**2 - 7**2
+    assert (operations(7) - operations(3)) / more_offsets < 8  # one operation per channel and offset: over 10
+
+
 @pytest.fixture(scope="module")
 def optical(pairs_dir):
     record = next(r for r in read_pairs(pairs_dir, "train") if r.category == "optical-optical")

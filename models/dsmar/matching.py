@@ -294,9 +294,12 @@ def window_costs(fixed: torch.Tensor, moved: torch.Tensor, lv: MatchLevel) -> tu
 
     With `lv.pool` k > 1 the products are taken on k x k cell means, the offsets still whole level pixels: the
     moving descriptors' cell means at each of the k^2 phases, shifted by whole cells (k^2 times fewer
-    products; the lattice is then `lv.lattice`). Each offset's similarity map is reduced to the lattice rows at
-    once (a product with the windows' 0/1 band matrix), so the maps of all offsets are never held together."""
+    products; the lattice is then `lv.lattice`). The offsets of one row that share a phase are one strided view
+    of it, so a pass costs a few operations per row of offsets rather than per offset (on a GPU each is a kernel
+    launch). Their similarity maps are reduced to the lattice rows at once (a product with the windows' 0/1 band
+    matrix), so the maps of all offsets are never held together."""
     r, k = lv.radius, lv.pool
+    side = 2 * r + 1
     h, w = fixed.shape[-2:]
     hp, wp = -(-h // k), -(-w // k)
     padded = F.pad(moved, (r, r + 2 * k - 1, r, r + 2 * k - 1))
@@ -305,17 +308,23 @@ def window_costs(fixed: torch.Tensor, moved: torch.Tensor, lv: MatchLevel) -> tu
         padded = box_means(padded, k)
     phases = {(p, q): padded[:, :, p::k, q::k].contiguous() for p in range(k) for q in range(k)}
     rows, cols = (window_band(n, -(-lv.window // k), lv.step // k, fixed.dtype, fixed.device) for n in (hp, wp))
-    desc, valid = fixed[:, :-1], fixed[:, -1:]
+    desc, valid = fixed[:, :-1, None], fixed[:, -1:, None]
     products, overlaps = [], []
-    for dy in range(2 * r + 1):
-        for dx in range(2 * r + 1):
-            (ky, p), (kx, q) = divmod(dy, k), divmod(dx, k)
-            shifted = phases[p, q][:, :, ky : ky + hp, kx : kx + wp]
-            products.append(rows @ channel_dot(desc, shifted[:, :-1]))
-            overlaps.append(rows @ (valid * shifted[:, -1:]))
+    for dy in range(side):
+        ky, p = divmod(dy, k)
+        row_products = fixed.new_empty(fixed.shape[0], side, rows.shape[0], wp)
+        row_overlaps = torch.empty_like(row_products)
+        for q in range(min(k, side)):
+            count = len(range(q, side, k))
+            # shifted[b, c, j, y, x] = phase[b, c, ky + y, j + x]: the offsets dx = q + k j of this row
+            shifted = phases[p, q][:, :, ky : ky + hp].unfold(3, wp, 1)[:, :, :, :count].movedim(3, 2)
+            row_products[:, q::k] = rows @ channel_dot(desc, shifted[:, :-1])[:, 0]
+            row_overlaps[:, q::k] = rows @ channel_dot(valid, shifted[:, -1:])[:, 0]
+        products.append(row_products)
+        overlaps.append(row_overlaps)
     zero = phases[r % k, r % k][:, -1:, r // k : r // k + hp, r // k : r // k + wp]
-    sums = torch.cat(products + overlaps + [rows @ (valid * zero)], 1) @ cols.T
-    n = len(products)
+    sums = torch.cat(products + overlaps + [rows @ (valid[:, :, 0] * zero)], 1) @ cols.T
+    n = side * side
     costs = sums[:, :n] / sums[:, n : 2 * n].clamp_min(1e-3)
     return costs, sums[:, -1:] / (rows.sum(1)[:, None] * cols.sum(1)[None])
 
@@ -328,10 +337,12 @@ def box_means(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) x (B, C, H, W) -> their dot product over channels (B, 1, H, W), one fused multiply-add per
-    channel: on a CPU a fifth faster than a product and a reduction over the channel axis."""
-    out = a[:, :1] * b[:, :1]
-    for c in range(1, a.shape[1]):
+    """(B, C, ...) x (B, C, ...), broadcast after the channels -> their dot product over channels (B, 1, ...), one
+    fused multiply-add per channel: on a CPU a fifth faster than a product and a reduction over the channel axis."""
+    # Accumulated into a fresh contiguous tensor: a product of broadcast, overlapping views (`window_costs`'
+    # offsets) would take their layout and make every later step slow.
+    out = a.new_zeros(torch.broadcast_shapes(a[:, :1].shape, b[:, :1].shape))
+    for c in range(a.shape[1]):
         out.addcmul_(a[:, c : c + 1], b[:, c : c + 1])
     return out
 
