@@ -393,6 +393,10 @@ def test_train_builds_a_pack_without_eval_pairs_and_exports_weights(pairs_dir, t
     _, info = load_weights(tmp_path / "run" / "tiny.pt")
     assert info["record"]["finished"] and info["record"]["total_steps"] == 4
     assert f"weights {tmp_path / 'run' / 'tiny.pt'} sha256 {info['sha256']}" in out
+    assert f"report {tmp_path / 'run' / 'report.md'}" in out
+    # No held-out pairs (holdout 0): the report has the stages and the curve, and no held-out figure.
+    assert "held-out crops" not in (tmp_path / "run" / "report.md").read_text()
+    assert not (tmp_path / "run" / "held_out.png").exists() and (tmp_path / "run" / "curve.png").exists()
     # The pack is the pairs' and the pack's own, whatever the seed of the config that built it: a rebuild from a
     # run's config (another seed) writes the same bytes, so the ledger's held-out set stays the same.
     first = (tmp_path / "pack.npz").read_bytes()
@@ -481,3 +485,24 @@ def test_a_training_log_line_gives_the_rate_and_the_eta_of_its_stage():
         "joint step 50 (25 %), 0.5 steps/s, 4 crops/s, ETA 5 min, t=100s"
     )
     assert progress_line("joint", 0, 0.0, 0.0, 8) == "joint step 0 (0 %), t=0s"
+
+
+def test_a_run_leaves_a_report_with_its_stages_curve_and_held_out_crops(tmp_path):
+    from PIL import Image
+
+    stages = [{"name": "field", "steps": 1, "lr": 1e-3}, {"name": "joint", "steps": 50, "lr": 1e-4}]
+    cfg = TrainConfig.from_dict(tiny_cpu_run(tmp_path, stages=stages, val_batches=1))
+    Trainer(cfg, log=lambda _: None).run()
+    out = Path(cfg.out)
+    _, meta = load_weights(out / f"{cfg.name}.pt")
+    joint = meta["record"]["history"][1]
+    text = (out / "report.md").read_text()
+    assert f"sha256 `{meta['sha256'][:12]}`, 51 steps (102 crops)" in text
+    assert f"| joint | 50 | {joint['seconds']:,.0f} | 0.0001 | {joint['val_epe_median']:.3f} / " in text
+    assert "![loss curve](curve.png)" in text and "![held-out crops](held_out.png)" in text
+    # One curve point every 50 steps, kept in the checkpoint so that a resumed run's curve goes on.
+    blob = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert [(c["stage"], c["total_steps"]) for c in json.loads(blob["state"])["curve"]] == [("joint", 51)]
+    assert Image.open(out / "held_out.png").size == (800, 544)  # one row of 272 px per crop: the batch's two
+    assert Image.open(out / "curve.png").size[0] > 0
+    assert not list(out.glob("*.tmp*"))

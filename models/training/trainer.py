@@ -32,10 +32,18 @@ from models.training.augment import Prepared, prepare_batch
 from models.training.average import WeightAverage
 from models.training.config import LossWeights, StageConfig, TrainConfig
 from models.training.data import BatchSampler, pack_split, read_pack, self_supervised_pairs
+from models.training.report import HeldOutCrop, write_report
 from pipeline.progress import eta, two_significant
 
 # The stages whose steps add the self-supervised term (`LossWeights.self_supervised`): those training the field.
 SELF_SUPERVISED_STAGES = ("field", "joint")
+# Steps between two log lines (and two points of the report's loss curve).
+LOG_EVERY = 50
+# The report (`models.training.report`) is rewritten at each stage's end and with a checkpoint at most this often:
+# on a GPU a rewrite costs a second or two of a short window.
+REPORT_EVERY_S = 600.0
+# Held-out crops the report shows.
+REPORT_CROPS = 3
 
 
 def pick_device(name: str) -> torch.device:
@@ -226,7 +234,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
             self.model = self.model.to(memory_format=torch.channels_last)
         self.average = WeightAverage(self.model, cfg.ema) if cfg.ema > 0 else None
-        self.state = {"stage": 0, "step": 0, "elapsed": 0.0, "history": [], "total_steps": 0}
+        self.state = {"stage": 0, "step": 0, "elapsed": 0.0, "history": [], "total_steps": 0, "curve": []}
         self.optimizer_state = None
         self._val = self._validation_batches()
 
@@ -284,7 +292,7 @@ class Trainer:
             self.log(f"checkpoint {self.checkpoint_path} belongs to another config; starting afresh")
             return False
         self.model.load_state_dict(blob["model"])
-        self.state = json.loads(blob["state"])
+        self.state = {"curve": [], **json.loads(blob["state"])}
         self.sampler.rng.bit_generator.state = json.loads(blob["sampler"])
         unlabeled_state = json.loads(blob.get("unlabeled_sampler", "null"))
         if self.unlabeled_sampler is not None and unlabeled_state is not None:
@@ -304,6 +312,11 @@ class Trainer:
     def export(self, extra: dict | None = None) -> dict:
         with self.averaged():
             return save_weights(self.model, self.out / f"{self.cfg.name}.pt", self.record(extra), self.inherited)
+
+    def report(self, meta: dict) -> Path:
+        """OUT/report.md for the weights just exported (`meta`, their sidecar): `models.training.report`."""
+        crops = self.held_out_crops(REPORT_CROPS) if self._val else []
+        return write_report(self.out, self.cfg.name, meta["record"], meta["sha256"], self.state["curve"], crops)
 
     def record(self, extra: dict | None = None) -> dict:
         return {
@@ -344,6 +357,23 @@ class Trainer:
         self.model.train()
         return crops, folds
 
+    @torch.no_grad()
+    def held_out_crops(self, count: int) -> list[HeldOutCrop]:
+        """The first `count` crops of the first held-out batch registered by the weights the run stands for."""
+        batch = self._val[0]
+        with self.averaged():
+            self.model.eval()
+            with self._autocast():
+                out = self.model(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
+            self.model.train()
+        field = out.field.float()
+        after = warp(batch.moving_raw, field)
+        error = torch.where(batch.mask, torch.sqrt(((field - batch.target) ** 2).sum(1, keepdim=True)), torch.nan)
+        return [
+            HeldOutCrop(*(x[i, 0].cpu().numpy() for x in (batch.fixed_raw, batch.moving_raw, after, error)))
+            for i in range(min(count, batch.fixed.shape[0]))
+        ]
+
     def validate(self) -> dict:
         with self.averaged():
             return held_out_scores(*self.held_out_errors())
@@ -376,7 +406,7 @@ class Trainer:
             optimizer.load_state_dict(self.optimizer_state)
         self.optimizer_state = None
         start = time.monotonic() - self.state["elapsed"]
-        last_ckpt = time.monotonic()
+        last_ckpt = last_report = time.monotonic()
         running: dict[str, float] = {}
         while True:
             elapsed = time.monotonic() - start
@@ -418,7 +448,14 @@ class Trainer:
             self.state["elapsed"] = time.monotonic() - start
             for k, v in parts.items():
                 running[k] = 0.9 * running.get(k, float(v.detach())) + 0.1 * float(v.detach())
-            if self.state["step"] % 50 == 0:
+            if self.state["step"] % LOG_EVERY == 0:
+                self.state["curve"].append(
+                    {
+                        "stage": stage.name,
+                        "total_steps": self.state["total_steps"],
+                        **{k: round(v, 4) for k, v in running.items()},
+                    }
+                )
                 self.log(
                     progress_line(
                         stage.name,
@@ -432,7 +469,10 @@ class Trainer:
                 )
             if time.monotonic() - last_ckpt > self.cfg.checkpoint_every_s:
                 self.save_checkpoint(optimizer)
-                self.export({"partial": f"{stage.name} step {self.state['step']}"})
+                meta = self.export({"partial": f"{stage.name} step {self.state['step']}"})
+                if time.monotonic() - last_report > REPORT_EVERY_S:
+                    self.report(meta)
+                    last_report = time.monotonic()
                 last_ckpt = time.monotonic()
         metrics = self.validate() if stage.name != "contrast" else {}
         entry = {
@@ -447,7 +487,7 @@ class Trainer:
         self.log(json.dumps(entry))
         self.state.update(stage=index + 1, step=0, elapsed=0.0)
         self.save_checkpoint(optimizer)
-        self.export()
+        self.report(self.export())
 
     def run(self, resume: bool = True) -> dict:
         if resume:
