@@ -18,6 +18,10 @@ from benchmarks.results import BenchResult, DenseTable, LandmarkTable, Summary
 from datagen.pairs import load_aligned_pair, read_pairs
 from datagen.warps import benchmark_warp
 from kernel.warp import warp_image
+from pipeline.report_figures import checkerboard
+
+# The side of a checkerboard square (px) on the pairs (a few hundred px a side): a few px of offset show at its edges.
+CHECKER_SQUARE_PX = 32
 
 # (label, value of a summary, format) per table column.
 Column = tuple[str, Callable[[Any], Any], str]
@@ -224,11 +228,6 @@ def _cdf_figure(result: BenchResult, path: Path) -> None:
     plt.close(fig)
 
 
-def _checkerboard(a: np.ndarray, b: np.ndarray, tile: int = 32) -> np.ndarray:
-    yy, xx = np.indices(a.shape)
-    return np.where(((yy // tile) + (xx // tile)) % 2 == 0, a, b)
-
-
 def _checkerboard_figure(result: BenchResult, pair_id: str, method: str, path: Path) -> None:
     import matplotlib
 
@@ -248,7 +247,8 @@ def _checkerboard_figure(result: BenchResult, pair_id: str, method: str, path: P
     after = to_gray(registered.warped, pair.moving_modality)
     fig, axes = plt.subplots(1, 2, figsize=(10, 5))
     for ax, moving, title in ((axes[0], before, "before (warped moving)"), (axes[1], after, f"after {method}")):
-        ax.imshow(np.nan_to_num(_checkerboard(fixed, moving), nan=0.0), cmap="gray", vmin=0, vmax=1)
+        board = checkerboard(fixed, moving, squares=max(1, max(fixed.shape) // CHECKER_SQUARE_PX))
+        ax.imshow(np.nan_to_num(board, nan=0.0), cmap="gray", vmin=0, vmax=1)
         ax.set_title(title)
         ax.axis("off")
     fig.suptitle(f"{pair_id} ({record.category})")
