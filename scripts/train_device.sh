@@ -27,6 +27,9 @@ collect() {
     [ -f "$f" ] && cp "$f" "$OUT/$name.pt.part" && mv "$OUT/$name.pt.part" "$OUT/$name.pt"
     # The sidecar after the weights (it holds their checksum, the inherited "inference" and the GPU speed).
     [ -f "${f%.pt}.json" ] && cp "${f%.pt}.json" "$OUT/$name.json"
+    # The run's report (models/training/report.py): its stages, loss curve and held-out crops.
+    [ -f "$RUNS/$name/report.md" ] && mkdir -p "$OUT/$name-report" \
+      && cp "$RUNS/$name"/report.md "$RUNS/$name"/*.png "$OUT/$name-report/" 2>/dev/null
   done
   cat "$RUNS"/*/*.log > "$OUT/train.log" 2>/dev/null
 }
