@@ -43,7 +43,14 @@ def ledger_errors(weights: Path, config: Path = LEDGER_CONFIG, threads: int = 2)
     with tempfile.TemporaryDirectory() as scratch:
         cfg = TrainConfig.from_json(config, out=scratch, device="cpu")
         cfg = TrainConfig.from_dict(
-            {**cfg.to_dict(), "init": str(weights), "threads": threads, "model": architecture, "bf16": False}
+            {
+                **cfg.to_dict(),
+                "init": str(weights),
+                "threads": threads,
+                "model": architecture,
+                "bf16": False,
+                "ema": 0.0,
+            }
         )
         trainer = Trainer(cfg, log=lambda message: None)
         torch.manual_seed(0)
