@@ -23,10 +23,13 @@ from models.dsmar.matching import (
     SOFT_NORM,
     FineMatcher,
     MatchLevel,
+    accumulated_dot,
+    channel_dot,
     image_descriptors,
     median_test,
     newton_schedule,
     peak_offset,
+    reduced_dot,
     window_costs,
 )
 from models.methods.mind import describe as mind_describe
@@ -221,6 +224,25 @@ def test_window_costs_cost_a_few_operations_per_row_of_offsets_not_per_offset():
 
     more_offsets = 15**2 - 7**2
     assert (operations(7) - operations(3)) / more_offsets < 8  # one operation per channel and offset: over 10
+
+
+@pytest.mark.parametrize("broadcast", [False, True])
+def test_both_schedules_of_the_channel_dot_agree(broadcast):
+    """The CPU's per-channel accumulation and the GPU's product and reduction are one formula: over plain
+    (B, C, H, W) maps, and over `window_costs`' (B, C, 1, H, W) x overlapping (B, C, n, H, W) views."""
+    generator = torch.Generator().manual_seed(1)
+    a = torch.rand(2, MIND_CHANNELS, 30, 40, generator=generator)
+    b = torch.rand(2, MIND_CHANNELS, 30, 44, generator=generator)
+    if broadcast:
+        a, b = a[:, :, None], b.unfold(3, 40, 1)[:, :, :, :5].movedim(3, 2)
+    else:
+        b = b[..., :40]
+    want = (a * b).double().sum(1, keepdim=True)
+    for schedule in (accumulated_dot, reduced_dot):
+        got = schedule(a, b)
+        assert got.shape == want.shape and got.is_contiguous()
+        assert torch.allclose(got.double(), want, rtol=1e-6, atol=1e-5)
+    assert torch.equal(channel_dot(a, b), accumulated_dot(a, b))  # on this CPU
 
 
 @pytest.fixture(scope="module")
