@@ -247,7 +247,7 @@ def _checkerboard_figure(result: BenchResult, pair_id: str, method: str, path: P
     after = to_gray(registered.warped, pair.moving_modality)
     fig, axes = plt.subplots(1, 2, figsize=(10, 5))
     for ax, moving, title in ((axes[0], before, "before (warped moving)"), (axes[1], after, f"after {method}")):
-        board = checkerboard(fixed, moving, squares=max(1, max(fixed.shape) // CHECKER_SQUARE_PX))
+        board = checkerboard(fixed, moving, size_px=CHECKER_SQUARE_PX)
         ax.imshow(np.nan_to_num(board, nan=0.0), cmap="gray", vmin=0, vmax=1)
         ax.set_title(title)
         ax.axis("off")

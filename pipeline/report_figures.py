@@ -40,10 +40,11 @@ def display(image: np.ndarray, elevation: bool) -> np.ndarray:
     return normalise(hillshade(image)) if elevation else normalise(image)
 
 
-def checkerboard(a: np.ndarray, b: np.ndarray, squares: int = 8) -> np.ndarray:
-    """Alternate squares of two [0, 1] images: misregistration shows as broken edges at square borders."""
+def checkerboard(a: np.ndarray, b: np.ndarray, squares: int = 8, size_px: int | None = None) -> np.ndarray:
+    """Alternate squares of two [0, 1] images: misregistration shows as broken edges at square borders. `squares`
+    along the longer side, or squares of `size_px`."""
     h, w = a.shape
-    size = max(1, max(h, w) // squares)
+    size = size_px or max(1, max(h, w) // squares)
     yy, xx = np.indices((h, w))
     return np.where(((yy // size) + (xx // size)) % 2 == 0, a, b)
 
@@ -58,7 +59,8 @@ def edges(gray: np.ndarray) -> np.ndarray:
     return canny(filled, sigma=2.0, low_threshold=0.6, high_threshold=0.8, use_quantiles=True) & valid
 
 
-def _figure(rows: int, cols: int, size: tuple[float, float]):
+def figure(rows: int, cols: int, size: tuple[float, float]):
+    """A figure of rows x cols axes (always a 2-D array) on matplotlib's Agg backend, imported only when drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,28 +69,31 @@ def _figure(rows: int, cols: int, size: tuple[float, float]):
     return plt.subplots(rows, cols, figsize=size, constrained_layout=True, squeeze=False)
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path, dpi: int = 90) -> None:
+    """`fig` as a PNG at `path`, its image axes without ticks; the figure is closed whatever happens."""
     import matplotlib.pyplot as plt
 
-    for ax in fig.axes:
-        if ax.images:  # colorbars and histograms have no images and keep their ticks
-            ax.set_axis_off()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    try:
+        for ax in fig.axes:
+            if ax.images:  # colorbars and histograms have no images and keep their ticks
+                ax.set_axis_off()
+        fig.savefig(path, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
 
 
 def save_checkerboards(path: Path, reference: np.ndarray, before: np.ndarray, after: np.ndarray, title: str) -> None:
     """Checkerboards of the reference with the moving image before and after registration ([0, 1] bands)."""
-    fig, axes = _figure(1, 2, (11, 5.6))
+    fig, axes = figure(1, 2, (11, 5.6))
     for ax, moving, label in ((axes[0, 0], before, "before"), (axes[0, 1], after, "after")):
         ax.imshow(checkerboard(reference, moving), cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"{title}: optical vs {label}")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def save_crops(path: Path, crops: Sequence, title: str) -> None:
     """Each crop at full resolution, before and after, with the reference's edges drawn over the moving image."""
-    fig, axes = _figure(len(crops), 2, (9, 4.4 * len(crops)))
+    fig, axes = figure(len(crops), 2, (9, 4.4 * len(crops)))
     for row, crop in zip(axes, crops):
         outline = edges(crop.reference)
         overlay = np.zeros((*outline.shape, 4), np.float32)
@@ -98,11 +103,11 @@ def save_crops(path: Path, crops: Sequence, title: str) -> None:
             ax.imshow(overlay, interpolation="nearest")
             w = crop.window
             ax.set_title(f"{title} {label}: rows {w.row}-{w.row + w.height}, cols {w.col}-{w.col + w.width}")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def save_field(path: Path, displacement: np.ndarray, confidence: np.ndarray, step: int, title: str) -> None:
-    fig, axes = _figure(1, 2, (11, 5.2))
+    fig, axes = figure(1, 2, (11, 5.2))
     magnitude = np.hypot(displacement[0], displacement[1])
     im = axes[0, 0].imshow(magnitude, cmap="viridis")
     fig.colorbar(im, ax=axes[0, 0], shrink=0.8, label="|d| (optical pixels)")
@@ -118,21 +123,21 @@ def save_field(path: Path, displacement: np.ndarray, confidence: np.ndarray, ste
     im = axes[0, 1].imshow(confidence, cmap="magma", vmin=0, vmax=1)
     fig.colorbar(im, ax=axes[0, 1], shrink=0.8, label="confidence")
     axes[0, 1].set_title(f"{title}: confidence")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def save_confidence_histogram(path: Path, confidence: np.ndarray, title: str) -> None:
-    fig, axes = _figure(1, 1, (6, 3.2))
+    fig, axes = figure(1, 1, (6, 3.2))
     values = confidence[np.isfinite(confidence)]
     axes[0, 0].hist(values, bins=20, range=(0, 1), color="tab:purple")
     axes[0, 0].set_xlabel("confidence")
     axes[0, 0].set_ylabel("quicklook pixels")
     axes[0, 0].set_title(f"{title}: confidence distribution")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def save_error(path: Path, displacement: np.ndarray, truth: np.ndarray, title: str) -> None:
-    fig, axes = _figure(1, 2, (11, 5.2))
+    fig, axes = figure(1, 2, (11, 5.2))
     error = end_point_error(displacement, truth)
     im = axes[0, 0].imshow(np.hypot(truth[0], truth[1]), cmap="viridis")
     fig.colorbar(im, ax=axes[0, 0], shrink=0.8, label="|truth| (pixels)")
@@ -145,4 +150,4 @@ def save_error(path: Path, displacement: np.ndarray, truth: np.ndarray, title: s
     )
     fig.colorbar(im, ax=axes[0, 1], shrink=0.8, label="end-point error (pixels)")
     axes[0, 1].set_title(f"{title}: error of the recovered field")
-    _save(fig, path)
+    save_figure(fig, path)

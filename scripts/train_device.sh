@@ -12,7 +12,7 @@ OUT=${OUT:-/tmp/dsmar-out}; RUNS=/tmp/dsmar-runs; PY=${PYTHON:-python3}
 rm -rf "$RUNS"; mkdir -p "$OUT" "$RUNS"
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,utilization.gpu --format=csv,noheader
-$PY -c "import torch, numpy, scipy, PIL; print('torch', torch.__version__, torch.cuda.is_available())"
+$PY -c "import torch, numpy, scipy, PIL, matplotlib; print('torch', torch.__version__, torch.cuda.is_available())"
 
 RUNLIST="full:dsmar:$MAIN"
 if [ "$ABL" != 0 ]; then
@@ -29,7 +29,10 @@ collect() {
     [ -f "${f%.pt}.json" ] && cp "${f%.pt}.json" "$OUT/$name.json"
     # The run's report (models/training/report.py): its stages, loss curve and held-out crops.
     [ -f "$RUNS/$name/report.md" ] && mkdir -p "$OUT/$name-report" \
-      && cp "$RUNS/$name"/report.md "$RUNS/$name"/*.png "$OUT/$name-report/" 2>/dev/null
+      && for part in report.md curve.png held_out.png; do
+        [ -f "$RUNS/$name/$part" ] && cp "$RUNS/$name/$part" "$OUT/$name-report/.$part.part" \
+          && mv "$OUT/$name-report/.$part.part" "$OUT/$name-report/$part"
+      done
   done
   cat "$RUNS"/*/*.log > "$OUT/train.log" 2>/dev/null
 }

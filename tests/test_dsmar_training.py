@@ -506,3 +506,13 @@ def test_a_run_leaves_a_report_with_its_stages_curve_and_held_out_crops(tmp_path
     assert Image.open(out / "held_out.png").size == (800, 544)  # one row of 272 px per crop: the batch's two
     assert Image.open(out / "curve.png").size[0] > 0
     assert not list(out.glob("*.tmp*"))
+
+
+def test_a_report_that_cannot_be_written_leaves_the_run_going(tmp_path):
+    cfg = TrainConfig.from_dict(tiny_cpu_run(tmp_path, stages=[{"name": "field", "steps": 2, "lr": 1e-3}]))
+    (Path(cfg.out) / "report.md").mkdir(parents=True)  # a folder where the report goes: its last rename fails
+    logged: list[str] = []
+    meta = Trainer(cfg, log=logged.append).run()
+    assert meta["record"]["finished"] and meta["record"]["history"][0]["total_steps"] == 2
+    assert any(line.startswith("report not written: IsADirectoryError") for line in logged)
+    assert not list(Path(cfg.out).glob(".*.tmp"))  # the temporary files are gone

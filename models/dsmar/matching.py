@@ -346,7 +346,8 @@ def accumulated_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """`channel_dot` as one fused multiply-add per channel (on a CPU a fifth faster than a product and a reduction
     over the channel axis), accumulated into a fresh contiguous tensor: a product of broadcast, overlapping views
     (`window_costs`' offsets) would take their layout and make every later step slow."""
-    out = a.new_zeros(torch.broadcast_shapes(a[:, :1].shape, b[:, :1].shape))
+    shape = torch.broadcast_shapes(a[:, :1].shape, b[:, :1].shape)
+    out = torch.zeros(shape, dtype=torch.promote_types(a.dtype, b.dtype), device=a.device)
     for c in range(a.shape[1]):
         out.addcmul_(a[:, c : c + 1], b[:, c : c + 1])
     return out
@@ -354,7 +355,8 @@ def accumulated_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def reduced_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """`channel_dot` as a product and a reduction: two kernel launches rather than one per channel, on a GPU,
-    where the launches, not the arithmetic, set the pace."""
+    where the launches, not the arithmetic, set the pace. The product holds all channels at once (in
+    `window_costs`, C x the offsets of a row: about 100 MB for a 1 MP pair)."""
     return (a * b).sum(1, keepdim=True).contiguous()
 
 

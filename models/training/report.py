@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.report_figures import checkerboard
+from pipeline.report_figures import checkerboard, figure, save_figure
 
 # The curve's loss terms, as the log names them.
 CURVE_TERMS = ("total", "epe")
@@ -20,8 +20,8 @@ ERROR_RANGE_PX = 6.0
 @dataclass(frozen=True)
 class HeldOutCrop:
     """One held-out crop: the fixed image, the moving one under the crop's warp and moved back by the run's field
-    (all [0, 1], NaN outside the moving image), and the end-point error of that field (px, NaN where the truth
-    is undefined)."""
+    (all [0, 1], 0 where a stream has no data), and the end-point error of that field (px, NaN where the truth is
+    undefined)."""
 
     fixed: np.ndarray
     before: np.ndarray
@@ -29,24 +29,16 @@ class HeldOutCrop:
     error: np.ndarray
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def save_curve(path: Path, curve: list[dict], history: list[dict]) -> None:
-    """The running losses against the run's step, with the held-out median EPE at each stage's end."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
+    """The running losses against the run's step, with the held-out median EPE at each stage's end (the run's step
+    there: `total_steps`, which skipped batches do not advance)."""
+    fig, axes = figure(1, 1, (8, 4))
+    ax = axes[0, 0]
     for term in CURVE_TERMS:
         points = [(c["total_steps"], c[term]) for c in curve if term in c]
         if points:
             ax.plot(*zip(*points, strict=True), marker=".", label=f"train {term} (running mean)")
-    ends = np.cumsum([h["steps"] for h in history])
+    ends = [h.get("total_steps", end) for h, end in zip(history, np.cumsum([h["steps"] for h in history]), strict=True)]
     scored = [(end, h["val_epe_median"]) for end, h in zip(ends, history, strict=True) if "val_epe_median" in h]
     if scored:
         ax.plot(*zip(*scored, strict=True), "o", color="black", label="held-out median EPE (stage end)")
@@ -56,27 +48,25 @@ def save_curve(path: Path, curve: list[dict], history: list[dict]) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("px (loss: weighted px)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    save_figure(fig, path, dpi=80)
 
 
 def save_held_out(path: Path, crops: list[HeldOutCrop]) -> None:
     """Per crop: checkerboards of the fixed image with the moving one before and after the run's field, and the
     field's end-point error."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(crops), 3, figsize=(10, 3.4 * len(crops)), constrained_layout=True, squeeze=False)
+    fig, axes = figure(len(crops), 3, (10, 3.4 * len(crops)))
     for row, crop in zip(axes, crops, strict=True):
         for ax, moving, label in ((row[0], crop.before, "before"), (row[1], crop.after, "after")):
             ax.imshow(np.nan_to_num(checkerboard(crop.fixed, moving), nan=0.0), cmap="gray", vmin=0, vmax=1)
             ax.set_title(f"fixed vs moving, {label}", fontsize=9)
         shown = row[2].imshow(crop.error, cmap="magma", vmin=0, vmax=ERROR_RANGE_PX)
-        row[2].set_title(f"end-point error, median {np.nanmedian(crop.error):.2f} px", fontsize=9)
+        defined = crop.error[np.isfinite(crop.error)]
+        median = f"median {np.median(defined):.2f} px" if defined.size else "no truth"
+        row[2].set_title(f"end-point error, {median}", fontsize=9)
         fig.colorbar(shown, ax=row[2], shrink=0.8, label="px")
-        for ax in row:
-            ax.set_axis_off()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
 
 
 def _number(value, digits: int) -> str:
@@ -123,14 +113,21 @@ def markdown(name: str, record: dict, weights_sha256: str, held_out: bool) -> st
 def write_report(
     out: Path, name: str, record: dict, weights_sha256: str, curve: list[dict], crops: list[HeldOutCrop]
 ) -> Path:
-    """OUT/report.md with its figures (the held-out crops where there are any); each file is replaced whole, so a
-    reader never sees half of one."""
-    figures = ["curve.png"] + (["held_out.png"] if crops else [])
-    save_curve(out / "curve.tmp.png", curve, record["history"])
+    """OUT/report.md with its figures (the held-out crops where there are any). Each file is written under a
+    temporary name and then replaces the last one whole, so a reader never sees half of one; a failure leaves the
+    last complete report and no temporary file."""
+    parts = {out / "curve.png": lambda path: save_curve(path, curve, record["history"])}
     if crops:
-        save_held_out(out / "held_out.tmp.png", crops)
-    (out / "report.md.tmp").write_text(markdown(name, record, weights_sha256, bool(crops)))
-    for final in figures:
-        (out / final.replace(".png", ".tmp.png")).replace(out / final)
-    (out / "report.md.tmp").replace(out / "report.md")
+        parts[out / "held_out.png"] = lambda path: save_held_out(path, crops)
+    parts[out / "report.md"] = lambda path: path.write_text(markdown(name, record, weights_sha256, bool(crops)))
+    written = []
+    try:
+        for final, write in parts.items():
+            write(final.with_name(f".{final.name}.tmp"))
+            written.append(final)
+        for final in written:
+            final.with_name(f".{final.name}.tmp").replace(final)
+    finally:
+        for final in parts:
+            final.with_name(f".{final.name}.tmp").unlink(missing_ok=True)
     return out / "report.md"

@@ -78,6 +78,7 @@ def train(args) -> int:
             speed["gpu"] = torch.cuda.get_device_name(0)
         log(f"throughput {json.dumps(speed)}")
         meta = trainer.export({"throughput": speed})
+        trainer.report(meta)
     log(f"weights {out / meta['file']} sha256 {meta['sha256']} ({meta['bytes']} bytes); report {out / 'report.md'}")
     return 0
 

@@ -165,7 +165,7 @@ def stage_progress(stage: StageConfig, step: int, elapsed: float) -> float:
 
 
 def progress_line(stage: str, step: int, elapsed: float, progress: float, batch: int) -> str:
-    """`joint step 50 (25 %), 0.50 steps/s, 4.0 crops/s, ETA 5 min, t=100s`: where a stage stands, at its mean
+    """`joint step 50 (25 %), 0.5 steps/s, 4 crops/s, ETA 5 min, t=100s`: where a stage stands, at its mean
     rate since it started, for an operator deciding whether to wait for it."""
     parts = [f"{stage} step {step} ({100 * progress:.0f} %)"]
     if elapsed > 0:
@@ -313,10 +313,14 @@ class Trainer:
         with self.averaged():
             return save_weights(self.model, self.out / f"{self.cfg.name}.pt", self.record(extra), self.inherited)
 
-    def report(self, meta: dict) -> Path:
-        """OUT/report.md for the weights just exported (`meta`, their sidecar): `models.training.report`."""
-        crops = self.held_out_crops(REPORT_CROPS) if self._val else []
-        return write_report(self.out, self.cfg.name, meta["record"], meta["sha256"], self.state["curve"], crops)
+    def report(self, meta: dict) -> None:
+        """OUT/report.md for the weights just exported (`meta`, their sidecar): `models.training.report`. A report
+        that cannot be written is logged in one line and the run goes on: the weights are what it is for."""
+        try:
+            crops = self.held_out_crops(REPORT_CROPS) if self._val else []
+            write_report(self.out, self.cfg.name, meta["record"], meta["sha256"], self.state["curve"], crops)
+        except Exception as err:  # noqa: BLE001 - any failure of a figure must not end a training run
+            self.log(f"report not written: {type(err).__name__}: {err}")
 
     def record(self, extra: dict | None = None) -> dict:
         return {
@@ -343,18 +347,24 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
     @torch.no_grad()
-    def held_out_errors(self) -> tuple[list[torch.Tensor], list[float]]:
-        """Per held-out crop, the end-point errors (px) of its valid pixels; per held-out batch, its folded share."""
+    def _held_out_field(self, batch: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's field (B, 2, S, S) on a held-out batch, in eval mode, and its end-point error (B, S, S)."""
         self.model.eval()
-        crops, folds = [], []
-        for batch in self._val:
+        try:
             with self._autocast():
                 out = self.model(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
-            field = out.field.float()
-            epe = torch.sqrt(((field - batch.target) ** 2).sum(1)).cpu()
-            crops += [crop[mask] for crop, mask in zip(epe, batch.mask[:, 0].cpu(), strict=True)]
+        finally:
+            self.model.train()
+        field = out.field.float()
+        return field, torch.sqrt(((field - batch.target) ** 2).sum(1))
+
+    def held_out_errors(self) -> tuple[list[torch.Tensor], list[float]]:
+        """Per held-out crop, the end-point errors (px) of its valid pixels; per held-out batch, its folded share."""
+        crops, folds = [], []
+        for batch in self._val:
+            field, epe = self._held_out_field(batch)
+            crops += [crop[mask] for crop, mask in zip(epe.cpu(), batch.mask[:, 0].cpu(), strict=True)]
             folds.append(float(L.folding_share(field)))
-        self.model.train()
         return crops, folds
 
     @torch.no_grad()
@@ -362,13 +372,9 @@ class Trainer:
         """The first `count` crops of the first held-out batch registered by the weights the run stands for."""
         batch = self._val[0]
         with self.averaged():
-            self.model.eval()
-            with self._autocast():
-                out = self.model(batch.fixed, batch.moving, batch.fixed_modality, batch.moving_modality)
-            self.model.train()
-        field = out.field.float()
+            field, epe = self._held_out_field(batch)
         after = warp(batch.moving_raw, field)
-        error = torch.where(batch.mask, torch.sqrt(((field - batch.target) ** 2).sum(1, keepdim=True)), torch.nan)
+        error = torch.where(batch.mask, epe[:, None], torch.nan)
         return [
             HeldOutCrop(*(x[i, 0].cpu().numpy() for x in (batch.fixed_raw, batch.moving_raw, after, error)))
             for i in range(min(count, batch.fixed.shape[0]))
@@ -478,6 +484,7 @@ class Trainer:
         entry = {
             "stage": stage.name,
             "steps": self.state["step"],
+            "total_steps": self.state["total_steps"],
             "seconds": round(self.state["elapsed"], 1),
             "lr": stage.lr,
             "loss": {k: round(v, 4) for k, v in running.items()},
@@ -500,4 +507,6 @@ class Trainer:
             if index < self.state["stage"]:
                 continue
             self.run_stage(index, stage)
-        return self.export()
+        meta = self.export()
+        self.report(meta)
+        return meta
