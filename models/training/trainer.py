@@ -507,6 +507,4 @@ class Trainer:
             if index < self.state["stage"]:
                 continue
             self.run_stage(index, stage)
-        meta = self.export()
-        self.report(meta)
-        return meta
+        return self.export()
